@@ -1,0 +1,5 @@
+import sys
+
+from plmkit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""``plm``: the command-line entry point.
+
+Each command lives in ``plmkit/cli/<module>.py`` and exposes::
+
+    HELP = "one-line purpose shown by plm --help"
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int | None: ...
+
+``COMMANDS`` below is the single table of commands; ``tests/cli/test_main.py``
+keeps it in sync with the modules. Command modules are imported only when their
+command runs (``plm --help`` imports none of torch), except that help text is
+read from each module's ``HELP`` by a cheap import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# command name -> (module under plmkit.cli, one-line purpose)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("quickstart", "Train a tokenizer, pretrain tiny BERT (MLM) and GPT (CLM) models, show perplexity before/after."),
+    "tokenizer": ("tokenizer", "Train a WordPiece / byte-level BPE / Unigram / char tokenizer (tokenizer train)."),
+    "prepare": ("prepare", "Tokenize a corpus once into a sharded memory-mapped token store."),
+    "pretrain": ("pretrain", "Pretrain any backbone with any objective from a YAML recipe (resumable, torchrun-ready)."),
+    "finetune": ("finetune", "Fine-tune a checkpoint on a task (GLUE, NER, QA, multiple choice, text-to-text)."),
+    "evaluate": ("evaluate", "Evaluate a fine-tuned checkpoint on a data split."),
+    "predict": ("predict", "Run a fine-tuned checkpoint over inputs and write JSONL predictions."),
+    "generate": ("generate", "Generate text from a causal LM (greedy, sampling, beam search), streaming."),
+    "fill-mask": ("fill_mask", "Predict the [MASK] tokens of a masked language model."),
+    "convert": ("convert", "Convert a GGUF file or HF-format directory into an HF-format safetensors directory."),
+    "ngram": ("ngram", "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."),
+    "word2vec": ("word2vec", "Train word2vec (CBOW / skip-gram) and query similar words and analogies."),
+}
+
+
+def _formatter(prog):
+    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32, width=100)
+
+
+def build_parser(load_modules: str | None = "all") -> argparse.ArgumentParser:
+    """Build the parser. ``load_modules`` is a command name to load only that one ("all" loads all)."""
+    from plmkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="plm",
+        description="plmkit: pretrain, adapt, evaluate and generate with pretrained language models.",
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"plmkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (module, purpose) in COMMANDS.items():
+        p = sub.add_parser(name, help=purpose, description=purpose, formatter_class=_formatter)
+        if load_modules == "all" or load_modules == name:
+            mod = importlib.import_module(f"plmkit.cli.{module}")
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from plmkit.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Only load the module of the command being run (fast startup, no torch import for --help).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(load_modules=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        rc = args._run(args)
+    except UserError as e:
+        print(f"plm {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"plm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
