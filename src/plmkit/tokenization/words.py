@@ -1,0 +1,103 @@
+"""Word boundaries for whole-word masking, and a rule-based sentence splitter.
+
+* ``word_ids_for(text, offsets, word_ids)`` turns the pre-tokenizer's word index per token
+  (``tokenizers.Encoding.word_ids``) into contiguous word ids. Where the text contains CJK
+  characters, tokens that cover CJK characters are regrouped by the words of the ``jieba``
+  segmenter, as Chinese whole-word-masking models do (Cui et al. 2021, "Pre-Training with
+  Whole Word Masking for Chinese BERT", arXiv:1906.08101, segment with LTP; we use jieba).
+* ``sentence_starts(text)`` returns the character offsets where sentences start. The rule:
+  a sentence ends after ``.``, ``!``, ``?`` or ``…`` (optionally followed by closing quotes or
+  brackets) when whitespace follows, and after ``。！？；`` (full-width) unconditionally; line
+  breaks also end a sentence. It is a heuristic (abbreviations such as "Mr." split), good
+  enough for NSP/SOP segment boundaries and BART sentence permutation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Sequence
+
+# CJK Unified Ideographs (+ extension A, compatibility ideographs, extension B..F).
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ceaf"
+CJK_RE = re.compile(f"[{_CJK}]")
+
+_jieba = None
+
+
+def _get_jieba():
+    global _jieba
+    if _jieba is None:
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        _jieba = jieba
+    return _jieba
+
+
+def has_cjk(text: str) -> bool:
+    """True when ``text`` contains at least one CJK ideograph."""
+    return CJK_RE.search(text) is not None
+
+
+def jieba_word_index(text: str) -> list[int]:
+    """Index of the jieba word that covers each character of ``text``."""
+    jieba = _get_jieba()
+    out = [0] * len(text)
+    for k, (_w, start, end) in enumerate(jieba.tokenize(text)):
+        for c in range(start, end):
+            out[c] = k
+    return out
+
+
+def word_ids_for(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    chinese_words: bool = True,
+) -> list[int | None]:
+    """Contiguous word index per token (``None`` for special tokens).
+
+    ``offsets``/``word_ids`` come from one ``tokenizers.Encoding`` of one sequence (``word_ids``
+    may restart per sequence of a pair; pass one sequence at a time). A new word starts where
+    the grouping key changes from the previous token, so ids are non-decreasing.
+    """
+    cjk_word = None
+    if chinese_words and has_cjk(text):
+        cjk_word = jieba_word_index(text)
+    out: list[int | None] = []
+    prev_key: object = None
+    current = -1
+    for (s, e), w in zip(offsets, word_ids):
+        if w is None:
+            out.append(None)
+            prev_key = None
+            continue
+        key: object = ("t", w)
+        if cjk_word is not None and e > s and CJK_RE.search(text, s, e) is not None:
+            m = CJK_RE.search(text, s, e)
+            key = ("j", cjk_word[m.start()])
+        if key != prev_key:
+            current += 1
+            prev_key = key
+        out.append(current)
+    return out
+
+
+_SENT_END = re.compile(
+    r"""(?:[.!?…]+['"”’)\]]*(?=\s)|[。！？；]+[”’」』）)]*|\n+)\s*"""
+)
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character offsets where sentences start (always includes the first non-space char)."""
+    starts: list[int] = []
+    n = len(text)
+    first = len(text) - len(text.lstrip())
+    if first < n:
+        starts.append(first)
+    for m in _SENT_END.finditer(text):
+        e = m.end()
+        if e < n and e > starts[-1]:
+            starts.append(e)
+    return starts
