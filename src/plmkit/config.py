@@ -1,0 +1,503 @@
+"""Run configuration: typed dataclasses for YAML recipes, loading, validation and dotted overrides.
+
+A recipe is a YAML file with the sections ``model``, ``tokenizer``, ``data``, ``objective`` and
+``train``; each maps 1:1 onto a dataclass below (``train`` onto :class:`TrainConfig`)::
+
+    model: {preset: gpt2-tiny, overrides: {hidden_size: 64}}   # or {path: DIR}
+    tokenizer: {train: {kind: char, vocab_size: 100}}          # or {path: DIR}
+    data: {train: [../../shared/data/tinyshakespeare/input.txt], valid_fraction: 0.1, seq_len: 128}
+    objective: {name: clm}                                     # or a list of {name, weight, ...options}
+    train: {max_steps: 1000, batch_size: 16, lr: 3.0e-4, seed: 1}
+
+Precedence is dataclass defaults < recipe < command-line overrides (``train.lr=3e-4``, values parsed as
+YAML; minGPT ``merge_from_args``, TencentPretrain ``load_hyperparam``). Unknown keys and wrong types raise
+:class:`plmkit.errors.UserError` naming the file, line and key, with a "did you mean" hint. Relative paths
+in a recipe are resolved against the recipe's folder; relative paths given as overrides against the
+current directory. ``$PLMKIT_DATA``-style environment variables in paths are expanded.
+
+References: litgpt ``config_hub`` + ``TrainArgs``; torchtitan ``JobConfig``; minGPT ``CfgNode``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from plmkit.errors import UserError, suggest
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Hyper-parameters of :class:`plmkit.training.Trainer` (the ``train:`` section of a recipe)."""
+
+    max_steps: int = 1000
+    """Optimizer steps to run (each step = ``grad_accum`` micro-batches on every rank)."""
+    batch_size: int = 16
+    """Examples per micro-batch per rank. Global batch = batch_size * grad_accum * world_size."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients are accumulated before one optimizer step."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.0
+    """Floor of the linear / cosine decay, as a fraction of ``lr``."""
+    optimizer: Literal["adamw", "lamb"] = "adamw"
+    """AdamW (Loshchilov & Hutter 2019) or LAMB (You et al. 2020)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay, applied to matrices only (not to biases, norms or 1-d params)."""
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    schedule: Literal["linear", "cosine", "constant", "inverse_sqrt", "slanted_triangular"] = "linear"
+    """Learning-rate schedule after ``warmup_steps`` of linear warm-up (slanted_triangular has its own)."""
+    warmup_steps: int = 0
+    stlr_cut_frac: float = 0.1
+    """Slanted triangular (ULMFiT): fraction of steps spent increasing the LR."""
+    stlr_ratio: float = 32.0
+    """Slanted triangular (ULMFiT): how much smaller the lowest LR is than the peak."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise (discriminative) LR: group i of n (embeddings, layers..., heads) gets lr * decay**(n-1-i).
+    ULMFiT uses 1/2.6; ELECTRA fine-tuning 0.8. 1.0 = off. Needs ``model.layer_groups()``."""
+    unfreeze_every: int = 0
+    """Gradual unfreezing (ULMFiT): start with only the top layer group trainable and unfreeze one more
+    group every N steps. 0 = off."""
+    clip_grad_norm: float = 1.0
+    """Clip the global gradient norm to this value; 0 = no clipping."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    """Autocast dtype: bf16 on CPU or GPU, fp16 (with a grad scaler) on GPU only; auto = bf16 if supported on GPU."""
+    compile: bool = False
+    """Run the forward pass through ``torch.compile``."""
+    device: str = "auto"
+    """"auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda", "cuda:1", ..."""
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Under torchrun (WORLD_SIZE > 1): ddp (auto) or fsdp."""
+    seed: int = 1
+    log_every: int = 10
+    eval_every: int = 200
+    """Evaluate on the held-out data every N steps (and at the end); 0 = only at the end."""
+    eval_batches: int = 50
+    """Max batches per evaluation; 0 = the whole held-out set."""
+    eval_batch_size: int = 0
+    """Batch size for evaluation; 0 = batch_size."""
+    save_every: int = 200
+    """Write ``checkpoints/step-N`` every N steps; 0 = only the final model."""
+    keep_last: int = 3
+    """How many step checkpoints to keep (the best one is kept in addition); 0 = keep all."""
+    early_stopping_patience: int = 0
+    """Stop when the held-out loss has not improved for N evaluations; 0 = off."""
+    max_bad_steps: int = 5
+    """Abort after this many consecutive steps with a NaN/inf loss or gradient (each is skipped)."""
+    progress: bool | None = None
+    """Show a tqdm progress bar; None = only when stderr is a terminal."""
+    tensorboard: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ["max_steps", "batch_size", "grad_accum", "log_every"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ["warmup_steps", "eval_every", "eval_batches", "save_every", "keep_last", "unfreeze_every",
+                     "early_stopping_patience", "eval_batch_size"]:
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"train.lr: expected a positive number, got {self.lr}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise UserError(f"train.layer_lr_decay: expected a number in (0, 1], got {self.layer_lr_decay}")
+        if not 0 < self.stlr_cut_frac < 1:
+            raise UserError(f"train.stlr_cut_frac: expected a number in (0, 1), got {self.stlr_cut_frac}")
+        if self.max_bad_steps < 1:
+            raise UserError(f"train.max_bad_steps: expected a positive integer, got {self.max_bad_steps}")
+
+
+@dataclass(kw_only=True)
+class ModelSection:
+    """``model:``: a preset name (random init) or an HF-format checkpoint directory."""
+
+    preset: str | None = None
+    path: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """ModelConfig fields to override, e.g. {hidden_size: 128, num_layers: 4, hidden_dropout: 0.0}."""
+
+
+@dataclass(kw_only=True)
+class TokenizerTrain:
+    """``tokenizer.train:``: train a tokenizer inside the run directory."""
+
+    kind: Literal["char", "wordpiece", "bpe", "unigram"] = "bpe"
+    vocab_size: int = 8000
+    files: list[str] | None = None
+    """Training text; defaults to ``data.train``."""
+
+
+@dataclass(kw_only=True)
+class TokenizerSection:
+    """``tokenizer:``: load one (``path``) or train one (``train``)."""
+
+    path: str | None = None
+    train: TokenizerTrain | None = None
+
+
+@dataclass(kw_only=True)
+class DataSection:
+    """``data:``: raw text files, tokenized once into token stores inside the run directory."""
+
+    train: list[str] = field(default_factory=list)
+    valid: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.0
+    """When ``valid`` is empty: hold out this fraction of the training windows (taken from the end)."""
+    seq_len: int = 128
+    """Tokens per example window (before special tokens the objective may add)."""
+    stride: int | None = None
+    """Step between windows; None = seq_len (no overlap)."""
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """A whole run: what to train, on what, with which objective(s) and hyper-parameters."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    data: DataSection = field(default_factory=DataSection)
+    objective: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "clm"}])
+    """Each entry: {name, weight (default 1), ...options passed to ``plmkit.objectives.build``}."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields holding paths (resolved against the recipe folder, or the cwd for overrides).
+PATH_KEYS = {("model", "path"), ("tokenizer", "path"), ("data", "train"), ("data", "valid"),
+             ("tokenizer", "train", "files")}
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map key paths (tuples of keys / indices) to 1-based line numbers, from the YAML node tree."""
+    out: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node, path):
+        if node is None:
+            return
+        out.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                out[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    walk(root, ())
+    return out
+
+
+class _Ctx:
+    """Where values come from, for error messages: ``recipe.yaml:12: train.lr: ...``."""
+
+    def __init__(self, source: str, lines: dict[tuple, int] | None = None):
+        self.source = source
+        self.lines = lines or {}
+
+    def err(self, path: tuple, msg: str) -> UserError:
+        line = None
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        where = f"{self.source}:{line}" if line else self.source
+        key = ".".join(str(p) for p in path)
+        return UserError(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+            type(None): "null", Any: "anything"}.get(tp, str(tp))
+
+
+def _coerce(value, tp, path: tuple, ctx: _Ctx):
+    """Check ``value`` against the type hint ``tp`` and convert where lossless (int->float, '3e-4'->float)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path, ctx)
+            except UserError as e:
+                errors.append(e)
+        raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}{suggest(value, choices)}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item is str:
+            value = [value]  # a single path is a one-element list
+        if not isinstance(value, list):
+            raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, item, path + (i,), ctx) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ctx.err(path, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, path, ctx)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ctx.err(path, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ctx.err(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ctx.err(path, f"expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ctx.err(path, f"expected a number, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ctx.err(path, f"expected a string, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported config type {tp}")
+
+
+def _from_dict(cls, data, path: tuple, ctx: _Ctx):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ctx.err(path, f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            hint = suggest(key, sorted(fields)) or f"; valid keys: {', '.join(sorted(fields))}"
+            raise ctx.err(path + (key,), f"unknown key{hint}")
+        kwargs[key] = _coerce(value, hints[key], path + (key,), ctx)
+    try:
+        return cls(**kwargs)
+    except UserError as e:
+        msg = str(e)
+        prefix = ".".join(str(p) for p in path)
+        if prefix and msg.startswith(prefix + "."):
+            # TrainConfig validation names its own key: add file and line.
+            key = msg.split(":", 1)[0].split(".")[-1]
+            raise ctx.err(path + (key,), msg.split(":", 1)[1].strip()) from None
+        raise ctx.err(path, msg) from None
+
+
+def _normalise_objectives(value, ctx: _Ctx) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = {"name": value}
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ctx.err(("objective",), f"expected {{name: ...}} or a list of them, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        p = ("objective", i) if len(value) > 1 or isinstance(value, list) else ("objective",)
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ctx.err(p, f"expected a mapping with a 'name' key, got {item!r}")
+        w = item.get("weight", 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            raise ctx.err(p + ("weight",), f"expected a non-negative number, got {w!r}")
+        out.append(dict(item))
+    return out
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make the path fields of ``raw`` absolute relative to ``base`` (in place; env vars expanded)."""
+    def fix(p):
+        if not isinstance(p, str):
+            return p
+        p = os.path.expanduser(os.path.expandvars(p))
+        return p if os.path.isabs(p) else str((base / p).resolve())
+
+    for keys in PATH_KEYS:
+        node = raw
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or keys[-1] not in node:
+            continue
+        v = node[keys[-1]]
+        node[keys[-1]] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 3e-4); the value is parsed as YAML."""
+    if "=" not in item:
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
+    key, _, text = item.partition("=")
+    key = key.strip().lstrip("-")
+    if not key:
+        raise UserError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
+    """Apply dotted ``KEY=VALUE`` overrides to a raw recipe dict (validated later by :func:`recipe_from_dict`).
+
+    Keys must name a known section/field (objective options pass through unchecked); paths are resolved
+    against ``cwd``.
+    """
+    cwd = Path(cwd or os.getcwd())
+    sections = {f.name: f for f in dataclasses.fields(Recipe)}
+    for item in overrides:
+        keys, value = parse_override(item)
+        if keys[0] not in sections:
+            raise UserError(f"override {item!r}: unknown section {keys[0]!r}{suggest(keys[0], sections)}; "
+                            f"valid: {', '.join(sections)}")
+        if keys[0] == "objective":
+            raw["objective"] = _normalise_objectives(raw.get("objective", [{"name": "clm"}]), _Ctx("recipe"))
+            node: Any = raw
+        else:
+            # Validate the key path against the dataclasses.
+            cls = typing.get_type_hints(Recipe)[keys[0]]
+            for depth, k in enumerate(keys[1:], start=1):
+                if not dataclasses.is_dataclass(cls):
+                    break  # free-form mapping (e.g. model.overrides.hidden_size)
+                names = {f.name for f in dataclasses.fields(cls)}
+                if k not in names:
+                    raise UserError(f"override {item!r}: unknown key {'.'.join(keys[:depth + 1])!r}"
+                                    f"{suggest(k, sorted(names))}")
+                hint = typing.get_type_hints(cls)[k]
+                args = [a for a in typing.get_args(hint) if a is not type(None)]
+                cls = args[0] if args and dataclasses.is_dataclass(args[0]) else hint
+            node = raw
+        for k in keys[:-1]:
+            if isinstance(node, list):
+                try:
+                    node = node[int(k)]
+                except (ValueError, IndexError):
+                    raise UserError(f"override {item!r}: no list item {k!r}") from None
+                continue
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
+            if not isinstance(node, (dict, list)):
+                raise UserError(f"override {item!r}: {k!r} is not a section")
+        last = keys[-1]
+        if isinstance(node, list):
+            try:
+                node[int(last)] = value
+            except (ValueError, IndexError):
+                raise UserError(f"override {item!r}: no list item {last!r}") from None
+        else:
+            node[last] = value
+        if tuple(keys) in PATH_KEYS:
+            tmp: dict = {}
+            cur = tmp
+            for k in keys[:-1]:
+                cur = cur.setdefault(k, {})
+            cur[last] = value
+            _resolve_paths(tmp, cwd)
+            node[last] = cur[last]
+    return raw
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = None) -> Recipe:
+    """Validate a raw recipe mapping into a :class:`Recipe` (paths are taken as they are)."""
+    ctx = _Ctx(source, lines)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ctx.err((), f"expected a mapping with sections model, tokenizer, data, objective, train; got {raw!r}")
+    raw = dict(raw)
+    if "objective" in raw:
+        raw["objective"] = _normalise_objectives(raw["objective"], ctx)
+    objective = raw.pop("objective", [{"name": "clm"}])
+    recipe = _from_dict(Recipe, raw, (), ctx)
+    recipe.objective = objective
+    m = recipe.model
+    if (m.preset is None) == (m.path is None):
+        raise ctx.err(("model",), "expected exactly one of 'preset' (e.g. gpt2-tiny) or 'path' (a checkpoint dir)")
+    t = recipe.tokenizer
+    if (t.path is None) == (t.train is None):
+        raise ctx.err(("tokenizer",), "expected exactly one of 'path' or 'train: {kind, vocab_size}'")
+    if not recipe.data.train:
+        raise ctx.err(("data", "train"), "expected at least one training file")
+    if recipe.data.seq_len < 2:
+        raise ctx.err(("data", "seq_len"), f"expected an integer >= 2, got {recipe.data.seq_len}")
+    if not 0 <= recipe.data.valid_fraction < 1:
+        raise ctx.err(("data", "valid_fraction"), f"expected a number in [0, 1), got {recipe.data.valid_fraction}")
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, resolve its relative paths against its folder, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping with sections model, tokenizer, data, objective, train")
+    _resolve_paths(raw, path.resolve().parent)
+    apply_overrides(raw, list(overrides or []))
+    return recipe_from_dict(raw, source=str(path), lines=_line_map(text))
+
+
+def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """Write the resolved recipe as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
