@@ -52,10 +52,6 @@ class KVCache:
         if self.k is not None and self.length:
             k[:, :, :, : self.length] = self.k[:, :, :, : self.length]
             v[:, :, :, : self.length] = self.v[:, :, :, : self.length]
-        if self.key_mask is not None:
-            m = torch.ones(self.batch_size, capacity, dtype=torch.bool, device=like.device)
-            m[:, : self.length] = self.key_mask[:, : self.length]
-            self.key_mask = m
         self.k, self.v, self.capacity = k, v, capacity
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
