@@ -430,3 +430,55 @@ def read_squad(
     if not out:
         raise UserError(f"{path}: no questions")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Multiple choice (JSONL)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChoiceExample:
+    """A context (or question) with C candidate continuations; ``label`` indexes the right one."""
+
+    context: str
+    choices: list[str]
+    label: int | None
+    source: str
+
+
+def read_choices(path: str | Path, labelled: bool = True, bad: BadRows | None = None) -> list[ChoiceExample]:
+    """JSONL with ``context`` (or ``question``), ``choices`` (list of strings) and ``label`` (int index)."""
+    path = Path(path)
+    bad = _collector(bad)
+    _check_file(path)
+    out: list[ChoiceExample] = []
+    n_choices = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad.bad(f"{where}: not valid JSON ({e.msg})")
+                continue
+            ctx = obj.get("context", obj.get("question")) if isinstance(obj, dict) else None
+            choices = obj.get("choices") if isinstance(obj, dict) else None
+            if not isinstance(ctx, str) or not isinstance(choices, list) or len(choices) < 2:
+                bad.bad(f"{where}: expected 'context' (string) and 'choices' (a list of 2 or more strings)")
+                continue
+            if n_choices is None:
+                n_choices = len(choices)
+            if len(choices) != n_choices:
+                bad.bad(f"{where}: expected {n_choices} choices like the first row, got {len(choices)}")
+                continue
+            label = obj.get("label") if labelled else None
+            if labelled and (not isinstance(label, int) or not 0 <= label < len(choices)):
+                bad.bad(f"{where}: 'label' must be an integer index into choices, got {label!r}")
+                continue
+            out.append(ChoiceExample(ctx, [str(c) for c in choices], label, where))
+    if not out:
+        raise UserError(f"{path}: empty file (no examples)")
+    return out

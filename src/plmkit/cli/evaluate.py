@@ -1,0 +1,33 @@
+"""``plm evaluate``: score a fine-tuned checkpoint (or an ensemble of them) on a data split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "Evaluate a fine-tuned checkpoint on a data split."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, nargs="+", help="plm finetune output directory (several = ensemble)")
+    p.add_argument("--data", required=True, help="data directory or file")
+    p.add_argument("--split-file", default=None, help="file inside --data to evaluate (default: the task's dev file)")
+    p.add_argument("--ensemble", default="vote", choices=["vote", "average"], help="how several checkpoints combine: mean probabilities or weight averaging")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    p.add_argument("--max-examples", type=int, default=None, help="random subset of N examples")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
+    p.add_argument("--out", default=None, help="write the metrics JSON here as well")
+
+
+def run(args: argparse.Namespace) -> int:
+    from plmkit.tasks.runner import _atomic_json, evaluate_checkpoints
+
+    res = evaluate_checkpoints(args.checkpoint, args.data, args.split_file, args.ensemble, args.batch_size,
+                               args.skip_bad, args.max_examples)
+    print(json.dumps(res, indent=2))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        _atomic_json(Path(args.out), res)
+    return 0

@@ -1,0 +1,78 @@
+"""``plm finetune``: fine-tune a checkpoint on a task with any adaptation mode; writes OUT/eval.json."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Fine-tune a checkpoint on a task (GLUE, NER, QA, multiple choice, text-to-text)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from plmkit.tasks.modes import MODES
+    from plmkit.tasks.specs import TASKS
+
+    p.add_argument("--task", required=True, choices=list(TASKS), help="task name or generic task kind")
+    p.add_argument("--model", required=True, help="HF-format checkpoint directory, .gguf file or preset name")
+    p.add_argument("--data", required=True, help="data directory (train/dev files) or a single file")
+    p.add_argument("--out", required=True, help="output directory (checkpoint + eval.json)")
+    p.add_argument("--mode", default="full", choices=MODES, help="adaptation mode")
+    p.add_argument("--epochs", type=float, default=2.0, help="training epochs (fractions allowed)")
+    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per batch")
+    p.add_argument("--max-seq-len", type=int, default=128, help="max tokens per input (truncation is counted)")
+    p.add_argument("--max-train-examples", type=int, default=None, help="random subset of N training examples")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="random subset of N dev examples")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+    p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model directory)")
+    p.add_argument("--train-file", default=None, help="training file name inside --data (overrides the task's)")
+    p.add_argument("--dev-file", default=None, help="dev file name inside --data (overrides the task's)")
+    p.add_argument("--text-column", default=None, help="text column name (or index without header)")
+    p.add_argument("--text-pair-column", default=None, help="second text column for pair tasks")
+    p.add_argument("--label-column", default=None, help="label column name (or index without header)")
+    p.add_argument("--no-header", action="store_true", help="TSV/CSV files have no header row (columns by index)")
+    p.add_argument("--train-articles", default=None, help="QA: slice of SQuAD articles for training, e.g. 0:36")
+    p.add_argument("--dev-articles", default=None, help="QA: slice of SQuAD articles for evaluation, e.g. 36:")
+    p.add_argument("--doc-stride", type=int, default=128, help="QA: overlap stride between context windows")
+    p.add_argument("--pooling", default="pooler", choices=["pooler", "cls", "mean"], help="sequence pooling for the head")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warm-up")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
+    p.add_argument("--adapter-size", type=int, default=64, help="adapter bottleneck size")
+    p.add_argument("--pal-size", type=int, default=204, help="PAL projected size")
+    p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha")
+    p.add_argument("--regularizer", default=None, choices=["l2sp", "ewc"], help="pull weights towards the start (L2-SP) or a previous task (EWC)")
+    p.add_argument("--reg-weight", type=float, default=0.01, help="regularizer strength (alpha / lambda)")
+    p.add_argument("--ewc-from", default=None, help="EWC: previous fine-tuned checkpoint whose task gives the Fisher")
+    p.add_argument("--self-distill", type=float, default=0.0, help="weight of self-distillation from the running weight average (0 = off)")
+    p.add_argument("--distill-every", type=int, default=50, help="self-distillation: steps between teacher snapshots")
+    p.add_argument("--early-exit", action="store_true", help="DeeBERT: train per-layer off-ramps and report the entropy/speed curve")
+    p.add_argument("--no-epoch-eval", action="store_true", help="evaluate on dev only at the end")
+    p.add_argument("--progress", action="store_true", default=None, help="show a progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from plmkit.tasks.runner import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        task=args.task, model=args.model, data=args.data, out=args.out, mode=args.mode, epochs=args.epochs,
+        lr=args.lr, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
+        max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples, seed=args.seed,
+        tokenizer=args.tokenizer, train_file=args.train_file, dev_file=args.dev_file,
+        text_column=_col(args.text_column), text_pair_column=_col(args.text_pair_column),
+        label_column=_col(args.label_column), no_header=args.no_header, train_articles=args.train_articles,
+        dev_articles=args.dev_articles, doc_stride=args.doc_stride, pooling=args.pooling, warmup=args.warmup,
+        weight_decay=args.weight_decay, skip_bad=args.skip_bad, adapter_size=args.adapter_size,
+        pal_size=args.pal_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        regularizer=args.regularizer, reg_weight=args.reg_weight, ewc_from=args.ewc_from,
+        self_distill=args.self_distill, distill_every=args.distill_every, early_exit=args.early_exit,
+        eval_each_epoch=not args.no_epoch_eval, progress=args.progress)
+    res = finetune(cfg)
+    print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "
+          f"trainable {res['trainable_params']:,} params; train {res['train_time_s']}s; {args.out}/eval.json")
+    return 0
+
+
+def _col(v: str | None):
+    """Column names stay strings; pure digits mean a column index (files without header)."""
+    return int(v) if v is not None and v.isdigit() else v

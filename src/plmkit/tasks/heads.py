@@ -1,0 +1,154 @@
+"""Task heads that sit on a backbone's output, and the ELMo scalar mix.
+
+All heads read the backbone output object of the model contract (``.last_hidden_state``
+(B, T, H), ``.pooled`` (B, H) or None, ``.hidden_states`` tuple of L+1 (B, T, H)) and live
+in ``model.heads`` (added with ``model.add_head``), so they are saved with the checkpoint.
+
+- :class:`ScalarMix` — ELMo's task-specific softmax-normalised layer weights times a scale
+  gamma (Peters et al. 2018, "Deep contextualized word representations", eq. 1).
+- :class:`SequenceHead` — classification / regression / multi-label / multiple-choice scoring
+  from the pooler, the [CLS] vector or a masked mean (BERT, Devlin et al. 2019, sec. 4).
+- :class:`TokenHead` — per-token classifier (NER), labels on the first word piece.
+- :class:`SpanHead` — start / end logits for extractive QA (BERT sec. 4.2).
+- :class:`OffRamps` — one classifier per layer for DeeBERT early exit (Xin et al. 2020).
+
+Shapes: B batch, T tokens, H hidden, C classes / outputs, L layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ScalarMix(nn.Module):
+    """``gamma * sum_j softmax(w)_j * h_j`` over the L+1 hidden states (embeddings + every layer)."""
+
+    def __init__(self, num_states: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_states))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+        if len(hidden_states) != self.weights.numel():
+            raise ValueError(f"ScalarMix built for {self.weights.numel()} states, got {len(hidden_states)}")
+        w = torch.softmax(self.weights, dim=0)
+        stacked = torch.stack(list(hidden_states), dim=0)  # (L+1, B, T, H)
+        return self.gamma * torch.einsum("l,lbth->bth", w, stacked)
+
+
+def _masked_mean(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return h.mean(1)
+    m = mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class SequenceHead(nn.Module):
+    """Pool the sequence to one vector, then ``dropout -> [dense -> tanh] -> linear`` to C outputs.
+
+    Args:
+        hidden_size: H.
+        num_outputs: C (1 for regression and multiple-choice scoring).
+        pooling: "pooler" (the backbone's BERT pooler, falling back to "cls" when absent),
+            "cls" (first token's vector) or "mean" (masked mean over tokens).
+        num_states: when set, an ELMo :class:`ScalarMix` over that many hidden states replaces
+            the last hidden state (feature-based mode); the head then gets a hidden layer.
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(self, hidden_size: int, num_outputs: int, pooling: str = "pooler", num_states: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("pooler", "cls", "mean"):
+            raise ValueError(f"pooling must be pooler, cls or mean, got {pooling!r}")
+        self.pooling = pooling
+        self.scalar_mix = ScalarMix(num_states) if num_states else None
+        self.dropout = nn.Dropout(dropout)
+        # A frozen backbone needs some capacity on top (ELMo feeds a task model; here a small MLP).
+        self.hidden = nn.Linear(hidden_size, hidden_size) if num_states else None
+        self.out = nn.Linear(hidden_size, num_outputs)
+
+    def pool(self, out, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.scalar_mix is not None:
+            h = self.scalar_mix(out.hidden_states)  # (B, T, H)
+            return _masked_mean(h, attention_mask) if self.pooling == "mean" else h[:, 0]
+        if self.pooling == "pooler" and getattr(out, "pooled", None) is not None:
+            return out.pooled  # (B, H)
+        if self.pooling == "mean":
+            return _masked_mean(out.last_hidden_state, attention_mask)
+        return out.last_hidden_state[:, 0]
+
+    def forward(self, out, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.dropout(self.pool(out, attention_mask))
+        if self.hidden is not None:
+            x = self.dropout(torch.tanh(self.hidden(x)))
+        return self.out(x)  # (B, C)
+
+
+class TokenHead(nn.Module):
+    """Per-token classifier: ``dropout -> linear`` on every position (or on a scalar mix)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, num_states: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        self.scalar_mix = ScalarMix(num_states) if num_states else None
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(hidden_size, hidden_size) if num_states else None
+        self.out = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, out, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.scalar_mix(out.hidden_states) if self.scalar_mix is not None else out.last_hidden_state
+        h = self.dropout(h)
+        if self.hidden is not None:
+            h = self.dropout(torch.tanh(self.hidden(h)))
+        return self.out(h)  # (B, T, C)
+
+
+class SpanHead(nn.Module):
+    """Start / end logits per token for extractive QA."""
+
+    def __init__(self, hidden_size: int, num_states: int | None = None):
+        super().__init__()
+        self.scalar_mix = ScalarMix(num_states) if num_states else None
+        self.hidden = nn.Linear(hidden_size, hidden_size) if num_states else None
+        self.out = nn.Linear(hidden_size, 2)
+
+    def forward(self, out, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.scalar_mix(out.hidden_states) if self.scalar_mix is not None else out.last_hidden_state
+        if self.hidden is not None:
+            h = torch.tanh(self.hidden(h))
+        logits = self.out(h)  # (B, T, 2)
+        start, end = logits.unbind(-1)  # (B, T) each
+        if attention_mask is not None:
+            neg = torch.finfo(start.dtype).min
+            start = start.masked_fill(attention_mask == 0, neg)
+            end = end.masked_fill(attention_mask == 0, neg)
+        return start, end
+
+
+class OffRamps(nn.Module):
+    """DeeBERT off-ramps: a pooler-style classifier on the [CLS] vector of each layer 1..L.
+
+    The last layer's prediction comes from the task head itself, so ramps exist for layers
+    1..L-1 (index i reads ``hidden_states[i + 1]``).
+    """
+
+    def __init__(self, hidden_size: int, num_outputs: int, num_layers: int, dropout: float = 0.1):
+        super().__init__()
+        self.ramps = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, num_outputs))
+            for _ in range(num_layers - 1)
+        )
+
+    def forward_layer(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of ramp ``i`` from that layer's output hidden states (B, T, H)."""
+        return self.ramps[i](hidden[:, 0])
+
+    def forward(self, hidden_states) -> list[torch.Tensor]:
+        return [self.forward_layer(i, hidden_states[i + 1]) for i in range(len(self.ramps))]
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) along the last dim, (B,)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
