@@ -86,11 +86,12 @@ class TinyCLM:
 
 
 def make_data(n: int = 96, length: int = 16, seed: int = 0) -> list[dict]:
-    """Learnable sequences: each is an arithmetic progression mod VOCAB with a random start and step."""
+    """Learnable sequences: arithmetic progressions mod VOCAB with a random start and a step of 1 or 3."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        a, d = torch.randint(0, VOCAB, (2,), generator=g).tolist()
+        a = int(torch.randint(0, VOCAB, (), generator=g))
+        d = 1 + 2 * int(torch.randint(0, 2, (), generator=g))  # step 1 or 3
         out.append({"input_ids": [(a + d * i) % VOCAB for i in range(length)]})
     return out
 
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--hang-at", type=int, default=0, help="sleep forever after this step (to be killed)")
     p.add_argument("--distributed", default="auto")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--crop", type=int, default=12, help="16 = whole windows (no random crop)")
     a = p.parse_args(argv)
     D.init_distributed()
     torch.manual_seed(0)
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
                       warmup_steps=3, schedule="cosine", save_every=a.save_every, log_every=1, eval_every=10,
                       eval_batches=2, keep_last=2, seed=3, distributed=a.distributed, progress=False,
                       tensorboard=False, plots=False)
-    trainer = Trainer(model, TinyCLM(), make_data(), cfg, out_dir=a.out, eval_data=make_data(16, seed=1))
+    trainer = Trainer(model, TinyCLM(a.crop), make_data(), cfg, out_dir=a.out, eval_data=make_data(16, seed=1))
     if a.hang_at:
         def hang(tr, step):
             if step == a.hang_at:

@@ -217,6 +217,8 @@ def evaluate_objective(model, objective, data: Sequence, batch_size: int = 16, m
             sums["loss"] = sums.get("loss", 0.0) + float(loss) * n
             sums["targets"] = sums.get("targets", 0.0) + n
             for k, v in metrics.items():
+                if torch.is_tensor(v) and v.numel() == 1:
+                    v = float(v)
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     if k not in keys:
                         keys.append(k)
@@ -332,9 +334,9 @@ class Trainer:
                 loss, mets = obj.loss(self.forward_model, batch)
             total = weight * loss if total is None else total + weight * loss
             for k, v in mets.items():
-                metrics[f"{name}/{k}" if multi else k] = float(v)
+                metrics[f"{name}/{k}" if multi else k] = float(v.detach() if torch.is_tensor(v) else v)
             if multi:
-                metrics[f"{name}/loss"] = float(loss)
+                metrics[f"{name}/loss"] = float(loss.detach())
         return total, metrics, tokens
 
     def train_step(self) -> dict[str, Any]:
@@ -398,7 +400,9 @@ class Trainer:
                     f"(at step {self.step + 1}); lower train.lr, set train.clip_grad_norm, or use train.precision=fp32")
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[-1]["lr"]
-        self.scheduler.step()
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" after a skipped step
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
         self.step += 1
         out = {"loss": loss_value, "lr": lr, "tokens": tokens * self.info.world_size, "skipped": not finite}
         if grad_norm is not None:
