@@ -1,0 +1,301 @@
+"""Hugging Face and GGUF checkpoints in and out of plmkit's ``Transformer``.
+
+    model = load_pretrained("path/to/hf_dir")      # config.json + model.safetensors / pytorch_model.bin
+    model = load_pretrained("smollm2.Q4_1.gguf")    # llama GGUF, de-quantized to float32
+    save_pretrained(model, "out_dir")               # config.json + model.safetensors (+ generation_config.json)
+    convert("x.gguf", "out_dir")                    # ``plm convert``: HF-format dir, with the tokenizer
+
+Supported ``model_type``: bert, roberta, albert, electra (generator and discriminator), openai-gpt,
+gpt2, llama. Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
+loaded; heads the checkpoint's ``architectures`` promises but lacks, or that ``**overrides`` ask for
+(``head="mlm"``), keep their random initialisation and are named in one warning line. Missing or
+mis-shaped backbone tensors raise ``UserError`` naming the key and the shapes.
+
+Name maps live in ``plmkit.interop.hf``; GGUF reading in ``plmkit.interop.gguf``; file handling in
+``plmkit.interop.files``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from plmkit.errors import UserError
+from plmkit.interop import files as _files
+from plmkit.interop import hf as _hf
+
+__all__ = ["load_pretrained", "save_pretrained", "from_hf", "convert", "hf_config_of"]
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def _resolve_dtype(dtype: Any, sd: dict[str, torch.Tensor]) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        for t in sd.values():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}: expected auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _valid_token_ids(fields: dict, where: str) -> None:
+    """Drop special-token ids that do not fit the vocabulary (HF only warns about them)."""
+    dropped = []
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id"):
+        v = fields.get(name)
+        if v is not None and not (isinstance(v, int) and 0 <= v < fields["vocab_size"]):
+            dropped.append(f"{name}={v}")
+            fields[name] = None
+    if dropped:
+        warnings.warn(f"{where}: ignoring {', '.join(dropped)} (outside vocab_size={fields['vocab_size']})",
+                      stacklevel=3)
+
+
+def from_hf(
+    hf_config: dict,
+    hf_state_dict: dict[str, torch.Tensor],
+    where: str = "checkpoint",
+    dtype: Any = None,
+    **overrides: Any,
+):
+    """Build a plmkit ``Transformer`` from an HF config dict and HF-named tensors.
+
+    Args:
+        hf_config: the ``config.json`` contents (``model_type`` picks the family).
+        hf_state_dict: tensors under HF names (head-model or base-model naming).
+        where: file name for messages.
+        dtype: None (float32), "auto" (the checkpoint's dtype), or a torch dtype / name.
+        **overrides: ``ModelConfig`` fields to change (e.g. ``head="mlm"`` to add a head the
+            checkpoint lacks; it stays randomly initialised and is reported).
+    Returns:
+        The model in eval mode.
+    """
+    from plmkit.models import ModelConfig, from_config
+    from plmkit.models.heads import DiscriminatorHead, SentencePairHead
+
+    spec = _hf.family_spec(hf_config.get("model_type"), where=where)
+    present = _hf.rule_parts(spec, set(hf_state_dict))
+    archs = hf_config.get("architectures") or []
+    promised = spec.architectures.get(archs[0], frozenset()) if archs else frozenset()
+    parts = frozenset(present | promised)
+    if spec.model_type == "electra" and "mlm" in parts and "rtd" in parts and "rtd" not in present:
+        parts = parts - {"rtd"}  # a generator checkpoint mislabelled as ElectraForPreTraining
+    fields = spec.config_from_hf(hf_config, parts)
+    if hf_config.get("mask_token_id") is not None:
+        fields["mask_token_id"] = hf_config["mask_token_id"]
+    fields["initializer_range"] = hf_config.get("initializer_range", 0.02)
+    if spec.model_type == "albert" and fields["embedding_size"] == fields["hidden_size"]:
+        # HF ALBERT always has embedding_hidden_mapping_in; plmkit's Embeddings only project when E != H
+        raise UserError(f"{where}: ALBERT with embedding_size == hidden_size is not supported")
+    if spec.model_type in ("roberta", "electra") and fields["activation"] != "gelu" and "mlm" in parts:
+        raise UserError(f"{where}: {spec.model_type} MLM head with hidden_act={fields['activation']!r} is not "
+                        "supported (HF's head always uses gelu)")
+    _valid_token_ids(fields, where)
+    config = ModelConfig.from_dict(fields, source=where)
+    if overrides:
+        config = config.replace(**overrides)
+        wanted = {config.head} - {None} | ({"pooler"} if config.pooler else set())
+        parts = frozenset((parts - {"mlm", "lm", "pooler"}) | wanted)
+
+    model = from_config(config)
+    for name in ("nsp", "sop"):
+        if name in parts:
+            model.add_head(name, SentencePairHead(config.hidden_size, 2))
+    if "rtd" in parts:
+        model.add_head("rtd", DiscriminatorHead(config))
+
+    params = dict(model.named_parameters())  # shared (tied) parameters appear once
+    tied = {k for k, _ in model.named_parameters(remove_duplicate=False)} - set(params)
+    shapes = {k: tuple(p.shape) for k, p in params.items()}
+    sd, report = _hf.from_hf_state_dict(spec, hf_state_dict, shapes, config, where, tied=tied)
+    target = _resolve_dtype(dtype, hf_state_dict)
+    model.to(target)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected, unexpected
+    not_covered = sorted(set(params) - set(sd) - set(report.random_keys))
+    random_keys = sorted(set(report.random_keys) | set(not_covered))
+    if random_keys:
+        what = sorted(report.random_parts) or ["-"]
+        warnings.warn(
+            f"{where}: no weights for {', '.join(what)} ({len(random_keys)} tensors: "
+            f"{', '.join(random_keys[:6])}{', ...' if len(random_keys) > 6 else ''}); "
+            "they keep their random initialisation", stacklevel=2)
+    if report.unused_hf_keys:
+        keys = report.unused_hf_keys
+        warnings.warn(f"{where}: {len(keys)} tensors not used: {', '.join(keys[:6])}"
+                      f"{', ...' if len(keys) > 6 else ''}", stacklevel=2)
+    model.eval()
+    return model
+
+
+def load_pretrained(path: str | Path, dtype: Any = None, **overrides: Any):
+    """Load an HF-format directory or a llama ``.gguf`` file into a plmkit ``Transformer``.
+
+    Args:
+        path: directory with ``config.json`` + weights, or a ``.gguf`` file.
+        dtype: None (float32), "auto" (as stored), or a dtype name / ``torch.dtype``.
+        **overrides: ``ModelConfig`` fields to change (see ``from_hf``).
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".gguf":
+        from plmkit.interop.gguf import read_gguf
+
+        hf_cfg, sd = read_gguf(p)
+        return from_hf(hf_cfg, sd, where=str(p), dtype=dtype, **overrides)
+    if p.is_file() and p.name == "config.json":
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{path}: not a directory or .gguf file (expected an HF-format model directory)")
+    hf_cfg = _files.read_hf_config(p)
+    _hf.family_spec(hf_cfg.get("model_type"), where=str(p / "config.json"))  # fail before reading weights
+    sd, where = _files.read_hf_weights(p)
+    return from_hf(hf_cfg, sd, where=where, dtype=dtype, **overrides)
+
+
+def _model_parts(model) -> tuple[frozenset[str], list[str]]:
+    cfg = model.config
+    parts = set()
+    if cfg.head is not None:
+        parts.add(cfg.head)
+    if cfg.pooler:
+        parts.add("pooler")
+    other = []
+    for name in getattr(model, "heads", {}):
+        (parts.add(name) if name in ("nsp", "sop", "rtd") else other.append(name))
+    return frozenset(parts), other
+
+
+def hf_config_of(model) -> tuple[dict, str, frozenset[str]]:
+    """The HF ``config.json`` dict of a plmkit model, its architecture name and the parts it holds."""
+    cfg = model.config
+    model_type = _hf.MODEL_TYPE_OF_FAMILY.get(cfg.family)
+    if model_type is None:
+        raise UserError(f"save_pretrained: family {cfg.family!r} has no Hugging Face equivalent in plmkit "
+                        f"(supported: {', '.join(_hf.MODEL_TYPE_OF_FAMILY)})")
+    spec = _hf.FAMILIES[model_type]
+    parts, _ = _model_parts(model)
+    arch, _ = _hf.pick_architecture(spec, parts)
+    hf_cfg = spec.config_to_hf(cfg, parts)
+    hf_cfg["architectures"] = [arch]
+    hf_cfg["initializer_range"] = cfg.initializer_range
+    if cfg.mask_token_id is not None:
+        hf_cfg["mask_token_id"] = cfg.mask_token_id
+    return hf_cfg, arch, parts
+
+
+def save_pretrained(model, out_dir: str | Path, dtype: Any = None) -> Path:
+    """Write ``model`` as an HF-format directory that ``transformers.AutoModel*`` loads back.
+
+    Writes ``config.json`` + ``model.safetensors`` (+ ``generation_config.json`` for causal LMs),
+    each atomically; other files in ``out_dir`` (a tokenizer) are kept, stale weight files of an
+    earlier save are removed. Heads with no HF counterpart (task heads) are not written and are
+    named in a warning.
+
+    Args:
+        dtype: None keeps the model's dtype; otherwise a dtype name / ``torch.dtype``.
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    cfg = model.config
+    hf_cfg, arch, parts = hf_config_of(model)
+    spec = _hf.FAMILIES[hf_cfg["model_type"]]
+    _, have = _hf.pick_architecture(spec, parts)
+    base_arch = next(iter(spec.architectures))
+    params = dict(model.named_parameters())  # tied duplicates appear once (HF re-ties them)
+    sd = {k: v.detach() for k, v in params.items()}
+    target = _resolve_dtype(dtype, sd) if dtype is not None else None
+    if target is not None:
+        sd = {k: (v.to(target) if v.is_floating_point() else v) for k, v in sd.items()}
+    hf_sd, leftover = _hf.to_hf_state_dict(spec, sd, cfg, prefixed=arch != base_arch)
+    if leftover:
+        warnings.warn(f"save_pretrained: {len(leftover)} tensors have no Hugging Face name and are not written: "
+                      f"{', '.join(leftover[:6])}{', ...' if len(leftover) > 6 else ''}", stacklevel=2)
+    if parts - have:
+        warnings.warn(f"save_pretrained: {arch} has no {', '.join(sorted(parts - have))}; those tensors are "
+                      "written but transformers' class will not use them", stacklevel=2)
+    if have - parts:
+        warnings.warn(f"save_pretrained: the model has no {', '.join(sorted(have - parts))} head; transformers' "
+                      f"{arch} will initialise it randomly", stacklevel=2)
+    any_t = next(iter(hf_sd.values()))
+    hf_cfg["torch_dtype"] = str(any_t.dtype).replace("torch.", "")
+    out.mkdir(parents=True, exist_ok=True)
+    _files.write_safetensors(out / _files.SAFE_WEIGHTS, {k: v.contiguous() for k, v in hf_sd.items()})
+    _files.remove_stale_weights(out)
+    _files.write_json(out / "config.json", hf_cfg)
+    if spec.generation_config:
+        gen = {k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+               if getattr(cfg, k) is not None}
+        _files.write_json(out / "generation_config.json", gen)
+    return out
+
+
+def convert(src: str | Path, out_dir: str | Path, overwrite: bool = False, dtype: Any = "auto",
+            tokenizer: bool = True) -> dict:
+    """``plm convert``: a GGUF file or HF-format directory -> an HF-format safetensors directory.
+
+    The model goes through plmkit (``load_pretrained`` then ``save_pretrained``), so the output is
+    exactly what plmkit would save. With ``tokenizer``: an HF source's tokenizer files are copied;
+    for GGUF, transformers rebuilds the tokenizer from the file's metadata (skipped with a warning if
+    transformers is not installed).
+
+    Returns:
+        A summary dict: ``out_dir``, ``model_type``, ``architecture``, ``num_parameters``, ``dtype``,
+        ``tokenizer_files``.
+    """
+    src_p, out_p = Path(src), Path(out_dir)
+    if not src_p.exists():
+        raise UserError(f"{src}: no such file or directory")
+    if src_p.resolve() == out_p.resolve():
+        raise UserError(f"{out_dir}: output directory is the source")
+    tmp = _files.prepare_output_dir(out_p, overwrite)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # "auto" keeps the stored dtype (GGUF tensors are de-quantized to float32)
+            model = load_pretrained(src_p, dtype="auto" if dtype is None else dtype)
+            save_pretrained(model, tmp)
+        tok_files: list[str] = []
+        if tokenizer:
+            if src_p.is_dir():
+                tok_files = _files.copy_tokenizer_files(src_p, tmp)
+            else:
+                try:
+                    import transformers  # noqa: F401
+                except ImportError:
+                    caught.append(warnings.WarningMessage(
+                        f"{src}: transformers is not installed; no tokenizer written (pip install 'plmkit[interop]')",
+                        UserWarning, __file__, 0))
+                else:
+                    from plmkit.interop.gguf import load_gguf_tokenizer
+
+                    load_gguf_tokenizer(src_p).save_pretrained(str(tmp))
+                    tok_files = sorted(p.name for p in tmp.iterdir() if p.name in _files.TOKENIZER_FILES)
+        hf_cfg = _files.read_json(tmp / "config.json")
+        _files.commit_output_dir(tmp, out_p)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "out_dir": str(out_p),
+        "model_type": hf_cfg["model_type"],
+        "architecture": hf_cfg["architectures"][0],
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": hf_cfg.get("torch_dtype"),
+        "tokenizer_files": tok_files,
+        "warnings": [str(w.message) for w in caught],
+    }
