@@ -108,3 +108,79 @@ def build_head(config: ModelConfig) -> nn.Module | None:
     if config.head == "lm":
         return LMHead(config)
     return None
+
+
+# ---------------------------------------------------------------------------- memory-lean LM loss
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean CE of ``hidden @ weight.T + bias`` against ``labels`` without keeping (N, V) logits.
+
+    Forward walks over row chunks, and for each chunk computes the logits, the loss and already the
+    gradients w.r.t. hidden / weight / bias (softmax - onehot); backward only scales them. Peak
+    memory is one (chunk, V) block instead of the (N, V) logits + their softmax + their gradient
+    (the "fused linear cross-entropy" of Liger-Kernel, Hsu et al. 2024; Wijmans et al. 2024).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_size: int, ignore_index: int):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") and hidden.device.type == "cpu" \
+            else hidden.dtype
+        needs = ctx.needs_input_grad
+        valid = labels != ignore_index
+        n_valid = valid.sum().clamp(min=1).to(torch.float32)
+        h_c, w_c = hidden.to(dtype), weight.to(dtype)
+        grad_h = torch.empty_like(hidden) if needs[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs[1] else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
+            if bias is not None and needs[2] else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for s in range(0, hidden.shape[0], chunk_size):
+                h = h_c[s: s + chunk_size]
+                logits = (h @ w_c.t()).float()  # (c, V)
+                if bias is not None:
+                    logits += bias.float()
+                y, ok = labels[s: s + chunk_size], valid[s: s + chunk_size]
+                y_safe = torch.where(ok, y, torch.zeros_like(y))
+                lse = torch.logsumexp(logits, dim=-1)  # (c,)
+                picked = logits.gather(1, y_safe[:, None]).squeeze(1)
+                total += ((lse - picked) * ok).sum()
+                if grad_h is None and grad_w is None and grad_b is None:
+                    continue
+                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                g[torch.arange(g.shape[0], device=g.device), y_safe] -= 1.0
+                g *= (ok.to(g.dtype) / n_valid)[:, None]  # d mean-loss / d logits
+                if grad_b is not None:
+                    grad_b += g.sum(0)
+                g = g.to(dtype)
+                if grad_h is not None:
+                    grad_h[s: s + chunk_size] = (g @ w_c).to(hidden.dtype)
+                if grad_w is not None:
+                    grad_w += (g.t() @ h).float()
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        return (grad_h * grad_out if grad_h is not None else None,
+                (grad_w * grad_out).to(ctx.saved_tensors[1].dtype) if grad_w is not None else None,
+                grad_b * grad_out if grad_b is not None else None, None, None, None)
+
+
+def linear_cross_entropy(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chunk_size: int = 512,
+                         ignore_index: int = -100) -> Tensor:
+    """Mean cross-entropy of ``decoder(hidden)`` vs ``labels`` without materialising all logits.
+
+    Args:
+        hidden: (N, E) inputs of the output layer (e.g. ``last_hidden_state`` rows, or the MLM
+            transform's output).
+        decoder: the output ``nn.Linear`` (``model.head.decoder``; tied weights get their gradient
+            added to the embeddings as usual).
+        labels: (N,) target ids, ``ignore_index`` where nothing is predicted.
+        chunk_size: rows per chunk (peak extra memory ~ chunk_size * V floats).
+    Returns:
+        scalar mean loss over the non-ignored rows (0 when there are none).
+    """
+    if hidden.dim() != 2 or labels.shape != hidden.shape[:1]:
+        raise ValueError(f"hidden must be (N, E) and labels (N,), got {tuple(hidden.shape)} and {tuple(labels.shape)}")
+    return _LinearCrossEntropy.apply(hidden, decoder.weight, decoder.bias, labels, chunk_size, ignore_index)

@@ -1,0 +1,257 @@
+"""plmkit vs Hugging Face transformers on the workloads of ``shared/bench/hf_baseline.py``.
+
+Run:  python bench/bench_models.py                 (fp32 and bf16-autocast, every case, both impls)
+      python bench/bench_models.py --amp fp32      (one precision)
+      python bench/bench_models.py --case train_bert_mlm --impl plmkit   (one measurement, this process)
+
+Every measurement runs in a fresh subprocess (so ru_maxrss is that case's peak RSS); the HF side
+is ``hf_baseline.py --case NAME`` itself, the plmkit side replays the same constants (configs,
+shapes, AdamW, dropout on, seeds, warm-up / iteration counts) on ``plmkit.models``. Prints JSON lines,
+then a table of plmkit/HF ratios, and writes ``bench/results/models.json``.
+
+plmkit workloads:
+- train_bert_mlm: forward with ``labels_mask`` (MLM head only at the ~15% labelled positions) + CE.
+- train_gpt2_lm: ``backbone`` + ``linear_cross_entropy`` (chunked fused CE, no (B, T, V) logits).
+- infer_bert: the encoder + pooler (HF ``BertModel``), eval + no_grad.
+- gen_gpt2_b{1,8}: ``model.generate`` greedy with the static KV cache, 32-token prompt, 128 new tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HF_BASELINE = REPO.parent / "shared" / "bench" / "hf_baseline.py"
+sys.path.insert(0, str(HF_BASELINE.parent))
+sys.path.insert(0, str(REPO / "src"))
+
+import hf_baseline as hb  # noqa: E402  (the workload constants)
+
+TARGETS = {  # plmkit / HF tokens-per-second ratio the issue asks for (fp32)
+    "train_bert_mlm": 1.5, "train_gpt2_lm": 1.2, "infer_bert": 1.2, "gen_gpt2_b1": 1.5, "gen_gpt2_b8": 1.2,
+}
+
+
+def bert_config(**kw):
+    from plmkit.models import ModelConfig
+
+    c = hb.BERT_CONFIG
+    return ModelConfig(
+        family="bert", vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_layers=c["num_hidden_layers"],
+        num_heads=c["num_attention_heads"], intermediate_size=c["intermediate_size"],
+        max_position_embeddings=c["max_position_embeddings"], type_vocab_size=c["type_vocab_size"],
+        activation="gelu", hidden_dropout=c["hidden_dropout_prob"], attention_dropout=c["attention_probs_dropout_prob"],
+        layer_norm_eps=c["layer_norm_eps"], pad_token_id=c["pad_token_id"], mask_token_id=hb.BERT_MASK_TOKEN_ID,
+        **kw)
+
+
+def gpt2_config():
+    from plmkit.models.presets import preset_config
+
+    c = hb.GPT2_CONFIG
+    return preset_config(
+        "gpt2", vocab_size=c["vocab_size"], hidden_size=c["n_embd"], num_layers=c["n_layer"], num_heads=c["n_head"],
+        intermediate_size=c["n_inner"] or 4 * c["n_embd"], max_position_embeddings=c["n_positions"],
+        hidden_dropout=c["resid_pdrop"], embedding_dropout=c["embd_pdrop"], attention_dropout=c["attn_pdrop"],
+        layer_norm_eps=c["layer_norm_epsilon"], bos_token_id=c["bos_token_id"], eos_token_id=c["eos_token_id"])
+
+
+def _common(torch, model):
+    return {"impl": "plmkit", "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "amp": hb.AMP or "fp32", "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())}
+
+
+def _train(torch, name, model, loss_fn, extra):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=hb.LR, betas=hb.BETAS, eps=hb.EPS, weight_decay=hb.WEIGHT_DECAY)
+    losses = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with hb.amp_ctx(torch):
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+
+    rss0 = hb.rss_mb()
+    times = hb.timed(step, hb.TRAIN_WARMUP, hb.TRAIN_ITERS)
+    med = statistics.median(times)
+    rec = dict(bench=name, batch=hb.TRAIN_BATCH, seq=hb.TRAIN_SEQ,
+               tokens_per_s=round(hb.TRAIN_BATCH * hb.TRAIN_SEQ / med, 1), median_s=round(med, 4),
+               times_s=[round(t, 4) for t in times], loss_first=round(losses[0], 4), loss_last=round(losses[-1], 4),
+               rss_before_train_mb=round(rss0, 1), peak_rss_mb=round(hb.peak_rss_mb(), 1), **extra)
+    rec.update(_common(torch, model))
+    return rec
+
+
+def case_train_bert_mlm():
+    torch = hb.setup()
+    import torch.nn.functional as F
+
+    from plmkit.models import from_config
+
+    model = from_config(bert_config(pooler=False, head="mlm"))  # BertForMaskedLM has no pooler
+    g = torch.Generator().manual_seed(hb.SEED)
+    batch, n_labels = hb.mlm_batch(torch, g)
+    sel = batch["labels"] != -100
+    targets = batch["labels"][sel]
+
+    def loss_fn():
+        out = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"], labels_mask=sel)
+        return F.cross_entropy(out.logits.float(), targets)
+
+    return _train(torch, "train_bert_mlm", model, loss_fn, dict(mlm_labels=n_labels))
+
+
+def case_train_gpt2_lm():
+    torch = hb.setup()
+    from plmkit.models import from_config
+    from plmkit.models.heads import linear_cross_entropy
+
+    model = from_config(gpt2_config())
+    g = torch.Generator().manual_seed(hb.SEED)
+    ids = torch.randint(0, hb.GPT2_CONFIG["vocab_size"], (hb.TRAIN_BATCH, hb.TRAIN_SEQ), generator=g)
+    mask = torch.ones_like(ids)
+    labels = ids[:, 1:].reshape(-1)
+
+    def loss_fn():
+        hidden, _, _ = model.backbone(ids, mask)
+        h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+        return linear_cross_entropy(h, model.head.decoder, labels)
+
+    return _train(torch, "train_gpt2_lm", model, loss_fn, {})
+
+
+def case_infer_bert():
+    torch = hb.setup()
+    from plmkit.models import from_config
+
+    model = from_config(bert_config(pooler=True, head=None)).eval()  # = HF BertModel
+    g = torch.Generator().manual_seed(hb.SEED)
+    ids = torch.randint(1000, hb.BERT_CONFIG["vocab_size"], (hb.INFER_BATCH, hb.INFER_SEQ), generator=g)
+    inp = dict(attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+    outs = []
+
+    def fwd():
+        with torch.no_grad(), hb.amp_ctx(torch):
+            outs.append(model(ids, **inp).last_hidden_state)
+            if len(outs) > 1:
+                outs.pop(0)
+
+    times = hb.timed(fwd, hb.INFER_WARMUP, hb.INFER_ITERS)
+    med = statistics.median(times)
+    rec = dict(bench="infer_bert", batch=hb.INFER_BATCH, seq=hb.INFER_SEQ,
+               tokens_per_s=round(hb.INFER_BATCH * hb.INFER_SEQ / med, 1), median_s=round(med, 4),
+               times_s=[round(t, 4) for t in times], out_finite=bool(torch.isfinite(outs[-1]).all()),
+               peak_rss_mb=round(hb.peak_rss_mb(), 1))
+    rec.update(_common(torch, model))
+    return rec
+
+
+def gen_case(bsz):
+    torch = hb.setup()
+    from plmkit.models import from_config
+
+    model = from_config(gpt2_config()).eval()
+    g = torch.Generator().manual_seed(hb.SEED + bsz)
+    prompt = torch.randint(0, hb.GPT2_CONFIG["vocab_size"], (bsz, hb.GEN_PROMPT), generator=g)
+    mask = torch.ones_like(prompt)
+    res = {}
+
+    def run():
+        with torch.no_grad(), hb.amp_ctx(torch):
+            res["out"] = model.generate(prompt, attention_mask=mask, max_new_tokens=hb.GEN_NEW_TOKENS)
+
+    times = hb.timed(run, hb.GEN_WARMUP, hb.GEN_ITERS)
+    assert res["out"].shape == (bsz, hb.GEN_PROMPT + hb.GEN_NEW_TOKENS), res["out"].shape
+    med = statistics.median(times)
+    rec = dict(bench=f"gen_gpt2_b{bsz}", method="generate", batch=bsz, prompt=hb.GEN_PROMPT,
+               new_tokens=hb.GEN_NEW_TOKENS, new_tokens_per_s=round(bsz * hb.GEN_NEW_TOKENS / med, 1),
+               median_s=round(med, 4), ms_per_step=round(1000 * med / hb.GEN_NEW_TOKENS, 3),
+               times_s=[round(t, 4) for t in times], peak_rss_mb=round(hb.peak_rss_mb(), 1))
+    rec.update(_common(torch, model))
+    return rec
+
+
+RUNNERS = {"train_bert_mlm": case_train_bert_mlm, "train_gpt2_lm": case_train_gpt2_lm,
+           "infer_bert": case_infer_bert, "gen_gpt2_b1": lambda: gen_case(1), "gen_gpt2_b8": lambda: gen_case(8)}
+
+
+def _run_sub(cmd, env) -> list[dict]:
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=hb.CASE_TIMEOUT_S * 2, env=env)
+    except subprocess.TimeoutExpired:
+        return [{"error": "timeout"}]
+    recs = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    if p.returncode != 0 or not recs:
+        recs.append({"error": f"exit {p.returncode}"})
+    return recs
+
+
+def _rate(rec: dict) -> float | None:
+    return rec.get("tokens_per_s") or rec.get("new_tokens_per_s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=list(RUNNERS), help="run one case in this process")
+    ap.add_argument("--impl", choices=["plmkit", "hf"], default="plmkit", help="implementation for --case")
+    ap.add_argument("--amp", choices=["fp32", "bf16", "both"], default="both", help="precision(s) to run")
+    ap.add_argument("--cases", default=",".join(RUNNERS), help="comma-separated cases to run")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "models.json"), help="results file")
+    args = ap.parse_args()
+    if args.case:
+        for r in (RUNNERS[args.case]() if isinstance(RUNNERS[args.case](), list) else [RUNNERS[args.case]()]) \
+                if False else [RUNNERS[args.case]()]:
+            print(json.dumps(r), flush=True)
+        return 0
+    results, rows = [], []
+    amps = ["fp32", "bf16"] if args.amp == "both" else [args.amp]
+    for amp in amps:
+        env = dict(os.environ)
+        env.pop("HF_BASELINE_AMP", None)
+        if amp == "bf16":
+            env["HF_BASELINE_AMP"] = "bf16"
+        env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        for case in args.cases.split(","):
+            ours = _run_sub([sys.executable, __file__, "--case", case], env)
+            hf = _run_sub([sys.executable, str(HF_BASELINE), "--case", case], env)
+            hf_main = next((r for r in hf if r.get("method", "generate") == "generate" and "error" not in r), {})
+            hf_loop = next((r for r in hf if r.get("method") == "manual_loop"), {})
+            o = ours[0]
+            for r in ours + hf:
+                print(json.dumps(r), flush=True)
+            ratio = round(_rate(o) / _rate(hf_main), 3) if _rate(o) and _rate(hf_main) else None
+            row = dict(case=case, amp=amp, plmkit=_rate(o), hf=_rate(hf_main), ratio=ratio,
+                       target=TARGETS[case] if amp == "fp32" else None,
+                       plmkit_peak_rss_mb=o.get("peak_rss_mb"), hf_peak_rss_mb=hf_main.get("peak_rss_mb"))
+            if hf_loop:
+                row["hf_manual_loop"] = _rate(hf_loop)
+                row["ratio_vs_manual_loop"] = round(_rate(o) / _rate(hf_loop), 3) if _rate(o) else None
+            rows.append(row)
+            results += [dict(r, amp=amp) for r in ours + hf]
+    print(f"\n{'case':16} {'amp':5} {'plmkit':>10} {'hf':>10} {'ratio':>6} {'target':>6} {'rss ours/hf MB':>16}")
+    for r in rows:
+        met = "" if r["target"] is None or r["ratio"] is None else ("  met" if r["ratio"] >= r["target"] else "  MISSED")
+        print(f"{r['case']:16} {r['amp']:5} {r['plmkit'] or 0:>10.1f} {r['hf'] or 0:>10.1f} {r['ratio'] or 0:>6.2f} "
+              f"{r['target'] or '':>6} {r['plmkit_peak_rss_mb'] or 0:>7.0f}/{r['hf_peak_rss_mb'] or 0:<7.0f}{met}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"summary": rows, "records": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                              indent=1))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
