@@ -1,0 +1,121 @@
+"""Pretraining objectives: one file each, registered by name in ``REGISTRY``.
+
+    obj = plmkit.objectives.build("mlm", tokenizer=tok, masking="whole_word")
+    obj.prepare(model)                       # checks the backbone, adds heads (before the optimizer)
+    batch = obj.make_batch(examples)         # examples: list[int] or token-store records
+    loss, metrics = obj.loss(model, batch)
+
+    both = plmkit.objectives.build_many([{"name": "mlm", "weight": 1.0},
+                                          {"name": "sop", "weight": 1.0}], tokenizer=tok)
+
+Fully trainable with the backbones that exist: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm.
+Batch construction only (their ``prepare`` refuses the current backbones with a clear error):
+t5_span, bart_denoise, mass (need an encoder-decoder), plm (XLNet two-stream attention),
+glm (2D block positions).
+
+The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from plmkit.errors import UserError, suggest
+from plmkit.objectives.base import Objective, ObjectiveConfig
+from plmkit.objectives.clm import CLM
+from plmkit.objectives.mlm import MLM
+
+REGISTRY: dict[str, type[Objective]] = {
+    "clm": CLM,
+    "mlm": MLM,
+}
+
+__all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
+
+
+def build(name: str, tokenizer: Any = None, **options: Any) -> Objective:
+    """Build the objective registered as ``name`` with its options (unknown names/options raise UserError)."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise UserError(f"unknown objective {name!r}{suggest(name, REGISTRY)}; "
+                        f"expected one of {', '.join(REGISTRY)}")
+    return cls(tokenizer=tokenizer, **options)
+
+
+class MultiObjective:
+    """Several objectives trained together, loss = sum of ``weight * loss``.
+
+    ``make_batch(examples)`` gives each objective the same examples, or, when ``examples`` is a
+    dict keyed by objective name, each its own list (for objectives reading different store
+    views: ``example_kind`` is then a dict name -> kind). Batch keys are prefixed ``"<name>/"``;
+    metrics are prefixed the same way and ``"<name>/loss"`` holds each unweighted loss. Each
+    objective runs its own forward pass.
+    """
+
+    def __init__(self, parts: Sequence[tuple[str, float, Objective]]):
+        if not parts:
+            raise UserError("build_many: expected at least one objective")
+        names = [p[0] for p in parts]
+        if len(set(names)) != len(names):
+            raise UserError(f"build_many: objective names must be unique, got {names} "
+                            "(give repeated objectives a distinct 'key')")
+        self.parts = list(parts)
+
+    @property
+    def example_kind(self) -> str | dict[str, str]:
+        kinds = {n: o.example_kind for n, _, o in self.parts}
+        vals = set(kinds.values())
+        return vals.pop() if len(vals) == 1 else kinds
+
+    @property
+    def name(self) -> str:
+        return "+".join(n for n, _, _ in self.parts)
+
+    def prepare(self, model: Any) -> None:
+        for _, _, o in self.parts:
+            o.prepare(model)
+
+    def make_batch(self, examples: Sequence[Any] | Mapping[str, Sequence[Any]]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {}
+        for n, _, o in self.parts:
+            if isinstance(examples, Mapping):
+                if n not in examples:
+                    raise UserError(f"build_many: no examples given for objective {n!r} "
+                                    f"(got {sorted(examples)})")
+                ex = examples[n]
+            else:
+                ex = examples
+            for k, v in o.make_batch(ex).items():
+                batch[f"{n}/{k}"] = v
+        return batch
+
+    def loss(self, model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        total: torch.Tensor | None = None
+        metrics: dict[str, float] = {}
+        for n, w, o in self.parts:
+            pre = f"{n}/"
+            sub = {k[len(pre):]: v for k, v in batch.items() if k.startswith(pre)}
+            loss, m = o.loss(model, sub)
+            total = w * loss if total is None else total + w * loss
+            metrics[f"{n}/loss"] = float(loss.detach())
+            metrics.update({f"{n}/{k}": v for k, v in m.items()})
+        assert total is not None
+        return total, metrics
+
+
+def build_many(specs: Sequence[Mapping[str, Any]], tokenizer: Any = None) -> MultiObjective:
+    """Build weighted objectives from ``[{"name": ..., "weight": 1.0, "key": optional, **options}]``."""
+    parts = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise UserError(f"build_many: entry {i} must be a mapping with a 'name' key, got {spec!r}")
+        opts = dict(spec)
+        name = opts.pop("name")
+        key = opts.pop("key", name)
+        weight = opts.pop("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            raise UserError(f"build_many: entry {i} ({name}): weight must be a number >= 0, got {weight!r}")
+        parts.append((str(key), float(weight), build(name, tokenizer=tokenizer, **opts)))
+    return MultiObjective(parts)
