@@ -73,6 +73,9 @@ class TrainConfig:
     """Autocast dtype: bf16 on CPU or GPU, fp16 (with a grad scaler) on GPU only; auto = bf16 if supported on GPU."""
     compile: bool = False
     """Run the forward pass through ``torch.compile``."""
+    num_threads: int = 0
+    """CPU threads for torch (``torch.set_num_threads``); 0 = torch's default. On a busy shared CPU, 1 is
+    often several times faster than oversubscribing."""
     device: str = "auto"
     """"auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda", "cuda:1", ..."""
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"
@@ -104,7 +107,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ["warmup_steps", "eval_every", "eval_batches", "save_every", "keep_last", "unfreeze_every",
-                     "early_stopping_patience", "eval_batch_size"]:
+                     "early_stopping_patience", "eval_batch_size", "num_threads"]:
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -157,6 +160,8 @@ class DataSection:
     """Tokens per example window (before special tokens the objective may add)."""
     stride: int | None = None
     """Step between windows; None = seq_len (no overlap)."""
+    doc_sep: Literal["line", "blank"] = "line"
+    """Document boundaries in text files: every line, or blank lines (``plmkit.data.corpus``)."""
 
 
 @dataclass(kw_only=True)
@@ -460,6 +465,8 @@ def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = Non
     recipe = _from_dict(Recipe, raw, (), ctx)
     recipe.objective = objective
     m = recipe.model
+    if m.path is not None and recipe.tokenizer.path is None and recipe.tokenizer.train is None:
+        recipe.tokenizer.path = m.path  # a checkpoint directory holds its tokenizer
     if (m.preset is None) == (m.path is None):
         raise ctx.err(("model",), "expected exactly one of 'preset' (e.g. gpt2-tiny) or 'path' (a checkpoint dir)")
     t = recipe.tokenizer

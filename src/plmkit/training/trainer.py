@@ -111,7 +111,10 @@ class _Forward:
 
 
 def _normalise_objectives(objectives) -> list[tuple[str, Any, float]]:
-    if isinstance(objectives, Mapping):
+    if hasattr(objectives, "parts") and not isinstance(objectives, (list, tuple, Mapping)):
+        # plmkit.objectives.MultiObjective: train its parts side by side (each with its own data view).
+        items = [(str(n), o, float(w)) for n, w, o in objectives.parts]
+    elif isinstance(objectives, Mapping):
         items = [(str(k), v, float(getattr(v, "weight", 1.0))) for k, v in objectives.items()]
     else:
         if not isinstance(objectives, (list, tuple)):
@@ -256,6 +259,8 @@ class Trainer:
                  tokenizer=None):
         self.config = config = config or TrainConfig()
         self.info = D.current()
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device, self.info)
         self.model = model.to(self.device)
         self.objectives = _normalise_objectives(objectives)
@@ -616,11 +621,13 @@ class Trainer:
                     logs.update({k: v / n for k, v in interval["metrics"].items()})
                     self._emit("on_log", logs)
                     interval = {"loss": 0.0, "n": 0, "tokens": 0, "metrics": {}, "t": time.perf_counter()}
+                t_pause = time.perf_counter()
                 if self.eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     self._maybe_eval()
                 if self.out_dir is not None and cfg.save_every and step % cfg.save_every == 0 \
                         and self._last_saved_step != step:
                     self.save_checkpoint()
+                interval["t"] += time.perf_counter() - t_pause  # tokens_per_s counts training time only
                 if self._stop_signal:
                     interrupted = True
                     self.stop_reason = "interrupted (checkpoint saved)"

@@ -1,0 +1,60 @@
+"""``plm pretrain RECIPE.yaml --out DIR [KEY=VALUE ...] [--resume] [--overwrite]``.
+
+Runs :func:`plmkit.training.run_pretraining`. Works under ``torchrun --nproc_per_node N -m plmkit pretrain``
+(DDP; ``train.distributed=fsdp`` for FSDP). Exit codes: 0 done, 2 bad input, 130 interrupted (a checkpoint
+was saved; continue with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "Pretrain any backbone with any objective from a YAML recipe (resumable, torchrun-ready)."
+
+
+class _Intermixed(argparse.ArgumentParser):
+    """Lets ``KEY=VALUE`` overrides come after options (``RECIPE --out DIR train.lr=1e-3``): plain argparse
+    binds a ``nargs="*"`` positional in the first run of positionals only."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_inside", False):
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    if type(parser) is argparse.ArgumentParser:
+        parser.__class__ = _Intermixed
+    parser.add_argument("recipe", help="YAML recipe with sections model, tokenizer, data, objective, train")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides of recipe values, e.g. train.lr=3e-4 train.max_steps=100")
+    parser.add_argument("--out", required=True, help="run directory (metrics, checkpoints, final model)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its newest complete checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar (default: only when stderr is a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from plmkit.errors import UserError
+    from plmkit.training.pretrain import run_pretraining
+
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UserError(f"expected KEY=VALUE overrides after the recipe, got {bad[0]!r}")
+    summary = run_pretraining(args.recipe, args.out, overrides=args.overrides, resume=args.resume,
+                              overwrite=args.overwrite, progress=args.progress)
+    from plmkit.training import distributed as D
+
+    if D.current().is_main:
+        print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (dict, list))}))
+    return 130 if summary.get("interrupted") else 0

@@ -1,0 +1,289 @@
+"""``run_pretraining``: a recipe in, a trained checkpoint out (the body of ``plm pretrain``).
+
+    from plmkit.training import run_pretraining
+    summary = run_pretraining("recipes/gpt2/clm-shakespeare-char.yaml", "runs/shakespeare",
+                              overrides=["train.max_steps=100"], progress=True)
+    summary = run_pretraining({"model": {"preset": "gpt2-tiny"}, ...}, "runs/x")   # a dict works too
+
+Inside the run directory ``RUN``:
+
+    recipe.yaml            the resolved recipe (defaults + recipe + overrides, absolute paths)
+    tokenizer/             the tokenizer (loaded from ``tokenizer.path`` or trained here)
+    data/train, data/valid token stores (``plmkit.data.prepare``; reused when up to date)
+    metrics.jsonl eval.jsonl tensorboard/ loss.png lr.png
+    checkpoints/step-N/    self-contained: HF-format model + tokenizer + trainer state
+    final/                 HF-format model + tokenizer + train_summary.json
+
+Under torchrun, rank 0 trains the tokenizer and prepares the data; the other ranks wait and load them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from plmkit.config import Recipe, apply_overrides, dump_recipe, load_recipe, recipe_from_dict
+from plmkit.errors import UserError
+from plmkit.training import distributed as D
+
+RUN_MARKER = "recipe.yaml"
+
+
+class Subset(Sequence):
+    """Records ``[start, stop)`` of a map-style sequence (a contiguous held-out tail, or the rest)."""
+
+    def __init__(self, seq: Sequence, start: int, stop: int):
+        self.seq, self.start, self.stop = seq, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.seq[self.start + (i % len(self))]
+
+
+def _as_recipe(recipe: Recipe | dict | str | os.PathLike, overrides: list[str]) -> Recipe:
+    if isinstance(recipe, Recipe):
+        if overrides:
+            raw = apply_overrides(recipe.to_dict(), overrides)
+            return recipe_from_dict(raw)
+        return recipe
+    if isinstance(recipe, dict):
+        import copy
+
+        raw = copy.deepcopy(recipe)
+        from plmkit.config import _resolve_paths
+
+        _resolve_paths(raw, Path.cwd())
+        return recipe_from_dict(apply_overrides(raw, overrides))
+    return load_recipe(recipe, overrides)
+
+
+def check_paths(recipe: Recipe) -> None:
+    """UserError naming the first missing input path of the recipe."""
+    items = [("data.train", p) for p in recipe.data.train] + [("data.valid", p) for p in recipe.data.valid]
+    if recipe.tokenizer.path:
+        items.append(("tokenizer.path", recipe.tokenizer.path))
+    if recipe.tokenizer.train and recipe.tokenizer.train.files:
+        items += [("tokenizer.train.files", p) for p in recipe.tokenizer.train.files]
+    if recipe.model.path:
+        items.append(("model.path", recipe.model.path))
+    for key, p in items:
+        if not Path(p).exists():
+            raise UserError(f"{key}: no such file or directory: {p}")
+
+
+def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> bool:
+    """Check / create the run directory; returns True when resuming an existing run."""
+    marker = out / RUN_MARKER
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise UserError(f"--out {out}: directory is not empty and is not a plmkit run; choose another --out")
+        if overwrite:
+            shutil.rmtree(out)
+        elif resume:
+            try:
+                old = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError:
+                old = {}
+            new = recipe.to_dict()
+            changed = [k for k in ("model", "tokenizer", "data", "objective") if old.get(k) != new.get(k)]
+            if changed:
+                raise UserError(f"--out {out}: holds a run with a different {', '.join(changed)} section; "
+                                f"cannot resume it with this recipe (use --overwrite or another --out)")
+            return True
+        else:
+            raise UserError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
+                            f"to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def _tokenizer(recipe: Recipe, out: Path, info: D.DistInfo, log: Callable[[str], None]):
+    from plmkit import load_tokenizer, train_tokenizer
+
+    t = recipe.tokenizer
+    tok_dir = out / "tokenizer"
+    if t.path:
+        tok = load_tokenizer(t.path)
+    elif (tok_dir / "tokenizer.json").is_file():
+        tok = load_tokenizer(tok_dir)  # trained by an earlier attempt of this run
+        return tok
+    else:
+        if info.is_main:
+            files = t.train.files or recipe.data.train
+            log(f"training a {t.train.kind} tokenizer (vocab {t.train.vocab_size or 'all characters'}) on "
+                f"{len(files)} file(s)")
+            tok = train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
+                                  doc_sep=recipe.data.doc_sep)
+            tmp = out / ".tokenizer.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tok.save(tmp)
+            os.replace(tmp, tok_dir)
+        D.barrier()
+        tok = load_tokenizer(tok_dir)
+        return tok
+    if info.is_main and not tok_dir.exists():
+        tok.save(tok_dir)
+    return tok
+
+
+def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, log):
+    from plmkit.data import TokenStore, prepare
+
+    if info.is_main:
+        m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, progress=False)
+        log(f"{path.name} data: {m['num_tokens']} tokens in {m['num_documents']} documents")
+    D.barrier()
+    return TokenStore(path, tokenizer=tok)
+
+
+def _views(store, kinds: set[str], recipe: Recipe) -> dict[str, Sequence]:
+    d = recipe.data
+    out: dict[str, Sequence] = {}
+    for kind in kinds:
+        if kind == "window":
+            out[kind] = store.windows(d.seq_len, d.stride)
+        elif kind == "document":
+            out[kind] = store.documents(d.seq_len)
+        elif kind == "sentence_pair":
+            out[kind] = store.sentence_pairs(d.seq_len, seed=recipe.train.seed)
+        else:
+            raise UserError(f"objective needs example_kind {kind!r}, which the token store does not provide")
+    return out
+
+
+def _model(recipe: Recipe, tok, log):
+    from plmkit.models import load
+
+    m = recipe.model
+    if m.path:
+        model = load(m.path, **m.overrides)
+        if model.config.vocab_size < len(tok):
+            raise UserError(f"model.path {m.path}: vocabulary of {model.config.vocab_size} is smaller than the "
+                            f"tokenizer's {len(tok)}; use the checkpoint's own tokenizer")
+        return model
+    ids = {"vocab_size": len(tok)}
+    for field, attr in (("pad_token_id", "pad_token_id"), ("bos_token_id", "bos_token_id"),
+                        ("eos_token_id", "eos_token_id"), ("mask_token_id", "mask_token_id")):
+        v = getattr(tok, attr, None)
+        if v is not None:
+            ids[field] = v
+    return load(m.preset, **{**ids, **m.overrides})
+
+
+def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
+    from plmkit import objectives as O
+
+    out = []
+    for spec in recipe.objective:
+        opts = dict(spec)
+        name, weight = opts.pop("name"), float(opts.pop("weight", 1.0))
+        key = opts.pop("key", None)
+        obj = O.build(name, tokenizer=tok, **opts)
+        if key:
+            obj.name = key
+        obj.prepare(model)  # adds heads before the optimizer is built
+        out.append((obj, weight))
+    return out
+
+
+def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os.PathLike, *,
+                    overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False,
+                    progress: bool | None = None, log: Callable[[str], None] | None = None,
+                    callbacks: list | None = None) -> dict[str, Any]:
+    """Train the tokenizer (if asked), prepare the data, build model + objective(s) and run the Trainer.
+
+    Args:
+        recipe: a :class:`plmkit.config.Recipe`, a recipe dict (relative paths against the cwd) or a YAML path
+            (relative paths against its folder).
+        out_dir: the run directory (refused if it holds another run, unless ``resume`` or ``overwrite``).
+        overrides: dotted ``KEY=VALUE`` strings (``train.lr=3e-4``).
+        resume: continue from the newest complete checkpoint in ``out_dir``.
+        progress: tqdm bar on stderr (None: recipe's ``train.progress``, else only on a terminal).
+        log: where one-line progress messages go (default: stderr, rank 0 only).
+    Returns:
+        The trainer's summary plus ``run_dir``, ``seconds``, ``num_parameters``, ``train_examples``,
+        ``valid_examples``.
+    """
+    from plmkit.training.trainer import Trainer
+
+    t0 = time.time()
+    info = D.init_distributed()
+    recipe = _as_recipe(recipe, list(overrides or []))
+    if progress is not None:
+        recipe.train = dataclasses.replace(recipe.train, progress=progress)
+    say = log or (lambda msg: print(f"plm pretrain: {msg}", file=sys.stderr, flush=True))
+    log = say if info.is_main else (lambda msg: None)
+    check_paths(recipe)
+    out = Path(out_dir).resolve()
+    resuming = False
+    if info.is_main:
+        resuming = prepare_run_dir(out, recipe, resume, overwrite)
+        dump_recipe(recipe, out / RUN_MARKER)
+    resuming = D.broadcast_object(resuming)
+    D.barrier()
+
+    tok = _tokenizer(recipe, out, info, log)
+    torch.manual_seed(recipe.train.seed)  # the same initial weights on every rank
+    model = _model(recipe, tok, log)
+    objs = _objectives(recipe, tok, model)
+    kinds = {getattr(o, "example_kind", "window") for o, _ in objs}
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_pos and recipe.data.seq_len + 2 > max_pos + getattr(model.config, "position_offset", 0):
+        raise UserError(f"data.seq_len {recipe.data.seq_len} (+ special tokens) exceeds the model's "
+                        f"max_position_embeddings {max_pos}; lower data.seq_len or set "
+                        f"model.overrides.max_position_embeddings")
+
+    train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log)
+    train = _views(train_store, kinds, recipe)
+    valid: dict[str, Sequence] | None = None
+    if recipe.data.valid:
+        valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log), kinds, recipe)
+    elif recipe.data.valid_fraction > 0:
+        valid = {}
+        for k, seq in train.items():
+            n_valid = max(1, int(len(seq) * recipe.data.valid_fraction))
+            if len(seq) - n_valid < 1:
+                raise UserError(f"data.valid_fraction {recipe.data.valid_fraction}: too few examples "
+                                f"({len(seq)}) to hold out any")
+            valid[k] = Subset(seq, len(seq) - n_valid, len(seq))
+            train[k] = Subset(seq, 0, len(seq) - n_valid)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model {recipe.model.preset or recipe.model.path}: {n_params / 1e6:.2f}M parameters; objectives "
+        f"{', '.join(getattr(o, 'name', '?') for o, _ in objs)}; {sum(len(v) for v in train.values())} "
+        f"training examples" + (f", {sum(len(v) for v in valid.values())} held out" if valid else ""))
+    if recipe.train.eval_every and not valid:
+        log("no held-out data (data.valid or data.valid_fraction): no evaluation")
+    if resuming:
+        from plmkit.training.checkpoint import latest_checkpoint
+
+        last = latest_checkpoint(out / "checkpoints")
+        log(f"resuming from {last}" if last else "--resume: no complete checkpoint yet; starting from step 0")
+    trainer = Trainer(model, objs, train, recipe.train, callbacks=callbacks, out_dir=out, eval_data=valid,
+                      tokenizer=tok)
+    summary = trainer.fit(resume=resuming)
+    summary.update({"run_dir": str(out), "seconds": round(time.time() - t0, 1), "num_parameters": n_params,
+                    "train_examples": sum(len(v) for v in train.values()),
+                    "valid_examples": sum(len(v) for v in valid.values()) if valid else 0})
+    if "eval_loss" in summary:
+        log(f"step {summary['step']}: held-out loss {summary['eval_loss']:.4f}"
+            + (f", perplexity {summary['eval_ppl']:.2f}" if "eval_ppl" in summary else ""))
+    if summary.get("interrupted"):
+        log(f"interrupted at step {summary['step']}; checkpoint saved; continue with --resume")
+    elif summary.get("final"):
+        log(f"done in {summary['seconds']:.0f}s: {summary['final']}")
+    return summary

@@ -1,0 +1,119 @@
+"""``plm pretrain`` end to end on a tiny corpus: run dir layout, reload of final/, resume, refusals, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import plmkit
+from plmkit.cli.main import main
+from plmkit.training import evaluate_perplexity
+from plmkit.training.pretrain import run_pretraining
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    subjects, verbs, objects = ["the cat", "a dog", "my friend", "the king"], ["sees", "likes", "finds"], [
+        "the ball", "a house", "the sea", "bread"]
+    lines = [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(600)]
+    (d / "train.txt").write_text("\n".join(lines[:500]) + "\n")
+    (d / "valid.txt").write_text("\n".join(lines[500:]) + "\n")
+    return d
+
+
+def _recipe(corpus: Path, tmp: Path, **train) -> Path:
+    r = {
+        "model": {"preset": "gpt2-tiny", "overrides": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                                       "intermediate_size": 64, "max_position_embeddings": 64}},
+        "tokenizer": {"train": {"kind": "char", "vocab_size": 0}},
+        "data": {"train": [str(corpus / "train.txt")], "valid": [str(corpus / "valid.txt")], "seq_len": 32},
+        "objective": {"name": "clm"},
+        "train": {"max_steps": 6, "batch_size": 8, "lr": 3e-3, "log_every": 1, "eval_every": 3, "eval_batches": 0,
+                  "save_every": 3, "tensorboard": False, "plots": False, "num_threads": 1, **train},
+    }
+    p = tmp / "recipe.yaml"
+    p.write_text(yaml.safe_dump(r))
+    return p
+
+
+def test_cli_pretrain_writes_a_self_contained_run(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["pretrain", str(_recipe(corpus, tmp_path)), "--out", str(out), "train.seed=2", "--no-progress"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 6 and summary["final"] == str(out / "final")
+    for f in ["recipe.yaml", "tokenizer/tokenizer.json", "metrics.jsonl", "eval.jsonl",
+              "checkpoints/step-6/tokenizer.json", "checkpoints/step-6/config.json", "final/tokenizer.json",
+              "final/model.safetensors", "final/config.json"]:
+        assert (out / f).is_file(), f
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["seed"] == 2
+    # final/ is self-contained: reload model + tokenizer and recompute the held-out perplexity.
+    tok = plmkit.load_tokenizer(out / "final")
+    model = plmkit.load(out / "final")
+    from plmkit import objectives
+    from plmkit.data import TokenStore
+
+    obj = objectives.build("clm", tokenizer=tok)
+    valid = TokenStore(out / "data" / "valid").windows(32)
+    ppl = evaluate_perplexity(model, obj, valid, batch_size=8)
+    assert ppl == pytest.approx(summary["eval_ppl"], rel=1e-4)
+    assert summary["eval_loss"] < math.log(len(tok))  # it learned something in 6 steps
+
+
+def test_resume_continues_and_refuses_to_clobber(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    recipe = str(_recipe(corpus, tmp_path))
+    assert main(["pretrain", recipe, "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", recipe, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("plm pretrain: error:") and "already holds a run" in err and "\n" not in err
+    # Resume with a longer schedule: steps continue after the newest checkpoint (6).
+    assert main(["pretrain", recipe, "--out", str(out), "--resume", "train.max_steps=9", "--no-progress"]) == 0
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))
+    # Resuming with another model is refused.
+    assert main(["pretrain", recipe, "--out", str(out), "--resume", "model.overrides.hidden_size=64"]) == 2
+    assert "different model section" in capsys.readouterr().err
+    assert main(["pretrain", recipe, "--out", str(out), "--overwrite", "train.max_steps=2", "--no-progress"]) == 0
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("max_steps: 6", "max_steps: six"), "train.max_steps: expected an integer"),
+    (lambda t: t.replace("lr: 0.003", "lrate: 0.003"), "train.lrate: unknown key (did you mean 'lr'?)"),
+    (lambda t: t.replace("train.txt", "missing.txt"), "data.train: no such file or directory"),
+    (lambda t: t + "  bad: [\n", "malformed YAML"),
+])
+def test_bad_input_is_one_line_exit_2(corpus, tmp_path, capsys, edit, message):
+    p = _recipe(corpus, tmp_path)
+    p.write_text(edit(p.read_text()))
+    assert main(["pretrain", str(p), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_out_dir_that_is_not_a_run_is_refused(corpus, tmp_path, capsys):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
+    assert main(["pretrain", str(_recipe(corpus, tmp_path)), "--out", str(tmp_path / "stuff"), "--overwrite"]) == 2
+    assert "not a plmkit run" in capsys.readouterr().err
+    assert (tmp_path / "stuff" / "notes.txt").exists()
+
+
+def test_python_helper_accepts_a_dict(corpus, tmp_path):
+    recipe = yaml.safe_load(_recipe(corpus, tmp_path).read_text())
+    recipe["objective"] = [{"name": "clm", "weight": 1.0}]
+    summary = run_pretraining(recipe, tmp_path / "run", overrides=["train.max_steps=2", "train.save_every=0"],
+                              progress=False, log=lambda m: None)
+    assert summary["step"] == 2 and summary["train_examples"] > 0 and summary["num_parameters"] > 0
+    assert not (tmp_path / "run" / "checkpoints").exists()
