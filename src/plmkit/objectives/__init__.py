@@ -25,11 +25,23 @@ import torch
 from plmkit.errors import UserError, suggest
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
+from plmkit.objectives.infoword import InfoWord
 from plmkit.objectives.mlm import MLM
+from plmkit.objectives.nsp import NSP
+from plmkit.objectives.rtd import RTD
+from plmkit.objectives.sop import SOP
+from plmkit.objectives.tlm import TLM
+from plmkit.objectives.unilm import UniLM
 
 REGISTRY: dict[str, type[Objective]] = {
     "clm": CLM,
     "mlm": MLM,
+    "nsp": NSP,
+    "sop": SOP,
+    "rtd": RTD,
+    "infoword": InfoWord,
+    "tlm": TLM,
+    "unilm": UniLM,
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
