@@ -162,3 +162,25 @@ def test_llama_gqa_matches_hf():
         ref_gen = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
                               pad_token_id=0, eos_token_id=None)
     assert torch.equal(ours.generate(ids, attention_mask=mask, max_new_tokens=10), ref_gen)
+
+
+def test_gpt2_beam_search_and_eos_match_hf():
+    torch.manual_seed(1)
+    cfg = transformers.GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                  bos_token_id=39, eos_token_id=39)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    ours = load("gpt2-tiny", vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=128,
+                max_position_embeddings=64, bos_token_id=39, eos_token_id=39).eval()
+    _copy(ours, _gpt2_sd(hf, 2))
+    ids = torch.randint(3, 39, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, num_beams=3,
+                          do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert torch.equal(ours.generate(ids, max_new_tokens=8, num_beams=3), ref)
+    # greedy with an eos that actually occurs: same stopping and padding as transformers
+    free = ours.generate(ids, max_new_tokens=10)
+    eos = int(free[0, 8])
+    with torch.no_grad():
+        ref = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                          pad_token_id=0, eos_token_id=eos)
+    assert torch.equal(ours.generate(ids, max_new_tokens=10, eos_token_id=eos, pad_token_id=0), ref)

@@ -116,7 +116,7 @@ def _emit(streamer: Any, tokens: Tensor) -> None:
         streamer(tokens)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def generate(
     model,
     input_ids: Tensor,
@@ -252,8 +252,9 @@ def _beam_search(model, input_ids, mask, max_new_tokens, K, penalty, eos, pad_id
                 if j == K:
                     break
             if len(finished[b]) == K:
-                best_open = float(new_scores[b].max()) / gen_len ** length_penalty if length_penalty <= 0 \
-                    else float(new_scores[b].max()) / (max_new_tokens if length_penalty > 0 else gen_len) ** length_penalty
+                # HF's default (early_stopping=False) heuristic: the best open beam, scored at its
+                # current length, cannot beat the worst kept hypothesis
+                best_open = float(new_scores[b].max()) / gen_len ** length_penalty
                 if finished[b][-1][0] >= best_open:
                     done[b] = True
         beam_scores = new_scores
