@@ -138,6 +138,10 @@ class TokenizerTrain:
     vocab_size: int = 8000
     files: list[str] | None = None
     """Training text; defaults to ``data.train``."""
+    special_tokens: dict[str, Any] | None = None
+    """Role -> token overrides of the kind's defaults, e.g. {mask: "[MASK]", cls: "[CLS]", sep: "[SEP]"}."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """More ``train_tokenizer`` options: lowercase, style (bpe: roberta|gpt2), min_frequency, sentinels."""
 
 
 @dataclass(kw_only=True)

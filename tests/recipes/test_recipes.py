@@ -1,0 +1,50 @@
+"""Every recipe in recipes/ parses, names a real preset and registered objectives with valid options,
+and (when the shared datasets are present) points at files that exist."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from plmkit.config import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+
+
+def test_there_is_a_recipe_per_family():
+    families = {p.parent.name for p in RECIPES}
+    assert {"bert", "roberta", "albert", "electra", "gpt", "gpt2", "llama"} <= families
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    """Tiny tokenizers of each kind, to validate objective options (trained on a few sentences)."""
+    from plmkit.tokenization.train import train_tokenizer_from_iterator
+
+    text = ["the quick brown fox jumps over the lazy dog . a second sentence here ."] * 20
+    return lambda t: train_tokenizer_from_iterator(text, kind=t.kind, vocab_size={"bpe": 300, "unigram": 150}.get(
+        t.kind, 60 if t.kind == "wordpiece" else 0), special_tokens=t.special_tokens, **t.options)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(REPO / "recipes")) for p in RECIPES])
+def test_recipe_is_valid(path, tokenizers):
+    from plmkit import objectives
+    from plmkit.models import PRESETS, load
+
+    recipe = load_recipe(path)
+    assert recipe.model.preset in PRESETS
+    tok = tokenizers(recipe.tokenizer.train)
+    model = load(recipe.model.preset, vocab_size=len(tok), **recipe.model.overrides)
+    assert recipe.data.seq_len + 2 <= model.config.max_position_embeddings
+    for spec in recipe.objective:
+        opts = {k: v for k, v in spec.items() if k not in ("name", "weight", "key")}
+        assert spec["name"] in objectives.REGISTRY, f"{path.name}: objective {spec['name']!r} is not registered"
+        obj = objectives.build(spec["name"], tokenizer=tok, **opts)
+        obj.prepare(model)  # backbone compatibility
+    data = Path(os.environ.get("PLMKIT_DATA", REPO.parent / "shared" / "data"))
+    if data.is_dir():
+        for f in recipe.data.train + recipe.data.valid:
+            assert Path(f).is_file(), f
