@@ -84,20 +84,14 @@ def word_ids_for(
     return out
 
 
-_SENT_END = re.compile(
-    r"""(?:[.!?…]+['"”’)\]]*(?=\s)|[。！？；]+[”’」』）)]*|\n+)\s*"""
-)
+_SENT_END = re.compile(r"""[.!?…]['"”’)\]]*\s+|[。！？；][”’」』）)]*\s*|\n\s*""")
 
 
 def sentence_starts(text: str) -> list[int]:
-    """Character offsets where sentences start (always includes the first non-space char)."""
-    starts: list[int] = []
+    """Character offsets where sentences start (the first non-space character always starts one)."""
     n = len(text)
-    first = len(text) - len(text.lstrip())
-    if first < n:
-        starts.append(first)
-    for m in _SENT_END.finditer(text):
-        e = m.end()
-        if e < n and e > starts[-1]:
-            starts.append(e)
-    return starts
+    first = n - len(text.lstrip())
+    if first >= n:
+        return []
+    ends = [m.end() for m in _SENT_END.finditer(text, first)]
+    return [first] + [e for e in ends if e < n]
