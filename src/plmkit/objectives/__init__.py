@@ -23,13 +23,18 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from plmkit.errors import UserError, suggest
+from plmkit.objectives.bart_denoise import BartDenoise
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
+from plmkit.objectives.glm import GLM
 from plmkit.objectives.infoword import InfoWord
+from plmkit.objectives.mass import MASS
 from plmkit.objectives.mlm import MLM
 from plmkit.objectives.nsp import NSP
+from plmkit.objectives.plm import PLM
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
+from plmkit.objectives.t5_span import T5Span
 from plmkit.objectives.tlm import TLM
 from plmkit.objectives.unilm import UniLM
 
@@ -42,6 +47,11 @@ REGISTRY: dict[str, type[Objective]] = {
     "infoword": InfoWord,
     "tlm": TLM,
     "unilm": UniLM,
+    "t5_span": T5Span,
+    "bart_denoise": BartDenoise,
+    "mass": MASS,
+    "plm": PLM,
+    "glm": GLM,
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
