@@ -1,0 +1,106 @@
+"""``plm generate``: continue a prompt with a causal LM, streaming the text to stdout.
+
+    plm generate path/to/model "Once upon a time" --max-new-tokens 50
+    echo "Once upon a time" | plm generate model.gguf --do-sample --top-p 0.9 --seed 0
+
+The model is a preset name, an HF-format directory or a GGUF file; the tokenizer comes from the
+model directory (or the GGUF metadata) unless ``--tokenizer`` names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "Generate text from a causal LM (greedy, sampling, beam search), streaming."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="preset name, HF-format model directory, or .gguf file")
+    p.add_argument("prompt", nargs="?", default=None, help="prompt text ('-' or omitted: read stdin)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model directory / GGUF file)")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="number of tokens to generate at most")
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search width (1: no beam search)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1: off)")
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-sequence token")
+    p.add_argument("--add-special-tokens", action="store_true",
+                   help="let the tokenizer add its special tokens (e.g. BOS) to the prompt")
+    p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
+
+
+def resolve_tokenizer(model_arg: str, tokenizer_arg: str | None) -> Any:
+    """``--tokenizer``, else the model directory's tokenizer, else the GGUF's; UserError if none."""
+    from plmkit.errors import UserError
+
+    if tokenizer_arg:
+        from plmkit import load_tokenizer
+
+        return load_tokenizer(tokenizer_arg)
+    path = Path(model_arg)
+    if path.is_dir():
+        from plmkit import load_tokenizer
+
+        try:
+            return load_tokenizer(path)
+        except UserError as e:
+            raise UserError(f"{path}: no usable tokenizer in the model directory ({e}); pass --tokenizer") from None
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from plmkit.interop.gguf import load_gguf_tokenizer
+
+        return load_gguf_tokenizer(path)
+    raise UserError(f"{model_arg!r} is a preset without a tokenizer; pass --tokenizer PATH")
+
+
+def read_prompt(arg: str | None) -> str:
+    from plmkit.errors import UserError
+
+    text = sys.stdin.read() if arg in (None, "-") else arg
+    text = text.rstrip("\n")
+    if not text:
+        raise UserError("empty prompt (give it as an argument or on stdin)")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import torch
+
+    from plmkit.errors import UserError
+    from plmkit.generation import TextStreamer
+    from plmkit.models import load
+
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    prompt = read_prompt(args.prompt)
+    tok = resolve_tokenizer(args.model, args.tokenizer)
+    model = load(args.model).eval()
+    ids = tok.encode(prompt, add_special_tokens=args.add_special_tokens)
+    if not ids:
+        raise UserError("the prompt encodes to no tokens")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    eos = None
+    if not args.ignore_eos:
+        eos = model.config.eos_token_id if model.config.eos_token_id is not None else getattr(tok, "eos_token_id", None)
+    if args.echo:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+    streamer = TextStreamer(tok, out=sys.stdout) if args.num_beams == 1 else None
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    with amp:
+        out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+                             eos_token_id=eos, streamer=streamer)
+    if streamer is None:
+        print(tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True))
+    return 0
