@@ -96,6 +96,7 @@ class SentencePairObjective(Objective):
             from plmkit.objectives.mlm import MLM
 
             self._mlm = MLM(tokenizer, rate=self.config.mlm_rate, masking=self.config.mlm_masking)
+            self._mlm.name = self.name  # errors name this objective
 
     # ------------------------------------------------------------------ pairs
     def _pair(self, x: Any) -> Pair:

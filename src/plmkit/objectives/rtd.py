@@ -106,6 +106,7 @@ class RTD(Objective):
         c = self.config
         self._mlm = MLM(tokenizer, rate=c.rate, mask_prob=c.mask_prob, random_prob=c.random_prob,
                         masking=c.masking, max_length=c.max_length)
+        self._mlm.name = self.name  # errors name this objective
         self.generator: Any = None
 
     def make_batch(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:

@@ -65,6 +65,7 @@ class TLM(Objective):
         c = self.config
         self._mlm = MLM(tokenizer, rate=c.rate, mask_prob=c.mask_prob, random_prob=c.random_prob,
                         masking=c.masking)
+        self._mlm.name = self.name  # errors name this objective
         self.begin, self.end = self.vocab.begin, self.vocab.end
         if self.begin is None or self.end is None:
             raise UserError(f"{self.name}: the tokenizer needs [CLS]/[SEP] (or <s>/</s>) tokens")

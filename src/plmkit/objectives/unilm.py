@@ -94,7 +94,9 @@ class UniLM(Objective):
 
         c = self.config
         self._mlm = MLM(tokenizer, rate=c.rate, mask_prob=c.mask_prob, random_prob=c.random_prob)
+        self._mlm.name = self.name  # errors name this objective
         self._pairs = NSP(tokenizer, max_length=c.max_length)  # reuse its pair extraction / truncation
+        self._pairs.name = self.name
         self._probs = torch.tensor([c.p_bidirectional, c.p_left_to_right, c.p_right_to_left, c.p_seq2seq])
 
     def make_batch(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
