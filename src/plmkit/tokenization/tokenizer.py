@@ -277,7 +277,10 @@ class Tokenizer:
                     pad_to_multiple_of=pad_to_multiple_of,
                 )
             inputs = batch if pairs is None else list(zip(batch, pairs))
-            encs = bk.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            try:
+                encs = bk.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            except Exception as e:  # the Rust error (e.g. "Sequence to truncate too short ...")
+                raise ValueError(f"cannot encode with truncation={truncation!r}, max_length={length}: {e}") from None
         finally:
             bk.no_truncation()
             bk.no_padding()

@@ -188,7 +188,15 @@ def train_tokenizer_from_iterator(
         limit = None if vocab_size is None else vocab_size - len(specials)
         opts: dict[str, Any] = {} if limit is None else {"limit_alphabet": limit}
         trainer = trainers.BpeTrainer(vocab_size=1, special_tokens=specials, show_progress=show_progress, **opts)
-    bk.train_from_iterator(_batched(texts), trainer=trainer)
+    try:
+        bk.train_from_iterator(_batched(texts), trainer=trainer)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - errors of the Rust trainer
+        hint = ""
+        if "not large enough to contain all chars" in str(e):
+            hint = " (a Unigram vocabulary keeps every distinct character; raise vocab_size)"
+        raise UserError(f"{kind} tokenizer training failed: {e}{hint}") from None
     if kind == "char":
         # The trained BPE model has no unk token; rebuild it with [UNK] (vocab = specials + characters).
         vocab = bk.get_vocab(with_added_tokens=False)
@@ -211,6 +219,15 @@ def train_tokenizer_from_iterator(
     role_tokens = set(roles.values())
     extra = [t for t in specials if t not in role_tokens] + extra
     _post_process(bk, family, roles)
+    # JSON (de)serialisation of Unigram scores is not exact in the last bit, so a saved and reloaded
+    # tokenizer could split ties differently: use the serialised form from the start (a fixed point).
+    text = bk.to_str()
+    for _ in range(5):
+        bk = _Backend.from_str(text)
+        again = bk.to_str()
+        if again == text:
+            break
+        text = again
     return Tokenizer(bk, kind, roles, extra, model_max_length=model_max_length)
 
 
@@ -223,6 +240,7 @@ def train_tokenizer(
     doc_sep: str = "line",
     text_field: str = "text",
     errors: str = "strict",
+    format: str = "auto",
     **kwargs: Any,
 ) -> Tokenizer:
     """Train a tokenizer on text / JSONL / .gz files or folders (streamed; see ``plmkit.data.corpus``).
@@ -232,6 +250,6 @@ def train_tokenizer(
     """
     from plmkit.data.corpus import CorpusConfig, expand_inputs, iter_documents
 
-    config = CorpusConfig(doc_sep=doc_sep, text_field=text_field, errors=errors)  # type: ignore[arg-type]
+    config = CorpusConfig(doc_sep=doc_sep, text_field=text_field, errors=errors, format=format)  # type: ignore[arg-type]
     paths = expand_inputs(files)  # fail early on missing paths
     return train_tokenizer_from_iterator(iter_documents(paths, config), kind, vocab_size, special_tokens, **kwargs)
