@@ -192,7 +192,8 @@ def iter_file_documents(path: Path, config: CorpusConfig, on_bytes: Callable[[in
             if not isinstance(rec, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object with field {key!r}, got {type(rec).__name__}")
             if key not in rec:
-                raise UserError(f"{path}:{lineno}: no field {key!r}{suggest(key, rec.keys())} (set --text-field)")
+                hint = suggest(key, rec.keys()) or f" (fields: {', '.join(map(str, list(rec)[:8])) or 'none'})"
+                raise UserError(f"{path}:{lineno}: no field {key!r}{hint}; set --text-field")
             text = rec[key]
             if text is None:
                 text = ""
