@@ -147,15 +147,16 @@ def read_gguf(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         except NotImplementedError as e:
             raise UserError(f"{path}: tensor {t.name!r} uses quantization {t.tensor_type.name}, "
                             f"which gguf cannot de-quantize ({e})") from e
-        w = np.asarray(w, dtype=np.float32)
         # GGUF shapes are (ne0, ne1, ...) with ne0 the fastest axis: torch order is reversed
         want = tuple(int(x) for x in reversed(t.shape))
-        w = w.reshape(want)
+        w = np.asarray(w, dtype=np.float32).reshape(want)
         if module.endswith(".attn_q"):
             w = _unpermute(w, cfg["num_attention_heads"])
         elif module.endswith(".attn_k"):
             w = _unpermute(w, cfg["num_key_value_heads"])
-        sd[hf_name] = torch.from_numpy(np.ascontiguousarray(w))
+        if not w.flags.writeable or not w.flags.c_contiguous:  # F32 tensors are views of the mmap
+            w = np.array(w, dtype=np.float32, order="C", copy=True)
+        sd[hf_name] = torch.from_numpy(w)
     return cfg, sd
 
 
