@@ -1,14 +1,11 @@
 """t5_span, bart_denoise, mass, plm, glm: corruption statistics on real text, exact invertibility,
-the batch layouts, the loss arithmetic on a stand-in encoder-decoder, and refusal of the current backbones."""
+the batch layouts, losses + training on plmkit's encoder-decoder, refusal of backbones that cannot serve them."""
 
 from __future__ import annotations
-
-import types
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import plmkit
 from plmkit.errors import UserError
@@ -198,34 +195,53 @@ def test_glm_invertibility_and_layout(tok, wiki_ids, mode):
         assert 0.70 < frac < 0.80  # uniform over 50%-100%: mean 75%
 
 
-# ------------------------------------------------------------------ losses on a stand-in backbone
-class StandInEncoderDecoder(nn.Module):
-    """Follows the encoder-decoder call the seq2seq objectives make; logits = embedding of the
-    decoder input + mean of the encoder input embeddings, projected to the vocabulary."""
+# ------------------------------------------------------------------ losses on plmkit's encoder-decoder
+FAMILIES = {
+    "t5_span": dict(family="t5", norm="rms", norm_position="pre", embedding_norm=False, position="none",
+                    relative_attention_num_buckets=32, attention_bias=False, mlp_bias=False, activation="relu"),
+    "bart_denoise": dict(family="bart", position="learned", max_position_embeddings=256),
+    "mass": dict(family="mass", position="learned", max_position_embeddings=256),
+}
 
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.config = types.SimpleNamespace(family="t5", is_encoder_decoder=True, vocab_size=vocab, causal=False)
-        self.emb = nn.Embedding(vocab, 8)
-        self.out = nn.Linear(8, vocab)
 
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                decoder_position_ids=None, labels_mask=None):
-        ctx = (self.emb(input_ids) * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True)
-        logits = self.out(self.emb(decoder_input_ids) + ctx[:, None])
-        return types.SimpleNamespace(logits=logits[labels_mask] if labels_mask is not None else logits)
+def tiny_seq2seq(name, vocab, pad):
+    from plmkit.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+
+    return EncoderDecoder(Seq2SeqConfig(vocab_size=vocab, hidden_size=64, num_layers=2, num_decoder_layers=2,
+                                        num_heads=4, intermediate_size=128, type_vocab_size=0, head="lm",
+                                        pad_token_id=pad, hidden_dropout=0.0, attention_dropout=0.0,
+                                        **FAMILIES[name]))
 
 
 @pytest.mark.parametrize("name", ["t5_span", "bart_denoise", "mass"])
-def test_seq2seq_loss_arithmetic(tok, wiki_ids, name):
+def test_seq2seq_loss_and_training_end_to_end(tok, wiki_ids, name):
+    torch.manual_seed(0)
     obj = build(name, tokenizer=tok)
-    model = StandInEncoderDecoder(len(tok) + 100)
+    model = tiny_seq2seq(name, len(tok) + 100, tok.pad_token_id)
     obj.prepare(model)
-    batch = obj.make_batch(windows(wiki_ids, tok, T=40, n=4))
-    loss, m = obj.loss(model, batch)
-    full = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"]).logits
+    data = windows(wiki_ids, tok, T=30, n=64)
+    batch = obj.make_batch(data[:4])
+    loss, m = obj.loss(model.eval(), batch)
+    kw = {k: batch[k] for k in ("attention_mask", "decoder_input_ids", "decoder_attention_mask",
+                                "decoder_position_ids") if k in batch}
+    full = model(batch["input_ids"], **kw).logits  # (B, U, V)
     want = F.cross_entropy(full.reshape(-1, full.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100)
-    assert torch.allclose(loss, want, atol=1e-6)
+    assert torch.allclose(loss, want, atol=1e-5)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(20):
+        loss, _ = obj.loss(model, obj.make_batch(data[(step * 8) % 64:(step * 8) % 64 + 8]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
+
+
+def test_t5_needs_room_for_sentinels(tok):
+    with pytest.raises(UserError, match=r"vocab_size=.*uses 2100 ids"):
+        build("t5_span", tokenizer=tok).prepare(tiny_seq2seq("t5_span", len(tok), tok.pad_token_id))
 
 
 @pytest.mark.parametrize("name, pattern", [

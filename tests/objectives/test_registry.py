@@ -3,7 +3,6 @@ shared generator embeddings and an exact resume)."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -8,10 +8,10 @@
     both = plmkit.objectives.build_many([{"name": "mlm", "weight": 1.0},
                                           {"name": "sop", "weight": 1.0}], tokenizer=tok)
 
-Fully trainable with the backbones that exist: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm.
-Batch construction only (their ``prepare`` refuses the current backbones with a clear error):
-t5_span, bart_denoise, mass (need an encoder-decoder), plm (XLNet two-stream attention),
-glm (2D block positions).
+Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
+``Transformer``) and t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``).
+Batch construction only (``prepare`` refuses every current backbone with a clear error):
+plm (needs XLNet two-stream attention), glm (needs 2D block positions).
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from plmkit.objectives.base import IGNORE, Vocab, stochastic_round
+from plmkit.objectives.base import IGNORE, Vocab
 
 
 def truncated_geometric(p: float, max_len: int) -> torch.Tensor:

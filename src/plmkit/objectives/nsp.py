@@ -35,7 +35,6 @@ from plmkit.objectives.base import (
     as_example,
     attention_from_lengths,
     check_open_unit,
-    check_positive,
     hidden_only,
     pad_2d,
     require_encoder,

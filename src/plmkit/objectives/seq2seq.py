@@ -7,10 +7,10 @@ Batch keys::
     labels (B, U)                                      targets, -100 at padding
 
 The loss calls the backbone as ``model(input_ids, attention_mask=..., decoder_input_ids=...,
-decoder_attention_mask=..., labels_mask=labels != -100)`` and expects ``.logits`` (N, V) at the
-labelled decoder positions, the encoder-decoder extension of the contract in CONTRACTS.md. No
-plmkit backbone offers ``decoder_input_ids`` yet, so ``prepare`` of these objectives refuses every
-current model (``require_encoder_decoder``); the loss is only tested against a stand-in module.
+decoder_attention_mask=..., [decoder_position_ids=...,] labels_mask=labels != -100)`` and takes
+``.logits`` (N, V) at the labelled decoder positions: the interface of
+``plmkit.models.seq2seq.EncoderDecoder``. ``prepare`` of these objectives refuses encoder-only and
+decoder-only backbones (``require_encoder_decoder``).
 """
 
 from __future__ import annotations

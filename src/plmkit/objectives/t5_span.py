@@ -14,8 +14,8 @@ recovers the original sequence exactly (tested).
 Sentinels are the tokenizer's ``<extra_id_k>`` tokens when it has them (``train_tokenizer(...,
 kind="unigram")`` adds 100); otherwise ids ``len(tokenizer) + k`` past the tokenizer's vocabulary,
 as HF's T5 appends its ``extra_ids``: the model then needs ``vocab_size >= obj.required_vocab_size``.
-Batch layout and loss: ``seq2seq.py``. ``prepare`` needs an encoder-decoder backbone (none exists
-in plmkit yet, so it refuses every current model with an error naming both).
+Batch layout and loss: ``seq2seq.py``. ``prepare`` needs an encoder-decoder backbone
+(``plmkit.models.seq2seq.EncoderDecoder``) with room for the sentinels.
 """
 
 from __future__ import annotations

@@ -29,9 +29,6 @@ from plmkit.objectives.base import (
     check_open_unit,
     check_positive,
     pad_2d,
-    require_encoder,
-    require_head,
-    require_vocab,
 )
 
 

@@ -33,7 +33,6 @@ from plmkit.objectives.base import (
     check_open_unit,
     check_unit,
     pad_2d,
-    token_metrics,
 )
 
 LM_TYPES = ("bidirectional", "left_to_right", "right_to_left", "seq2seq")
