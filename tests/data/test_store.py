@@ -246,3 +246,27 @@ def test_peak_memory_does_not_grow_with_corpus_size(tmp_path, bpe, shakespeare):
         rss.append(int(out.split()[-1]) / 1024)  # MiB
     assert TokenStore(tmp_path / "s20").num_tokens == 20 * TokenStore(tmp_path / "s1").num_tokens
     assert rss[1] - rss[0] < 25, rss
+
+
+def test_chinese_store_groups_jieba_words(tmp_path):
+    d = need(data_dir() / "chinese" / "raw-text" / "xiyouji")
+    src = sorted(d.iterdir())[0].read_text(encoding="utf-8").split("\n")[:30]
+    files = [tmp_path / "zh.txt"]
+    files[0].write_text("\n".join(src) + "\n", encoding="utf-8")
+    docs = list(iter_documents(files, CorpusConfig(doc_sep="line")))
+    tok = train_tokenizer_from_iterator(docs, "char", None)
+    m = prepare(files, tok, tmp_path / "zh")
+    store = TokenStore(tmp_path / "zh")
+    nonempty = [x for x in docs if tok.encode(x, add_special_tokens=False)]
+    assert m["num_tokens"] == sum(len(x) for x in tok.encode_batch(docs, add_special_tokens=False))
+    dv = store.documents()
+    assert len(dv) == len(nonempty)
+    words = tokens = 0
+    for i in range(0, len(dv), 3):
+        rec = dv[i]
+        assert tok.decode(rec["input_ids"]) == nonempty[i]
+        assert rec["word_ids"] == tok.word_ids(nonempty[i], add_special_tokens=False)
+        words += rec["word_ids"][-1] + 1
+        tokens += len(rec["input_ids"])
+    assert words < 0.8 * tokens  # jieba grouped the characters into multi-character words
+    assert m["num_sentences"] > m["num_documents"]  # 。！？ split sentences

@@ -40,11 +40,15 @@ def has_cjk(text: str) -> bool:
     return CJK_RE.search(text) is not None
 
 
+JIEBA_HMM = False
+"""jieba's HMM guesses unknown words; off, segmentation is ~2x faster (jieba is pure Python)."""
+
+
 def jieba_word_index(text: str) -> list[int]:
-    """Index of the jieba word that covers each character of ``text``."""
+    """Index of the jieba word (dictionary words, ``HMM=JIEBA_HMM``) covering each character of ``text``."""
     jieba = _get_jieba()
     out = [0] * len(text)
-    for k, (_w, start, end) in enumerate(jieba.tokenize(text)):
+    for k, (_w, start, end) in enumerate(jieba.tokenize(text, HMM=JIEBA_HMM)):
         for c in range(start, end):
             out[c] = k
     return out
