@@ -40,8 +40,15 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.layers import (ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block, Embeddings,
-                                  SelfAttention, make_norm)
+from plmkit.models.layers import (ACTIVATIONS, ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block,
+                                  Embeddings, SelfAttention, make_norm)
+
+try:  # the shared fused CPU linear (oneDNN bias + activation epilogue) when this build has it
+    from plmkit.models.layers import linear
+except ImportError:  # pragma: no cover - older layers.py
+    def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
+        y = F.linear(x, layer.weight, layer.bias)
+        return ACTIVATIONS[activation](y) if activation else y
 
 SEQ2SEQ_FAMILIES = ("t5", "bart", "mass", "switch")
 
@@ -107,6 +114,10 @@ class Seq2SeqConfig(ModelConfig):
             bad("decoder_start_token_id", f"null or a token id in [0, vocab_size={self.vocab_size})")
 
     @property
+    def is_encoder_decoder(self) -> bool:
+        return True
+
+    @property
     def decoder_layers(self) -> int:
         return self.num_decoder_layers or self.num_layers
 
@@ -128,7 +139,7 @@ class ScaledSelfAttention(SelfAttention):
 
     def forward(self, x: Tensor, ctx: AttentionContext, layer_idx: int) -> Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(self.split, dim=-1)
+        q, k, v = linear(x, self.qkv).split(self.split, dim=-1)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, Nh, T, D)
         k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Nkv, T, D)
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -138,7 +149,7 @@ class ScaledSelfAttention(SelfAttention):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=ctx.is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0, scale=self.scale, enable_gqa=self.gqa)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, H)
+        return linear(y.transpose(1, 2).reshape(B, T, -1), self.o)  # (B, T, H)
 
 
 class CrossAttention(nn.Module):
@@ -161,19 +172,19 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, ctx: AttentionContext, layer_idx: int) -> Tensor:
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, Nh, T, D)
+        q = linear(x, self.q).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, Nh, T, D)
         cache = getattr(ctx, "cross_cache", None)
         if cache is not None and cache[layer_idx] is not None:
             k, v = cache[layer_idx]
         else:
             enc = ctx.encoder_states  # (B, S, H)
-            k, v = self.kv(enc).view(B, enc.shape[1], 2, self.num_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            k, v = linear(enc, self.kv).view(B, enc.shape[1], 2, self.num_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if cache is not None:
                 cache[layer_idx] = (k, v)  # (B, Nkv, S, D) each
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.encoder_mask,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            scale=self.scale, enable_gqa=self.gqa)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+        return linear(y.transpose(1, 2).reshape(B, T, -1), self.o)
 
 
 class GatedMLP(MLP):
@@ -184,6 +195,10 @@ class GatedMLP(MLP):
         if not hasattr(self, "gate"):
             self.gate = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.gated = True
+        self.gate_activation = "silu" if config.activation == "swiglu" else config.activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(linear(x, self.gate, self.gate_activation) * linear(x, self.up), self.down)
 
 
 ATTENTION_TYPES.setdefault("cross", CrossAttention)
@@ -299,8 +314,8 @@ class Stack(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None, cache: Seq2SeqCache | None = None,
                 encoder_states: Tensor | None = None, encoder_mask: Tensor | None = None,
-                output_hidden_states: bool = False, inputs_embeds: Tensor | None = None
-                ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+                output_hidden_states: bool = False, inputs_embeds: Tensor | None = None,
+                position_ids: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         ref = input_ids if input_ids is not None else inputs_embeds
         B, T = ref.shape[:2]
         dev = ref.device
@@ -308,7 +323,15 @@ class Stack(nn.Module):
         past = len(self_cache) if self_cache is not None else 0
         S = past + T
         cfg = self.config
-        pos = torch.arange(past + cfg.position_offset, S + cfg.position_offset, device=dev)[None]  # (1, T)
+        if position_ids is None:
+            pos = torch.arange(past + cfg.position_offset, S + cfg.position_offset, device=dev)[None]  # (1, T)
+        else:
+            if position_ids.shape[-1] != T or position_ids.dim() != 2:
+                raise UserError(f"position ids shape {tuple(position_ids.shape)}: expected ({B}, {T})")
+            pos = position_ids + cfg.position_offset
+            if cfg.position == "learned" and pos.numel() and int(pos.max()) >= cfg.max_position_embeddings:
+                raise UserError(f"position id {int(position_ids.max())} exceeds the position table "
+                                f"(max {cfg.max_position_embeddings - cfg.position_offset - 1})")
         x = self.embeddings(input_ids, pos, None, inputs_embeds)  # (B, T, H)
 
         # bool "may attend" key mask (B, S) or None; a decoder cache remembers padded keys
@@ -547,9 +570,12 @@ class EncoderDecoder(nn.Module):
         inputs_embeds: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
+        decoder_position_ids: Tensor | None = None,
     ) -> Seq2SeqOutput:
         """Encode ``input_ids`` (unless ``encoder_outputs`` (B, S, H) is given) and decode
-        ``decoder_input_ids`` (B, T). With ``past_key_values`` only the new decoder tokens are passed."""
+        ``decoder_input_ids`` (B, T). With ``past_key_values`` only the new decoder tokens are passed.
+        ``decoder_position_ids`` (B, T) (MASS: the target's positions in the source) replace
+        0..T-1 for learned position tables."""
         if token_type_ids is not None or position_ids is not None:
             raise UserError(f"{self.config.family} encoder-decoder models take no token_type_ids / position_ids")
         if decoder_input_ids is None:
@@ -578,7 +604,8 @@ class EncoderDecoder(nn.Module):
             raise UserError(f"decoder length {(len(cache) if cache is not None else 0) + T} exceeds the position "
                             f"table (max {limit})")
         hidden, dec_hidden = self.decoder(decoder_input_ids, decoder_attention_mask, cache, encoder_outputs,
-                                          self.encoder_key_mask(attention_mask), output_hidden_states)
+                                          self.encoder_key_mask(attention_mask), output_hidden_states,
+                                          position_ids=decoder_position_ids)
         logits = None
         if self.head is not None:
             if labels_mask is not None:
