@@ -83,7 +83,7 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
         for name, mod in model.named_modules():
             if isinstance(mod, (adapters.Adapter, adapters.ProjectedAttention)) or name == "pals":
                 trainable_mods.append(mod)
-            elif cfg.train_norms and _is_norm(mod):
+            elif cfg.train_norms and _is_norm(mod) and not name.startswith("head."):  # not the unused MLM head
                 trainable_mods.append(mod)
     if cfg.mode == "lora":
         for mod in model.modules():

@@ -141,7 +141,7 @@ def read_table(
     if not numbered:
         raise UserError(f"{path}: empty file (a header but no data rows)")
     ncols = len(names)
-    if isinstance(text_column, tuple):
+    if isinstance(text_column, (tuple, list)):
         present = [c for c in text_column if (c in names if isinstance(c, str) else c < ncols)]
         if not present:
             raise UserError(f"{path}:1: none of the text columns {list(text_column)} found; columns are {names}")
@@ -191,7 +191,7 @@ def _read_jsonl(path, text_column, text_pair_column, label_column, label_type, l
         lines = f.readlines()
     if not any(line.strip() for line in lines):
         raise UserError(f"{path}: empty file (no JSON lines)")
-    cands = text_column if isinstance(text_column, tuple) else (text_column,)
+    cands = tuple(text_column) if isinstance(text_column, (tuple, list)) else (text_column,)
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue

