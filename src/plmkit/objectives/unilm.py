@@ -125,7 +125,10 @@ class UniLM(Objective):
         self._mlm.prepare(model)  # a bidirectional encoder (the masks choose the direction) + MLM head
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        sub = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+        keys = ["input_ids", "attention_mask", "labels"]
+        if getattr(model.config, "type_vocab_size", 0) >= 2:  # segment embeddings when the model has them
+            keys.append("token_type_ids")
+        sub = {k: batch[k] for k in keys}
         loss, m = self._mlm.loss(model, sub)
         out = {k.replace("mlm_", "unilm_"): v for k, v in m.items()}
         for k, name in enumerate(LM_TYPES):
