@@ -92,14 +92,15 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert not list((run / "checkpoints").glob(".*tmp*"))
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_two_processes_match_single_process(tmp_path, kind):
     """torchrun, 2 gloo processes x batch 4 == 1 process x batch 8 (same global batch), first steps."""
     single, multi = tmp_path / "single", tmp_path / "multi"
     common = ["--steps", "4", "--save-every", "4", "--dropout", "0", "--grad-accum", "2", "--crop", "16"]
     tiny.main([str(single), *common, "--batch-size", "8"])
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(29500 + os.getpid() % 1000), str(TINY), str(multi), *common, "--batch-size", "4"],
-                   check=True, env=_env(), timeout=180)
+                    str(29500 + os.getpid() % 1000 + (kind == "fsdp")), str(TINY), str(multi), *common,
+                    "--batch-size", "4", "--distributed", kind], check=True, env=_env(), timeout=180)
     a, b = _losses(single), _losses(multi)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for s in a:

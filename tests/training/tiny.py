@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +23,12 @@ from torch import nn
 from torch.nn import functional as F
 
 VOCAB = 24
+
+
+@dataclass
+class Output:  # a dataclass, like the real models' output (FSDP2 walks dataclasses to find tensors)
+    last_hidden_state: torch.Tensor
+    logits: torch.Tensor
 
 
 class TinyLM(nn.Module):
@@ -44,7 +51,7 @@ class TinyLM(nn.Module):
         for layer in self.layers:
             h = layer(h, src_mask=causal, is_causal=True)
         h = self.norm(h)
-        return SimpleNamespace(last_hidden_state=h, logits=self.head(h))
+        return Output(last_hidden_state=h, logits=self.head(h))
 
     def layer_groups(self):
         return [list(self.embed.parameters()) + list(self.pos.parameters()),
@@ -112,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--hang-at", type=int, default=0, help="sleep forever after this step (to be killed)")
     p.add_argument("--distributed", default="auto")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--crop", type=int, default=12, help="16 = whole windows (no random crop)")
     a = p.parse_args(argv)
     D.init_distributed()
@@ -119,7 +127,7 @@ def main(argv=None) -> int:
     model = TinyLM(dropout=a.dropout)
     cfg = TrainConfig(max_steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
                       warmup_steps=3, schedule="cosine", save_every=a.save_every, log_every=1, eval_every=10,
-                      eval_batches=2, keep_last=2, seed=3, distributed=a.distributed, progress=False,
+                      eval_batches=2, keep_last=2, seed=3, clip_grad_norm=a.clip, distributed=a.distributed, progress=False,
                       tensorboard=False, plots=False)
     trainer = Trainer(model, TinyCLM(a.crop), make_data(), cfg, out_dir=a.out, eval_data=make_data(16, seed=1))
     if a.hang_at:

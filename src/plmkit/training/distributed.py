@@ -85,7 +85,9 @@ def wrap_model(model: torch.nn.Module, kind: str, device: torch.device, info: Di
 
         mesh = init_device_mesh(device.type, (info.world_size,))
         # Root-level sharding only: objectives may call model.head_logits(...) after the forward, so the
-        # parameters stay gathered until backward (reshard_after_forward=False).
+        # parameters stay gathered until backward (reshard_after_forward=False). FSDP2 finds the output
+        # tensors to hook its gradient reduce-scatter on by walking tuples, dicts and dataclasses: the
+        # model's output must be one of those.
         fully_shard(model, mesh=mesh, reshard_after_forward=False)
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP

@@ -444,6 +444,7 @@ class Trainer:
         else:
             self.bad_evals += 1
         metrics["best_loss"] = self.best_eval
+        metrics["elapsed_s"] = round(time.perf_counter() - getattr(self, "_t0", time.perf_counter()), 3)
         self._emit("on_eval", metrics)
         if improved and self.out_dir is not None and self.config.save_every:
             self.save_checkpoint()  # the best checkpoint (kept by pruning)
@@ -598,6 +599,7 @@ class Trainer:
             np.random.seed(cfg.seed + self.info.rank)
             torch.manual_seed(cfg.seed + self.info.rank)
         self._emit("on_train_begin")
+        self._t0 = time.perf_counter()
         interval: dict[str, Any] = {"loss": 0.0, "n": 0, "tokens": 0, "metrics": {}, "t": time.perf_counter()}
         interrupted = False
         with self._signals():
@@ -615,7 +617,8 @@ class Trainer:
                     now = time.perf_counter()
                     n = max(interval["n"], 1)
                     logs = {"step": step, "loss": interval["loss"] / n if interval["n"] else float("nan"),
-                            "lr": out["lr"], "tokens_per_s": interval["tokens"] / max(now - interval["t"], 1e-9)}
+                            "lr": out["lr"], "tokens_per_s": interval["tokens"] / max(now - interval["t"], 1e-9),
+                            "elapsed_s": round(now - self._t0, 3)}
                     if "grad_norm" in out:
                         logs["grad_norm"] = out["grad_norm"]
                     logs.update({k: v / n for k, v in interval["metrics"].items()})
