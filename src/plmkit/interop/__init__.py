@@ -6,7 +6,8 @@
     convert("x.gguf", "out_dir")                    # ``plm convert``: HF-format dir, with the tokenizer
 
 Supported ``model_type``: bert, roberta, albert, electra (generator and discriminator), openai-gpt,
-gpt2, llama. Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
+gpt2, llama (this file and ``hf.py``); t5, bart, switch_transformers are dispatched to
+``plmkit.interop.seq2seq``. Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
 loaded; heads the checkpoint's ``architectures`` promises but lacks, or that ``**overrides`` ask for
 (``head="mlm"``), keep their random initialisation and are named in one warning line. Missing or
 mis-shaped backbone tensors raise ``UserError`` naming the key and the shapes.
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from plmkit.errors import UserError
+from plmkit.errors import UserError, suggest
 from plmkit.interop import files as _files
 from plmkit.interop import hf as _hf
 
@@ -157,7 +158,15 @@ def load_pretrained(path: str | Path, dtype: Any = None, **overrides: Any):
     if not p.is_dir():
         raise UserError(f"{path}: not a directory or .gguf file (expected an HF-format model directory)")
     hf_cfg = _files.read_hf_config(p)
-    _hf.family_spec(hf_cfg.get("model_type"), where=str(p / "config.json"))  # fail before reading weights
+    from plmkit.interop import seq2seq as _seq2seq
+
+    model_type = hf_cfg.get("model_type")
+    if model_type in _seq2seq.MODEL_TYPES:  # encoder-decoder families (T5, BART, Switch)
+        return _seq2seq.load_seq2seq(p, dtype=dtype, **overrides)
+    if model_type not in _hf.FAMILIES:  # fail before reading weights
+        known = list(_hf.FAMILIES) + list(_seq2seq.MODEL_TYPES)
+        raise UserError(f"{p / 'config.json'}: unknown model_type {model_type!r}{suggest(str(model_type), known)}; "
+                        f"supported: {', '.join(known)}")
     sd, where = _files.read_hf_weights(p)
     return from_hf(hf_cfg, sd, where=where, dtype=dtype, **overrides)
 
@@ -266,7 +275,7 @@ def convert(src: str | Path, out_dir: str | Path, overwrite: bool = False, dtype
             warnings.simplefilter("always")
             # "auto" keeps the stored dtype (GGUF tensors are de-quantized to float32)
             model = load_pretrained(src_p, dtype="auto" if dtype is None else dtype)
-            save_pretrained(model, tmp)
+            model.save_pretrained(tmp)  # the model's own exporter (decoder/encoder or seq2seq)
         tok_files: list[str] = []
         if tokenizer:
             if src_p.is_dir():
