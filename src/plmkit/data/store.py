@@ -274,7 +274,7 @@ def prepare(
     dtype: str | None = None,
     shard_tokens: int = 1 << 27,
     batch_docs: int = 4096,
-    batch_chars: int = 1 << 21,
+    batch_chars: int = 1 << 20,
     num_workers: int = 0,
     words: bool = True,
     sentences: bool = True,
@@ -333,8 +333,24 @@ def prepare(
                        disable=False, dynamic_ncols=True, smoothing=0.1)
         writer = _ShardWriter(tmp, dt, shard_tokens)
         empty = 0
-        docs = iter_documents(paths, config, stats, on_bytes=bar.update if bar is not None else None)
-        batches = _batches(docs, batch_docs, batch_chars)
+        consumed = [0]  # input bytes read so far; the bar advances when the batch they fed is written
+
+        def on_bytes(n: int) -> None:
+            consumed[0] += n
+
+        shown = [0]
+
+        def write(result: tuple, mark: int) -> None:
+            nonlocal empty
+            ids, flags, lengths = result
+            empty += int(np.count_nonzero(lengths == 0))
+            writer.add(ids, flags, lengths)
+            if bar is not None and mark > shown[0]:
+                bar.update(mark - shown[0])
+                shown[0] = mark
+
+        docs = iter_documents(paths, config, stats, on_bytes=on_bytes)
+        batches = ((b, consumed[0]) for b in _batches(docs, batch_docs, batch_chars))
         if num_workers <= 0:
             # Pipelined: the Rust tokenizer (its own threads, GIL released) encodes batch k+1 in a
             # helper thread while this thread reads input and turns batch k into arrays.
@@ -345,33 +361,27 @@ def prepare(
 
             with ThreadPoolExecutor(1) as ex:
                 prev = None
-                for batch in batches:
+                for batch, mark in batches:
                     fut = ex.submit(enc, batch)
                     if prev is not None:
-                        ids, flags, lengths = encode_documents(tok, prev[0], dt, words, sentences, prev[1].result())
-                        empty += int(np.count_nonzero(lengths == 0))
-                        writer.add(ids, flags, lengths)
-                    prev = (batch, fut)
+                        write(encode_documents(tok, prev[0], dt, words, sentences, prev[1].result()), prev[2])
+                    prev = (batch, fut, mark)
                 if prev is not None:
-                    ids, flags, lengths = encode_documents(tok, prev[0], dt, words, sentences, prev[1].result())
-                    empty += int(np.count_nonzero(lengths == 0))
-                    writer.add(ids, flags, lengths)
+                    write(encode_documents(tok, prev[0], dt, words, sentences, prev[1].result()), prev[2])
         else:
             import multiprocessing as mp
 
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             with ctx.Pool(num_workers, initializer=_worker_init, initargs=(tok,)) as pool:
                 pending: deque = deque()
-                for batch in batches:
-                    pending.append(pool.apply_async(_worker_encode, ((batch, dt, words, sentences),)))
+                for batch, mark in batches:
+                    pending.append((pool.apply_async(_worker_encode, ((batch, dt, words, sentences),)), mark))
                     while len(pending) > 2 * num_workers:
-                        ids, flags, lengths = pending.popleft().get()
-                        empty += int(np.count_nonzero(lengths == 0))
-                        writer.add(ids, flags, lengths)
+                        fut, m = pending.popleft()
+                        write(fut.get(), m)
                 while pending:
-                    ids, flags, lengths = pending.popleft().get()
-                    empty += int(np.count_nonzero(lengths == 0))
-                    writer.add(ids, flags, lengths)
+                    fut, m = pending.popleft()
+                    write(fut.get(), m)
         shards = writer.finish()
         if bar is not None:
             bar.close()
