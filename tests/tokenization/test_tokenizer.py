@@ -168,6 +168,8 @@ def test_each_kind_on_chinese(kind, chinese_files):
         assert (w[i] == w[k]) == (ji == jk), (tok.convert_ids_to_tokens(enc.ids), w)
     if kind == "char":
         assert w == jword  # one token per character: exactly jieba's segmentation
+    if enc.tokens[0] == "▁":
+        assert w[0] == w[1]  # the Metaspace marker belongs to the word after it
     assert len(set(w)) < len(w) or kind == "unigram"
 
 

@@ -69,18 +69,33 @@ def word_ids_for(
     cjk_word = None
     if chinese_words and has_cjk(text):
         cjk_word = jieba_word_index(text)
+    keys: list[object] = []
+    for (s, e), w in zip(offsets, word_ids):
+        if w is None:
+            keys.append(None)
+            continue
+        key: object = ("t", w)
+        if cjk_word is not None and e > s:
+            m = CJK_RE.search(text, s, e)
+            if m is not None:
+                key = ("j", cjk_word[m.start()])
+        keys.append(key)
+    if cjk_word is not None:
+        # a token with no visible text (a Metaspace "▁", a space) joins the CJK word after it
+        # when both belong to the same pre-tokenizer word
+        for i in range(len(keys) - 2, -1, -1):
+            nxt = keys[i + 1]
+            if (keys[i] is not None and isinstance(nxt, tuple) and nxt[0] == "j"
+                    and word_ids[i] == word_ids[i + 1] and not text[offsets[i][0]:offsets[i][1]].strip()):
+                keys[i] = nxt
     out: list[int | None] = []
     prev_key: object = None
     current = -1
-    for (s, e), w in zip(offsets, word_ids):
-        if w is None:
+    for key in keys:
+        if key is None:
             out.append(None)
             prev_key = None
             continue
-        key: object = ("t", w)
-        if cjk_word is not None and e > s and CJK_RE.search(text, s, e) is not None:
-            m = CJK_RE.search(text, s, e)
-            key = ("j", cjk_word[m.start()])
         if key != prev_key:
             current += 1
             prev_key = key
