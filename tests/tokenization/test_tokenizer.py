@@ -191,6 +191,12 @@ def test_special_tokens_options(english_file):
     tok = train_tokenizer_from_iterator(lines, "wordpiece", 400, ["[E1]", "[E2]"])
     assert tok.convert_tokens_to_ids(["[E1]", "[E2]"]) == [5, 6]
     assert "[E1]" in tok.all_special_tokens and tok.encode("[E1] x", add_special_tokens=False)[0] == 5
+    import pickle  # worker processes receive tokenizers by pickle
+
+    back = pickle.loads(pickle.dumps(tok))
+    assert back.encode_batch(lines[:50]) == tok.encode_batch(lines[:50]) and len(back) == len(tok)
+    tok.backend.add_tokens(["zzzqqq"])
+    assert len(tok) == len(back) + 1
 
 
 def test_bad_input(tmp_path, english_file):

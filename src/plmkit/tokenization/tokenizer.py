@@ -99,8 +99,13 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
-        vocab = self.backend.get_vocab(with_added_tokens=True)
-        return max(vocab.values()) + 1 if vocab else 0
+        key = self.backend.get_vocab_size(with_added_tokens=True)
+        cached = self.__dict__.get("_len_cache")
+        if cached is None or cached[0] != key:
+            vocab = self.backend.get_vocab(with_added_tokens=True)
+            cached = (key, max(vocab.values()) + 1 if vocab else 0)
+            self.__dict__["_len_cache"] = cached
+        return cached[1]
 
     @property
     def vocab_size(self) -> int:
@@ -342,6 +347,7 @@ class Tokenizer:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["backend"] = self.backend.to_str()
+        state.pop("_len_cache", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
