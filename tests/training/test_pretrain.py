@@ -117,3 +117,50 @@ def test_python_helper_accepts_a_dict(corpus, tmp_path):
                               progress=False, log=lambda m: None)
     assert summary["step"] == 2 and summary["train_examples"] > 0 and summary["num_parameters"] > 0
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_real_model_sigkill_and_resume_is_bit_identical(corpus, tmp_path):
+    """``plm pretrain`` with bert-tiny + MLM (random masking, dropout 0.1, grad accumulation) killed with
+    SIGKILL once a checkpoint exists, then resumed: the per-step losses equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = yaml.safe_load(_recipe(corpus, tmp_path).read_text())
+    recipe["model"] = {"preset": "bert-tiny", "overrides": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                                           "intermediate_size": 64}}
+    # One tokenizer for both runs (HF WordPiece training may order tied tokens differently per process).
+    tok = plmkit.train_tokenizer([corpus / "train.txt"], kind="wordpiece", vocab_size=60)
+    tok.save(tmp_path / "tok")
+    recipe["tokenizer"] = {"path": str(tmp_path / "tok")}
+    recipe["objective"] = {"name": "mlm"}
+    recipe["train"].update(max_steps=40, save_every=5, grad_accum=2, eval_every=0, log_every=1)
+    path = tmp_path / "mlm.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    run_pretraining(path, ref, progress=False, log=lambda m: None)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "plmkit", "pretrain", str(path), "--out", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (run / "checkpoints" / "step-10").is_dir():
+            assert proc.poll() is None, "the run ended before a checkpoint appeared"
+            assert time.time() < deadline
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = max(json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines())
+    assert killed_at < 40
+    subprocess.run(cmd + ["--resume"], env=env, check=True, capture_output=True, timeout=300)
+    losses = lambda p: [(r["step"], r["loss"]) for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines())]
+    assert losses(run) == losses(ref)
+    assert [s for s, _ in losses(run)] == list(range(1, 41))
