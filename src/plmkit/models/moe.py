@@ -205,8 +205,12 @@ def _moe_transformer_classes():
             for i, layer in enumerate(self.layers):
                 if sparse_layer(i, s["moe_every"]):
                     layer.mlp = SwitchFFN(config)
-            self.init_weights()
-            self.tie_weights()
+                    self.init_weights(layer.mlp)
+                    if config.family == "gpt2":  # GPT-2's 1/sqrt(2L) residual-projection scaling
+                        with torch.no_grad():
+                            for expert in layer.mlp.experts:
+                                expert.down.weight.normal_(0.0, config.initializer_range
+                                                           / math.sqrt(2 * config.num_layers))
 
         def forward(self, *args: Any, **kwargs: Any) -> "MoEOutput":
             reset_router_stats(self)
