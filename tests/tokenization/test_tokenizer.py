@@ -184,6 +184,18 @@ def test_gpt2_vocab_json_and_merges(english_file, tmp_path):
     assert hf(lines)["input_ids"] == loaded.encode_batch(lines)
 
 
+def test_roberta_vocab_json_and_merges(english_file, tmp_path):
+    tok = train_tokenizer([english_file], kind="bpe", vocab_size=600)
+    tok.backend.model.save(str(tmp_path))
+    loaded = load_tokenizer(tmp_path)
+    lines = english_file.read_text(encoding="utf-8").split("\n")[:200]
+    assert loaded.special_tokens == tok.special_tokens
+    assert loaded.encode_batch(lines) == tok.encode_batch(lines)
+    assert loaded.encode("a <mask> b") == tok.encode("a <mask> b")
+    hf = transformers.RobertaTokenizer.from_pretrained(str(tmp_path))
+    assert hf(lines)["input_ids"] == loaded.encode_batch(lines)
+
+
 def test_special_tokens_options(english_file):
     lines = english_file.read_text(encoding="utf-8").split("\n")[:500]
     tok = train_tokenizer_from_iterator(lines, "unigram", 400, {"mask": "[MASK]"}, sentinels=5)

@@ -46,12 +46,11 @@ JIEBA_HMM = False
 
 def jieba_word_index(text: str) -> list[int]:
     """Index of the jieba word (dictionary words, ``HMM=JIEBA_HMM``) covering each character of ``text``."""
+    import numpy as np
+
     jieba = _get_jieba()
-    out = [0] * len(text)
-    for k, (_w, start, end) in enumerate(jieba.tokenize(text, HMM=JIEBA_HMM)):
-        for c in range(start, end):
-            out[c] = k
-    return out
+    lens = [len(w) for w in jieba.cut(text, HMM=JIEBA_HMM)]
+    return np.repeat(np.arange(len(lens)), lens).tolist()
 
 
 def word_ids_for(
