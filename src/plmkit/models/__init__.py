@@ -3,7 +3,9 @@
 ``load(name_or_path, **overrides)``:
 - a preset name (``PRESETS``, e.g. "bert-base", "gpt2-tiny") -> randomly initialised ``Transformer``;
 - an HF-format directory or a ``.gguf`` file -> ``plmkit.interop.load_pretrained`` (weights + config);
-- a classical LM preset registered by ``plmkit.models.recurrent`` (e.g. "lstm-small"), if present.
+- a preset of the part-2 families (``plmkit.models.presets_ext``: T5, BART, Switch, UniLM, GLM, ...);
+- a classical LM preset registered by ``plmkit.models.recurrent`` (e.g. "lstm-small") or a directory
+  saved by it. Both modules are optional and imported lazily.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ def from_config(config: ModelConfig | dict) -> Any:
     return Transformer(config)
 
 
-def _recurrent():
+def _optional(module: str):
+    """Import ``module`` if it exists (other parts register models there), else None."""
     try:
-        return importlib.import_module("plmkit.models.recurrent")
+        return importlib.import_module(module)
     except ModuleNotFoundError as e:
-        if e.name == "plmkit.models.recurrent":
+        if e.name == module:
             return None
         raise
 
@@ -58,19 +61,25 @@ def load(name_or_path: str | Path, **overrides: Any) -> Any:
     name = str(name_or_path)
     if isinstance(name_or_path, str) and name in PRESETS:
         return from_config(preset_config(name, **overrides))
+    ext = _optional("plmkit.models.presets_ext")
+    ext_presets = getattr(ext, "PRESETS", {}) if ext is not None else {}
+    if isinstance(name_or_path, str) and name in ext_presets:
+        return ext.build(name, **overrides)
+    rec = _optional("plmkit.models.recurrent")
+    rec_presets = getattr(rec, "PRESETS", {}) if rec is not None else {}
+    if isinstance(name_or_path, str) and name in rec_presets:
+        return rec.build(name, **overrides)
     path = Path(name_or_path)
+    if path.is_dir() and rec is not None and hasattr(rec, "is_recurrent_dir") and rec.is_recurrent_dir(path):
+        return rec.load_pretrained(path, **overrides)
     if path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):
         from plmkit.interop import load_pretrained
 
         return load_pretrained(path, **overrides) if overrides else load_pretrained(path)
-    rec = _recurrent()
-    rec_presets = getattr(rec, "PRESETS", {}) if rec is not None else {}
-    if name in rec_presets:
-        return rec.build(name, **overrides)
     if path.suffix.lower() == ".gguf" or path.exists() or "/" in name or name.startswith("."):
         what = "does not exist" if not path.exists() else "is neither a directory nor a .gguf file"
         raise UserError(f"{name}: model path {what} (expected an HF-format directory or a .gguf file)")
-    choices = sorted(PRESETS) + sorted(rec_presets)
+    choices = sorted(PRESETS) + sorted(ext_presets) + sorted(rec_presets)
     raise UserError(f"unknown model {name!r}{suggest(name, choices)}: expected a preset "
                     f"({', '.join(sorted(k for k in PRESETS if not k.endswith('-tiny'))[:8])}, ...), "
                     "an HF-format directory or a .gguf file")

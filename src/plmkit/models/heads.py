@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.models.config import ModelConfig
-from plmkit.models.layers import ACTIVATIONS
+from plmkit.models.layers import ACTIVATIONS, linear
 
 
 class HeadTransform(nn.Module):
@@ -26,12 +26,11 @@ class HeadTransform(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.embed_dim)
-        act = "gelu" if config.activation == "swiglu" else config.activation
-        self.act = ACTIVATIONS[act]
+        self.activation = "gelu" if config.activation == "swiglu" else config.activation
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.act(self.dense(x)))
+        return self.norm(linear(x, self.dense, self.activation))
 
 
 class MLMHead(nn.Module):
@@ -43,7 +42,7 @@ class MLMHead(nn.Module):
         self.decoder = nn.Linear(config.embed_dim, config.vocab_size, bias=True)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.decoder(self.transform(hidden))  # (..., V)
+        return linear(self.transform(hidden), self.decoder)  # (..., V)
 
 
 class LMHead(nn.Module):
@@ -54,7 +53,7 @@ class LMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.decoder(hidden)  # (..., V)
+        return linear(hidden, self.decoder)  # (..., V)
 
 
 class Pooler(nn.Module):
@@ -65,7 +64,7 @@ class Pooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
+        return torch.tanh(linear(hidden[:, 0], self.dense))
 
 
 class SentencePairHead(nn.Module):

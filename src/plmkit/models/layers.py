@@ -58,6 +58,80 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+# ---------------------------------------------------------------------------- fast CPU linear
+# ``F.linear`` with a bias runs ``addmm``, which first copies the broadcast bias into the output and
+# then lets BLAS accumulate into it: one extra pass over every activation. oneDNN's
+# ``mkldnn._linear_pointwise`` (the kernel torch.compile's CPU backend emits) adds the bias and an
+# optional activation (GELU / SiLU / ReLU) inside the GEMM, ~1.5-2x faster for our shapes. Used on
+# CPU for fp32 and bf16; the backward is the usual two GEMMs. Elsewhere: plain F.linear.
+_POINTWISE: dict[str, tuple[str, str]] = {
+    "gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "relu": ("relu", ""), "silu": ("swish", ""),
+    "swiglu": ("swish", ""),
+}
+
+
+def _probe_onednn() -> bool:
+    try:
+        x, w, b = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5)
+        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        return torch.backends.mkldnn.is_available() and bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
+    except Exception:  # noqa: BLE001 - any failure means: not available in this build
+        return False
+
+
+FAST_LINEAR = _probe_onednn()
+
+
+def _cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
+    """The compute dtype for the oneDNN path, or None when it does not apply."""
+    if not FAST_LINEAR or x.device.type != "cpu" or weight.device.type != "cpu":
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        dt = torch.get_autocast_dtype("cpu")
+        return dt if dt in (torch.bfloat16, torch.float32) else None
+    if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16):
+        return x.dtype
+    return None
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, dtype):
+        xc, wc = x.to(dtype), weight.to(dtype)
+        bc = bias.to(dtype) if bias is not None else None
+        ctx.save_for_backward(xc, wc)
+        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        return torch.ops.mkldnn._linear_pointwise(xc, wc, bc, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        xc, wc = ctx.saved_tensors
+        g = grad.to(wc.dtype)
+        g2 = g.reshape(-1, g.shape[-1])  # (N, out)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = (g @ wc).to(ctx.dtypes[0])  # (..., in)
+        if ctx.needs_input_grad[1]:
+            gw = (g2.t() @ xc.reshape(-1, xc.shape[-1])).to(ctx.dtypes[1])  # (out, in)
+        if ctx.dtypes[2] is not None and ctx.needs_input_grad[2]:
+            gb = g2.sum(0, dtype=torch.float32).to(ctx.dtypes[2])
+        return gx, gw, gb, None
+
+
+def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
+    """``act(layer(x))``, through oneDNN's fused linear on CPU when available (same numbers)."""
+    dtype = _cpu_dtype(x, layer.weight)
+    if dtype is None:
+        y = F.linear(x, layer.weight, layer.bias)
+        return ACTIVATIONS[activation](y) if activation else y
+    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
+        y = _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype)
+        return ACTIVATIONS[activation](y) if activation else y
+    b = layer.bias.to(dtype) if layer.bias is not None else None
+    attr, algo = _POINTWISE[activation] if activation else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), layer.weight.to(dtype), b, attr, [], algo)
+
+
 # ---------------------------------------------------------------------------- positions
 def sinusoidal_table(num_positions: int, dim: int) -> Tensor:
     """(num_positions, dim) table: sin on even, cos on odd channels (Vaswani et al. 2017, 3.5)."""
@@ -161,7 +235,7 @@ class Embeddings(nn.Module):
             x = self.norm(x)
         x = self.dropout(x)
         if hasattr(self, "project"):
-            x = self.project(x)  # (B, T, H)
+            x = linear(x, self.project)  # (B, T, H)
         return x
 
 
@@ -185,7 +259,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, ctx: AttentionContext, layer_idx: int) -> Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(self.split, dim=-1)
+        q, k, v = linear(x, self.qkv).split(self.split, dim=-1)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, Nh, T, D)
         k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Nkv, T, D)
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Nkv, T, D)
@@ -202,7 +276,7 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=ctx.is_causal,
             dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.gqa,
         )  # (B, Nh, T, D)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, H)
+        return linear(y.transpose(1, 2).reshape(B, T, -1), self.o)  # (B, T, H)
 
 
 ATTENTION_TYPES: dict[str, type[nn.Module]] = {"self": SelfAttention}
@@ -219,13 +293,13 @@ class MLP(nn.Module):
             self.gate = nn.Linear(H, I, bias=bias)
         self.up = nn.Linear(H, I, bias=bias)
         self.down = nn.Linear(I, H, bias=bias)
-        self.act = ACTIVATIONS[config.activation]
+        self.activation = config.activation
         self.gated = config.activation == "swiglu"
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:
-            return self.down(self.act(self.gate(x)) * self.up(x))
-        return self.down(self.act(self.up(x)))
+            return linear(linear(x, self.gate, "silu") * linear(x, self.up), self.down)
+        return linear(linear(x, self.up, self.activation), self.down)
 
 
 MLP_TYPES: dict[str, type[nn.Module]] = {"dense": MLP}
