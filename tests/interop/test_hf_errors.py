@@ -75,7 +75,7 @@ def test_pickle_that_needs_code_is_refused(tmp_path, capsys):
     CASES["bert-model"].build().save_pretrained(d)
     (d / "model.safetensors").unlink()
     with open(d / "pytorch_model.bin", "wb") as f:
-        pickle.dump({"embeddings.word_embeddings.weight": _Evil()}, f)
+        pickle.dump({"embeddings.word_embeddings.weight": _Evil()}, f, protocol=2)
     with pytest.raises(UserError, match=r"pytorch_model.bin: refused: the pickle needs more than tensors"):
         plmkit.load(d)
     assert "this must never run" not in capsys.readouterr().out

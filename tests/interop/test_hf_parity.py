@@ -146,3 +146,40 @@ def test_plmkit_preset_round_trips_through_transformers(tmp_path):
         assert all(d < TOL for d in diffs.values()), (preset, diffs)
         again = plmkit.load(out)
         assert again.config == model.config, preset
+
+
+def test_legacy_layouts_load_without_warnings(tmp_path):
+    """Base-model key names without prefix + causal-mask buffers (OpenAI's GPT-2 port, a .bin), and
+    TF-era LayerNorm gamma/beta names (old BERT ports)."""
+    case = next(c for c in CASES if c.name == "gpt2")
+    hf_model = _save_hf(case, tmp_path / "gpt2")
+    sd = {k[len("transformer."):]: v for k, v in hf_model.state_dict().items() if k.startswith("transformer.")}
+    for i in range(2):
+        sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
+        sd[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    (tmp_path / "gpt2" / "model.safetensors").unlink()
+    torch.save(sd, tmp_path / "gpt2" / "pytorch_model.bin")
+    inputs = make_inputs(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = plmkit.load(tmp_path / "gpt2")
+    diffs = max_diffs(hf_outputs(hf_model, inputs), our_outputs(ours, inputs), inputs["attention_mask"])
+    assert all(d < TOL for d in diffs.values()), diffs
+
+    case = next(c for c in CASES if c.name == "bert-pretraining")
+    hf_model = _save_hf(case, tmp_path / "bert")
+    from safetensors.torch import save_file
+
+    old = {}
+    for k, v in hf_model.state_dict().items():
+        if "LayerNorm" in k:
+            k = k.replace(".weight", ".gamma").replace(".bias", ".beta")
+        old[k] = v.clone()
+    old.pop("cls.predictions.decoder.weight")  # tied to the word embeddings
+    save_file(old, str(tmp_path / "bert" / "model.safetensors"), metadata={"format": "pt"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = plmkit.load(tmp_path / "bert")
+    inputs = make_inputs(case)
+    diffs = max_diffs(hf_outputs(hf_model, inputs), our_outputs(ours, inputs), inputs["attention_mask"])
+    assert all(d < TOL for d in diffs.values()), diffs

@@ -64,7 +64,8 @@ class FamilySpec:
     config_to_hf: Callable[[Any, frozenset[str]], dict]
     # alternative HF names (old checkpoints, tied duplicates) tried when the primary one is absent
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # HF keys that carry no weights (buffers) and are ignored when unused
+    # HF keys that carry no weights (buffers) and are ignored when unused; matched as the whole
+    # key or a dotted suffix ("attn.bias" matches "h.0.attn.bias", not "h.0.attn.c_attn.bias")
     ignore: tuple[str, ...] = ()
     generation_config: bool = False
 
@@ -700,7 +701,7 @@ def from_hf_state_dict(
                 raise UserError(f"{where}: tensor {shapes} does not fit {ours!r}: expected {want}")
             out[ours] = tensor
     for k in sd:
-        if k not in used and not any(k.endswith(s) for s in spec.ignore):
+        if k not in used and not any(k == s or k.endswith("." + s) for s in spec.ignore):
             report.unused_hf_keys.append(k)
     return out, report
 
