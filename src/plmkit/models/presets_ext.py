@@ -43,6 +43,10 @@ _MASS = dict(family="mass", vocab_size=30522, max_position_embeddings=512, type_
              layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=101, eos_token_id=102,
              decoder_start_token_id=101, mask_token_id=103)
 _SWITCH = dict(_T5, family="switch", num_experts=8, moe_every=2, expert_capacity=64, router_jitter_noise=0.01)
+_GLM = dict(family="glm", vocab_size=30592, max_position_embeddings=512, type_vocab_size=0, causal=False,
+            norm="layer", norm_position="pre", embedding_norm=False, activation="gelu", position="learned",
+            head="lm", tie_word_embeddings=True, pooler=False, hidden_dropout=0.1, attention_dropout=0.1,
+            layer_norm_eps=1e-5, pad_token_id=0, mask_token_id=103)
 _TINY = dict(vocab_size=1000, hidden_size=64, num_layers=2, num_decoder_layers=2, num_heads=4,
              intermediate_size=128)
 
@@ -55,6 +59,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "switch-base-8": ("seq2seq", dict(_SWITCH, hidden_size=768, num_layers=12, num_heads=12,
                                       intermediate_size=3072)),
 }
+from plmkit.models.presets import PRESETS as _BASE  # noqa: E402  (part-1 presets: UniLM is BERT-shaped)
+
+PRESETS["unilm-base"] = ("unilm", dict(_BASE["bert-base"], extra={"preset": "unilm-base"}))
+PRESETS["glm-base"] = ("glm", dict(_GLM, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072))
+PRESETS["unilm-tiny"] = ("unilm", dict(_BASE["bert-tiny"], extra={"preset": "unilm-tiny"}))
+PRESETS["glm-tiny"] = ("glm", dict(_GLM, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                                   intermediate_size=128, mask_token_id=4))
 _TINY_OF = {
     "t5-tiny": ("t5-small", dict(_TINY, head_dim=16)),
     "t5-v1_1-tiny": ("t5-v1_1-small", dict(_TINY, head_dim=16)),
@@ -68,7 +79,8 @@ for _name, (_base, _over) in _TINY_OF.items():
     _kind, _fields = PRESETS[_base]
     PRESETS[_name] = (_kind, dict(_fields, **_over))
 ALIASES = {"t5-small-tiny": "t5-tiny", "t5-base-tiny": "t5-tiny", "t5-v1_1-small-tiny": "t5-v1_1-tiny",
-           "bart-base-tiny": "bart-tiny", "mass-base-tiny": "mass-tiny", "switch-base-8-tiny": "switch-tiny"}
+           "bart-base-tiny": "bart-tiny", "mass-base-tiny": "mass-tiny", "switch-base-8-tiny": "switch-tiny",
+           "unilm-base-tiny": "unilm-tiny", "glm-base-tiny": "glm-tiny"}
 
 
 def names() -> list[str]:
