@@ -18,7 +18,10 @@ Contents
 
 Conventions as in word2vec.c / gensim: skip-gram uses each context word's input vector to
 predict the centre word; CBOW averages the context input vectors (``cbow_mean``) and adds the
-un-averaged error to each of them; negatives equal to the target are ignored.
+un-averaged error to each of them; negatives equal to the target are ignored. Batching
+changes one thing: a vector hit n times in a batch moves by the sum of its updates only up to
+n = ``row_update_cap``, beyond that by cap x their mean (the root of the Huffman tree and the
+words of a tiny vocabulary occur in nearly every example of a batch).
 
 References
 ----------
@@ -75,11 +78,14 @@ class Word2VecConfig:
     seed: int = 1
     workers: int = 1
     """torch intra-op threads while training (the batches are small: 1 is usually fastest)."""
+    row_update_cap: int = 8
+    """A vector hit n times in one batch moves by min(n, cap) times its mean update (see _train)."""
 
     def __post_init__(self) -> None:
         checks = {"vector_size": self.vector_size >= 1, "window": self.window >= 1,
                   "min_count": self.min_count >= 1, "epochs": self.epochs >= 1,
                   "batch_size": self.batch_size >= 1, "sample": self.sample >= 0, "workers": self.workers >= 1,
+                  "row_update_cap": self.row_update_cap >= 1,
                   "negative": self.negative >= 0 and (self.negative >= 1 or self.loss == "hs")}
         for key, ok in checks.items():
             if not ok:
@@ -437,12 +443,23 @@ def _train(sentences: Iterable[Sequence[str]], cfg: Word2VecConfig, progress: bo
             # loss for monitoring: -log sigma(+-score)
             loss_sum += float(-(torch.nn.functional.logsigmoid(torch.where(label > 0, score, -score)) * weight).sum())
             loss_n += B
+            # Batched SGD: a row hit n times in a batch gets the sum of its n updates (what n
+            # sequential steps would do for small steps), but at most `row_update_cap` times the
+            # mean: with tiny vocabularies, and for the root of the Huffman tree, n reaches the
+            # batch size and the summed step would diverge.
+            cap = float(cfg.row_update_cap)
+            hits1 = torch.bincount(out_ids.reshape(-1), weights=weight.reshape(-1), minlength=syn1.shape[0])
+            g = g * (cap / hits1.clamp(min=cap))[out_ids]
             grad_h = torch.bmm(g[:, None, :], u).squeeze(1)  # (B, D)
             syn1.index_add_(0, out_ids.reshape(-1), (g[:, :, None] * h[:, None, :]).reshape(-1, D))
             if cfg.architecture == "skipgram":
-                syn0.index_add_(0, inp_ids, grad_h)
+                hits0 = torch.bincount(inp_ids, minlength=V)
+                syn0.index_add_(0, inp_ids, grad_h * (cap / hits0.clamp(min=cap))[inp_ids][:, None])
             else:  # the error is added un-averaged to every context word (word2vec.c, gensim cbow_mean=1)
-                syn0.index_add_(0, ctx[mask], grad_h[:, None, :].expand(-1, ctx.shape[1], -1)[mask])
+                rows = ctx[mask]
+                hits0 = torch.bincount(rows, minlength=V)
+                upd = grad_h[:, None, :].expand(-1, ctx.shape[1], -1)[mask]
+                syn0.index_add_(0, rows, upd * (cap / hits0.clamp(min=cap))[rows][:, None])
             examples_seen += B
         losses.append(loss_sum / max(loss_n, 1))
         if progress:
