@@ -30,8 +30,6 @@ def _timed(fn):
 
 
 def parity() -> dict:
-    import transformers
-
     import plmkit
     from interop_cases import cases, hf_outputs, make_inputs, max_diffs, our_outputs
 

@@ -143,8 +143,13 @@ def test_convert_gguf_to_hf_dir_with_tokenizer(tiny_gguf, tmp_path, capsys):
     text = "hello there, he said"
     assert tok(text).input_ids == ref_tok(text).input_ids
     assert tok.decode(tok(text).input_ids) == text
-    # plmkit's own tokenizer loader reads the converted directory too
+    # plmkit's own tokenizer loader reads the converted directory too, and the GGUF directly
     assert plmkit.load_tokenizer(out).encode(text, add_special_tokens=False) == ref_tok(text).input_ids
+    from plmkit.interop.gguf import gguf_tokenizer
+
+    ptok = gguf_tokenizer(path)
+    assert ptok.encode(text, add_special_tokens=False) == ref_tok(text).input_ids
+    assert ptok.decode(ptok.encode(text, add_special_tokens=False)) == text
 
     # a non-empty OUT_DIR is refused (exit 2, one line) unless --overwrite
     capsys.readouterr()

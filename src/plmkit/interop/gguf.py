@@ -11,7 +11,8 @@ llama.cpp's converter permutes the rows of q and k (``LlamaModel.permute`` in
 transformers' ``LlamaTensorProcessor._reverse_permute_weights`` does (k uses the kv-head count).
 
 The tokenizer is rebuilt from the GGUF metadata by transformers (``AutoTokenizer.from_pretrained(
-dir, gguf_file=...)``, the optional ``interop`` extra): see ``load_gguf_tokenizer``.
+dir, gguf_file=...)``, the optional ``interop`` extra): ``load_gguf_tokenizer`` returns that HF
+tokenizer, ``gguf_tokenizer`` a plmkit ``Tokenizer``.
 
 References: GGUF spec https://github.com/ggml-org/ggml/blob/master/docs/gguf.md;
 transformers ``modeling_gguf_pytorch_utils.py``; llama.cpp ``convert_hf_to_gguf.py``.
@@ -178,3 +179,17 @@ def load_gguf_tokenizer(path: str | Path):
         return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
     except Exception as e:  # transformers raises ValueError/KeyError for unsupported tokenizer models
         raise UserError(f"{path}: transformers could not build a tokenizer from the GGUF metadata ({e})") from e
+
+
+def gguf_tokenizer(path: str | Path):
+    """A plmkit ``Tokenizer`` for a GGUF file: transformers rebuilds it from the metadata
+    (``load_gguf_tokenizer``), it is written as ``tokenizer.json`` + config to a temp dir and read
+    back with ``plmkit.load_tokenizer`` (so special tokens and the chat template come along)."""
+    import tempfile
+
+    from plmkit.tokenization import load_tokenizer
+
+    hf_tok = load_gguf_tokenizer(path)
+    with tempfile.TemporaryDirectory(prefix="plmkit-gguf-tok-") as d:
+        hf_tok.save_pretrained(d)
+        return load_tokenizer(d)

@@ -70,13 +70,6 @@ class FamilySpec:
     generation_config: bool = False
 
 
-def _get(hf: dict, *names: str, default: Any = None) -> Any:
-    for n in names:
-        if n in hf and hf[n] is not None:
-            return hf[n]
-    return default
-
-
 def _need(hf: dict, name: str, model_type: str) -> Any:
     if name not in hf or hf[name] is None:
         raise UserError(f"config.json: model_type {model_type!r} needs the key {name!r}")
@@ -466,8 +459,6 @@ def _llama_config(hf: dict, parts: frozenset[str]) -> dict:
         raise UserError(f"config.json: llama hidden_act {hf.get('hidden_act')!r} is not supported (expected 'silu')")
     if hf.get("mlp_bias"):
         raise UserError("config.json: llama mlp_bias=true is not supported")
-    if hf.get("pretraining_tp", 1) not in (1, None):
-        pass  # only a training-time sharding hint; the math is the same
     eos = hf.get("eos_token_id")
     if isinstance(eos, list):
         eos = eos[0] if eos else None
