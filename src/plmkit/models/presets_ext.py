@@ -81,6 +81,8 @@ for _name, (_base, _over) in _TINY_OF.items():
 ALIASES = {"t5-small-tiny": "t5-tiny", "t5-base-tiny": "t5-tiny", "t5-v1_1-small-tiny": "t5-v1_1-tiny",
            "bart-base-tiny": "bart-tiny", "mass-base-tiny": "mass-tiny", "switch-base-8-tiny": "switch-tiny",
            "unilm-base-tiny": "unilm-tiny", "glm-base-tiny": "glm-tiny"}
+for _alias, _target in ALIASES.items():  # plmkit.models.load looks names up in PRESETS
+    PRESETS[_alias] = PRESETS[_target]
 
 
 def names() -> list[str]:
