@@ -73,7 +73,8 @@ def from_hf(
 
     Args:
         hf_config: the ``config.json`` contents (``model_type`` picks the family).
-        hf_state_dict: tensors under HF names (head-model or base-model naming).
+        hf_state_dict: tensors under HF names (head-model or base-model naming). They are adopted
+            by the model, not copied, where no transform or dtype change applies.
         where: file name for messages.
         dtype: None (float32), "auto" (the checkpoint's dtype), or a torch dtype / name.
         **overrides: ``ModelConfig`` fields to change (e.g. ``head="mlm"`` to add a head the
@@ -121,7 +122,11 @@ def from_hf(
     sd, report = _hf.from_hf_state_dict(spec, hf_state_dict, shapes, config, where, tied=tied)
     target = _resolve_dtype(dtype, hf_state_dict)
     model.to(target)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    # assign=True adopts the checkpoint tensors instead of copying them into the random ones: one
+    # copy of the weights in memory, not two (then re-tie, since assigning replaced the Parameter)
+    sd = {k: v.to(target).contiguous() if v.is_floating_point() else v for k, v in sd.items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    model.tie_weights()
     assert not unexpected, unexpected
     not_covered = sorted(set(params) - set(sd) - set(report.random_keys))
     random_keys = sorted(set(report.random_keys) | set(not_covered))
