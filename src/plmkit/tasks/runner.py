@@ -417,11 +417,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = trainer.fit()
     train_time = time.perf_counter() - t0
-    if summary.get("interrupted"):
-        raise UserError("training interrupted")
+    if summary.get("interrupted"):  # SIGTERM / Ctrl-C: the Trainer stopped after a step; evaluate what we have
+        _log(f"training interrupted at step {summary['step']} of {max_steps}; evaluating the model as it is")
 
     result: dict[str, Any] = {"task": spec.name, "mode": cfg.mode, **params,
-                              "train_examples": len(train), "dev_examples": len(dev), "train_steps": max_steps,
+                              "train_examples": len(train), "dev_examples": len(dev), "train_steps": summary["step"],
+                              "planned_steps": max_steps, "interrupted": bool(summary.get("interrupted")),
                               "train_time_s": round(train_time, 1)}
     if cfg.early_exit:
         result.update(_train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok))
