@@ -15,6 +15,9 @@ Sizes follow the releases:
   6 + 6 layers, BERT vocab.
 - Switch (Fedus et al. 2022): switch-base-8 = T5-base shape with 8 experts in every other
   feed-forward, expert capacity 64, router jitter 0.01.
+- DeBERTa (He et al. 2021): deberta-base (v1: 768/12/12, plain relative distances up to 512),
+  deberta-v3-small (768/6 layers, 256 log buckets, shared keys, 128k vocab); both with the 2-layer
+  enhanced mask decoder for MLM.
 - UniLM (Dong et al. 2019): BERT-large shape (unilm-base: BERT-base shape) with mask modes.
 - GLM (Du et al. 2022): glm-base = 12 layers, 768, pre-LN, 2D positions.
 """
@@ -47,6 +50,13 @@ _GLM = dict(family="glm", vocab_size=30592, max_position_embeddings=512, type_vo
             norm="layer", norm_position="pre", embedding_norm=False, activation="gelu", position="learned",
             head="lm", tie_word_embeddings=True, pooler=False, hidden_dropout=0.1, attention_dropout=0.1,
             layer_norm_eps=1e-5, pad_token_id=0, mask_token_id=103)
+_DEBERTA = dict(family="deberta", vocab_size=50265, max_position_embeddings=512, type_vocab_size=0, causal=False,
+                norm="layer", norm_position="post", embedding_norm=True, activation="gelu", position="none",
+                head="mlm", tie_word_embeddings=True, pooler=False, hidden_dropout=0.1, attention_dropout=0.1,
+                layer_norm_eps=1e-7, pad_token_id=0, mask_token_id=50264, max_relative_positions=-1,
+                pos_att_type="c2p|p2c", emd_layers=2)
+_DEBERTA_V3 = dict(_DEBERTA, family="deberta-v2", vocab_size=128100, mask_token_id=128000, position_buckets=256,
+                   pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd=True)
 _TINY = dict(vocab_size=1000, hidden_size=64, num_layers=2, num_decoder_layers=2, num_heads=4,
              intermediate_size=128)
 
@@ -63,6 +73,15 @@ from plmkit.models.presets import PRESETS as _BASE  # noqa: E402  (part-1 preset
 
 PRESETS["unilm-base"] = ("unilm", dict(_BASE["bert-base"], extra={"preset": "unilm-base"}))
 PRESETS["glm-base"] = ("glm", dict(_GLM, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072))
+PRESETS["deberta-base"] = ("deberta", dict(_DEBERTA, hidden_size=768, num_layers=12, num_heads=12,
+                                           intermediate_size=3072))
+PRESETS["deberta-v3-small"] = ("deberta", dict(_DEBERTA_V3, hidden_size=768, num_layers=6, num_heads=12,
+                                               intermediate_size=3072))
+PRESETS["deberta-tiny"] = ("deberta", dict(_DEBERTA, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                                           intermediate_size=128, mask_token_id=4, max_relative_positions=32))
+PRESETS["deberta-v3-tiny"] = ("deberta", dict(_DEBERTA_V3, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                                              intermediate_size=128, mask_token_id=4, position_buckets=16,
+                                              max_relative_positions=64))
 PRESETS["unilm-tiny"] = ("unilm", dict(_BASE["bert-tiny"], extra={"preset": "unilm-tiny"}))
 PRESETS["glm-tiny"] = ("glm", dict(_GLM, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                                    intermediate_size=128, mask_token_id=4))
@@ -80,7 +99,8 @@ for _name, (_base, _over) in _TINY_OF.items():
     PRESETS[_name] = (_kind, dict(_fields, **_over))
 ALIASES = {"t5-small-tiny": "t5-tiny", "t5-base-tiny": "t5-tiny", "t5-v1_1-small-tiny": "t5-v1_1-tiny",
            "bart-base-tiny": "bart-tiny", "mass-base-tiny": "mass-tiny", "switch-base-8-tiny": "switch-tiny",
-           "unilm-base-tiny": "unilm-tiny", "glm-base-tiny": "glm-tiny"}
+           "unilm-base-tiny": "unilm-tiny", "glm-base-tiny": "glm-tiny", "deberta-base-tiny": "deberta-tiny",
+           "deberta-v3-small-tiny": "deberta-v3-tiny"}
 for _alias, _target in ALIASES.items():  # plmkit.models.load looks names up in PRESETS
     PRESETS[_alias] = PRESETS[_target]
 
@@ -102,6 +122,10 @@ def config(name: str, **overrides: Any):
         from plmkit.models.seq2seq import Seq2SeqConfig
 
         return Seq2SeqConfig.from_dict(merged, source=f"preset {name!r}")
+    if kind == "deberta":
+        from plmkit.models.deberta import DebertaConfig
+
+        return DebertaConfig.from_dict(merged, source=f"preset {name!r}")
     from plmkit.models.config import ModelConfig
 
     return ModelConfig.from_dict(merged, source=f"preset {name!r}")
@@ -115,6 +139,10 @@ def build(name: str, **overrides: Any):
         from plmkit.models.seq2seq import EncoderDecoder
 
         return EncoderDecoder(cfg)
+    if kind == "deberta":
+        from plmkit.models.deberta import DeBERTa
+
+        return DeBERTa(cfg)
     from plmkit.models import prefix_lm
 
     return prefix_lm.build(kind, cfg)
