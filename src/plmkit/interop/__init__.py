@@ -6,8 +6,8 @@
     convert("x.gguf", "out_dir")                    # ``plm convert``: HF-format dir, with the tokenizer
 
 Supported ``model_type``: bert, roberta, albert, electra (generator and discriminator), openai-gpt,
-gpt2, llama (this file and ``hf.py``); t5, bart, switch_transformers are dispatched to
-``plmkit.interop.seq2seq``. Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
+gpt2, llama (this file and ``hf.py``); t5, bart, switch_transformers and deberta, deberta-v2 are
+dispatched to ``plmkit.interop.seq2seq`` and ``plmkit.interop.deberta``. Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
 loaded; heads the checkpoint's ``architectures`` promises but lacks, or that ``**overrides`` ask for
 (``head="mlm"``), keep their random initialisation and are named in one warning line. Missing or
 mis-shaped backbone tensors raise ``UserError`` naming the key and the shapes.
@@ -18,6 +18,7 @@ Name maps live in ``plmkit.interop.hf``; GGUF reading in ``plmkit.interop.gguf``
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,13 @@ def from_hf(
     return model
 
 
+# (module, loader function) for model types outside ``hf.FAMILIES``; each module has MODEL_TYPES
+_OTHER_LOADERS = (
+    ("plmkit.interop.seq2seq", "load_seq2seq"),  # t5, bart, switch_transformers
+    ("plmkit.interop.deberta", "load_deberta"),  # deberta, deberta-v2
+)
+
+
 def load_pretrained(path: str | Path, dtype: Any = None, **overrides: Any):
     """Load an HF-format directory or a llama ``.gguf`` file into a plmkit ``Transformer``.
 
@@ -163,13 +171,14 @@ def load_pretrained(path: str | Path, dtype: Any = None, **overrides: Any):
     if not p.is_dir():
         raise UserError(f"{path}: not a directory or .gguf file (expected an HF-format model directory)")
     hf_cfg = _files.read_hf_config(p)
-    from plmkit.interop import seq2seq as _seq2seq
-
     model_type = hf_cfg.get("model_type")
-    if model_type in _seq2seq.MODEL_TYPES:  # encoder-decoder families (T5, BART, Switch)
-        return _seq2seq.load_seq2seq(p, dtype=dtype, **overrides)
+    known = list(_hf.FAMILIES)
+    for module_name, loader in _OTHER_LOADERS:  # families with their own model class and name map
+        module = importlib.import_module(module_name)
+        if model_type in module.MODEL_TYPES:
+            return getattr(module, loader)(p, dtype=dtype, **overrides)
+        known += list(module.MODEL_TYPES)
     if model_type not in _hf.FAMILIES:  # fail before reading weights
-        known = list(_hf.FAMILIES) + list(_seq2seq.MODEL_TYPES)
         raise UserError(f"{p / 'config.json'}: unknown model_type {model_type!r}{suggest(str(model_type), known)}; "
                         f"supported: {', '.join(known)}")
     sd, where = _files.read_hf_weights(p)
