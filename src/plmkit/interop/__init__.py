@@ -287,7 +287,10 @@ def convert(src: str | Path, out_dir: str | Path, overwrite: bool = False, dtype
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            # "auto" keeps the stored dtype (GGUF tensors are de-quantized to float32)
+            # "auto" keeps the stored dtype (GGUF tensors are de-quantized to float32); a name is
+            # resolved here so that every family's loader gets a torch.dtype
+            if dtype not in (None, "auto"):
+                dtype = _resolve_dtype(dtype, {})
             model = load_pretrained(src_p, dtype="auto" if dtype is None else dtype)
             model.save_pretrained(tmp)  # the model's own exporter (decoder/encoder or seq2seq)
         tok_files: list[str] = []
