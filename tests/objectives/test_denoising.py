@@ -268,3 +268,27 @@ def test_current_backbones_refused(tok, name, pattern):
 def test_bad_options(tok, name, opts, match):
     with pytest.raises(UserError, match=match):
         build(name, tokenizer=tok, **opts)
+
+
+def test_glm_loss_and_training_on_glm_backbone(tok, wiki_ids):
+    torch.manual_seed(0)
+    model = plmkit.load("glm-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                        hidden_dropout=0.0, attention_dropout=0.0)
+    obj = build("glm", tokenizer=tok)
+    obj.prepare(model)
+    data = windows(wiki_ids, tok, T=30, n=64)
+    batch = obj.make_batch(data[:4])
+    loss, _ = obj.loss(model, batch)
+    full = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                 position_ids=batch["position_ids"]).logits  # (B, T, V)
+    want = F.cross_entropy(full.reshape(-1, full.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, want, atol=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(20):
+        loss, _ = obj.loss(model, obj.make_batch(data[(step * 8) % 64:(step * 8) % 64 + 8]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0

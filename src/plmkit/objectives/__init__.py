@@ -9,9 +9,9 @@
                                           {"name": "sop", "weight": 1.0}], tokenizer=tok)
 
 Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
-``Transformer``) and t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``).
-Batch construction only (``prepare`` refuses every current backbone with a clear error):
-plm (needs XLNet two-stream attention), glm (needs 2D block positions).
+``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``) and glm
+(``plmkit.models.prefix_lm.GLM``, 2D positions). Batch construction only: plm (``prepare``
+refuses every current backbone: it needs XLNet's two-stream attention).
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """

@@ -17,8 +17,8 @@ B sees Part A and the Part B tokens up to itself. ``reconstruct`` recovers the o
 exactly from (input_ids, position_ids, labels, part_a_len) (tested).
 
 Special tokens: mask = ``[MASK]``; ``[gMASK]``, ``<|startofpiece|>``, ``<|endofpiece|>`` when the
-tokenizer has them, else [MASK], bos/cls and eos/sep. The loss needs a backbone with 2D positions,
-which plmkit does not have yet: ``prepare`` refuses every current model.
+tokenizer has them, else [MASK], bos/cls and eos/sep. The loss needs a backbone with 2D positions
+(``plmkit.models.prefix_lm.GLM``, family "glm", e.g. ``load("glm-tiny")``); ``prepare`` refuses others.
 Batch keys: input_ids, position_ids, attention_mask, labels, part_a_len.
 """
 
