@@ -200,10 +200,11 @@ CURVES = [  # name, preset, options, data view
     ("t5_span", "t5 (tiny EncoderDecoder)", {}, "window"),
     ("bart_denoise", "bart (tiny EncoderDecoder)", {}, "document"),
     ("mass", "mass (tiny EncoderDecoder)", {}, "window"),
+    ("glm", "glm-tiny", {}, "window"),
 ]
 
 
-def curves(tok, st, steps: int, workdir: Path) -> dict:
+def curves(tok, st, steps: int, workdir: Path, only: set[str] | None = None) -> dict:
     from plmkit import models
     from plmkit.objectives import build
     from plmkit.training import TrainConfig, Trainer
@@ -224,11 +225,15 @@ def curves(tok, st, steps: int, workdir: Path) -> dict:
     views["parallel"] = Parallel()
     out = {}
     for key, preset, opts, view in CURVES:
+        if only and key not in only:
+            continue
         name = key.split("_")[0] if key.startswith("mlm_") else key
         torch.manual_seed(0)
         obj = build(name, tokenizer=tok, **opts)
         if name in SEQ2SEQ:
             model = seq2seq_model(name, getattr(obj, "required_vocab_size", len(tok)), tok.pad_token_id)
+        elif name == "glm":
+            model = models.load(preset, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
         else:
             model = models.load(preset, vocab_size=len(tok))
         obj.prepare(model)
@@ -259,6 +264,7 @@ def main() -> None:
     ap.add_argument("--curves", action="store_true", help="also run 200-step training curves")
     ap.add_argument("--only-curves", action="store_true", help="run only the training curves")
     ap.add_argument("--steps", type=int, default=200, help="training steps per curve")
+    ap.add_argument("--only", default="", help="comma-separated curve names to (re)run; others are kept")
     args = ap.parse_args()
     torch.set_num_threads(1)
     import plmkit
@@ -273,11 +279,13 @@ def main() -> None:
             result["batch_construction"] = bench_batches(tok, st, args.reps)
             result["mlm_logits"] = bench_mlm_logits(tok, st, args.reps)
         if args.curves or args.only_curves:
-            result["curves"] = curves(tok, st, args.steps, Path(d))
+            result["curves"] = curves(tok, st, args.steps, Path(d), set(filter(None, args.only.split(","))))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # keep sections from earlier runs that this run did not redo
         old = json.loads(out.read_text())
+        if "curves" in result:
+            result["curves"] = {**old.get("curves", {}), **result["curves"]}
         result = {**old, **result}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))

@@ -292,3 +292,40 @@ def test_glm_loss_and_training_on_glm_backbone(tok, wiki_ids):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
+
+
+def test_plm_batches_train_transformers_xlnet_without_leaks(tok, wiki_ids):
+    """No plmkit backbone has two-stream attention: check the batches against transformers' XLNet."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.XLNetConfig(vocab_size=len(tok), d_model=64, n_layer=2, n_head=4, d_inner=128, dropout=0.0,
+                                   pad_token_id=tok.pad_token_id)
+    model = transformers.XLNetLMHeadModel(cfg).eval()
+    obj = build("plm", tokenizer=tok)
+    obj.prepare(model)
+    data = windows(wiki_ids, tok, T=30, n=64)
+    batch = obj.make_batch(data[:2])
+    loss, _ = obj.loss(model, batch)
+    kw = {k: batch[k] for k in ("attention_mask", "perm_mask", "target_mapping")}
+    logits = model(batch["input_ids"], **kw).logits  # (B, P, V)
+    want = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, want, atol=1e-5)
+    # a target's prediction must not see its own token, nor targets later in the factorisation order
+    tm = batch["target_mapping"][0]
+    first, last = int(tm[0].argmax()), int(tm[-1].argmax())
+    changed = batch["input_ids"].clone()
+    changed[0, first] = (changed[0, first] + 1) % len(tok)
+    changed[0, last] = (changed[0, last] + 1) % len(tok)
+    logits2 = model(changed, **kw).logits
+    assert torch.allclose(logits[0, 0], logits2[0, 0], atol=1e-5)
+    assert not torch.allclose(logits[0, -1], logits2[0, -1], atol=1e-5)  # the last target sees the first
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(20):
+        loss, _ = obj.loss(model, obj.make_batch(data[(step * 8) % 64:(step * 8) % 64 + 8]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0

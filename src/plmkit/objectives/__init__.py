@@ -10,8 +10,8 @@
 
 Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
 ``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``) and glm
-(``plmkit.models.prefix_lm.GLM``, 2D positions). Batch construction only: plm (``prepare``
-refuses every current backbone: it needs XLNet's two-stream attention).
+(``plmkit.models.prefix_lm.GLM``, 2D positions). plm needs XLNet's two-stream attention, which no
+plmkit backbone has: its batches are tested by training ``transformers.XLNetLMHeadModel``.
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """

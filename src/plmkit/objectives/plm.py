@@ -14,9 +14,10 @@ sees the content of the position it predicts. Batch keys: input_ids, attention_m
 target_mapping, labels.
 
 The loss needs XLNet's two-stream attention (a query stream without the token's own content),
-which plmkit does not provide yet: ``prepare`` refuses every current backbone. ``loss`` calls
-``model(input_ids, attention_mask=..., perm_mask=..., target_mapping=...)`` expecting (B, P, V)
-logits, the HF XLNet interface.
+which plmkit's backbones do not provide: ``prepare`` refuses them. ``loss`` calls
+``model(input_ids, attention_mask=..., perm_mask=..., target_mapping=...)`` and takes (B, P, V)
+logits: the interface of ``transformers.XLNetLMHeadModel``, which the tests train with these
+batches (``prepare`` accepts a model whose config has ``family`` or ``model_type`` "xlnet").
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ class PLM(Objective):
         }
 
     def prepare(self, model: Any) -> None:
-        if getattr(model.config, "family", None) != "xlnet":
+        cfg = model.config
+        if getattr(cfg, "family", None) != "xlnet" and getattr(cfg, "model_type", None) != "xlnet":
             raise UserError(f"{self.name} needs an XLNet backbone with two-stream attention (perm_mask, "
-                            f"target_mapping); {backbone_name(model)!r} is a {model.config.family!r} model")
+                            f"target_mapping); {backbone_name(model)!r} is a {getattr(cfg, 'family', '?')!r} model")
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(batch["input_ids"], attention_mask=batch["attention_mask"], perm_mask=batch["perm_mask"],
