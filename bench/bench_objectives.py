@@ -7,8 +7,8 @@ and (``--curves``) 200-step training curves of every trainable objective through
    L=4, H=512, A=8, I=2048, V=30522) with 16x128 inputs. Trainable objectives are timed with their
    own loss on a backbone of those shapes (clm: the same shapes as a GPT-2-style decoder; rtd: an
    ELECTRA-style discriminator + its 1/4 generator; t5_span / bart_denoise / mass: an
-   ``EncoderDecoder`` with 4 + 4 layers of those shapes); batch-only objectives (plm, glm: no
-   backbone yet) are compared with the MLM step. Target: ratio < 0.10.
+   ``EncoderDecoder`` with 4 + 4 layers of those shapes; glm: the GLM backbone); plm (no
+   plmkit backbone) is compared with the MLM step. Target: ratio < 0.10.
 2. ``mlm_logits``: one MLM training step with logits at the labelled positions only (``labels_mask``,
    (N, V)) vs the full (B, T, V) logits, same model, same batches, runs alternated.
 3. ``--curves``: each trainable objective on a tiny preset, 200 steps of the shared ``Trainer`` on
@@ -39,22 +39,7 @@ SMALL = dict(num_layers=4, hidden_size=512, num_heads=8, intermediate_size=2048,
              max_position_embeddings=512)
 
 
-SEQ2SEQ = {  # encoder-decoder families (plmkit.models.seq2seq) for t5_span / bart_denoise / mass
-    "t5_span": dict(family="t5", norm="rms", norm_position="pre", embedding_norm=False, position="none",
-                    relative_attention_num_buckets=32, attention_bias=False, mlp_bias=False, activation="relu"),
-    "bart_denoise": dict(family="bart", position="learned"),
-    "mass": dict(family="mass", position="learned"),
-}
-
-
-def seq2seq_model(name: str, vocab: int, pad: int, **dims):
-    """An ``EncoderDecoder`` of the family ``name`` trains, with the given dims."""
-    from plmkit.models.seq2seq import EncoderDecoder, Seq2SeqConfig
-
-    dims = {"hidden_size": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "intermediate_size": 128,
-            "max_position_embeddings": 512, **dims}
-    return EncoderDecoder(Seq2SeqConfig(vocab_size=vocab, type_vocab_size=0, head="lm", pad_token_id=pad,
-                                        **dims, **SEQ2SEQ[name]))
+SEQ2SEQ = {"t5_span": "t5-small", "bart_denoise": "bart-base", "mass": "mass-base"}  # plmkit.models presets
 
 
 def lines(split: str = "valid") -> list[str]:
@@ -119,9 +104,10 @@ def bench_batches(tok, st, reps: int) -> dict:
     ref()
     ref_t = median_time(ref, reps)
     backbones = {"clm": ("gpt2", dict(SMALL, bos_token_id=None, eos_token_id=None)),
-                 "rtd": ("electra-base", dict(SMALL, embedding_size=128))}
+                 "rtd": ("electra-base", dict(SMALL, embedding_size=128)),
+                 "glm": ("glm-base", dict(SMALL, pad_token_id=tok.pad_token_id))}
     seq2seq = {"t5_span", "bart_denoise", "mass"}
-    trainable = {"clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm"} | seq2seq
+    trainable = {"clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm", "glm"} | seq2seq
     for name in REGISTRY:
         obj = build(name, tokenizer=tok)
         exs = examples_for(name, st, obj)
@@ -132,9 +118,9 @@ def bench_batches(tok, st, reps: int) -> dict:
             preset, over = backbones.get(name, ("bert-base", SMALL))
             torch.manual_seed(0)
             if name in seq2seq:
-                preset = SEQ2SEQ[name]["family"]
-                m = seq2seq_model(name, getattr(obj, "required_vocab_size", len(tok)), tok.pad_token_id,
-                                  **{k: v for k, v in SMALL.items() if k != "vocab_size"}, num_decoder_layers=4)
+                preset = SEQ2SEQ[name]
+                m = models.load(preset, **dict(SMALL, vocab_size=getattr(obj, "required_vocab_size", len(tok))),
+                                num_decoder_layers=4, pad_token_id=tok.pad_token_id)
             else:
                 m = models.load(preset, **over)
             obj.prepare(m)
@@ -145,7 +131,7 @@ def bench_batches(tok, st, reps: int) -> dict:
             row.update(step_ms=round(st_t * 1e3, 1), step_model=f"{preset} (bert-small shapes)")
         else:
             st_t = ref_t
-            row.update(step_ms=round(st_t * 1e3, 1), step_model="bert-small mlm step (no backbone for this objective yet)")
+            row.update(step_ms=round(st_t * 1e3, 1), step_model="bert-small mlm step (no plmkit backbone for this objective)")
         row["ratio"] = round(bt / st_t, 4)
         results[name] = row
         print(f"{name:13s} make_batch {row['make_batch_ms']:8.2f} ms  step {row['step_ms']:8.1f} ms  "
@@ -197,14 +183,27 @@ CURVES = [  # name, preset, options, data view
     ("infoword", "bert-tiny", {"mlm_weight": 1.0}, "window"),
     ("tlm", "bert-tiny", {}, "parallel"),
     ("unilm", "bert-tiny", {}, "sentence_pair"),
-    ("t5_span", "t5 (tiny EncoderDecoder)", {}, "window"),
-    ("bart_denoise", "bart (tiny EncoderDecoder)", {}, "document"),
-    ("mass", "mass (tiny EncoderDecoder)", {}, "window"),
+    ("t5_span", "t5-tiny", {}, "window"),
+    ("bart_denoise", "bart-tiny", {}, "document"),
+    ("mass", "mass-tiny", {}, "window"),
     ("glm", "glm-tiny", {}, "window"),
 ]
 
 
-def curves(tok, st, steps: int, workdir: Path, only: set[str] | None = None) -> dict:
+def write_json(out: Path, result: dict) -> None:
+    """Merge ``result`` into the JSON file ``out`` (curves merged per name) atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # keep sections from earlier runs that this run did not redo
+        old = json.loads(out.read_text())
+        if "curves" in result:
+            result = {**result, "curves": {**old.get("curves", {}), **result["curves"]}}
+        result = {**old, **result}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+
+
+def curves(tok, st, steps: int, out_path: Path, only: set[str] | None = None) -> dict:
     from plmkit import models
     from plmkit.objectives import build
     from plmkit.training import TrainConfig, Trainer
@@ -230,10 +229,9 @@ def curves(tok, st, steps: int, workdir: Path, only: set[str] | None = None) -> 
         name = key.split("_")[0] if key.startswith("mlm_") else key
         torch.manual_seed(0)
         obj = build(name, tokenizer=tok, **opts)
-        if name in SEQ2SEQ:
-            model = seq2seq_model(name, getattr(obj, "required_vocab_size", len(tok)), tok.pad_token_id)
-        elif name == "glm":
-            model = models.load(preset, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+        if name in SEQ2SEQ or name == "glm":
+            model = models.load(preset, vocab_size=getattr(obj, "required_vocab_size", len(tok)),
+                                pad_token_id=tok.pad_token_id)
         else:
             model = models.load(preset, vocab_size=len(tok))
         obj.prepare(model)
@@ -241,7 +239,7 @@ def curves(tok, st, steps: int, workdir: Path, only: set[str] | None = None) -> 
         cfg = TrainConfig(max_steps=steps, batch_size=16, lr=1e-3, warmup_steps=20, schedule="linear", log_every=1,
                           eval_every=0, save_every=0, tensorboard=False, plots=False, progress=False, device="cpu",
                           seed=1, num_threads=1)
-        tr = Trainer(model, obj, views[view], cfg, out_dir=workdir / key)
+        tr = Trainer(model, obj, views[view], cfg, out_dir=None)  # no final save: only the curve matters
         tr.add_callback("on_log", lambda trainer, logs: hist.append(dict(logs)))
         t = time.perf_counter()
         tr.fit()
@@ -254,6 +252,7 @@ def curves(tok, st, steps: int, workdir: Path, only: set[str] | None = None) -> 
                     "last20_metrics": {k: round(statistics.mean(h[k] for h in hist[-20:]), 4) for k in keys},
                     "seconds": round(time.perf_counter() - t, 1), "curve": [round(x, 4) for x in loss]}
         print(f"{key:15s} {preset:13s} loss {first:.3f} -> {last:.3f}  ({out[key]['seconds']} s)", flush=True)
+        write_json(out_path, {"curves": {key: out[key]}})
     return out
 
 
@@ -279,18 +278,11 @@ def main() -> None:
             result["batch_construction"] = bench_batches(tok, st, args.reps)
             result["mlm_logits"] = bench_mlm_logits(tok, st, args.reps)
         if args.curves or args.only_curves:
-            result["curves"] = curves(tok, st, args.steps, Path(d), set(filter(None, args.only.split(","))))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():  # keep sections from earlier runs that this run did not redo
-        old = json.loads(out.read_text())
-        if "curves" in result:
-            result["curves"] = {**old.get("curves", {}), **result["curves"]}
-        result = {**old, **result}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+            write_json(Path(args.out), result)  # sections done so far
+            result["curves"] = curves(tok, st, args.steps, Path(args.out),
+                                      set(filter(None, args.only.split(","))))
+    write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
