@@ -18,6 +18,7 @@ Sizes follow the releases:
 - DeBERTa (He et al. 2021): deberta-base (v1: 768/12/12, plain relative distances up to 512),
   deberta-v3-small (768/6 layers, 256 log buckets, shared keys, 128k vocab); both with the 2-layer
   enhanced mask decoder for MLM.
+- XLNet (Yang et al. 2019): xlnet-base (768/12/12/3072, 32k SentencePiece vocab), two-stream.
 - UniLM (Dong et al. 2019): BERT-large shape (unilm-base: BERT-base shape) with mask modes.
 - GLM (Du et al. 2022): glm-base = 12 layers, 768, pre-LN, 2D positions.
 """
@@ -82,6 +83,14 @@ PRESETS["deberta-tiny"] = ("deberta", dict(_DEBERTA, vocab_size=1000, hidden_siz
 PRESETS["deberta-v3-tiny"] = ("deberta", dict(_DEBERTA_V3, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                                               intermediate_size=128, mask_token_id=4, position_buckets=16,
                                               max_relative_positions=64))
+_XLNET = dict(family="xlnet", vocab_size=32000, max_position_embeddings=512, type_vocab_size=0, causal=False,
+              norm="layer", norm_position="post", embedding_norm=False, activation="gelu", position="none",
+              head="lm", tie_word_embeddings=True, pooler=False, hidden_dropout=0.1, attention_dropout=0.1,
+              layer_norm_eps=1e-12, pad_token_id=5, bos_token_id=1, eos_token_id=2, mask_token_id=6,
+              attn_type="bi", mem_len=None, bi_data=False, clamp_len=-1)
+PRESETS["xlnet-base"] = ("xlnet", dict(_XLNET, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072))
+PRESETS["xlnet-tiny"] = ("xlnet", dict(_XLNET, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                                       intermediate_size=128))
 PRESETS["unilm-tiny"] = ("unilm", dict(_BASE["bert-tiny"], extra={"preset": "unilm-tiny"}))
 PRESETS["glm-tiny"] = ("glm", dict(_GLM, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                                    intermediate_size=128, mask_token_id=4))
@@ -100,7 +109,7 @@ for _name, (_base, _over) in _TINY_OF.items():
 ALIASES = {"t5-small-tiny": "t5-tiny", "t5-base-tiny": "t5-tiny", "t5-v1_1-small-tiny": "t5-v1_1-tiny",
            "bart-base-tiny": "bart-tiny", "mass-base-tiny": "mass-tiny", "switch-base-8-tiny": "switch-tiny",
            "unilm-base-tiny": "unilm-tiny", "glm-base-tiny": "glm-tiny", "deberta-base-tiny": "deberta-tiny",
-           "deberta-v3-small-tiny": "deberta-v3-tiny"}
+           "deberta-v3-small-tiny": "deberta-v3-tiny", "xlnet-base-tiny": "xlnet-tiny"}
 for _alias, _target in ALIASES.items():  # plmkit.models.load looks names up in PRESETS
     PRESETS[_alias] = PRESETS[_target]
 
@@ -126,6 +135,10 @@ def config(name: str, **overrides: Any):
         from plmkit.models.deberta import DebertaConfig
 
         return DebertaConfig.from_dict(merged, source=f"preset {name!r}")
+    if kind == "xlnet":
+        from plmkit.models.xlnet import XLNetConfig
+
+        return XLNetConfig.from_dict(merged, source=f"preset {name!r}")
     from plmkit.models.config import ModelConfig
 
     return ModelConfig.from_dict(merged, source=f"preset {name!r}")
@@ -143,6 +156,10 @@ def build(name: str, **overrides: Any):
         from plmkit.models.deberta import DeBERTa
 
         return DeBERTa(cfg)
+    if kind == "xlnet":
+        from plmkit.models.xlnet import XLNet
+
+        return XLNet(cfg)
     from plmkit.models import prefix_lm
 
     return prefix_lm.build(kind, cfg)

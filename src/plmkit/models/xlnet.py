@@ -215,6 +215,9 @@ class XLNet(nn.Module):
     def num_layers(self) -> int:
         return self.config.num_layers
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
     def layer_groups(self) -> list[list[nn.Parameter]]:
         seen: set[int] = set()
 
