@@ -149,6 +149,7 @@ def from_hf(
 _OTHER_LOADERS = (
     ("plmkit.interop.seq2seq", "load_seq2seq"),  # t5, bart, switch_transformers
     ("plmkit.interop.deberta", "load_deberta"),  # deberta, deberta-v2
+    ("plmkit.interop.xlnet", "load_xlnet"),  # xlnet
 )
 
 
