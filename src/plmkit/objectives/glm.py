@@ -187,11 +187,9 @@ class GLM(Objective):
         B = len(rows)
         a_len = torch.tensor([r["part_a_len"] for r in rows])
         lengths = torch.tensor([len(r["input_ids"]) for r in rows])
-        i = torch.arange(T)[None, :, None]
-        j = torch.arange(T)[None, None, :]
-        A = a_len[:, None, None]
-        attn = ((j < A) | ((i >= A) & (j <= i))) & (j < lengths[:, None, None])
-        attn |= i == j
+        from plmkit.models.prefix_lm import glm_mask  # the backbone's own blank-infilling mask
+
+        attn = glm_mask(a_len, lengths, T)  # (B, T, T)
         pos = torch.zeros(B, 2, T, dtype=torch.long)
         pos[:, 0] = pad_2d([r["pos1"] for r in rows], 0, T)
         pos[:, 1] = pad_2d([r["pos2"] for r in rows], 0, T)

@@ -31,6 +31,7 @@ from plmkit.objectives.base import (
     Objective,
     ObjectiveConfig,
     check_open_unit,
+    attention_from_lengths,
     check_unit,
     pad_2d,
 )
@@ -61,21 +62,15 @@ class UniLMConfig(ObjectiveConfig):
 def unilm_mask(lm_type: torch.Tensor, src_len: torch.Tensor, lengths: torch.Tensor, T: int) -> torch.Tensor:
     """(B, T, T) bool "query i may attend key j" masks for the given LM types.
 
+    Delegates to ``plmkit.models.prefix_lm.unilm_mask`` (the backbone's own definition of the modes).
+
     Args:
         lm_type: (B,) codes (index into ``LM_TYPES``); src_len: (B,) length of [CLS] A [SEP];
         lengths: (B,) real lengths.
     """
-    i = torch.arange(T)[None, :, None]  # query
-    j = torch.arange(T)[None, None, :]  # key
-    t = lm_type[:, None, None]
-    s = src_len[:, None, None]
-    key_ok = j < lengths[:, None, None]
-    bidir = torch.ones(1, T, T, dtype=torch.bool)
-    l2r = j <= i
-    r2l = j >= i
-    s2s = (j < s) | ((i >= s) & (j <= i))
-    m = torch.where(t == 0, bidir, torch.where(t == 1, l2r, torch.where(t == 2, r2l, s2s))) & key_ok
-    return m | (i == j)  # padded queries attend to themselves
+    from plmkit.models.prefix_lm import unilm_mask as backbone_mask
+
+    return backbone_mask(lm_type, src_len, attention_from_lengths(lengths.tolist(), T))
 
 
 class UniLM(Objective):
