@@ -86,9 +86,9 @@ def test_plmkit_to_hf(name, tmp_path):
 
 
 def test_plmkit_load_dispatches_deberta_dirs(tmp_path):
-    import plmkit
+    from plmkit.models import load
 
     hf = CASES["v3"]()
     hf.save_pretrained(tmp_path)
-    m = plmkit.models.load(tmp_path)
+    m = load(tmp_path)
     assert type(m).__name__ == "DeBERTa" and m.config.family == "deberta-v2"
