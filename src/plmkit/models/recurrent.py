@@ -100,6 +100,7 @@ class RecurrentConfig:
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    mask_token_id: int | None = None
     max_position_embeddings: int = 1_000_000
     """No position table: any length works (kept for code that reads this field)."""
     initializer_range: float = 0.1

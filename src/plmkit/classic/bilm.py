@@ -1,0 +1,59 @@
+"""The ``bilm`` objective: ELMo's joint forward + backward language-model loss (Peters et al. 2018).
+
+Contract of ``plmkit.objectives`` (``make_batch`` / ``loss`` / ``prepare``), so that
+``plm pretrain`` can train ``elmo-*`` models once the registry lists it
+(``REGISTRY["bilm"] = plmkit.classic.bilm.BiLM``). The loss is the mean of the forward
+(position t predicts t + 1) and backward (t predicts t - 1) token cross-entropies; metrics:
+``bilm_loss``, ``bilm_ppl``, ``fwd_ppl``, ``bwd_ppl``.
+
+Reference: M. Peters et al. Deep contextualized word representations. NAACL 2018, sec. 3.1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from plmkit.errors import UserError
+from plmkit.objectives.base import IGNORE, Objective, ObjectiveConfig, as_example, pad_2d, require_vocab
+
+
+class BiLM(Objective):
+    """Forward + backward LM over windows. Batch keys: input_ids, attention_mask, labels (next token)."""
+
+    name = "bilm"
+    example_kind = "window"
+    Config = ObjectiveConfig
+
+    def make_batch(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        rows = [as_example(x, self.name).ids for x in examples]
+        m = self.config.max_length
+        if m is not None:
+            rows = [r[:m] for r in rows]
+        T = max(len(r) for r in rows)
+        pad = self.vocab.pad if self.vocab.pad is not None else 0
+        ids = pad_2d(rows, pad, T)
+        valid = torch.arange(T)[None, :] < torch.tensor([len(r) for r in rows])[:, None]
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, :-1] = ids[:, 1:]
+        labels[:, :-1][~valid[:, 1:]] = IGNORE
+        return {"input_ids": ids, "attention_mask": valid.long(), "labels": labels}
+
+    def prepare(self, model: Any) -> None:
+        from plmkit.models.recurrent import ELMo
+
+        if not isinstance(model, ELMo):
+            raise UserError(f"{self.name} needs a bidirectional LM with forward and backward directions "
+                            f"(an elmo-* model); got {type(model).__name__}")
+        require_vocab(self.name, model, self.vocab.size)
+        tok = self.vocab.tokenizer
+        if hasattr(tok, "convert_ids_to_tokens"):  # spell the tokens for the char-CNN
+            model.set_vocabulary([str(t) for t in tok.convert_ids_to_tokens(list(range(model.config.vocab_size)))])
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        from plmkit.models.recurrent import bilm_loss
+
+        loss, m = bilm_loss(model, batch["input_ids"], batch["attention_mask"])
+        return loss, {"bilm_loss": float(loss.detach()), "bilm_ppl": float(torch.exp(loss.detach())),
+                      "fwd_ppl": m["fwd_ppl"], "bwd_ppl": m["bwd_ppl"]}
