@@ -7,7 +7,11 @@ NaN/inf check, metrics.jsonl + TensorBoard logging, the progress bar and its boo
 writing is timed separately (``checkpoint_s``) since its cost depends on ``save_every``.
 
 Runs alternate (bare, trainer, bare, trainer, ...) so that load changes on a shared machine hit both;
-the ratio reported is median(trainer step time) / median(bare step time). Output: one JSON object.
+the ratio reported is median(trainer step time) / median(bare step time) - 1 ("overhead_ratio"), with
+min/min (the least-disturbed steps, robust on a busy machine) and the per-round ratios beside it.
+The same two loops are also run with a free one-parameter model (the real ``make_batch`` kept): their
+difference is the trainer's absolute per-step cost, reported as a fraction of the real bare step
+("overhead_fraction_from_null"), which is far less sensitive to machine load. Output: one JSON object.
 
     python bench/bench_trainer.py [--steps 40] [--repeats 3] [--threads 1] [--out bench/results/trainer.json]
 """
@@ -81,6 +85,38 @@ def trainer_loop(model, obj, data, cfg, out_dir) -> tuple[list[float], float]:
     return times, time.perf_counter() - t
 
 
+class _Null(torch.nn.Module):
+    """A one-parameter 'model': with it a step costs only the loop's own work."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+
+class _NullObjective:
+    """The real objective's make_batch (data loading stays in the measurement), a free loss."""
+
+    name = "null"
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def make_batch(self, examples):
+        return self.obj.make_batch(examples)
+
+    def loss(self, model, batch):
+        return (model.w - 1.0) ** 2, {"x": 0.0}
+
+
+def null_overhead(obj, data, batches, cfg) -> tuple[float, float]:
+    """Median seconds per step of the Trainer and of the bare loop when the model costs nothing."""
+    null_obj = _NullObjective(obj)
+    bare = bare_loop(_Null(), null_obj, batches, cfg)
+    with tempfile.TemporaryDirectory() as d:
+        trained, _ = trainer_loop(_Null(), null_obj, data, cfg, d)
+    return statistics.median(trained[2:]), statistics.median(bare[2:])
+
+
 def main(argv=None) -> int:
     from plmkit.config import TrainConfig
 
@@ -104,7 +140,7 @@ def main(argv=None) -> int:
 
     cur = _Cursor(len(data), cfg.seed, cfg.batch_size, D.DistInfo())
     batches = [obj.make_batch([data[i] for i in cur.next()]) for _ in range(a.steps)]
-    bare, trained, ckpt_s = [], [], []
+    bare, trained, ckpt_s, paired = [], [], [], []
     for r in range(a.repeats + 1):  # the first round warms up both
         model.load_state_dict(init)
         b = bare_loop(model, obj, batches, cfg)
@@ -115,13 +151,21 @@ def main(argv=None) -> int:
             bare += b[2:]
             trained += t[2:]
             ckpt_s.append(c)
+            paired.append(sum(t[2:]) / sum(b[2:]) - 1)
     mb, mt = statistics.median(bare), statistics.median(trained)
+    null_t, null_b = null_overhead(obj, data, batches, cfg)
     result = {
         "bench": "trainer_overhead", "model": "gpt2-tiny h128 L4", "batch_size": a.batch_size,
         "seq_len": a.seq_len, "threads": a.threads, "steps_per_run": a.steps, "repeats": a.repeats,
         "bare_step_s_median": mb, "trainer_step_s_median": mt, "overhead_ratio": mt / mb - 1,
+        "overhead_ratio_min": min(trained) / min(bare) - 1,
+        "overhead_ratio_per_round": paired,
         "bare_step_s_mean": statistics.mean(bare), "trainer_step_s_mean": statistics.mean(trained),
-        "checkpoint_s_median": statistics.median(ckpt_s), "torch": torch.__version__,
+        "checkpoint_s_median": statistics.median(ckpt_s),
+        # The same loops with a free model: what the Trainer adds per step in absolute terms, and that
+        # as a fraction of the real bare step (a low-noise estimate of the overhead).
+        "null_model_trainer_step_s": null_t, "null_model_bare_step_s": null_b,
+        "overhead_s_per_step": null_t - null_b, "overhead_fraction_from_null": (null_t - null_b) / mb, "torch": torch.__version__,
     }
     print(json.dumps(result, indent=1))
     if a.out:

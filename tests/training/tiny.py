@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     model = TinyLM(dropout=a.dropout)
     cfg = TrainConfig(max_steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
                       warmup_steps=3, schedule="cosine", save_every=a.save_every, log_every=1, eval_every=10,
-                      eval_batches=2, keep_last=2, seed=3, clip_grad_norm=a.clip, distributed=a.distributed, progress=False,
+                      eval_batches=3, keep_last=2, seed=3, clip_grad_norm=a.clip, distributed=a.distributed, progress=False,
                       tensorboard=False, plots=False)
     trainer = Trainer(model, TinyCLM(a.crop), make_data(), cfg, out_dir=a.out, eval_data=make_data(16, seed=1))
     if a.hang_at:

@@ -93,4 +93,5 @@ def wrap_model(model: torch.nn.Module, kind: str, device: torch.device, info: Di
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids)
+    # Buffers (position ids, rotary tables) are constants here: no need to broadcast them every forward.
+    return DDP(model, device_ids=ids, broadcast_buffers=False)

@@ -242,6 +242,11 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
     D.barrier()
 
     tok = _tokenizer(recipe, out, info, log)
+    # Import the model and objective code before seeding: an import that draws from the global RNG (e.g. a
+    # kernel probe at import time) would otherwise make the first run in a process differ from later ones.
+    import plmkit.models.transformer  # noqa: F401
+    import plmkit.objectives  # noqa: F401
+
     torch.manual_seed(recipe.train.seed)  # the same initial weights on every rank
     model = _model(recipe, tok, log)
     objs = _objectives(recipe, tok, model)

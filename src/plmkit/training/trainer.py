@@ -190,14 +190,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 @torch.no_grad()
 def evaluate_objective(model, objective, data: Sequence, batch_size: int = 16, max_batches: int = 0,
                        device: torch.device | None = None, dtype: torch.dtype | None = None,
-                       seed: int = 0, info: D.DistInfo | None = None) -> dict[str, float]:
+                       seed: int = 0, info: D.DistInfo | None = None, shard: bool = True) -> dict[str, float]:
     """Target-weighted mean loss and metrics of ``objective`` over ``data`` (in order, sharded over ranks).
+
+    ``shard=False``: every rank evaluates every batch (FSDP needs every rank in every forward pass).
 
     Runs under a forked RNG re-seeded with ``seed`` (objectives that corrupt inputs, e.g. MLM masking, see
     the same corruption at every evaluation, and training's RNG is untouched). Returns ``{"loss", "ppl",
     "targets", **metrics}``; ``ppl = exp(loss)`` is the perplexity when the loss is a token-level NLL.
     """
     info = info or D.current()
+    if not shard:
+        info = D.DistInfo()  # this rank alone, over all batches; no reduction
     device = device or next(iter(model.parameters())).device
     n_batches = math.ceil(len(data) / batch_size)
     if max_batches:
@@ -231,7 +235,9 @@ def evaluate_objective(model, objective, data: Sequence, batch_size: int = 16, m
     if info.enabled:  # every rank must reduce the same keys
         keys = sorted({k for ks in D.all_gather_object(keys) for k in ks})
     names = ["loss", "targets"] + keys
-    t = D.all_reduce_sum(torch.tensor([sums.get(k, 0.0) for k in names], dtype=torch.float64, device=device))
+    t = torch.tensor([sums.get(k, 0.0) for k in names], dtype=torch.float64, device=device)
+    if info.enabled:
+        t = D.all_reduce_sum(t)
     vals = dict(zip(names, t.tolist()))
     total = vals.pop("targets")
     if total == 0:
@@ -425,11 +431,15 @@ class Trainer:
         total = 0.0
         multi = len(self.objectives) > 1
         for i, (name, obj, weight) in enumerate(self.objectives):
-            res = evaluate_objective(self.forward_model, obj, _source(eval_data, name, obj), bs, cfg.eval_batches,
-                                     self.device, self.dtype, seed=cfg.seed + 1000 * i, info=self.info)
+            # The bare module: a DDP forward could run collectives, and ranks may see unequal batch counts.
+            res = evaluate_objective(self.model, obj, _source(eval_data, name, obj), bs, cfg.eval_batches,
+                                     self.device, self.dtype, seed=cfg.seed + 1000 * i, info=self.info,
+                                     shard=not (self.info.enabled and cfg.distributed == "fsdp"))
             total += weight * res["loss"]
             for k, v in res.items():
                 out[f"{name}/{k}" if multi else k] = v
+        if hasattr(self.model, "reshard"):  # FSDP2: a no-grad forward leaves the root's parameters gathered
+            self.model.reshard()
         out["loss"] = total
         if multi:
             out.pop("ppl", None)
