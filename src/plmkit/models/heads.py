@@ -117,12 +117,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     gradients w.r.t. hidden / weight / bias (softmax - onehot); backward only scales them. Peak
     memory is one (chunk, V) block instead of the (N, V) logits + their softmax + their gradient
     (the "fused linear cross-entropy" of Liger-Kernel, Hsu et al. 2024; Wijmans et al. 2024).
+    Per chunk the (chunk, V) block is touched by log_softmax, exp_ and the two gradient GEMMs only;
+    the per-row 1/N scale is applied to the small (chunk, H) operands instead.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk_size: int, ignore_index: int):
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") and hidden.device.type == "cpu" \
-            else hidden.dtype
+        autocast = hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if autocast else hidden.dtype
         needs = ctx.needs_input_grad
         valid = labels != ignore_index
         n_valid = valid.sum().clamp(min=1).to(torch.float32)
@@ -132,41 +134,49 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
             if bias is not None and needs[2] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        # two (chunk, V) work buffers reused by every chunk: large fresh allocations are mmap'ed and
+        # page-faulted in each time, which costs as much as a GEMM pass on CPU
+        rows = min(chunk_size, hidden.shape[0])
+        buf_logits = torch.empty(rows, weight.shape[0], dtype=dtype, device=hidden.device)
+        buf_logp = buf_logits if dtype == torch.float32 else torch.empty(
+            rows, weight.shape[0], dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for s in range(0, hidden.shape[0], chunk_size):
                 h = h_c[s: s + chunk_size]
-                logits = (h @ w_c.t()).float()  # (c, V)
+                c = h.shape[0]
+                logits = torch.mm(h, w_c.t(), out=buf_logits[:c])  # (c, V)
                 if bias is not None:
-                    logits += bias.float()
-                y, ok = labels[s: s + chunk_size], valid[s: s + chunk_size]
-                y_safe = torch.where(ok, y, torch.zeros_like(y))
-                lse = torch.logsumexp(logits, dim=-1)  # (c,)
-                picked = logits.gather(1, y_safe[:, None]).squeeze(1)
-                total += ((lse - picked) * ok).sum()
+                    logits += bias.to(dtype)
+                logp = torch.log_softmax(logits.float(), dim=-1, out=buf_logp[:c])  # (c, V) fp32
+                ok = valid[s: s + chunk_size]
+                y = torch.where(ok, labels[s: s + chunk_size], torch.zeros_like(labels[s: s + chunk_size]))
+                total -= (logp.gather(1, y[:, None]).squeeze(1) * ok).sum()
                 if grad_h is None and grad_w is None and grad_b is None:
                     continue
-                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                g[torch.arange(g.shape[0], device=g.device), y_safe] -= 1.0
-                g *= (ok.to(g.dtype) / n_valid)[:, None]  # d mean-loss / d logits
-                if grad_b is not None:
-                    grad_b += g.sum(0)
-                g = g.to(dtype)
+                g = logp.exp_()  # softmax, in place
+                g[torch.arange(c, device=g.device), y] -= 1.0  # d CE / d logits per row
+                scale = (ok.to(torch.float32) / n_valid)[:, None]  # (c, 1): mean over valid rows
+                if dtype != torch.float32:
+                    g = buf_logits[:c].copy_(g)  # back to the compute dtype for the GEMMs
                 if grad_h is not None:
-                    grad_h[s: s + chunk_size] = (g @ w_c).to(hidden.dtype)
+                    grad_h[s: s + chunk_size] = ((g @ w_c).float() * scale).to(hidden.dtype)
                 if grad_w is not None:
-                    grad_w += (g.t() @ h).float()
+                    grad_w += (g.t() @ (h.float() * scale).to(dtype)).float()
+                if grad_b is not None:
+                    grad_b += (scale.t().to(dtype) @ g).float().squeeze(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.weight_dtype = weight.dtype
         return total / n_valid
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         return (grad_h * grad_out if grad_h is not None else None,
-                (grad_w * grad_out).to(ctx.saved_tensors[1].dtype) if grad_w is not None else None,
+                (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None,
                 grad_b * grad_out if grad_b is not None else None, None, None, None)
 
 
-def linear_cross_entropy(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chunk_size: int = 512,
+def linear_cross_entropy(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chunk_size: int = 1024,
                          ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy of ``decoder(hidden)`` vs ``labels`` without materialising all logits.
 
