@@ -140,3 +140,21 @@ def test_bad_input():
     with pytest.raises(UserError, match="no such file"):
         read_sentences("/nonexistent/file.txt")
     assert isinstance(Vocabulary(add_unk=True).unk, int)
+
+
+def test_counts_streamed_from_a_token_store(tmp_path):
+    import plmkit
+    from plmkit.data import TokenStore, prepare
+
+    text = "\n".join(" ".join(s) for s in TOY) + "\n"
+    (tmp_path / "t.txt").write_text(text)
+    tok = plmkit.train_tokenizer([str(tmp_path / "t.txt")], kind="char", vocab_size=0)
+    prepare([tmp_path / "t.txt"], tok, tmp_path / "store")
+    store = TokenStore(tmp_path / "store")
+    counts = NgramCounts.build(store.documents(), 3)
+    direct = NgramCounts.build([tok.encode(" ".join(s), add_special_tokens=False) for s in TOY], 3)
+    assert counts.num_tokens == direct.num_tokens == store.num_tokens + store.num_documents
+    assert {k: sorted(v.values()) for k, v in counts.counts.items()} == \
+        {k: sorted(v.values()) for k, v in direct.counts.items()}
+    lm = build_model(counts, "mkn")
+    assert math.isfinite(lm.perplexity(store.documents()))
