@@ -15,6 +15,16 @@ from plmkit.models.config import ModelConfig
 from plmkit.models.moe import (MoETransformer, SwitchFFN, collect_router_stats, load_balancing_loss,
                                router_z_loss)
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than contending for a shared machine's cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 H, E = 8, 4
 
 

@@ -10,6 +10,16 @@ from plmkit.errors import UserError
 from plmkit.models import presets_ext
 from plmkit.models.seq2seq import EncoderDecoder, Seq2SeqConfig, relative_position_bucket
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than contending for a shared machine's cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = ["t5-tiny", "t5-v1_1-tiny", "bart-tiny", "mass-tiny", "switch-tiny"]
 
 
@@ -158,7 +168,8 @@ def test_bad_input_raises_user_error():
 
 def test_real_size_presets_have_published_parameter_counts():
     # t5-small: 60.5M parameters (tied head), bart-base 139.4M (HF counts)
-    t5 = presets_ext.build("t5-small")
+    with torch.device("meta"):  # shapes only
+        t5 = presets_ext.build("t5-small")
+        bart = presets_ext.build("bart-base")
     assert abs(t5.num_parameters() - 60_506_624) < 1000
-    bart = presets_ext.build("bart-base")
     assert abs(bart.num_parameters() - 139_420_416) < 1000

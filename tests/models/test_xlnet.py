@@ -10,6 +10,16 @@ from plmkit.errors import UserError
 from plmkit.models import presets_ext
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than contending for a shared machine's cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def _model(**over):
     torch.manual_seed(0)
     return presets_ext.build("xlnet-tiny", hidden_dropout=0.0, attention_dropout=0.0, **over).eval()
