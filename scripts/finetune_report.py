@@ -2,6 +2,7 @@
 
     python scripts/finetune_report.py run QUEUE --out /tmp/ftruns      # run one queue of jobs, in order
     python scripts/finetune_report.py table --out /tmp/ftruns          # markdown table of every finished job
+    python scripts/finetune_report.py scratch --pretrain-run RUN --out /tmp/ftruns   # pretrained vs random init
 
 Each job is one ``plm finetune`` (or ``plm evaluate``) command; a job whose ``eval.json`` exists is skipped,
 so a queue can be restarted. Budgets are small on purpose (the checks ran on 2 shared CPU cores):
@@ -73,6 +74,38 @@ def run_queue(name: str, out: Path) -> None:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
 
 
+def scratch(out: Path, run: Path, n: int = 2000) -> None:
+    """Pretrained-vs-random comparison: fine-tune the newest checkpoint of a ``plm pretrain`` run and the same
+    architecture with fresh random weights on the same SST-2 subset, with the same settings."""
+    import plmkit
+    from plmkit.models import from_config
+
+    ckpts = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    src = run / "final" if (run / "final").is_dir() else ckpts[-1]
+    tok = plmkit.load_tokenizer(str(run / "tokenizer"))
+    pre = out / "scratch_model_pretrained"
+    rnd = out / "scratch_model_random"
+    for d in (pre, rnd):
+        d.mkdir(parents=True, exist_ok=True)
+        tok.save(d)
+    m = plmkit.load(str(src))
+    m.save_pretrained(pre)
+    import torch
+
+    torch.manual_seed(0)
+    from_config(m.config).save_pretrained(rnd)
+    (out / "scratch_source.txt").write_text(str(src) + "\n")
+    for name, model in (("scratch_pretrained", pre), ("scratch_random", rnd)):
+        if (out / name / "eval.json").exists():
+            continue
+        cmd = [sys.executable, "-m", "plmkit", "finetune", "--task", "sst2", "--data", str(DATA / "glue/SST-2"),
+               "--model", str(model), "--out", str(out / name), "--max-train-examples", str(n), "--epochs", "3",
+               "--max-seq-len", "64", "--lr", "5e-4", "--pooling", "cls", "--no-epoch-eval"]
+        print("+", " ".join(cmd), flush=True)
+        with open(out / f"{name}.log", "w") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+
+
 def table(out: Path) -> str:
     rows = ["| run | task | mode | train ex | metric(s) | trainable params | train s |", "|---|---|---|---|---|---|---|"]
     for f in sorted(out.glob("*/eval.json")):
@@ -86,7 +119,8 @@ def table(out: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "table"])
+    ap.add_argument("action", choices=["run", "table", "scratch"])
+    ap.add_argument("--pretrain-run", default=None, help="scratch: the plm pretrain output directory")
     ap.add_argument("queue", nargs="?", choices=list(QUEUES))
     ap.add_argument("--out", default="/tmp/ftruns")
     a = ap.parse_args()
@@ -94,6 +128,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if a.action == "run":
         run_queue(a.queue, out)
+    elif a.action == "scratch":
+        scratch(out, Path(a.pretrain_run))
     else:
         print(table(out))
 

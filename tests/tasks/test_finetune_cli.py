@@ -77,7 +77,7 @@ def workdir(tmp_path_factory):
             rows.append(json.dumps({"context": "which word is positive", "choices": ch, "label": next(i for i, c in enumerate(ch) if c in POS)}))
         (mc / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
     corpus = d / "corpus.txt"
-    corpus.write_text(" ".join(POS + NEG + FILL + names + cities + ["Smith", "went", "to", "answer", "is", "for", "the", "what", "which", "word", "positive"]) * 3)
+    corpus.write_text(" ".join(POS + NEG + FILL + names + cities + ["Smith", "went", "to", "answer", "is", "for", "the", "what", "which", "word", "positive", "0", "1", ":"]) * 3)
     tok = plmkit.train_tokenizer([str(corpus)], kind="wordpiece", vocab_size=200)
     torch.manual_seed(0)
     model = plmkit.load("bert-tiny", vocab_size=len(tok), head=None)
@@ -179,3 +179,26 @@ def test_bad_input_exits_2_with_file_line(workdir, tmp_path, capsys):
     (tmp_path / "empty" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
     assert main(["finetune", "--task", "sst2", "--model", str(workdir / "model"), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")]) == 2
     assert "empty file" in capsys.readouterr().err
+
+
+def test_text2text_on_a_tiny_t5(workdir):
+    tok = plmkit.load_tokenizer(str(workdir / "model"))
+    torch.manual_seed(0)
+    t5 = plmkit.load("t5-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
+                     decoder_start_token_id=tok.pad_token_id)
+    t5.save_pretrained(workdir / "t5")
+    tok.save(workdir / "t5")
+    rc = main(["finetune", "--task", "text2text", "--model", str(workdir / "t5"), "--data", str(workdir), "--out",
+               str(workdir / "t2t"), "--epochs", "15", "--lr", "1e-2", "--batch-size", "16", "--max-seq-len", "32",
+               "--prefix", "sentiment"])
+    assert rc == 0
+    res = json.loads((workdir / "t2t" / "eval.json").read_text())
+    # a random-init T5 this small learns the output format quickly but the keyword -> label mapping slowly;
+    # check that it trained (loss falls), that generation + EOS handling give well-formed labels, and scoring
+    log = [json.loads(x) for x in (workdir / "t2t" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert all(e["generated"] in ("0", "1") for e in res["examples"]), res["examples"]
+    assert res["accuracy"] == res["exact_match"] and res["accuracy"] >= 0.45
+    assert res["examples"][0]["input"].startswith("sentiment")
+    assert main(["finetune", "--task", "text2text", "--model", str(workdir / "model"), "--data", str(workdir), "--out",
+                 str(workdir / "t2t_bad")]) == 2  # an encoder-only model is refused with one line

@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-every", type=int, default=50, help="self-distillation: steps between teacher snapshots")
     p.add_argument("--early-exit", action="store_true", help="DeeBERT: train per-layer off-ramps and report the entropy/speed curve")
     p.add_argument("--exit-thresholds", default="0,0.05,0.1,0.2,0.3,0.4,0.5,0.6", help="early exit: comma-separated entropy thresholds to report")
+    p.add_argument("--prefix", default=None, help="text2text: task prefix of the source text (default: the task name)")
     p.add_argument("--no-epoch-eval", action="store_true", help="evaluate on dev only at the end")
     p.add_argument("--progress", action="store_true", default=None, help="show a progress bar")
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         pal_size=args.pal_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         regularizer=args.regularizer, reg_weight=args.reg_weight, ewc_from=args.ewc_from,
         self_distill=args.self_distill, distill_every=args.distill_every, early_exit=args.early_exit,
-        exit_thresholds=_floats(args.exit_thresholds, "--exit-thresholds"),
+        exit_thresholds=_floats(args.exit_thresholds, "--exit-thresholds"), prefix=args.prefix,
         eval_each_epoch=not args.no_epoch_eval, progress=args.progress)
     res = finetune(cfg)
     print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "

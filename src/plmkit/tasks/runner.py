@@ -80,6 +80,8 @@ class FinetuneConfig:
     self_distill: float = 0.0  # weight of the self-distillation term; 0 = off
     distill_every: int = 50
     early_exit: bool = False
+    prefix: str | None = None  # text2text: task prefix (default: the task name)
+    max_target_len: int = 8
     exit_thresholds: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     eval_each_epoch: bool = True
     eval_batch_size: int = 64
@@ -355,6 +357,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if bad.count:
         _log(bad.summary())
     tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
+    if spec.kind == "text2text":
+        return _finetune_text2text(cfg, spec, tok, train, dev, bad, out)
     t0 = time.perf_counter()
     train_feats = encode(spec, tok, train, labels, cfg.max_seq_len, True, cfg.doc_stride)
     dev_feats = encode(spec, tok, dev, labels, cfg.max_seq_len, False, cfg.doc_stride)
@@ -451,6 +455,49 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     save_checkpoint(out, model, tok, task_info)
     _atomic_json(out / "eval.json", result)
     _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
+    return result
+
+
+def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, bad: BadRows, out: Path) -> dict:
+    """Encoder-decoder fine-tuning with targets as text; greedy generation scored against the gold text."""
+    import plmkit
+    from plmkit.config import TrainConfig
+    from plmkit.tasks import text2text as T2T
+    from plmkit.training import Trainer
+    from plmkit.training.callbacks import JsonlLogger
+
+    if cfg.mode != "full":
+        raise UserError(f"--task text2text supports --mode full only (got {cfg.mode})")
+    prefix = cfg.prefix or spec.name
+    label_kind = "classification"
+    tr = T2T.encode_text2text(tok, train, prefix, cfg.max_seq_len, cfg.max_target_len, label_kind)
+    dv = T2T.encode_text2text(tok, dev, prefix, cfg.max_seq_len, cfg.max_target_len, label_kind)
+    model = plmkit.load(cfg.model)
+    obj = T2T.Text2TextObjective(E.special_ids(tok).pad if tok.pad_token_id is not None else 0, label_kind)
+    obj.prepare(model)
+    params = count_parameters(model)
+    steps = max(1, round(cfg.epochs * math.ceil(len(tr) / cfg.batch_size)))
+    tc = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     warmup_steps=int(cfg.warmup * steps), seed=cfg.seed, log_every=10, eval_every=0, save_every=0,
+                     tensorboard=False, plots=False, progress=cfg.progress)
+    (out / "logs").mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    summary = Trainer(model, obj, tr, tc, callbacks=[JsonlLogger(out / "logs")], out_dir=None, tokenizer=tok).fit()
+    train_time = time.perf_counter() - t0
+    preds = T2T.generate_texts(model, obj, tok, dv, cfg.eval_batch_size, cfg.max_target_len)
+    metrics = T2T.score_text2text(label_kind, dv, preds)
+    result = {"task": spec.name, "mode": cfg.mode, **params, "train_examples": len(train), "dev_examples": len(dev),
+              "train_steps": summary["step"], "planned_steps": steps, "interrupted": bool(summary.get("interrupted")),
+              "train_time_s": round(train_time, 1), **metrics, "main_metric": "accuracy", "prefix": prefix,
+              "examples": [{"input": tok.decode(f["input_ids"], skip_special_tokens=True), "gold": f["target_text"],
+                            "generated": p} for f, p in list(zip(dv, preds))[:5]],
+              "truncated": {"train": sum(f["truncated"] for f in tr), "dev": sum(f["truncated"] for f in dv)},
+              "skipped_bad_rows": bad.count}
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "model")
+    tok.save(out / "model")
+    _atomic_json(out / "eval.json", result)
+    _log(f"dev: {json.dumps(metrics)}; wrote {out / 'eval.json'} and the model to {out / 'model'}")
     return result
 
 

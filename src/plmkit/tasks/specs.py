@@ -15,7 +15,7 @@ from plmkit.errors import UserError, suggest
 from plmkit.tasks import readers
 from plmkit.tasks.readers import BadRows
 
-KINDS = ("classification", "regression", "multilabel", "token", "qa", "multiple_choice")
+KINDS = ("classification", "regression", "multilabel", "token", "qa", "multiple_choice", "text2text")
 
 
 @dataclass
@@ -71,6 +71,7 @@ TASKS: dict[str, TaskSpec] = {
                     metrics=("f1", "precision", "recall"), main_metric="f1"),
     "qa": TaskSpec("qa", "qa", ("train.json",), ("dev.json",), metrics=("exact_match", "f1"), main_metric="f1"),
     "multiple-choice": TaskSpec("multiple-choice", "multiple_choice", ("train.jsonl",), ("dev.jsonl",)),
+    "text2text": TaskSpec("text2text", "text2text", metrics=("accuracy", "exact_match")),
 }
 
 
@@ -95,10 +96,10 @@ def resolve_file(data: Path, names: str | tuple[str, ...], what: str) -> Path:
 
 def read_split(spec: TaskSpec, path: Path, split: str, bad: BadRows | None = None, labelled: bool = True) -> list:
     """Read the examples of one split with the spec's layout."""
-    if spec.kind in ("classification", "regression", "multilabel"):
+    if spec.kind in ("classification", "regression", "multilabel", "text2text"):
         if spec.name == "mrpc" and split == "train" and path.name == "msr_paraphrase_train.txt":
             return readers.read_mrpc_train(path.parent, bad=bad)
-        label_type = {"classification": "class", "regression": "float", "multilabel": "multi"}[spec.kind]
+        label_type = {"classification": "class", "regression": "float", "multilabel": "multi", "text2text": "class"}[spec.kind]
         return readers.read_table(path, spec.text_column, spec.text_pair_column,
                                   spec.label_column if labelled else None, header=spec.header,
                                   label_type=label_type, bad=bad)
