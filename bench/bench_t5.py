@@ -5,7 +5,9 @@
 
 Both models have the same T5-small shape and the same weights (HF random init, saved and loaded
 into plmkit), dropout 0. Measured in one process, interleaved (HF, plmkit, HF, plmkit, ...) so a
-busy machine affects both alike; the median of ``--reps`` timings is reported.
+busy machine affects both alike; the median of ``--reps`` timings is reported. ``--cpu-time``
+measures process CPU seconds instead of wall seconds (single-threaded, this removes most of the
+noise of a shared machine).
 
 - train step: forward (encoder + teacher-forced decoder), cross-entropy on the logits, backward,
   AdamW step (the same torch optimizer for both, ~40% of the step); also forward + backward alone.
@@ -29,12 +31,15 @@ import torch
 import torch.nn.functional as F
 
 
+CLOCK = time.perf_counter  # --cpu-time switches to time.process_time
+
+
 def _median_time(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
-        t = time.perf_counter()
+        t = CLOCK()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(CLOCK() - t)
     return statistics.median(times)
 
 
@@ -47,7 +52,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new", type=int, default=32, help="generated tokens")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per side")
     ap.add_argument("--out", default=None, help="write the JSON result here")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with process CPU time (steadier than wall time on a busy machine; use --threads 1)")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
 
     import transformers
 
@@ -131,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     gen["ratio"] = round(gen["hf_s"] / gen["plmkit_s"], 3)
     gen["plmkit_ms_per_token"] = round(1000 * gen["plmkit_s"] / args.new, 2)
     res = dict(shape="t5-small (d512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128)", batch=B, src=S, tgt=U,
-               new_tokens=args.new, threads=args.threads, torch=torch.__version__,
+               new_tokens=args.new, threads=args.threads, clock="process CPU time" if args.cpu_time else "wall",
+               torch=torch.__version__,
                transformers=transformers.__version__, train_step=train, greedy_generation=gen)
     print(json.dumps(res, indent=2))
     if args.out:
