@@ -150,6 +150,7 @@ _OTHER_LOADERS = (
     ("plmkit.interop.seq2seq", "load_seq2seq"),  # t5, bart, switch_transformers
     ("plmkit.interop.deberta", "load_deberta"),  # deberta, deberta-v2
     ("plmkit.interop.xlnet", "load_xlnet"),  # xlnet
+    ("plmkit.interop.native", "load_native"),  # plmkit's own format (MASS, GLM: no HF class)
 )
 
 
