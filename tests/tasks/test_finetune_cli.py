@@ -202,3 +202,17 @@ def test_text2text_on_a_tiny_t5(workdir):
     assert res["examples"][0]["input"].startswith("sentiment")
     assert main(["finetune", "--task", "text2text", "--model", str(workdir / "model"), "--data", str(workdir), "--out",
                  str(workdir / "t2t_bad")]) == 2  # an encoder-only model is refused with one line
+
+
+def test_multilabel_jsonl(workdir, tmp_path):
+    rng = random.Random(3)
+    for split, n in (("train", 160), ("dev", 40)):
+        rows = []
+        for _ in range(n):
+            p, q = rng.random() < 0.5, rng.random() < 0.5
+            words = rng.sample(FILL, 3) + ([rng.choice(POS)] if p else []) + ([rng.choice(NEG)] if q else [])
+            rng.shuffle(words)
+            rows.append(json.dumps({"text": " ".join(words), "label": [x for x, on in (("pos", p), ("neg", q)) if on]}))
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    res = ft(workdir, "ml", "--pooling", "mean", task="multilabel", data=tmp_path)
+    assert res["f1_micro"] > 0.8 and "f1_macro" in res
