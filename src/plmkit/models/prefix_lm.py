@@ -121,8 +121,10 @@ class GLM(Transformer):
                                **kwargs)
 
     def save_pretrained(self, out_dir: Any, **kwargs: Any) -> Any:
-        raise UserError("save_pretrained: GLM has no Hugging Face equivalent in plmkit (save its state_dict "
-                        "with safetensors instead)")
+        """GLM has no Hugging Face class: plmkit's own format (``plmkit.interop.native``)."""
+        from plmkit.interop.native import save_native
+
+        return save_native(self, out_dir)
 
 
 def build(kind: str, config: ModelConfig):

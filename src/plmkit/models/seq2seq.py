@@ -478,9 +478,20 @@ class EncoderDecoder(nn.Module):
 
     def save_pretrained(self, out_dir: str | Path, **kwargs: Any) -> Path:
         """HF-format directory (config.json + model.safetensors) that transformers loads back
-        (T5 / BART / Switch); MASS has no HF class and raises ``UserError``."""
-        from plmkit.interop.seq2seq import save_pretrained
+        (T5 / BART / Switch); families without an HF class (MASS) are written in plmkit's own
+        format (``plmkit.interop.native``), which ``plmkit.models.load`` reads back."""
+        import warnings
 
+        from plmkit.interop.native import save_native
+        from plmkit.interop.seq2seq import MODEL_TYPE_OF, config_to_hf, save_pretrained
+
+        if self.config.family not in MODEL_TYPE_OF:
+            return save_native(self, out_dir)
+        try:
+            config_to_hf(self.config)
+        except UserError as e:  # e.g. Switch with a capacity factor instead of a fixed capacity
+            warnings.warn(f"{e}; writing plmkit's own format instead", stacklevel=2)
+            return save_native(self, out_dir)
         return save_pretrained(self, out_dir, **kwargs)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
