@@ -173,3 +173,16 @@ def test_real_size_presets_have_published_parameter_counts():
         bart = presets_ext.build("bart-base")
     assert abs(t5.num_parameters() - 60_506_624) < 1000
     assert abs(bart.num_parameters() - 139_420_416) < 1000
+
+
+def test_every_part2_preset_is_reachable_through_models_load():
+    from plmkit.models import load
+
+    want = {"seq2seq": "EncoderDecoder", "deberta": "DeBERTa", "xlnet": "XLNet", "glm": "GLM", "unilm": "Transformer"}
+    for name, (kind, _) in presets_ext.PRESETS.items():
+        if name.endswith("-tiny"):
+            assert type(load(name)).__name__ == want[kind], name
+    with torch.device("meta"):  # real sizes: shapes only
+        for name in ("t5-base", "t5-v1_1-small", "mass-base", "switch-base-8", "deberta-base", "deberta-v3-small",
+                     "xlnet-base", "unilm-base", "glm-base"):
+            assert type(load(name)).__name__ == want[presets_ext.PRESETS[name][0]], name
