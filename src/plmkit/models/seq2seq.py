@@ -30,7 +30,7 @@ transformers ``modeling_t5.py`` / ``modeling_bart.py`` (v5) for the exact numeri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
