@@ -63,7 +63,7 @@ def _nltk_perplexity(nltk_model, counts, train, test):
 def test_parity_with_nltk_mle_laplace(shared_data, order):
     from nltk.lm import MLE, Laplace
 
-    train, test = _wikitext(shared_data, 400, 100)
+    train, test = _wikitext(shared_data, 200, 60)
     counts = NgramCounts.build(train, order)
     ours = build_model(counts, "laplace").perplexity(test)
     ref = _nltk_perplexity(Laplace(order), counts, train, test)
@@ -79,7 +79,7 @@ def test_parity_with_nltk_mle_laplace(shared_data, order):
 def test_parity_with_nltk_kneser_ney(shared_data, order):
     from nltk.lm import KneserNeyInterpolated
 
-    train, test = _wikitext(shared_data, 60, 20)  # nltk's KN scans all n-grams per query: keep it small
+    train, test = _wikitext(shared_data, 40, 15)  # nltk's KN scans all n-grams per query: keep it small
     counts = NgramCounts.build(train, order)
     ours = build_model(counts, "kn", discount=0.1, uniform_floor=False).perplexity(test)
     ref = _nltk_perplexity(KneserNeyInterpolated(order, discount=0.1), counts, train, test)
@@ -87,7 +87,7 @@ def test_parity_with_nltk_kneser_ney(shared_data, order):
 
 
 def test_perplexity_falls_with_order_on_wikitext(shared_data):
-    train, test = _wikitext(shared_data, 4000, 600)
+    train, test = _wikitext(shared_data, 2000, 300)
     ppl = [build_model(NgramCounts.build(train, n), "mkn").perplexity(test) for n in (1, 2, 3)]
     assert ppl[0] > ppl[1] > ppl[2], ppl
     assert 100 < ppl[2] < 600
