@@ -74,6 +74,10 @@ def test_adapters_near_identity_and_trainable_set():
     assert not any("qkv" in n or "word" in n for n in names)
     counts = count_parameters(m)
     assert counts["trainable_params"] == sum(p.numel() for p in trainable) < counts["total_params"]
+    with torch.no_grad():  # the adapters are really in the forward pass
+        for ad in (x for x in m.modules() if isinstance(x, A.Adapter)):
+            ad.up.weight.normal_(0, 0.5)
+    assert (m(ids, attention_mask=mask).last_hidden_state - ref).abs().max() > 1e-2
 
 
 def test_pals_start_exact_and_respect_padding():

@@ -155,8 +155,16 @@ def test_regression_ner_qa_multiple_choice(workdir):
     assert reg["pearson"] > 0.8
     ner = ft(workdir, "ner", task="ner", data=workdir / "ner")
     assert ner["f1"] > 0.9 and "f1_PER" in ner
+    assert main(["predict", "--checkpoint", str(workdir / "ner"), "--input", str(workdir / "ner" / "dev.txt"),
+                 "--out", str(workdir / "ner.jsonl")]) == 0
+    rows = [json.loads(x) for x in (workdir / "ner.jsonl").read_text().splitlines()]
+    assert len(rows) == 30 and len(rows[0]["tags"]) == len(rows[0]["tokens"]) == 5
     qa = ft(workdir, "qa", "--epochs", "10", task="qa", data=workdir / "qa")
     assert qa["exact_match"] > 0.5
+    assert main(["predict", "--checkpoint", str(workdir / "qa"), "--input", str(workdir / "qa" / "dev.json"),
+                 "--out", str(workdir / "qa.jsonl")]) == 0
+    rows = [json.loads(x) for x in (workdir / "qa.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and sum(r["answer"] in POS + NEG for r in rows) >= 10
     mc = ft(workdir, "mc", "--epochs", "10", task="multiple-choice", data=workdir / "mc")
     assert mc["accuracy"] > 0.6
 

@@ -1,9 +1,9 @@
 """Parameter-efficient adaptation modules and how they are attached to any backbone.
 
 - :class:`LoRALinear` — LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language
-  Models"): ``y = W x + (alpha / r) * B A x`` with W frozen, A ~ Kaiming, B = 0 at init, so the
+  Models"): ``y = (W + (alpha / r) * B A) x`` with W frozen, A ~ Kaiming, B = 0 at init, so the
   wrapped model starts exactly equal to the original. ``merge()`` folds BA into W.
-- :class:`Adapter` / :class:`AdapterLinear` — Houlsby et al. 2019 ("Parameter-Efficient Transfer
+- :class:`Adapter` / :func:`add_adapters` — Houlsby et al. 2019 ("Parameter-Efficient Transfer
   Learning for NLP") bottleneck ``h + up(gelu(down(h)))``, placed after the attention output
   projection and after the feed-forward output projection of every layer, i.e. before each
   residual add + layer norm, as in their Figure 2. Near-identity initialisation.
@@ -98,16 +98,20 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha / r) * B A``.
 
+    The update is exposed through ``weight`` (= ``W + scaling * B A``, recomputed each access, so gradients
+    reach A and B): plmkit's layers call ``linear(x, layer)`` on ``layer.weight`` / ``layer.bias``
+    (oneDNN-fused), never the module's forward, so the wrapper must look like a Linear from outside.
+
     ``segments``: for a fused projection (e.g. qkv), a list of output row ranges ``(start, stop)``
     that each get their own (A, B) pair; other rows get no update (LoRA on W_q and W_v only).
     """
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                 segments: list[tuple[int, int]] | None = None):
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, segments: list[tuple[int, int]] | None = None):
         super().__init__()
         if r <= 0:
             raise ValueError(f"LoRA rank must be positive, got {r}")
         self.base = base
+        self.in_features, self.out_features = base.in_features, base.out_features
         self.r, self.scaling = r, alpha / r
         self.segments = list(segments) if segments else [(0, base.out_features)]
         self.lora_a = nn.ParameterList()
@@ -117,28 +121,33 @@ class LoRALinear(nn.Module):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as nn.Linear / the LoRA reference code
             self.lora_a.append(a)
             self.lora_b.append(nn.Parameter(torch.zeros(stop - start, r)))
-        self.dropout = nn.Dropout(dropout)
         base.weight.requires_grad_(False)
         if base.bias is not None:
             base.bias.requires_grad_(False)
 
     def delta_weight(self) -> torch.Tensor:
         """The (out, in) update ``scaling * B A`` placed in its row segments."""
-        w = self.base.weight.new_zeros(self.base.weight.shape)
+        rows = []
+        pos = 0
         for (start, stop), a, b in zip(self.segments, self.lora_a, self.lora_b):
-            w[start:stop] = b @ a
-        return w * self.scaling
+            if start > pos:
+                rows.append(a.new_zeros(start - pos, a.shape[1]))
+            rows.append(b @ a)  # (stop - start, in)
+            pos = stop
+        if pos < self.out_features:
+            rows.append(self.lora_a[0].new_zeros(self.out_features - pos, self.in_features))
+        return torch.cat(rows, 0) * self.scaling
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        return self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        xd = self.dropout(x)
-        if len(self.segments) == 1 and self.segments[0] == (0, self.base.out_features):
-            return y + (xd @ self.lora_a[0].t() @ self.lora_b[0].t()) * self.scaling
-        parts = [(start, stop, (xd @ a.t() @ b.t()) * self.scaling) for (start, stop), a, b in zip(self.segments, self.lora_a, self.lora_b)]
-        delta = torch.zeros_like(y)
-        for start, stop, d in parts:
-            delta[..., start:stop] = d
-        return y + delta
+        return F.linear(x, self.weight, self.bias)
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
@@ -147,7 +156,7 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def add_lora(model: nn.Module, hidden_size: int, r: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> list[nn.Parameter]:
+def add_lora(model: nn.Module, hidden_size: int, r: int = 8, alpha: float = 16.0) -> list[nn.Parameter]:
     """Wrap the query and value projections of every block with LoRA; return the new parameters.
 
     With a fused qkv projection, the parent attention module's ``split`` = (q_dim, k_dim, v_dim)
@@ -169,7 +178,7 @@ def add_lora(model: nn.Module, hidden_size: int, r: int = 8, alpha: float = 16.0
                     raise ValueError(f"fused projection {t!r}: its module needs split=(q, k, v) sizes for LoRA")
                 q, k, v = split
                 segments = [(0, q), (q + k, q + k + v)]
-            wrapped = LoRALinear(base, r, alpha, dropout, segments)
+            wrapped = LoRALinear(base, r, alpha, segments)
             _set_submodule(blk, t, wrapped)
             new += list(wrapped.lora_a) + list(wrapped.lora_b)
     return new
@@ -205,28 +214,36 @@ class Adapter(nn.Module):
         return h + self.up(F.gelu(self.down(h)))
 
 
-class AdapterLinear(nn.Module):
-    """An output projection followed by an adapter (so the adapter sits before residual + LN)."""
+def _sublayer(block: nn.Module, linear_name: str) -> nn.Module:
+    """The module owning a projection (the attention or feed-forward sublayer); it is called as a module."""
+    parent = linear_name.rpartition(".")[0]
+    if not parent:
+        raise ValueError(f"projection {linear_name!r} sits directly in the block; cannot find its sublayer")
+    return block.get_submodule(parent)
 
-    def __init__(self, base: nn.Linear, adapter: Adapter):
-        super().__init__()
-        self.base, self.adapter = base, adapter
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.base(x))
+def _apply_adapter(module: nn.Module, _inputs, output):
+    return module.adapter(output)
 
 
 def add_adapters(model: nn.Module, hidden_size: int, bottleneck: int = 64) -> list[nn.Parameter]:
-    """Insert two adapters per block (after attention-out and ffn-out); return their parameters."""
+    """Two adapters per block, on the outputs of the attention and feed-forward sublayers; returns their params.
+
+    The sublayer output is its output projection's result, so ``adapter(sublayer(x))`` is Houlsby's
+    placement (after the projection, before residual + layer norm). Each adapter is a child module
+    ``<sublayer>.adapter`` (saved with the model) applied by a forward hook on the sublayer (plmkit's
+    fused ``linear()`` reads projection weights directly, so the projections themselves cannot be wrapped).
+    """
     new = []
     for blk in find_blocks(model):
         names = block_linears(blk, hidden_size)
         for t in (names.attn_out, names.ffn_out):
-            base = blk.get_submodule(t)
-            if isinstance(base, AdapterLinear):
+            sub = _sublayer(blk, t)
+            if hasattr(sub, "adapter"):
                 continue
             ad = Adapter(hidden_size, bottleneck)
-            _set_submodule(blk, t, AdapterLinear(base, ad))
+            sub.add_module("adapter", ad)
+            sub.register_forward_hook(_apply_adapter)
             new += list(ad.parameters())
     return new
 
@@ -272,10 +289,10 @@ class _PALState(nn.Module):
 
 
 def add_pals(model: nn.Module, hidden_size: int, size: int = 204, num_heads: int = 12) -> list[nn.Parameter]:
-    """Attach PALs in parallel to each block's self-attention (added to the attention-out output).
+    """Attach PALs in parallel to each block's self-attention (added to the attention sublayer's output).
 
-    Hooks: a pre-hook on each block records its input h; a forward hook on the attention output
-    projection adds ``PAL(h)``; a pre-hook on the model records the (B, T) padding mask.
+    Hooks: a pre-hook on each block records its input h; a forward hook on the attention sublayer
+    adds ``PAL(h)``; a pre-hook on the model records the (B, T) padding mask.
     The PAL modules are registered as ``model.pals`` so they are saved and counted.
     """
     if hasattr(model, "pals"):
@@ -297,9 +314,9 @@ def add_pals(model: nn.Module, hidden_size: int, size: int = 204, num_heads: int
             h = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
             state._inputs[i] = h
 
-        def attn_out_hook(_mod, _inp, output, i=i):
+        def attn_hook(_mod, _inp, output, i=i):
             return output + state.pals[i](state._inputs[i])
 
         blk.register_forward_pre_hook(block_pre, with_kwargs=True)
-        blk.get_submodule(names.attn_out).register_forward_hook(attn_out_hook)
+        _sublayer(blk, names.attn_out).register_forward_hook(attn_hook)
     return [p for p in state.parameters()]
