@@ -77,6 +77,7 @@ def test_adapters_near_identity_and_trainable_set():
     with torch.no_grad():  # the adapters are really in the forward pass
         for ad in (x for x in m.modules() if isinstance(x, A.Adapter)):
             ad.up.weight.normal_(0, 0.5)
+            ad.down.weight.normal_(0, 0.5)
     assert (m(ids, attention_mask=mask).last_hidden_state - ref).abs().max() > 1e-2
 
 
