@@ -67,8 +67,10 @@ def _positions(mask: Tensor, offset: int) -> Tensor:
 class _Stepper:
     """Next-token logits for the growing sequences, with or without the KV cache."""
 
-    def __init__(self, model, ids: Tensor, mask: Tensor, capacity: int, use_cache: bool) -> None:
+    def __init__(self, model, ids: Tensor, mask: Tensor, capacity: int, use_cache: bool,
+                 track_ids: bool = False) -> None:
         self.model, self.use_cache = model, use_cache
+        self.track_ids = track_ids or not use_cache  # the cached greedy/sampling loop needs no copy of the ids
         self.offset = model.config.position_offset
         self.padded = not bool(mask.all())
         if use_cache:
@@ -87,8 +89,9 @@ class _Stepper:
 
     def step(self, tokens: Tensor) -> Tensor:
         """Append ``tokens`` (B,) and return the next logits (B, V)."""
-        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
-        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        if self.track_ids:
+            self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
         if not self.use_cache:
             return self._full()
         pos = self.next_pos
@@ -214,7 +217,7 @@ def _beam_search(model, input_ids, mask, max_new_tokens, K, penalty, eos, pad_id
     B, T = input_ids.shape
     dev = input_ids.device
     ids = input_ids.repeat_interleave(K, dim=0)  # (B K, T)
-    stepper = _Stepper(model, ids, mask.repeat_interleave(K, dim=0), T + max_new_tokens, use_cache)
+    stepper = _Stepper(model, ids, mask.repeat_interleave(K, dim=0), T + max_new_tokens, use_cache, track_ids=True)
     beam_scores = torch.zeros(B, K, device=dev)
     beam_scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(B)]

@@ -121,7 +121,7 @@ class _OneDNNLinear(torch.autograd.Function):
 def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
     """``act(layer(x))``, through oneDNN's fused linear on CPU when available (same numbers)."""
     dtype = _cpu_dtype(x, layer.weight)
-    if dtype is None:
+    if dtype is None or x.numel() == x.shape[-1]:  # a single row: BLAS gemv is faster (decoding)
         y = F.linear(x, layer.weight, layer.bias)
         return ACTIVATIONS[activation](y) if activation else y
     if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
@@ -233,7 +233,8 @@ class Embeddings(nn.Module):
                 x = x + self.token_type(token_type_ids)
         if hasattr(self, "norm"):
             x = self.norm(x)
-        x = self.dropout(x)
+        if self.training and self.dropout.p > 0:
+            x = self.dropout(x)
         if hasattr(self, "project"):
             x = linear(x, self.project)  # (B, T, H)
         return x
@@ -306,6 +307,10 @@ MLP_TYPES: dict[str, type[nn.Module]] = {"dense": MLP}
 
 
 # ---------------------------------------------------------------------------- block
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
 class Block(nn.Module):
     """One Transformer layer; the residual wiring is the only thing ``norm_position`` changes::
 
@@ -332,7 +337,7 @@ class Block(nn.Module):
         self.pre_norm = config.norm_position == "pre"
 
     def forward(self, x: Tensor, ctx: AttentionContext, layer_idx: int) -> Tensor:
-        drop = self.dropout
+        drop = self.dropout if self.training and self.dropout.p > 0 else _identity
         if self.pre_norm:
             x = x + drop(self.attn(self.attn_norm(x), ctx, layer_idx))
             if hasattr(self, "cross_attn"):
