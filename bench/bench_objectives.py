@@ -172,13 +172,14 @@ def bench_mlm_logits(tok, st, reps: int) -> dict:
     return res
 
 
-CURVES = [  # name, preset, options, data view
+CURVES = [  # key (objective name, or name + "_" + variant), preset, options, data view
     ("clm", "gpt2-tiny", {}, "window"),
     ("mlm", "bert-tiny", {}, "window"),
     ("mlm_whole_word", "bert-tiny", {"masking": "whole_word"}, "window"),
     ("mlm_span", "bert-tiny", {"masking": "span"}, "window"),
     ("nsp", "bert-tiny", {}, "sentence_pair"),
     ("sop", "albert-tiny", {"mlm_weight": 1.0}, "sentence_pair"),
+    ("sop_alone", "bert-tiny", {}, "sentence_pair"),
     ("rtd", "electra-tiny", {}, "window"),
     ("infoword", "bert-tiny", {"mlm_weight": 1.0}, "window"),
     ("tlm", "bert-tiny", {}, "parallel"),
@@ -226,7 +227,7 @@ def curves(tok, st, steps: int, out_path: Path, only: set[str] | None = None) ->
     for key, preset, opts, view in CURVES:
         if only and key not in only:
             continue
-        name = key.split("_")[0] if key.startswith("mlm_") else key
+        name = key.split("_")[0] if key.startswith(("mlm_", "sop_")) else key
         torch.manual_seed(0)
         obj = build(name, tokenizer=tok, **opts)
         if name in SEQ2SEQ or name == "glm":

@@ -145,3 +145,20 @@ def test_unilm_bad_probabilities(tok):
         build("unilm", tokenizer=tok, p_seq2seq=0.5)
     with pytest.raises(UserError, match="unilm needs a bidirectional encoder"):
         build("unilm", tokenizer=tok).prepare(plmkit.load("llama-tiny", vocab_size=len(tok)))
+
+
+def test_infoword_cosine_option(tok, wiki_ids):
+    model = plmkit.load("bert-tiny", vocab_size=len(tok)).eval()
+    obj = build("infoword", tokenizer=tok, dim=16, normalize=True, temperature=0.1)
+    obj.prepare(model)
+    batch = obj.make_batch(windows(wiki_ids, tok, T=30, n=6))
+    loss, _ = obj.loss(model, batch)
+    import torch.nn.functional as F
+
+    ctx = F.normalize(model.heads["infoword_ctx"](model(batch["input_ids"], attention_mask=batch["attention_mask"]).pooled), dim=-1)
+    ng = F.normalize(model.heads["infoword_ngram"](model(batch["ngram_ids"], attention_mask=batch["ngram_attention_mask"]).pooled), dim=-1)
+    s = ctx @ ng.t() / 0.1
+    same = (batch["ngram_ids"][:, None] == batch["ngram_ids"][None]).all(-1)
+    same.fill_diagonal_(False)
+    want = -torch.log_softmax(s.masked_fill(same, float("-inf")), -1).diagonal().mean()
+    assert torch.allclose(loss, want, atol=1e-5)

@@ -81,15 +81,16 @@ def test_joint_mlm_sop_single_forward(tok, wiki_ids):
     assert abs(loss.item() - (m["sop_loss"] + m["mlm_loss"])) < 1e-4
 
 
-def test_pair_objectives_train(tok, wiki_ids):
+@pytest.mark.parametrize("name", ["nsp", "sop"])
+def test_pair_objectives_train(tok, wiki_ids, name):
     torch.manual_seed(0)
     model = plmkit.load("bert-tiny", vocab_size=len(tok))
-    obj = build("nsp", tokenizer=tok)
+    obj = build(name, tokenizer=tok)
     obj.prepare(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     recs = _store_like_records(wiki_ids, tok, 16)  # a fixed small set: the pairs can be memorised
     losses = []
-    for step in range(40):
+    for step in range(80):
         loss, _ = obj.loss(model, obj.make_batch(recs))
         opt.zero_grad()
         loss.backward()
