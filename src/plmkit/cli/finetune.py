@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev-articles", default=None, help="QA: slice of SQuAD articles for evaluation, e.g. 36:")
     p.add_argument("--doc-stride", type=int, default=128, help="QA: overlap stride between context windows")
     p.add_argument("--pooling", default="pooler", choices=["pooler", "cls", "mean"], help="sequence pooling for the head")
+    p.add_argument("--head-lr", type=float, default=None, help="peak LR of the task head / pooler group (default: --lr)")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warm-up")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         pal_size=args.pal_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         regularizer=args.regularizer, reg_weight=args.reg_weight, ewc_from=args.ewc_from,
         self_distill=args.self_distill, distill_every=args.distill_every, early_exit=args.early_exit,
-        exit_thresholds=_floats(args.exit_thresholds, "--exit-thresholds"), prefix=args.prefix,
+        exit_thresholds=_floats(args.exit_thresholds, "--exit-thresholds"), prefix=args.prefix, head_lr=args.head_lr,
         eval_each_epoch=not args.no_epoch_eval, progress=args.progress)
     res = finetune(cfg)
     print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "

@@ -40,7 +40,8 @@ class TaskObjective:
     example_kind = "task"
 
     def __init__(self, kind: str, num_outputs: int, tokenizer, pooling: str = "pooler",
-                 scalar_mix: bool = False, dropout: float = 0.1, early_exit: bool = False):
+                 scalar_mix: bool = False, dropout: float = 0.1, early_exit: bool = False,
+                 target_scale: tuple[float, float] | None = None):
         self.kind = kind
         self.num_outputs = num_outputs
         self.pad_id = special_ids(tokenizer).pad
@@ -48,6 +49,8 @@ class TaskObjective:
         self.scalar_mix = scalar_mix
         self.dropout = dropout
         self.early_exit = early_exit
+        # regression: (mean, std) of the training targets; the head predicts (y - mean) / std
+        self.target_scale = tuple(target_scale) if target_scale else None
         # extra loss terms: callables (model, batch, out, logits) -> (loss, metrics)
         self.extra_terms: list[Callable[..., tuple[torch.Tensor, dict]]] = []
         self.ramps_only = False  # DeeBERT stage 2: train only the off-ramps
@@ -113,12 +116,18 @@ class TaskObjective:
             return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
         labels = batch["labels"]
         if self.kind == "regression":
+            if self.target_scale is not None:
+                labels = (labels - self.target_scale[0]) / self.target_scale[1]
             return F.mse_loss(logits.squeeze(-1), labels)
         if self.kind == "multilabel":
             return F.binary_cross_entropy_with_logits(logits, labels)
         if self.kind == "token":
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
         return F.cross_entropy(logits, labels)
+
+    def unscale(self, value: float) -> float:
+        """A regression output back in target units."""
+        return value * self.target_scale[1] + self.target_scale[0] if self.target_scale else value
 
     def ramp_loss(self, model, out, batch) -> torch.Tensor:
         ramps = model.heads["off_ramps"](out.hidden_states)

@@ -80,6 +80,7 @@ class FinetuneConfig:
     self_distill: float = 0.0  # weight of the self-distillation term; 0 = off
     distill_every: int = 50
     early_exit: bool = False
+    head_lr: float | None = None  # LR of the top parameter group (task head, pooler); None = lr
     prefix: str | None = None  # text2text: task prefix (default: the task name)
     max_target_len: int = 8
     exit_thresholds: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -193,7 +194,7 @@ def run_model(model, obj: TaskObjective, feats: list[dict], batch_size: int = 64
         else:
             lg = logits.float().cpu().numpy()
             for j, i in enumerate(idx):
-                out[i] = lg[j, 0] if obj.kind == "regression" else lg[j]
+                out[i] = obj.unscale(float(lg[j, 0])) if obj.kind == "regression" else lg[j]
     return out
 
 
@@ -287,7 +288,7 @@ def _objective(task_info: dict, tok) -> TaskObjective:
     obj = TaskObjective.__new__(TaskObjective)
     TaskObjective.__init__(obj, task_info["kind"], task_info["num_outputs"], _PadOnly(task_info["pad_id"]),
                            pooling=task_info["pooling"], scalar_mix=task_info["mode"] == "features",
-                           early_exit=task_info.get("early_exit", False))
+                           early_exit=task_info.get("early_exit", False), target_scale=task_info.get("target_scale"))
     return obj
 
 
@@ -362,6 +363,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_feats = encode(spec, tok, train, labels, cfg.max_seq_len, True, cfg.doc_stride)
     dev_feats = encode(spec, tok, dev, labels, cfg.max_seq_len, False, cfg.doc_stride)
+    target_scale = None
+    if spec.kind == "regression":  # train on standardised targets; predictions are mapped back
+        ys = np.array([f["label"] for f in train_feats], dtype=np.float64)
+        target_scale = (float(ys.mean()), float(ys.std() or 1.0))
     truncated = {"train": sum(bool(f.get("truncated")) for f in train_feats),
                  "dev": sum(bool(f.get("truncated")) for f in dev_feats)}
     _log(f"{spec.name}: {len(train)} train / {len(dev)} dev examples -> {len(train_feats)} / {len(dev_feats)} features "
@@ -372,7 +377,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                    "regression": 1, "qa": 2, "multiple_choice": 1}[spec.kind]
     mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha)
     obj = TaskObjective(spec.kind, num_outputs, tok, pooling=cfg.pooling, scalar_mix=cfg.mode == "features",
-                        early_exit=cfg.early_exit)
+                        early_exit=cfg.early_exit, target_scale=target_scale)
     obj.prepare(model)
     if cfg.early_exit:  # off-ramps train in stage 2 only (DeeBERT): keep them out of stage 1
         for p in model.heads["off_ramps"].parameters():
@@ -418,6 +423,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     trainer = Trainer(model, obj, train_feats, train_cfg, callbacks=[JsonlLogger(logs), FunctionCallback("on_step_end", dev_eval)],
                       out_dir=None, tokenizer=tok)
+    if cfg.head_lr is not None:
+        _set_top_group_lr(trainer, cfg.head_lr)
     t0 = time.perf_counter()
     summary = trainer.fit()
     train_time = time.perf_counter() - t0
@@ -448,7 +455,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                  "mode": cfg.mode, "mode_config": asdict(mode_cfg), "pooling": cfg.pooling,
                  "base_model": str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model,
                  "max_seq_len": cfg.max_seq_len, "doc_stride": cfg.doc_stride, "pad_id": E.special_ids(tok).pad,
-                 "early_exit": cfg.early_exit, "regularizer": cfg.regularizer, "spec": {
+                 "early_exit": cfg.early_exit, "regularizer": cfg.regularizer, "target_scale": target_scale, "spec": {
                      "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
                      "label_column": spec.label_column, "header": spec.header},
                  "train_data": str(train_path.resolve()), "config": asdict(cfg)}
@@ -499,6 +506,21 @@ def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, ba
     _atomic_json(out / "eval.json", result)
     _log(f"dev: {json.dumps(metrics)}; wrote {out / 'eval.json'} and the model to {out / 'model'}")
     return result
+
+
+def _set_top_group_lr(trainer, lr: float) -> None:
+    """Give the Trainer's top layer group (task head, pooler, final norm) its own peak LR.
+
+    Works around the Trainer having no per-module LR: the optimizer groups carry ``layer`` (top = max)
+    and the LambdaLR schedule scales each group's ``base_lrs`` entry.
+    """
+    groups = trainer.optimizer.param_groups
+    top = max(g.get("layer", 0) for g in groups)
+    for i, g in enumerate(groups):
+        if g.get("layer", 0) == top:
+            g["initial_lr"] = lr
+            trainer.scheduler.base_lrs[i] = lr
+            g["lr"] = lr * trainer.scheduler.lr_lambdas[i](trainer.scheduler.last_epoch)
 
 
 def _train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok) -> dict:
