@@ -136,8 +136,8 @@ def train_neural(make, obj, train_ids, test_windows, T, B, budget, lr, seed=0) -
         opt.step()
         step += 1
         if step % 50 == 0:
-            curve.append((step, round(el, 1), round(float(loss), 3)))
-            print(f"  step {step} {el:.0f}s loss {float(loss):.3f}", file=sys.stderr, flush=True)
+            curve.append((step, round(el, 1), round(float(loss.detach()), 3)))
+            print(f"  step {step} {el:.0f}s loss {float(loss.detach()):.3f}", file=sys.stderr, flush=True)
     train_s = time.perf_counter() - t0
     ppl = evaluate_perplexity(model, obj, test_windows, batch_size=16)
     return {"ppl": round(ppl, 2), "steps": step, "train_seconds": round(train_s, 1),
