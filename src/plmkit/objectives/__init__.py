@@ -9,9 +9,9 @@
                                           {"name": "sop", "weight": 1.0}], tokenizer=tok)
 
 Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
-``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``) and glm
-(``plmkit.models.prefix_lm.GLM``, 2D positions). plm needs XLNet's two-stream attention, which no
-plmkit backbone has: its batches are tested by training ``transformers.XLNetLMHeadModel``.
+``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``), glm
+(``plmkit.models.prefix_lm.GLM``, 2D positions), plm (``plmkit.models.xlnet.XLNet``, two-stream
+attention; ``transformers.XLNetLMHeadModel`` works too) and bilm (ELMo, ``plmkit.classic.bilm``).
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """
@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from plmkit.errors import UserError, suggest
+from plmkit.classic.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
@@ -52,6 +53,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "mass": MASS,
     "plm": PLM,
     "glm": GLM,
+    "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.classic.bilm)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

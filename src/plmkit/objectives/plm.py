@@ -13,11 +13,11 @@ content stream additionally sees itself, which the two-stream backbone adds). ``
 sees the content of the position it predicts. Batch keys: input_ids, attention_mask, perm_mask,
 target_mapping, labels.
 
-The loss needs XLNet's two-stream attention (a query stream without the token's own content),
-which plmkit's backbones do not provide: ``prepare`` refuses them. ``loss`` calls
+The loss needs XLNet's two-stream attention (a query stream without the token's own content):
+``plmkit.models.xlnet.XLNet`` (preset ``xlnet-base`` / ``xlnet-tiny``) provides it, and so does
+``transformers.XLNetLMHeadModel``; ``prepare`` refuses any other backbone. ``loss`` calls
 ``model(input_ids, attention_mask=..., perm_mask=..., target_mapping=...)`` and takes (B, P, V)
-logits: the interface of ``transformers.XLNetLMHeadModel``, which the tests train with these
-batches (``prepare`` accepts a model whose config has ``family`` or ``model_type`` "xlnet").
+logits (``prepare`` accepts a model whose config has ``family`` or ``model_type`` "xlnet").
 """
 
 from __future__ import annotations
