@@ -175,3 +175,50 @@ def _train(m, opt, data, g, losses) -> None:
         loss.backward()
         opt.step()
         losses.append(float(lm))
+
+
+def test_trainer_adds_weighted_router_losses_to_the_objective_loss(tmp_path):
+    """The Trainer adds ``model.auxiliary_losses()`` (coef * aux + coef * z) to each objective's loss
+    and logs the raw router losses."""
+    import json
+
+    from plmkit.config import TrainConfig
+    from plmkit.models.moe import ROUTER_AUX_LOSS_COEF, ROUTER_Z_LOSS_COEF
+    from plmkit.training import Trainer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="gpt2", vocab_size=64, hidden_size=16, num_layers=2, num_heads=2,
+                      intermediate_size=32, causal=True, head="lm", norm_position="pre", type_vocab_size=0,
+                      max_position_embeddings=32, hidden_dropout=0.0, attention_dropout=0.0, pad_token_id=None,
+                      extra={"num_experts": 4, "moe_every": 1, "capacity_factor": 2.0})
+    m = MoETransformer(cfg)
+    terms = m.auxiliary_losses()
+    assert terms == {}  # no forward yet
+    m(torch.randint(0, 64, (2, 8)))
+    terms = m.auxiliary_losses()
+    assert terms["router_aux_loss"][1] == ROUTER_AUX_LOSS_COEF and terms["router_z_loss"][1] == ROUTER_Z_LOSS_COEF
+
+    class LMObjective:  # plain next-token CE, so the router terms are the only extra
+        example_kind = "window"
+
+        def make_batch(self, examples):
+            return {"input_ids": torch.tensor(examples)}
+
+        def loss(self, model, batch):
+            ids = batch["input_ids"]
+            logits = model(ids[:, :-1]).logits
+            ce = F.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
+            self.last_ce = float(ce.detach())
+            return ce, {}
+
+    obj = LMObjective()
+    data = [torch.randint(0, 64, (12,)).tolist() for _ in range(32)]
+    tr = Trainer(m, obj, data, TrainConfig(max_steps=1, batch_size=4, log_every=1, eval_every=0, save_every=0,
+                                           progress=False, tensorboard=False, plots=False, clip_grad_norm=0.0),
+                 out_dir=tmp_path)
+    tr.fit()
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    aux, z = rec["router_aux_loss"], rec["router_z_loss"]
+    assert 0 < aux <= 4 and z > 0
+    expected = obj.last_ce + ROUTER_AUX_LOSS_COEF * aux + ROUTER_Z_LOSS_COEF * z
+    assert abs(rec["loss"] - expected) < 1e-5, (rec["loss"], expected)

@@ -173,6 +173,31 @@ def collect_router_stats(model: nn.Module) -> tuple[Tensor | None, Tensor | None
     return aux, z, torch.stack([s.kept for s in stats])
 
 
+ROUTER_AUX_LOSS_COEF = 0.01  # alpha of the Switch Transformer paper (Fedus et al. 2021, sec. 2.2)
+ROUTER_Z_LOSS_COEF = 0.001  # ST-MoE (Zoph et al. 2022, sec. 3.1)
+
+
+def auxiliary_losses(model: nn.Module) -> dict[str, tuple[Tensor, float]]:
+    """The router losses of the last forward with their weights, for the trainer to add to the
+    objective's loss: ``{"router_aux_loss": (aux, coef), "router_z_loss": (z, coef)}`` ({} when dense).
+    Coefficients come from ``router_aux_loss_coef`` / ``router_z_loss_coef`` in the config (fields or
+    ``extra``), defaulting to the papers' 0.01 and 0.001."""
+    aux, z, _ = collect_router_stats(model)
+    if aux is None:
+        return {}
+    cfg = getattr(model, "config", None)
+
+    def coef(name: str, default: float) -> float:
+        if cfg is None:
+            return default
+        if hasattr(cfg, name):
+            return float(getattr(cfg, name))
+        return float(getattr(cfg, "extra", {}).get(name, default))
+
+    return {"router_aux_loss": (aux, coef("router_aux_loss_coef", ROUTER_AUX_LOSS_COEF)),
+            "router_z_loss": (z, coef("router_z_loss_coef", ROUTER_Z_LOSS_COEF))}
+
+
 def sparse_layer(index: int, every: int) -> bool:
     """HF's rule (``SwitchTransformersStack``): layer ``index`` is sparse when index % every == 1
     (every layer when every == 1)."""
@@ -211,6 +236,10 @@ def _moe_transformer_classes():
                             for expert in layer.mlp.experts:
                                 expert.down.weight.normal_(0.0, config.initializer_range
                                                            / math.sqrt(2 * config.num_layers))
+
+        def auxiliary_losses(self) -> dict[str, tuple[Tensor, float]]:
+            """Router losses of the last forward, weighted; the Trainer adds them to the loss."""
+            return auxiliary_losses(self)
 
         def forward(self, *args: Any, **kwargs: Any) -> "MoEOutput":
             reset_router_stats(self)

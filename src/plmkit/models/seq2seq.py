@@ -397,6 +397,13 @@ class EncoderDecoder(nn.Module):
     """Encoder-decoder Transformer (see module docstring). ``forward`` follows the ``Transformer``
     contract plus ``decoder_input_ids`` / ``decoder_attention_mask`` / ``encoder_outputs``."""
 
+    def auxiliary_losses(self) -> dict[str, tuple[Tensor, float]]:
+        """Switch router losses of the last forward, weighted (empty for dense models); the Trainer
+        adds them to the objective's loss."""
+        from plmkit.models.moe import auxiliary_losses
+
+        return auxiliary_losses(self)
+
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         if not isinstance(config, Seq2SeqConfig):

@@ -343,6 +343,12 @@ class Trainer:
             ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
             with ctx:
                 loss, mets = obj.loss(self.forward_model, batch)
+            # Models with auxiliary training losses (Switch-MoE router load balancing and z-loss) expose
+            # them, already weighted by their coefficients, for the forward that just ran.
+            aux_losses = getattr(self.model, "auxiliary_losses", None)
+            for aux_name, (value, coef) in (aux_losses() if aux_losses else {}).items():
+                loss = loss + coef * value
+                mets = {**mets, aux_name: float(value.detach())}
             total = weight * loss if total is None else total + weight * loss
             for k, v in mets.items():
                 metrics[f"{name}/{k}" if multi else k] = float(v.detach() if torch.is_tensor(v) else v)
