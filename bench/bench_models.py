@@ -210,9 +210,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "models.json"), help="results file")
     args = ap.parse_args()
     if args.case:
-        for r in (RUNNERS[args.case]() if isinstance(RUNNERS[args.case](), list) else [RUNNERS[args.case]()]) \
-                if False else [RUNNERS[args.case]()]:
-            print(json.dumps(r), flush=True)
+        print(json.dumps(RUNNERS[args.case]()), flush=True)
         return 0
     results, rows = [], []
     amps = ["fp32", "bf16"] if args.amp == "both" else [args.amp]
