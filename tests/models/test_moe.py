@@ -222,3 +222,19 @@ def test_trainer_adds_weighted_router_losses_to_the_objective_loss(tmp_path):
     assert 0 < aux <= 4 and z > 0
     expected = obj.last_ce + ROUTER_AUX_LOSS_COEF * aux + ROUTER_Z_LOSS_COEF * z
     assert abs(rec["loss"] - expected) < 1e-5, (rec["loss"], expected)
+
+
+def test_decoder_only_moe_saves_and_loads_every_tensor(tmp_path):
+    import plmkit
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="gpt2", vocab_size=64, hidden_size=16, num_layers=2, num_heads=2,
+                      intermediate_size=32, causal=True, head="lm", norm_position="pre", type_vocab_size=0,
+                      max_position_embeddings=32, pad_token_id=None,
+                      extra={"num_experts": 4, "moe_every": 1, "capacity_factor": 2.0})
+    m = MoETransformer(cfg).eval()
+    m.save_pretrained(tmp_path / "moe")
+    back = plmkit.load(str(tmp_path / "moe"))
+    assert type(back).__name__ == "MoETransformer"
+    ids = torch.randint(0, 64, (2, 10))
+    torch.testing.assert_close(back(ids).logits, m(ids).logits)

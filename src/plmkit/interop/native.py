@@ -23,13 +23,15 @@ MODEL_TYPES = ("plmkit",)
 def _classes() -> dict[str, tuple[Any, Any]]:
     from plmkit.models.config import ModelConfig
     from plmkit.models.deberta import DeBERTa, DebertaConfig
+    from plmkit.models.moe import MoETransformer
     from plmkit.models.prefix_lm import GLM
     from plmkit.models.seq2seq import EncoderDecoder, Seq2SeqConfig
     from plmkit.models.transformer import Transformer
     from plmkit.models.xlnet import XLNet, XLNetConfig
 
     return {"EncoderDecoder": (EncoderDecoder, Seq2SeqConfig), "GLM": (GLM, ModelConfig),
-            "DeBERTa": (DeBERTa, DebertaConfig), "XLNet": (XLNet, XLNetConfig), "Transformer": (Transformer, ModelConfig)}
+            "DeBERTa": (DeBERTa, DebertaConfig), "XLNet": (XLNet, XLNetConfig), "Transformer": (Transformer, ModelConfig),
+            "MoETransformer": (MoETransformer, ModelConfig)}
 
 
 def save_native(model, out_dir: str | Path) -> Path:
