@@ -72,7 +72,10 @@ _POINTWISE: dict[str, tuple[str, str]] = {
 
 def _probe_onednn() -> bool:
     try:
-        x, w, b = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5)
+        # A private generator: probing at import time must not advance the global RNG (a model built
+        # right after ``torch.manual_seed`` gets the same weights whether or not this module was imported).
+        g = torch.Generator().manual_seed(0)
+        x, w, b = torch.randn(3, 4, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, generator=g)
         y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
         return torch.backends.mkldnn.is_available() and bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
     except Exception:  # noqa: BLE001 - any failure means: not available in this build
@@ -85,6 +88,8 @@ FAST_LINEAR = _probe_onednn()
 def _cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     """The compute dtype for the oneDNN path, or None when it does not apply."""
     if not FAST_LINEAR or x.device.type != "cpu" or weight.device.type != "cpu":
+        return None
+    if torch.compiler.is_compiling():  # inductor cannot trace the oneDNN op: plain F.linear there
         return None
     if torch.is_autocast_enabled("cpu"):
         dt = torch.get_autocast_dtype("cpu")
