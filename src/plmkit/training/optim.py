@@ -118,7 +118,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     betas = (config.beta1, config.beta2)
     if config.optimizer == "lamb":
         return Lamb(groups, lr=config.lr, betas=betas, eps=config.eps, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=betas, eps=config.eps, weight_decay=config.weight_decay)
+    # The fused kernel (CPU and CUDA) is several times faster than the foreach one on CPU (measured 7.5x on
+    # 12M parameters, 2 threads); it needs every parameter floating point on one device type.
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.is_floating_point() for p in params) and \
+        len({p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=betas, eps=config.eps, weight_decay=config.weight_decay,
+                             fused=fused or None)
 
 
 def lr_multiplier(step: int, config: TrainConfig) -> float:
