@@ -358,3 +358,29 @@ def test_bad_inputs_raise_clear_errors():
     cache = g(torch.ones(1, 6, dtype=torch.long), use_cache=True).past_key_values
     with pytest.raises(UserError, match="sequence length 9 exceeds"):
         g(torch.ones(1, 3, dtype=torch.long), past_key_values=cache, use_cache=True)
+
+
+def test_wrapped_or_hooked_projections_are_called_as_modules():
+    """``layers.linear`` must not bypass a wrapper module or a forward hook on a projection."""
+    import plmkit
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = plmkit.load("bert-tiny").eval()
+    ids = torch.randint(5, 100, (2, 7))
+    ref = model(ids).last_hidden_state
+    calls = []
+    handle = model.layers[0].attn.o.register_forward_hook(lambda m, i, o: calls.append(1))
+    torch.testing.assert_close(model(ids).last_hidden_state, ref)
+    assert calls, "forward hook on attn.o was skipped"
+    handle.remove()
+
+    class Doubled(nn.Linear):  # a subclass whose forward differs
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    old = model.layers[0].attn.o
+    new = Doubled(old.in_features, old.out_features)
+    new.load_state_dict(old.state_dict())
+    model.layers[0].attn.o = new
+    assert not torch.allclose(model(ids).last_hidden_state, ref)

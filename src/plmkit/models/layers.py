@@ -124,7 +124,13 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
-    """``act(layer(x))``, through oneDNN's fused linear on CPU when available (same numbers)."""
+    """``act(layer(x))``, through oneDNN's fused linear on CPU when available (same numbers).
+
+    A layer that is not a plain ``nn.Linear`` (a LoRA / quantised / pruned wrapper, a subclass) or
+    that carries forward hooks is called as a module, so wrappers and hooks are never bypassed."""
+    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
+        y = layer(x)
+        return ACTIVATIONS[activation](y) if activation else y
     dtype = _cpu_dtype(x, layer.weight)
     if dtype is None or x.numel() == x.shape[-1]:  # a single row: BLAS gemv is faster (decoding)
         y = F.linear(x, layer.weight, layer.bias)
