@@ -336,6 +336,13 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from plmkit.training import Trainer
     from plmkit.training.callbacks import JsonlLogger
 
+    # Every RNG a fine-tuning run may touch, so a run's result does not depend on what ran before it.
+    import random
+
+    import numpy as np
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
