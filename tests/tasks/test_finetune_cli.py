@@ -122,7 +122,7 @@ def test_modes_train_and_reload(workdir, mode, capsys):
     # a frozen *random* tiny backbone: mean pooling keeps the keyword signal (the pooler is frozen too)
     # (ULMFiT's discriminative LR gives the random embeddings lr / 2.6^3, hence the higher peak LR)
     res = ft(workdir, f"m_{mode}", "--mode", mode, "--adapter-size", "8", "--pal-size", "16", "--pooling", "mean",
-             "--epochs", "12",
+             "--epochs", "24" if mode == "adapter" else "12",
              "--lr", "5e-3" if mode != "ulmfit" else "1e-2")
     assert res["accuracy"] >= 0.75, res
     if mode != "ulmfit":
