@@ -51,8 +51,8 @@ class QuickstartConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 512
-    mlm_steps: int = 500
-    clm_steps: int = 500
+    mlm_steps: int = 1000
+    clm_steps: int = 800
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 50
