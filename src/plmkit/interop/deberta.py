@@ -179,19 +179,12 @@ def from_hf(hf_cfg: dict, hf_sd: dict[str, torch.Tensor], where: str = "checkpoi
                     and "cls.predictions.decoder" not in k)
     if unused:
         warnings.warn(f"{where}: {len(unused)} tensors not used: {', '.join(unused[:6])}", stacklevel=2)
-    target = dtype if isinstance(dtype, torch.dtype) else torch.float32
-    model.to(target)
-    with torch.no_grad():
-        for k, v in sd.items():
-            ours[k].copy_(v.to(target))
-    return model.eval()
+    return _files.copy_weights(model, ours, sd, dtype)
 
 
 def load_deberta(path: str | Path, dtype: Any = None, **overrides: Any):
     """Load an HF-format DeBERTa (v1 / v2 / v3) directory."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{path}: not a directory (expected an HF-format model directory)")
+    p = _files.hf_model_dir(path)
     hf_cfg = _files.read_hf_config(p)
     sd, where = _files.read_hf_weights(p)
     return from_hf(hf_cfg, sd, where=where, dtype=dtype, **overrides)

@@ -130,6 +130,25 @@ def read_hf_weights(model_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
 # --------------------------------------------------------------------------------------------
 
 
+def hf_model_dir(path: str | os.PathLike) -> Path:
+    """``path`` as an HF-format model directory, or a one-line UserError."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{path}: not a directory (expected an HF-format model directory)")
+    return p
+
+
+def copy_weights(model: Any, params: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], dtype: Any) -> Any:
+    """Cast ``model`` to ``dtype`` (float32 unless a torch dtype is given), copy the converted checkpoint
+    ``sd`` into its ``params`` (name -> parameter), and return it in eval mode."""
+    target = dtype if isinstance(dtype, torch.dtype) else torch.float32
+    model.to(target)
+    with torch.no_grad():
+        for k, v in sd.items():
+            params[k].copy_(v.to(target))
+    return model.eval()
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Write a file atomically: ``write(tmp_path)`` then ``os.replace(tmp, path)``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -309,13 +309,7 @@ def from_hf(hf_cfg: dict, hf_sd: dict[str, torch.Tensor], where: str = "checkpoi
     unused = sorted(k for k in hf_sd if k not in used and k not in ignorable)
     if unused:
         warnings.warn(f"{where}: {len(unused)} tensors not used: {', '.join(unused[:6])}", stacklevel=2)
-    target = dtype if isinstance(dtype, torch.dtype) else torch.float32
-    model.to(target)
-    with torch.no_grad():
-        for k, v in sd.items():
-            ours[k].copy_(v.to(target))
-    model.eval()
-    return model
+    return _files.copy_weights(model, ours, sd, dtype)
 
 
 def load_seq2seq(path: str | Path, dtype: Any = None, **overrides: Any):
@@ -323,8 +317,7 @@ def load_seq2seq(path: str | Path, dtype: Any = None, **overrides: Any):
     p = Path(path)
     if p.is_file() and p.name == "config.json":
         p = p.parent
-    if not p.is_dir():
-        raise UserError(f"{path}: not a directory (expected an HF-format model directory)")
+    p = _files.hf_model_dir(p)
     hf_cfg = _files.read_hf_config(p)
     if hf_cfg.get("model_type") not in MODEL_TYPES:
         raise UserError(f"{p / 'config.json'}: model_type {hf_cfg.get('model_type')!r} is not one of "

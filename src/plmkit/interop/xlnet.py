@@ -108,19 +108,12 @@ def from_hf(hf_cfg: dict, hf_sd: dict[str, torch.Tensor], where: str = "checkpoi
     missing = sorted(set(ours) - set(sd))
     if missing:
         raise UserError(f"{where}: no weights for {', '.join(missing[:6])}")
-    target = dtype if isinstance(dtype, torch.dtype) else torch.float32
-    model.to(target)
-    with torch.no_grad():
-        for k, v in sd.items():
-            ours[k].copy_(v.to(target))
-    return model.eval()
+    return _files.copy_weights(model, ours, sd, dtype)
 
 
 def load_xlnet(path: str | Path, dtype: Any = None, **overrides: Any):
     """Load an HF-format XLNet directory."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{path}: not a directory (expected an HF-format model directory)")
+    p = _files.hf_model_dir(path)
     hf_cfg = _files.read_hf_config(p)
     sd, where = _files.read_hf_weights(p)
     return from_hf(hf_cfg, sd, where=where, dtype=dtype, **overrides)
