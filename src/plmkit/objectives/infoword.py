@@ -2,15 +2,26 @@
 Information Maximization Perspective of Language Representation Learning", arXiv:1910.08350).
 
 For each sequence a contiguous n-gram of 1..``max_ngram`` whole words is masked; the encoder reads
-the masked sequence (its [CLS] / pooled vector is the *global* representation) and, separately,
-the n-gram alone as ``[CLS] n-gram [SEP]`` (its [CLS] vector is the *local* representation).
-Two projection heads (``model.heads["infoword_ctx"]`` / ``["infoword_ngram"]``, linear H -> ``dim``)
-map them to a shared space; with the scores ``s_ij = <g(x_i), h(y_j)> / temperature``, the loss
-is InfoNCE with the other n-grams of the batch as negatives: ``mean_i -log softmax_j(s_i)_i``.
-``normalize=True`` (with e.g. ``temperature=0.1``) uses cosine scores instead (SimCLR / CLIP
-practice). Known limitation: in 200-step runs of bert-tiny on WikiText-2 the InfoNCE term stayed at
-chance (ln B) in both forms while the MLM term fell (bench/results/objectives.json).
+the masked sequence (its summary vector is the *global* representation) and, separately, the
+n-gram alone as ``[CLS] n-gram [SEP]`` (its summary vector is the *local* representation).
+Two projection heads (``model.heads["infoword_ctx"]`` / ``["infoword_ngram"]``, bias-free linear
+H -> ``dim``, both initialised to the same orthogonal matrix so that the first scores are the plain
+dot products of the summaries) map them to a shared space; with the scores
+``s_ij = <g(x_i), h(y_j)> / temperature``, the loss is InfoNCE with the other n-grams of the batch
+as negatives: ``mean_i -log softmax_j(s_i)_i``. ``normalize=True`` (with e.g. ``temperature=0.1``)
+uses cosine scores instead (SimCLR / CLIP practice).
 Batch entries whose n-grams are identical are not used as each other's negatives.
+
+Summary vector (``pooling``): "mean" (default) averages the final hidden states over the real
+tokens; "cls" takes the pooler / first-token vector. Measured on bert-tiny, WikiText-2, batch 16,
+200 Trainer steps with ``mlm_weight=1`` (bench/results/objectives.json): "cls" stays at chance
+(InfoNCE 2.77 = ln 16, acc ~0.05), because a freshly initialised [CLS] / tanh-pooler vector barely
+differs between inputs (across-batch std 0.05 against a shared component of 0.12) and dropout
+noise swamps that difference; "mean" starts from a bag-of-words summary that already differs
+between inputs and reaches InfoNCE ~1.8 / acc ~0.3 in the same run. "cls" is kept for large
+models and long runs. The old heads (N(0, 0.02) init with bias) made matters worse: scores and
+their gradients started as a product of two 0.02-scaled maps, and with ``normalize=True`` the
+biases let all vectors collapse onto one direction, so even a fixed batch of 16 stayed at ln 16.
 
 Combine with MLM either through ``build_many([{"name": "mlm"}, {"name": "infoword"}])`` (two
 forwards) or with ``mlm_weight > 0``, which adds the MLM loss on the masked n-gram tokens of the
@@ -34,6 +45,7 @@ from plmkit.objectives.base import (
     ObjectiveConfig,
     as_example,
     attention_from_lengths,
+    check_choice,
     check_positive,
     hidden_only,
     pad_2d,
@@ -55,6 +67,9 @@ class InfoWordConfig(ObjectiveConfig):
     normalize: bool = False
     """L2-normalise both representations (cosine scores); False = the paper's raw dot products."""
     temperature: float = 1.0
+    pooling: str = "mean"
+    """Summary vector of each sequence: "mean" of the final hidden states over its real tokens, or
+    "cls" (the pooler / first-token vector)."""
     mlm_weight: float = 0.0
     """> 0: add this times the MLM loss on the masked n-gram tokens."""
 
@@ -63,6 +78,7 @@ class InfoWordConfig(ObjectiveConfig):
         check_positive(name, "max_ngram", self.max_ngram, integer=True)
         check_positive(name, "dim", self.dim, integer=True)
         check_positive(name, "temperature", self.temperature)
+        check_choice(name, "pooling", self.pooling, ("mean", "cls"))
         if not isinstance(self.mlm_weight, (int, float)) or self.mlm_weight < 0:
             raise UserError(f"{name}: option mlm_weight must be >= 0, got {self.mlm_weight!r}")
 
@@ -127,13 +143,28 @@ class InfoWord(Objective):
         if self.config.mlm_weight > 0:
             require_head(self.name + " with mlm_weight > 0", model, ("mlm",))
         H = model.config.hidden_size
-        for k in ("infoword_ctx", "infoword_ngram"):
-            if k not in model.heads:
-                model.add_head(k, nn.Linear(H, self.config.dim))
+        if "infoword_ctx" in model.heads and "infoword_ngram" in model.heads:
+            return  # already attached (a second prepare, or a resumed model): keep the trained heads
+        # One orthogonal matrix for both heads, no bias: the scores start as the plain dot products
+        # <summary(x), summary(y)> (W^T W = I when dim >= H) instead of the product of two
+        # N(0, 0.02) maps, whose scores and gradients start near zero; and without a bias the
+        # vectors cannot all collapse onto one shared direction (which made every cosine score equal).
+        ctx = nn.Linear(H, self.config.dim, bias=False)
+        nn.init.orthogonal_(ctx.weight)
+        gram = nn.Linear(H, self.config.dim, bias=False)
+        with torch.no_grad():
+            gram.weight.copy_(ctx.weight)
+        model.add_head("infoword_ctx", ctx, init=False, replace=True)
+        model.add_head("infoword_ngram", gram, init=False, replace=True)
 
-    @staticmethod
-    def _summary(out: Any) -> torch.Tensor:
-        return out.pooled if out.pooled is not None else out.last_hidden_state[:, 0]  # (B, H)
+    def _summary(self, out: Any, mask: torch.Tensor) -> torch.Tensor:
+        """(B, H): mean of the final hidden states over the real tokens ("mean"), or the pooled
+        / first-token vector ("cls")."""
+        h = out.last_hidden_state
+        if self.config.pooling == "cls":
+            return out.pooled if out.pooled is not None else h[:, 0]
+        m = mask[..., None].to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         sel = batch["labels"] != IGNORE
@@ -143,8 +174,8 @@ class InfoWord(Objective):
         else:
             out = hidden_only(model, batch["input_ids"], attention_mask=batch["attention_mask"])
         g_out = hidden_only(model, batch["ngram_ids"], attention_mask=batch["ngram_attention_mask"])
-        ctx = model.heads["infoword_ctx"](self._summary(out))  # (B, D)
-        gram = model.heads["infoword_ngram"](self._summary(g_out))  # (B, D)
+        ctx = model.heads["infoword_ctx"](self._summary(out, batch["attention_mask"]))  # (B, D)
+        gram = model.heads["infoword_ngram"](self._summary(g_out, batch["ngram_attention_mask"]))  # (B, D)
         if self.config.normalize:
             ctx, gram = F.normalize(ctx.float(), dim=-1), F.normalize(gram.float(), dim=-1)
         scores = (ctx @ gram.t()).float() / self.config.temperature  # (B, B)
