@@ -554,6 +554,24 @@ class ELMo(_LMBase):
             raise UserError(f"elmo: {len(tokens)} token strings for vocab_size={self.config.vocab_size}")
         self.token_chars = token_char_ids(list(tokens), self.config.max_chars_per_token).to(self.token_chars.device)
 
+    def extend_vocabulary(self, tokens: list[str], bias: float | None = None) -> None:
+        """Append ``tokens`` to the vocabulary: the char-CNN spells them like any other token (so a
+        task's words need not map to ``<unk>``); their softmax rows start as zero weights with the
+        smallest trained bias (or ``bias``), since ELMo's feature use never reads the softmax."""
+        if not tokens:
+            return
+        n, old = len(tokens), self.output
+        chars = token_char_ids(list(tokens), self.config.max_chars_per_token).to(self.token_chars.device)
+        self.token_chars = torch.cat([self.token_chars, chars], 0)
+        new = nn.Linear(old.in_features, old.out_features + n, device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight[: old.out_features] = old.weight
+            new.weight[old.out_features:] = 0.0
+            new.bias[: old.out_features] = old.bias
+            new.bias[old.out_features:] = float(old.bias.min()) if bias is None else bias
+        self.output = new
+        self.config.vocab_size += n
+
     def get_input_embeddings(self) -> nn.Embedding:
         """The character embedding (ELMo has no token embedding table)."""
         return self.char_cnn.char_embed

@@ -275,7 +275,13 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
     from plmkit.models import ModelConfig, from_config
 
     if task_info["weights"] == "all" and not base_weights:
-        model = from_config(ModelConfig.from_dict(task_info["model_config"]))
+        mc = task_info["model_config"]
+        if "plmkit_family" in mc:  # a classical LM (FFNN / RNN / LSTM / ELMo), plmkit.models.recurrent
+            from plmkit.models.recurrent import build as build_recurrent
+
+            model = build_recurrent(mc)
+        else:
+            model = from_config(ModelConfig.from_dict(mc))
     else:
         model = plmkit.load(base or task_info["base_model"])
     obj = _objective(task_info, None)
