@@ -7,13 +7,15 @@ and (``--curves``) 200-step training curves of every trainable objective through
    L=4, H=512, A=8, I=2048, V=30522) with 16x128 inputs. Trainable objectives are timed with their
    own loss on a backbone of those shapes (clm: the same shapes as a GPT-2-style decoder; rtd: an
    ELECTRA-style discriminator + its 1/4 generator; t5_span / bart_denoise / mass: an
-   ``EncoderDecoder`` with 4 + 4 layers of those shapes; glm: the GLM backbone); plm (no
-   plmkit backbone) is compared with the MLM step. Target: ratio < 0.10.
+   ``EncoderDecoder`` with 4 + 4 layers of those shapes; glm: the GLM backbone; plm: the two-stream
+   XLNet backbone). Objectives without a trainable loss (bilm) are compared with the MLM step.
+   Target: ratio < 0.10.
 2. ``mlm_logits``: one MLM training step with logits at the labelled positions only (``labels_mask``,
    (N, V)) vs the full (B, T, V) logits, same model, same batches, runs alternated.
 3. ``--curves``: each trainable objective on a tiny preset, 200 steps of the shared ``Trainer`` on
-   WikiText-2 valid (token store built with ``plmkit.data.prepare``); first/last losses (mean of the
-   first / last 20 steps) and the full per-step curve.
+   WikiText-2 valid (token store built with ``plmkit.data.prepare``), batch 16, 64 tokens, lr 1e-3;
+   first/last losses (mean of the first / last 20 steps) and the full per-step curve. A few extra
+   entries (``sop_long``) change steps / lr / length, and record the settings they used.
 
 One intra-op thread (the machine is shared; both sides of every ratio are timed the same way).
 
@@ -90,7 +92,7 @@ def step_fn(model, obj, batch, opt):
     return f
 
 
-def bench_batches(tok, st, reps: int) -> dict:
+def bench_batches(tok, st, reps: int, only: set[str] | None = None) -> dict:
     from plmkit import models
     from plmkit.objectives import REGISTRY, build
 
@@ -105,10 +107,13 @@ def bench_batches(tok, st, reps: int) -> dict:
     ref_t = median_time(ref, reps)
     backbones = {"clm": ("gpt2", dict(SMALL, bos_token_id=None, eos_token_id=None)),
                  "rtd": ("electra-base", dict(SMALL, embedding_size=128)),
-                 "glm": ("glm-base", dict(SMALL, pad_token_id=tok.pad_token_id))}
+                 "glm": ("glm-base", dict(SMALL, pad_token_id=tok.pad_token_id)),
+                 "plm": ("xlnet-base", dict(SMALL, pad_token_id=tok.pad_token_id))}
     seq2seq = {"t5_span", "bart_denoise", "mass"}
-    trainable = {"clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm", "glm"} | seq2seq
+    trainable = {"clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm", "glm", "plm"} | seq2seq
     for name in REGISTRY:
+        if only and name not in only:
+            continue
         obj = build(name, tokenizer=tok)
         exs = examples_for(name, st, obj)
         obj.make_batch(exs)
@@ -131,8 +136,9 @@ def bench_batches(tok, st, reps: int) -> dict:
             row.update(step_ms=round(st_t * 1e3, 1), step_model=f"{preset} (bert-small shapes)")
         else:
             st_t = ref_t
-            row.update(step_ms=round(st_t * 1e3, 1), step_model="bert-small mlm step (no plmkit backbone for this objective)")
-        row["ratio"] = round(bt / st_t, 4)
+            row.update(step_ms=round(st_t * 1e3, 1),
+                       step_model=f"bert-base (bert-small shapes) mlm step, a reference: {name} is not trained here")
+        row["ratio"] = float(f"{bt / st_t:.3g}")
         results[name] = row
         print(f"{name:13s} make_batch {row['make_batch_ms']:8.2f} ms  step {row['step_ms']:8.1f} ms  "
               f"ratio {row['ratio']:.4f}", flush=True)
@@ -172,7 +178,8 @@ def bench_mlm_logits(tok, st, reps: int) -> dict:
     return res
 
 
-CURVES = [  # key (objective name, or name + "_" + variant), preset, options, data view
+CURVES = [  # key (objective name, or name + "_" + variant), preset, options, data view[, settings:
+    # {"steps", "lr", "seq_len"} where they differ from --steps, 1e-3 and 64]
     ("clm", "gpt2-tiny", {}, "window"),
     ("mlm", "bert-tiny", {}, "window"),
     ("mlm_whole_word", "bert-tiny", {"masking": "whole_word"}, "window"),
@@ -180,6 +187,8 @@ CURVES = [  # key (objective name, or name + "_" + variant), preset, options, da
     ("nsp", "bert-tiny", {}, "sentence_pair"),
     ("sop", "albert-tiny", {"mlm_weight": 1.0}, "sentence_pair"),
     ("sop_alone", "bert-tiny", {}, "sentence_pair"),
+    # SOP alone sits at chance (ln 2) for ~200 steps before it starts to fall: the same run, 600 steps
+    ("sop_long", "bert-tiny", {}, "sentence_pair", {"steps": 600}),
     ("rtd", "electra-tiny", {}, "window"),
     ("infoword", "bert-tiny", {"mlm_weight": 1.0}, "window"),
     ("tlm", "bert-tiny", {}, "parallel"),
@@ -188,7 +197,21 @@ CURVES = [  # key (objective name, or name + "_" + variant), preset, options, da
     ("bart_denoise", "bart-tiny", {}, "document"),
     ("mass", "mass-tiny", {}, "window"),
     ("glm", "glm-tiny", {}, "window"),
+    ("plm", "xlnet-tiny", {}, "window"),
 ]
+
+
+def objective_of(key: str) -> str:
+    """The registered objective a curve key names: the key itself, else its longest registered
+    prefix before a "_variant" suffix ("mlm_span" -> mlm, "t5_span" -> t5_span, "sop_long" -> sop)."""
+    from plmkit.objectives import REGISTRY
+
+    if key in REGISTRY:
+        return key
+    heads = [n for n in REGISTRY if key.startswith(n + "_")]
+    if not heads:
+        raise SystemExit(f"curve {key!r} names no registered objective")
+    return max(heads, key=len)
 
 
 def write_json(out: Path, result: dict) -> None:
@@ -196,8 +219,9 @@ def write_json(out: Path, result: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # keep sections from earlier runs that this run did not redo
         old = json.loads(out.read_text())
-        if "curves" in result:
-            result = {**result, "curves": {**old.get("curves", {}), **result["curves"]}}
+        for sec in ("curves", "batch_construction"):  # merged per entry: --only reruns a few
+            if sec in result:
+                result = {**result, sec: {**old.get(sec, {}), **result[sec]}}
         result = {**old, **result}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
@@ -209,45 +233,49 @@ def curves(tok, st, steps: int, out_path: Path, only: set[str] | None = None) ->
     from plmkit.objectives import build
     from plmkit.training import TrainConfig, Trainer
 
-    T = 64
-    views = {"window": st.windows(T - 2), "sentence_pair": st.sentence_pairs(T - 3),
-             "document": st.documents(max_len=T - 2)}
-    w = st.windows(T // 2 - 2)
-
     class Parallel:  # English windows and their word-reversed "translation"
+        def __init__(self, w):
+            self.w = w
+
         def __len__(self):
-            return len(w)
+            return len(self.w)
 
         def __getitem__(self, i):
-            ids = w[i]["input_ids"]
+            ids = self.w[i]["input_ids"]
             return {"src": ids, "tgt": list(reversed(ids))}
 
-    views["parallel"] = Parallel()
+    def views(T: int) -> dict:
+        return {"window": st.windows(T - 2), "sentence_pair": st.sentence_pairs(T - 3),
+                "document": st.documents(max_len=T - 2), "parallel": Parallel(st.windows(T // 2 - 2))}
+
     out = {}
-    for key, preset, opts, view in CURVES:
+    for key, preset, opts, view, *more in CURVES:
         if only and key not in only:
             continue
-        name = key.split("_")[0] if key.startswith(("mlm_", "sop_")) else key
+        extra = more[0] if more else {}  # per-curve settings that differ from the defaults below
+        T, n_steps, lr = extra.get("seq_len", 64), extra.get("steps", steps), extra.get("lr", 1e-3)
+        name = objective_of(key)
         torch.manual_seed(0)
         obj = build(name, tokenizer=tok, **opts)
-        if name in SEQ2SEQ or name == "glm":
+        if name in SEQ2SEQ or name in ("glm", "plm"):
             model = models.load(preset, vocab_size=getattr(obj, "required_vocab_size", len(tok)),
                                 pad_token_id=tok.pad_token_id)
         else:
             model = models.load(preset, vocab_size=len(tok))
         obj.prepare(model)
         hist: list[dict] = []
-        cfg = TrainConfig(max_steps=steps, batch_size=16, lr=1e-3, warmup_steps=20, schedule="linear", log_every=1,
+        cfg = TrainConfig(max_steps=n_steps, batch_size=16, lr=lr, warmup_steps=20, schedule="linear", log_every=1,
                           eval_every=0, save_every=0, tensorboard=False, plots=False, progress=False, device="cpu",
                           seed=1, num_threads=1)
-        tr = Trainer(model, obj, views[view], cfg, out_dir=None)  # no final save: only the curve matters
+        tr = Trainer(model, obj, views(T)[view], cfg, out_dir=None)  # no final save: only the curve matters
         tr.add_callback("on_log", lambda trainer, logs: hist.append(dict(logs)))
         t = time.perf_counter()
         tr.fit()
         loss = [h["loss"] for h in hist]
         first, last = statistics.mean(loss[:20]), statistics.mean(loss[-20:])
         keys = [k for k in hist[-1] if k not in ("step", "lr", "tokens_per_s", "grad_norm", "loss")]
-        out[key] = {"preset": preset, "options": opts, "first20_loss": round(first, 4), "last20_loss": round(last, 4),
+        out[key] = {"preset": preset, "options": opts, "steps": n_steps, "lr": lr, "seq_len": T,
+                    "batch_size": 16, "first20_loss": round(first, 4), "last20_loss": round(last, 4),
                     "drop": round(first - last, 4),
                     "first20_metrics": {k: round(statistics.mean(h[k] for h in hist[:20]), 4) for k in keys},
                     "last20_metrics": {k: round(statistics.mean(h[k] for h in hist[-20:]), 4) for k in keys},
@@ -264,7 +292,8 @@ def main() -> None:
     ap.add_argument("--curves", action="store_true", help="also run 200-step training curves")
     ap.add_argument("--only-curves", action="store_true", help="run only the training curves")
     ap.add_argument("--steps", type=int, default=200, help="training steps per curve")
-    ap.add_argument("--only", default="", help="comma-separated curve names to (re)run; others are kept")
+    ap.add_argument("--only", default="", help="comma-separated curve / batch-construction names to (re)run; others are kept "
+                    "(with --only, the mlm_logits section is skipped)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     import plmkit
@@ -276,8 +305,10 @@ def main() -> None:
         st = store(tok, Path(d))
         result["store_tokens"] = st.num_tokens
         if not args.only_curves:
-            result["batch_construction"] = bench_batches(tok, st, args.reps)
-            result["mlm_logits"] = bench_mlm_logits(tok, st, args.reps)
+            only = set(filter(None, args.only.split(",")))
+            result["batch_construction"] = bench_batches(tok, st, args.reps, only)
+            if not only:
+                result["mlm_logits"] = bench_mlm_logits(tok, st, args.reps)
         if args.curves or args.only_curves:
             write_json(Path(args.out), result)  # sections done so far
             result["curves"] = curves(tok, st, args.steps, Path(args.out),

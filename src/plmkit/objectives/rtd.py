@@ -176,6 +176,10 @@ class RTD(Objective):
             metrics.update({
                 "disc_loss": float(disc_loss), "disc_acc": float((pred == tgt).float().mean()),
                 "disc_replaced_recall": float(pred[tgt].float().mean()) if tgt.any() else 0.0,
+                # mean P(replaced) on replaced vs original tokens: separation shows up here long before
+                # any token crosses 0.5 (with ~14% replaced, the prior alone predicts "original")
+                "disc_p_replaced": float(torch.sigmoid(d_logits[valid][tgt].float()).mean()) if tgt.any() else 0.0,
+                "disc_p_original": float(torch.sigmoid(d_logits[valid][~tgt].float()).mean()) if (~tgt).any() else 0.0,
                 "replaced_frac": float(tgt.float().mean()),
             })
         return loss, metrics
