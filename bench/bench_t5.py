@@ -1,20 +1,50 @@
 """T5-small-shape speed: plmkit ``EncoderDecoder`` vs transformers ``T5ForConditionalGeneration``.
 
-    python bench/bench_t5.py [--threads 1] [--batch 4] [--src 64] [--tgt 32] [--new 32] [--reps 5]
-                             [--out bench/results/bench_t5.json]
+    python bench/bench_t5.py [--threads 1] [--batch 4] [--src 64] [--tgt 32] [--new 32] [--reps 9]
+                             [--skip train,fused,gen]
+                             [--out bench/results/bench_t5_cputime.json]
 
 Both models have the same T5-small shape and the same weights (HF random init, saved and loaded
-into plmkit), dropout 0. Measured in one process, interleaved (HF, plmkit, HF, plmkit, ...) so a
-busy machine affects both alike; the median of ``--reps`` timings is reported. ``--cpu-time``
-measures process CPU seconds instead of wall seconds (single-threaded, this removes most of the
-noise of a shared machine).
+into plmkit), dropout 0, fp32, CPU. Measured in one process, interleaved (HF, plmkit, HF, plmkit, ...)
+so a busy machine affects both alike; every repetition is timed with both the wall clock and the
+process CPU clock and the medians of ``--reps`` are reported (``*_s``: CPU seconds, the steadier one
+on a shared machine with one thread; ``*_wall_s``: wall seconds). Ratios (HF time / plmkit time,
+> 1 means plmkit is faster) are of the CPU medians; ``ratio_wall`` beside them.
 
-- train step: forward (encoder + teacher-forced decoder), cross-entropy on the logits, backward,
-  AdamW step (the same torch optimizer for both, ~40% of the step); also forward + backward alone.
-  tokens/s counts source + target tokens.
-- greedy generation: ``generate(max_new_tokens=--new)`` with no EOS stop, batch ``--batch``;
-  the outputs are checked to be identical token for token.
-Ratios > 1 mean plmkit is faster.
+- train_step: forward (encoder + teacher-forced decoder), cross-entropy on the logits (the same code
+  for both), backward, ``optimizer.step()`` with the optimizer of ``shared/bench/hf_baseline.py``
+  (``torch.optim.AdamW(lr, betas, eps, weight_decay)``, foreach=default, i.e. the per-tensor loop on
+  CPU) for both models; tokens/s counts source + target tokens.
+- fwd_bwd: the same without the optimizer step (the part the model implementations own).
+- train_step_fused: as train_step with ``AdamW(..., fused=True)`` on both sides (the default of both
+  plmkit's Trainer and, for torch >= 2.8, transformers' Trainer).
+- greedy_generation: ``generate(max_new_tokens=--new)`` with no EOS stop, batch ``--batch``; the
+  outputs are checked to be identical token for token.
+
+Results (torch 2.13.0+cpu, transformers 5.24.0, 2-core shared Xeon VM, load average 4-6 from other
+jobs during the runs), HF time / plmkit time of the process-CPU medians (wall-clock ratio in brackets):
+
+    config                    train_step     fwd_bwd        train_step_fused  greedy_generation   file
+    1 thread,  B4 S64  T32    1.141 (1.183)  1.072 (1.048)  1.205 (1.186)     1.139 (1.114)       bench_t5_cputime.json
+    1 thread,  B1 S32  T16    1.195 (1.347)  1.241 (1.138)  1.550 (1.595)     1.204 (1.255)       bench_t5_b1_cputime.json
+    1 thread,  B8 S128 T32    1.082 (1.096)  1.037 (1.036)  1.093 (1.068)     1.087 (1.069)       bench_t5_b8_s128_cputime.json
+    2 threads, B4 S64  T32    0.918 (0.913)  0.807 (0.779)  0.960 (0.958)     1.240 (1.241)       bench_t5_2threads.json
+    before this revision's model changes (same session, B4 S64 T32, 1 thread):
+                              0.997 (0.946)  0.995 (0.979)  1.006 (1.004)     1.086 (1.112)
+
+    python bench/bench_t5.py --reps 9 --out bench/results/bench_t5_cputime.json
+    python bench/bench_t5.py --batch 1 --src 32 --tgt 16 --reps 9 --out bench/results/bench_t5_b1_cputime.json
+    python bench/bench_t5.py --batch 8 --src 128 --tgt 32 --reps 7 --out bench/results/bench_t5_b8_s128_cputime.json
+    python bench/bench_t5.py --threads 2 --reps 9 --out bench/results/bench_t5_2threads.json
+
+Repeated B4 runs spread by about +-0.03 (train_step 1.11-1.15, greedy_generation 1.13-1.16). The two-thread
+figures are dominated by the machine's contention (two busy threads on two cores already used by other
+jobs: a forward+backward A/B minutes later read 1.09 for this revision and 1.07 before it, with 8x the
+CPU seconds of this run); take them as unmeasured. What the ratios are made of: the T5 matmuls (~70% of a step) are the same GEMMs on both
+sides; plmkit saves HF's dense word-table gradients (two (V, H) embedding gradients zeroed, filled and
+added to the head's: 0.1-0.15 s of a B4 step) and HF's per-step generate() overhead (~1.3 ms of ~30 ms per
+step at B4); the optimizer (the same torch AdamW) is ~35% of train_step; bigger shapes are GEMM-bound
+and tend to 1.
 """
 
 from __future__ import annotations
@@ -30,17 +60,39 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+REPO = Path(__file__).resolve().parents[1]
+HF_BASELINE = REPO.parent / "shared" / "bench" / "hf_baseline.py"
 
-CLOCK = time.perf_counter  # --cpu-time switches to time.process_time
+
+def _optimizer_constants() -> dict:
+    """LR / betas / eps / weight decay of hf_baseline.py (its literal values if the file is absent)."""
+    try:
+        sys.path.insert(0, str(HF_BASELINE.parent))
+        import hf_baseline as hb
+
+        return dict(lr=hb.LR, betas=hb.BETAS, eps=hb.EPS, weight_decay=hb.WEIGHT_DECAY)
+    except ImportError:
+        return dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 
 
-def _median_time(fn, reps: int) -> float:
-    times = []
+def _interleaved(fn_hf, fn_ours, reps: int) -> dict:
+    """Time ``reps`` alternating calls of each; medians of CPU and wall seconds and their ratios."""
+    cpu = {"hf": [], "plmkit": []}
+    wall = {"hf": [], "plmkit": []}
     for _ in range(reps):
-        t = CLOCK()
-        fn()
-        times.append(CLOCK() - t)
-    return statistics.median(times)
+        for name, fn in (("hf", fn_hf), ("plmkit", fn_ours)):
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - c)
+            wall[name].append(time.perf_counter() - w)
+    res = {}
+    for name in ("hf", "plmkit"):
+        res[f"{name}_s"] = round(statistics.median(cpu[name]), 4)
+        res[f"{name}_wall_s"] = round(statistics.median(wall[name]), 4)
+    res["ratio"] = round(res["hf_s"] / res["plmkit_s"], 3)
+    res["ratio_wall"] = round(res["hf_wall_s"] / res["plmkit_wall_s"], 3)
+    res["cpu_s"] = {k: [round(t, 4) for t in v] for k, v in cpu.items()}
+    return res
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,99 +102,104 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--src", type=int, default=64, help="source length")
     ap.add_argument("--tgt", type=int, default=32, help="target length (training)")
     ap.add_argument("--new", type=int, default=32, help="generated tokens")
-    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per side")
+    ap.add_argument("--reps", type=int, default=9, help="timed repetitions per side")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip (train,fused,gen)")
     ap.add_argument("--out", default=None, help="write the JSON result here")
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with process CPU time (steadier than wall time on a busy machine; use --threads 1)")
+    ap.add_argument("--cpu-time", action="store_true", help="accepted; both clocks are always reported")
     args = ap.parse_args(argv)
-    global CLOCK
-    CLOCK = time.process_time if args.cpu_time else time.perf_counter
+    skip = {s for s in args.skip.split(",") if s}
 
     import transformers
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(REPO / "src"))
     from plmkit.interop.seq2seq import load_seq2seq
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
-                                dropout_rate=0.0, decoder_start_token_id=0)
-    hf = transformers.T5ForConditionalGeneration(cfg)
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        ours = load_seq2seq(d)
+    opt_kw = _optimizer_constants()
+
+    def build():
+        torch.manual_seed(0)
+        cfg = transformers.T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+                                    dropout_rate=0.0, decoder_start_token_id=0)
+        hf = transformers.T5ForConditionalGeneration(cfg)
+        with tempfile.TemporaryDirectory() as d:
+            hf.save_pretrained(d)
+            ours = load_seq2seq(d)
+        return hf, ours
+
     B, S, U = args.batch, args.src, args.tgt
     g = torch.Generator().manual_seed(0)
     src = torch.randint(2, 32128, (B, S), generator=g)
     am = torch.ones(B, S, dtype=torch.long)
     labels = torch.randint(2, 32128, (B, U), generator=g)
-    dec_in = ours.shift_right(labels)
+    res = dict(shape="t5-small (d512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128)", batch=B, src=S, tgt=U,
+               new_tokens=args.new, threads=args.threads, reps=args.reps, torch=torch.__version__,
+               transformers=transformers.__version__, optimizer=f"torch.optim.AdamW({opt_kw})")
 
-    def train_step(model, opt, is_hf: bool, update: bool = True):
+    def train_step(model, opt, is_hf: bool, dec_in):
         def step():
             if is_hf:
                 logits = model(input_ids=src, attention_mask=am, decoder_input_ids=dec_in).logits
             else:
                 logits = model(src, am, dec_in).logits
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
-            opt.zero_grad(set_to_none=True)
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            else:
+                model.zero_grad(set_to_none=True)
             loss.backward()
-            if update:
+            if opt is not None:
                 opt.step()
             return float(loss.detach())
         return step
 
-    hf.train()
-    ours.train()
-    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4)
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    step_hf, step_ours = train_step(hf, opt_hf, True), train_step(ours, opt_ours, False)
-    l_hf, l_ours = step_hf(), step_ours()  # warm-up (and same first loss: same weights)
-    t_hf, t_ours = [], []
-    for _ in range(args.reps):
-        t_hf.append(_median_time(step_hf, 1))
-        t_ours.append(_median_time(step_ours, 1))
-    train = dict(hf_s=statistics.median(t_hf), plmkit_s=statistics.median(t_ours),
-                 first_loss_hf=round(l_hf, 5), first_loss_plmkit=round(l_ours, 5))
-    train["ratio"] = round(train["hf_s"] / train["plmkit_s"], 3)
-    fb_hf, fb_ours = train_step(hf, opt_hf, True, False), train_step(ours, opt_ours, False, False)
-    f_hf, f_ours = [], []
-    for _ in range(args.reps):
-        f_hf.append(_median_time(fb_hf, 1))
-        f_ours.append(_median_time(fb_ours, 1))
-    train["fwd_bwd_hf_s"], train["fwd_bwd_plmkit_s"] = statistics.median(f_hf), statistics.median(f_ours)
-    train["fwd_bwd_ratio"] = round(train["fwd_bwd_hf_s"] / train["fwd_bwd_plmkit_s"], 3)
-    train["plmkit_tokens_per_s"] = round(B * (S + U) / train["plmkit_s"], 1)
+    if "train" not in skip or "fused" not in skip:
+        hf, ours = build()
+        dec_in = ours.shift_right(labels)
+        hf.train()
+        ours.train()
+        first = {}
+        sections = []
+        if "train" not in skip:
+            sections += [("train_step", {}), ("fwd_bwd", None)]
+        if "fused" not in skip:
+            sections += [("train_step_fused", {"fused": True})]
+        for name, extra in sections:
+            if extra is None:
+                s_hf, s_ours = train_step(hf, None, True, dec_in), train_step(ours, None, False, dec_in)
+            else:
+                s_hf = train_step(hf, torch.optim.AdamW(hf.parameters(), **opt_kw, **extra), True, dec_in)
+                s_ours = train_step(ours, torch.optim.AdamW(ours.parameters(), **opt_kw, **extra), False, dec_in)
+            l_hf, l_ours = s_hf(), s_ours()  # warm-up (optimizer state allocated)
+            first.setdefault("first_loss_hf", round(l_hf, 5))
+            first.setdefault("first_loss_plmkit", round(l_ours, 5))
+            r = _interleaved(s_hf, s_ours, args.reps)
+            if name != "fwd_bwd":
+                r["plmkit_tokens_per_s"] = round(B * (S + U) / r["plmkit_s"], 1)
+                r["hf_tokens_per_s"] = round(B * (S + U) / r["hf_s"], 1)
+            res[name] = r
+        res.update(first)
+        del hf, ours
 
-    # generation: reload identical weights (training changed both differently)
-    torch.manual_seed(0)
-    hf = transformers.T5ForConditionalGeneration(cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        ours = load_seq2seq(d)
-    out = {}
+    if "gen" not in skip:
+        hf, ours = build()
+        hf.eval()
+        out = {}
 
-    def gen_hf():
-        with torch.inference_mode():
-            out["hf"] = hf.generate(src, attention_mask=am, max_new_tokens=args.new, min_new_tokens=args.new,
-                                    do_sample=False, num_beams=1)
+        def gen_hf():
+            with torch.inference_mode():
+                out["hf"] = hf.generate(src, attention_mask=am, max_new_tokens=args.new, min_new_tokens=args.new,
+                                        do_sample=False, num_beams=1)
 
-    def gen_ours():
-        out["ours"] = ours.generate(src, am, max_new_tokens=args.new, eos_token_id=[])
+        def gen_ours():
+            out["ours"] = ours.generate(src, am, max_new_tokens=args.new, eos_token_id=[])
 
-    gen_hf(), gen_ours()
-    g_hf, g_ours = [], []
-    for _ in range(args.reps):
-        g_hf.append(_median_time(gen_hf, 1))
-        g_ours.append(_median_time(gen_ours, 1))
-    same = out["hf"].tolist() == out["ours"].tolist()
-    gen = dict(hf_s=statistics.median(g_hf), plmkit_s=statistics.median(g_ours), identical_tokens=same)
-    gen["ratio"] = round(gen["hf_s"] / gen["plmkit_s"], 3)
-    gen["plmkit_ms_per_token"] = round(1000 * gen["plmkit_s"] / args.new, 2)
-    res = dict(shape="t5-small (d512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128)", batch=B, src=S, tgt=U,
-               new_tokens=args.new, threads=args.threads, clock="process CPU time" if args.cpu_time else "wall",
-               torch=torch.__version__,
-               transformers=transformers.__version__, train_step=train, greedy_generation=gen)
+        gen_hf(), gen_ours()
+        r = _interleaved(gen_hf, gen_ours, args.reps)
+        r["identical_tokens"] = out["hf"].tolist() == out["ours"].tolist()
+        r["plmkit_ms_per_token"] = round(1000 * r["plmkit_s"] / args.new, 2)
+        res["greedy_generation"] = r
+
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -259,7 +259,8 @@ def _table_grad_buffer(weight: Tensor) -> Tensor | None:
     more (``zero_grad(set_to_none=True)`` dropped it): the head's backward writes the new gradient there
     instead of into fresh memory, which on CPU costs ~20 ms of page faults per step for T5-small's 16M
     floats (allocations over 32 MB are fresh mmaps). None when the storage is still referenced (a live
-    ``.grad``, gradient accumulation, a caller's reference): then a fresh tensor is used."""
+    ``.grad``, gradient accumulation, a caller's reference): then a fresh tensor is used. The cost: that
+    one (V, H) block stays allocated while the table lives, also between steps."""
     alias = _TABLE_GRAD_STORAGE.get(weight)
     if alias is None or alias.shape != weight.shape or alias.dtype != weight.dtype or alias.device != weight.device:
         return None
