@@ -73,7 +73,7 @@ def test_word2vec_cli(texts, capsys):
 
 def test_bilm_objective_trains_elmo(tmp_path):
     import plmkit
-    from plmkit.classic.bilm import BiLM
+    from plmkit.objectives.bilm import BiLM
     from plmkit.errors import UserError
     from plmkit.models.recurrent import build
 

@@ -5,7 +5,7 @@ Writes the biLM in plmkit's checkpoint format (``save_pretrained``: config.json 
 vocabulary, so that ``plm finetune --model OUT_DIR --mode features`` loads both; the task head's
 scalar mix then combines the char-CNN layer and every biLSTM layer (Peters et al. 2018, eq. 1).
 
-Kept apart from ``plmkit.classic.bilm`` (the objective), which ``plmkit.objectives`` imports.
+The training objective (forward + backward LM losses) is ``plmkit.objectives.bilm``.
 """
 
 from __future__ import annotations

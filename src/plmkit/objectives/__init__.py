@@ -11,7 +11,7 @@
 Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
 ``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``), glm
 (``plmkit.models.prefix_lm.GLM``, 2D positions), plm (``plmkit.models.xlnet.XLNet``, two-stream
-attention; ``transformers.XLNetLMHeadModel`` works too) and bilm (ELMo, ``plmkit.classic.bilm``).
+attention; ``transformers.XLNetLMHeadModel`` works too) and bilm (ELMo, ``plmkit.objectives.bilm``).
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """
@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from plmkit.errors import UserError, suggest
-from plmkit.classic.bilm import BiLM
+from plmkit.objectives.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
@@ -53,7 +53,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "mass": MASS,
     "plm": PLM,
     "glm": GLM,
-    "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.classic.bilm)
+    "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

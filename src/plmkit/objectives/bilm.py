@@ -2,7 +2,7 @@
 
 Contract of ``plmkit.objectives`` (``make_batch`` / ``loss`` / ``prepare``), so that
 ``plm pretrain`` can train ``elmo-*`` models once the registry lists it
-(``REGISTRY["bilm"] = plmkit.classic.bilm.BiLM``). The loss is the mean of the forward
+(``REGISTRY["bilm"] = plmkit.objectives.bilm.BiLM``). The loss is the mean of the forward
 (position t predicts t + 1) and backward (t predicts t - 1) token cross-entropies; metrics:
 ``bilm_loss``, ``bilm_ppl``, ``fwd_ppl``, ``bwd_ppl``.
 
