@@ -144,3 +144,19 @@ def test_average_state_dicts():
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and torch.equal(avg["n"], a["n"])
     with pytest.raises(ValueError):
         average_state_dicts([a, {"w": a["w"]}])
+
+
+def test_features_mode_backbone_runs_without_dropout_while_the_head_trains():
+    m = plmkit.load("bert-tiny", hidden_dropout=0.5, attention_dropout=0.5)
+    obj = TaskObjective("classification", 2, _Tok(), scalar_mix=True, dropout=0.5)
+    obj.prepare(m)
+    apply_mode(m, ModeConfig("features"))
+    m.train()  # what the Trainer does every epoch
+    ids, mask = inputs()
+    kw = dict(attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True)
+    a, b = m(ids, **kw).hidden_states, m(ids, **kw).hidden_states
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # frozen features: no dropout noise
+    assert m.heads.training and m.heads["task"].training  # the head's own dropout still trains
+    torch.manual_seed(0)
+    full = plmkit.load("bert-tiny", hidden_dropout=0.5, attention_dropout=0.5).train()
+    assert not torch.equal(full(ids, **kw).last_hidden_state, full(ids, **kw).last_hidden_state)

@@ -2,8 +2,9 @@
 
 Modes (``--mode``):
 - ``full``: every parameter trains (BERT fine-tuning, Devlin et al. 2019).
-- ``features``: the backbone is frozen; an ELMo scalar mix of all layers feeds the head
-  (Peters et al. 2018; "feature-based approach" of BERT sec. 5.4).
+- ``features``: the backbone is frozen and kept in eval mode (a fixed feature extractor: no dropout
+  noise in the features); an ELMo scalar mix of all layers feeds the head (Peters et al. 2018;
+  "feature-based approach" of BERT sec. 5.4).
 - ``adapter``: Houlsby adapters + layer norms + head train (Houlsby et al. 2019).
 - ``pals``: projected attention layers + layer norms + head train (Stickland & Murray 2019).
 - ``lora``: LoRA on W_q, W_v + head train (Hu et al. 2021).
@@ -70,6 +71,8 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
         return [p for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
+    if cfg.mode == "features":
+        model.register_forward_pre_hook(backbone_eval_hook)
     if cfg.mode == "adapter":
         adapters.add_adapters(model, H, cfg.adapter_size)
     elif cfg.mode == "pals":
@@ -94,6 +97,16 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
         for p in mod.parameters():
             p.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def backbone_eval_hook(model: nn.Module, args) -> None:
+    """Forward pre-hook of the ``features`` mode: whatever ``model.train()`` set, every child module but
+    ``model.heads`` runs in eval mode (the frozen backbone computes the same features every epoch)."""
+    if not model.training:
+        return
+    for name, child in model.named_children():
+        if name != "heads" and child.training:
+            child.eval()
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
