@@ -21,6 +21,7 @@ from plmkit.cli.main import main
 from plmkit.models.recurrent import build
 from plmkit.tasks.modes import ModeConfig, apply_mode
 from plmkit.tasks.objective import HEAD_NAME, TaskObjective
+from plmkit.tasks.runner import _recurrent_features
 
 POS = ["good", "great", "fun", "lovely", "superb"]
 NEG = ["bad", "awful", "boring", "dull", "poor"]
@@ -96,11 +97,13 @@ def test_plm_finetune_features_on_an_elmo_checkpoint(elmo_dir, capsys):
     model = plmkit.load(str(elmo_dir / "elmo"))
     obj = TaskObjective("classification", 2, plmkit.load_tokenizer(elmo_dir / "elmo"), scalar_mix=True)
     obj.prepare(model)
+    model.heads[HEAD_NAME].scalar_mix.standardize(model.config.hidden_size)  # recurrent backbones: per-layer shift/scale
     assert res["trainable_params"] == sum(p.numel() for p in model.heads.parameters())
     assert res["accuracy"] >= 0.65, res  # a constant guess scores 0.525 on this dev set
     saved = load_file(str(out / "weights.safetensors"))  # features mode saves what trained: the head
     assert saved and all(k.startswith(f"heads.{HEAD_NAME}.") for k in saved)
     assert not torch.equal(saved[f"heads.{HEAD_NAME}.scalar_mix.weights"], torch.zeros(3))
+    assert not torch.equal(saved[f"heads.{HEAD_NAME}.scalar_mix.shift.0"], torch.zeros(32))  # initialised from data
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out), "--data", str(elmo_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(res["accuracy"])
@@ -115,3 +118,21 @@ def test_full_mode_elmo_checkpoint_reloads(elmo_dir, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out), "--data", str(elmo_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(res["accuracy"])
+
+
+def test_features_mode_skips_the_bilm_softmax_and_standardises_the_layers(elmo_dir):
+    tok = plmkit.load_tokenizer(elmo_dir / "elmo")
+    model = plmkit.load(str(elmo_dir / "elmo"))
+    model.eval()
+    ids = torch.tensor([tok.encode("the movie was great"), tok.encode("a dull plot was")])
+    mask = torch.ones_like(ids)
+    ref = model(ids, attention_mask=mask, output_hidden_states=True)
+    assert ref.logits is not None
+    obj = TaskObjective("classification", 2, tok, pooling="mean", scalar_mix=True)
+    obj.prepare(model)
+    _recurrent_features(model, "features")
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    assert out.logits is None and out.backward_logits is None  # the (B, T, V) softmax is not computed
+    assert all(torch.equal(a, b) for a, b in zip(ref.hidden_states, out.hidden_states))
+    mix = model.heads[HEAD_NAME].scalar_mix
+    assert mix.shift is not None and len(mix.shift) == 3

@@ -35,7 +35,7 @@ from plmkit.tasks import encoding as E
 from plmkit.tasks import metrics as M
 from plmkit.tasks.modes import (EWC, L2SP, ModeConfig, SelfDistillation, apply_mode, average_state_dicts,
                                 count_parameters, diagonal_fisher, early_exit_predict)
-from plmkit.tasks.objective import TaskObjective
+from plmkit.tasks.objective import HEAD_NAME, TaskObjective
 from plmkit.tasks.readers import BadRows, check_labels
 from plmkit.tasks.specs import TaskSpec, get_task, parse_slice, read_split, resolve_file
 
@@ -286,8 +286,23 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
         model = plmkit.load(base or task_info["base_model"])
     obj = _objective(task_info, None)
     obj.prepare(model)
+    _recurrent_features(model, task_info["mode"])
     apply_mode(model, ModeConfig(**task_info["mode_config"]))
     return model, obj
+
+
+def _recurrent_features(model, mode: str) -> None:
+    """Features mode on a classical LM (ELMo, plmkit.models.recurrent): the scalar mix standardises
+    each layer first (char-CNN / LSTM states are not normalised; issue #9), and the frozen LM's
+    softmax, which the head never reads, is not computed. Must run after ``obj.prepare(model)``."""
+    from plmkit.models.recurrent import RecurrentConfig
+
+    if mode != "features" or not isinstance(getattr(model, "config", None), RecurrentConfig):
+        return
+    model.config.head = None  # skips the (B, T, V) forward and backward logits (~70% of ELMo's forward)
+    mix = getattr(model.heads[HEAD_NAME], "scalar_mix", None)
+    if mix is not None:
+        mix.standardize(model.config.hidden_size)
 
 
 def _objective(task_info: dict, tok) -> TaskObjective:
@@ -392,6 +407,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     obj = TaskObjective(spec.kind, num_outputs, tok, pooling=cfg.pooling, scalar_mix=cfg.mode == "features",
                         early_exit=cfg.early_exit, target_scale=target_scale)
     obj.prepare(model)
+    _recurrent_features(model, cfg.mode)
     if cfg.early_exit:  # off-ramps train in stage 2 only (DeeBERT): keep them out of stage 1
         for p in model.heads["off_ramps"].parameters():
             p.requires_grad_(False)
