@@ -553,7 +553,8 @@ def _set_top_group_lr(trainer, lr: float) -> None:
 
 
 def _train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok) -> dict:
-    """DeeBERT stage 2: freeze everything, train only the off-ramps for one epoch."""
+    """DeeBERT stage 2: freeze everything, train only the off-ramps for as many epochs as stage 1, at the
+    head learning rate (``--head-lr``, default 1e-3: the ramps are fresh classifiers on frozen features)."""
     from dataclasses import replace
 
     from plmkit.training import Trainer
@@ -564,8 +565,8 @@ def _train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok) -> dict
     for p in model.heads["off_ramps"].parameters():
         p.requires_grad_(True)
     obj.ramps_only = True
-    steps = math.ceil(len(train_feats) / cfg.batch_size)
-    rc = replace(train_cfg, max_steps=steps, lr=max(cfg.lr, 1e-4), schedule="linear", layer_lr_decay=1.0,
+    steps = math.ceil(math.ceil(len(train_feats) / cfg.batch_size) * max(cfg.epochs, 1.0))
+    rc = replace(train_cfg, max_steps=steps, lr=cfg.head_lr or 1e-3, schedule="linear", layer_lr_decay=1.0,
                  unfreeze_every=0, warmup_steps=0)
     (logs / "ramps").mkdir(exist_ok=True)
     t0 = time.perf_counter()
