@@ -21,3 +21,14 @@ def shared_data() -> Path:
     if not d.is_dir():
         pytest.skip(f"shared datasets not found at {d} (set PLMKIT_DATA)")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared machine: one intra-op thread is faster than contending for its cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

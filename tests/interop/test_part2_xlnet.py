@@ -12,14 +12,6 @@ from plmkit.interop.xlnet import load_xlnet  # noqa: E402
 from plmkit.models import presets_ext  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than contending for a shared machine's cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 def _randomise(model) -> None:

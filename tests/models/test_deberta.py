@@ -11,14 +11,6 @@ from plmkit.models import presets_ext
 from plmkit.models.deberta import DebertaConfig, log_bucket_position, relative_positions
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than contending for a shared machine's cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 def _model(name="deberta-v3-tiny", **over):

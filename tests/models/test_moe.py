@@ -16,14 +16,6 @@ from plmkit.models.moe import (MoETransformer, SwitchFFN, collect_router_stats, 
                                router_z_loss)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than contending for a shared machine's cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 H, E = 8, 4
 

@@ -16,15 +16,6 @@ CAUSAL = ["ffnn-tiny", "rnn-tiny", "lstm-tiny"]
 ALL = CAUSAL + ["elmo-tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one intra-op thread is fastest, and avoids oversubscription on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -11,14 +11,6 @@ from plmkit.models import presets_ext
 from plmkit.models.seq2seq import EncoderDecoder, Seq2SeqConfig, relative_position_bucket
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than contending for a shared machine's cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 TINY = ["t5-tiny", "t5-v1_1-tiny", "bart-tiny", "mass-tiny", "switch-tiny"]
 

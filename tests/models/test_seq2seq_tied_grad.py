@@ -14,13 +14,6 @@ from plmkit.models import presets_ext
 from plmkit.models.seq2seq import Seq2SeqCache
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _pair(name: str):
     """(model on the tied path, identical copy forced onto the plain module path)."""

@@ -10,14 +10,6 @@ from plmkit.errors import UserError
 from plmkit.models import presets_ext
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than contending for a shared machine's cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 def _model(**over):
