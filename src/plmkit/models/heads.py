@@ -20,6 +20,15 @@ from plmkit.models.config import ModelConfig
 from plmkit.models.layers import ACTIVATIONS, linear
 
 
+def masked_mean(h: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``h`` (B, T, H) over the positions where ``mask`` (B, T) is 1 (all of them when None) -> (B, H);
+    a row without any real position gives zeros."""
+    if mask is None:
+        return h.mean(1)
+    m = mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 class HeadTransform(nn.Module):
     """dense(H -> E) -> activation -> LayerNorm(E): BERT's ``cls.predictions.transform``."""
 

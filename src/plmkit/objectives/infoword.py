@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plmkit.errors import UserError
+from plmkit.models.heads import masked_mean
 from plmkit.objectives.base import (
     IGNORE,
     Objective,
@@ -164,8 +165,7 @@ class InfoWord(Objective):
         h = out.last_hidden_state
         if self.config.pooling == "cls":
             return out.pooled if out.pooled is not None else h[:, 0]
-        m = mask[..., None].to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return masked_mean(h, mask)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         sel = batch["labels"] != IGNORE

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmkit.models.heads import masked_mean
+
 
 class ScalarMix(nn.Module):
     """``gamma * sum_j softmax(w)_j * h_j`` over the L+1 hidden states (embeddings + every layer).
@@ -87,13 +89,6 @@ class ScalarMix(nn.Module):
         return self.gamma * torch.einsum("l,lbth->bth", w, stacked)
 
 
-def _masked_mean(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if mask is None:
-        return h.mean(1)
-    m = mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
 class SequenceHead(nn.Module):
     """Pool the sequence to one vector, then ``dropout -> [dense -> tanh] -> linear`` to C outputs.
 
@@ -121,11 +116,11 @@ class SequenceHead(nn.Module):
     def pool(self, out, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.scalar_mix is not None:
             h = self.scalar_mix(out.hidden_states, attention_mask)  # (B, T, H)
-            return _masked_mean(h, attention_mask) if self.pooling == "mean" else h[:, 0]
+            return masked_mean(h, attention_mask) if self.pooling == "mean" else h[:, 0]
         if self.pooling == "pooler" and getattr(out, "pooled", None) is not None:
             return out.pooled  # (B, H)
         if self.pooling == "mean":
-            return _masked_mean(out.last_hidden_state, attention_mask)
+            return masked_mean(out.last_hidden_state, attention_mask)
         return out.last_hidden_state[:, 0]
 
     def forward(self, out, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
