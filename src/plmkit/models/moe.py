@@ -238,7 +238,7 @@ def _moe_transformer_classes():
                                                            / math.sqrt(2 * config.num_layers))
 
         def auxiliary_losses(self) -> dict[str, tuple[Tensor, float]]:
-            """Router losses of the last forward, weighted; the Trainer adds them to the loss."""
+            """Router losses of the last forward with their coefficients; the Trainer adds ``coef * loss``."""
             return auxiliary_losses(self)
 
         def save_pretrained(self, out_dir: Any, **kwargs: Any) -> Any:

@@ -254,6 +254,11 @@ class RelativePositionBias(nn.Embedding):
 _TABLE_GRAD_STORAGE = WeakIdKeyDictionary()  # tied table -> a tensor on the storage its last .grad used
 
 
+def _same_layout(t: Tensor | None, ref: Tensor) -> bool:
+    """``t`` exists and has ``ref``'s shape, dtype and device."""
+    return t is not None and t.shape == ref.shape and t.dtype == ref.dtype and t.device == ref.device
+
+
 def _table_grad_buffer(weight: Tensor) -> Tensor | None:
     """A (V, H) tensor on the storage the table's previous ``.grad`` used, when nothing else uses it any
     more (``zero_grad(set_to_none=True)`` dropped it): the head's backward writes the new gradient there
@@ -262,7 +267,7 @@ def _table_grad_buffer(weight: Tensor) -> Tensor | None:
     ``.grad``, gradient accumulation, a caller's reference): then a fresh tensor is used. The cost: that
     one (V, H) block stays allocated while the table lives, also between steps."""
     alias = _TABLE_GRAD_STORAGE.get(weight)
-    if alias is None or alias.shape != weight.shape or alias.dtype != weight.dtype or alias.device != weight.device:
+    if not _same_layout(alias, weight):
         return None
     storage = alias.untyped_storage()
     try:
@@ -305,8 +310,7 @@ class _TiedHead(torch.autograd.Function):
             torch.mm(g2.t(), h2, out=gw)  # (V, H), into the previous step's (released) gradient memory
         else:
             gw = torch.mm(g2.t(), h2)  # (V, H), contiguous
-            old = _TABLE_GRAD_STORAGE.get(weight)
-            if old is None or old.shape != gw.shape or old.dtype != gw.dtype or old.device != gw.device:
+            if not _same_layout(_TABLE_GRAD_STORAGE.get(weight), gw):
                 # a second tensor object on its storage, not a view: autograd still sees one reference
                 # to ``gw`` and hands it to .grad without a copy
                 _TABLE_GRAD_STORAGE[weight] = gw.new_empty(0).set_(gw.untyped_storage(), 0, gw.shape, gw.stride())
@@ -485,7 +489,6 @@ class Stack(nn.Module):
             self_cache.advance(T)
         return x, (tuple(hidden) if hidden is not None else None)
 
-
     def _position_bias(self, T: int, S: int, past: int, cache: Seq2SeqCache | None) -> Tensor:
         """The relative bias (1, Nh, T, S) of queries past..past+T-1 over keys 0..S-1. Decoding without
         autograd slices it from one (1, Nh, n, n) table kept in the cache (built on the first step, as
@@ -516,8 +519,8 @@ class EncoderDecoder(nn.Module):
     contract plus ``decoder_input_ids`` / ``decoder_attention_mask`` / ``encoder_outputs``."""
 
     def auxiliary_losses(self) -> dict[str, tuple[Tensor, float]]:
-        """Switch router losses of the last forward, weighted (empty for dense models); the Trainer
-        adds them to the objective's loss."""
+        """Switch router losses of the last forward with their coefficients (empty for dense models);
+        the Trainer adds ``coef * loss`` to the objective's loss."""
         from plmkit.models.moe import auxiliary_losses
 
         return auxiliary_losses(self)

@@ -344,7 +344,7 @@ class Trainer:
             with ctx:
                 loss, mets = obj.loss(self.forward_model, batch)
             # Models with auxiliary training losses (Switch-MoE router load balancing and z-loss) expose
-            # them, already weighted by their coefficients, for the forward that just ran.
+            # them with their coefficients, for the forward that just ran.
             aux_losses = getattr(self.model, "auxiliary_losses", None)
             for aux_name, (value, coef) in (aux_losses() if aux_losses else {}).items():
                 loss = loss + coef * value
