@@ -565,7 +565,7 @@ def _train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok) -> dict
     for p in model.heads["off_ramps"].parameters():
         p.requires_grad_(True)
     obj.ramps_only = True
-    steps = math.ceil(math.ceil(len(train_feats) / cfg.batch_size) * max(cfg.epochs, 1.0))
+    steps = max(train_cfg.max_steps, math.ceil(len(train_feats) / cfg.batch_size))  # stage 1's, >= one epoch
     rc = replace(train_cfg, max_steps=steps, lr=cfg.head_lr or 1e-3, schedule="linear", layer_lr_decay=1.0,
                  unfreeze_every=0, warmup_steps=0)
     (logs / "ramps").mkdir(exist_ok=True)
