@@ -23,9 +23,10 @@ def shared_data() -> Path:
     return d
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Tiny models on a shared machine: one intra-op thread is faster than contending for its cores."""
+    """Tiny models on a shared machine: one intra-op thread is faster than contending for its cores.
+    Module scope, so that module-scoped fixtures (models trained once per file) run single-threaded too."""
     import torch
 
     n = torch.get_num_threads()

@@ -28,13 +28,6 @@ NEG = ["bad", "awful", "boring", "dull", "poor"]
 FILL = ["the", "movie", "film", "was", "a", "plot", "and", "very", "story", "it"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def elmo_dir(tmp_path_factory):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,13 +17,6 @@ from plmkit.tasks.heads import ScalarMix, SequenceHead
 
 H, T = 16, 6
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _offset_states(n: int, g: torch.Generator):
