@@ -23,6 +23,7 @@ from torch import Tensor
 from plmkit.errors import UserError
 from plmkit.generation.cache import KVCache
 from plmkit.generation.logits import process
+from plmkit.models.layers import decoding_weights
 
 
 def _validate(model, input_ids: Tensor, attention_mask: Tensor | None, max_new_tokens: int,
@@ -137,6 +138,7 @@ def generate(
     use_cache: bool = True,
     length_penalty: float = 1.0,
     generator: torch.Generator | None = None,
+    pack_weights: bool | None = None,
 ) -> Tensor:
     """Generate up to ``max_new_tokens`` tokens after each (left-padded) prompt.
 
@@ -151,6 +153,9 @@ def generate(
         streamer: ``put(tokens)/end()`` object or callable receiving the (B,) new tokens each step.
         use_cache: decode with the static KV cache (False recomputes the prefix: slow, for testing).
         generator: torch RNG for sampling (default: the global RNG).
+        pack_weights: decode few-row steps with cached transposed weight copies (faster on CPU, one extra
+            copy of the decoder's weights kept for later calls; ``plmkit.models.layers.decoding_weights``).
+            None: on when the parameters take <= 2 GiB. ``release_decoding_weights(model)`` frees the copy.
     Returns:
         (B, T + n) long tensor: prompt followed by the generated tokens (n <= max_new_tokens).
     """
@@ -163,18 +168,19 @@ def generate(
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
     if max_new_tokens == 0:
         return input_ids.clone()
+    if num_beams > 1 and do_sample:
+        raise UserError("num_beams > 1 with do_sample=True (beam sampling) is not supported")
+    if num_beams > 1 and streamer is not None:
+        raise UserError("a streamer cannot be used with beam search (num_beams > 1)")
     was_training = model.training
     model.eval()
     try:
-        if num_beams > 1:
-            if do_sample:
-                raise UserError("num_beams > 1 with do_sample=True (beam sampling) is not supported")
-            if streamer is not None:
-                raise UserError("a streamer cannot be used with beam search (num_beams > 1)")
-            return _beam_search(model, input_ids, mask, max_new_tokens, num_beams, repetition_penalty, eos,
-                                pad_token_id, use_cache, length_penalty)
-        return _sample(model, input_ids, mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-                       repetition_penalty, eos, pad_token_id, streamer, use_cache, generator)
+        with decoding_weights(model, pack_weights):
+            if num_beams > 1:
+                return _beam_search(model, input_ids, mask, max_new_tokens, num_beams, repetition_penalty, eos,
+                                    pad_token_id, use_cache, length_penalty)
+            return _sample(model, input_ids, mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                           repetition_penalty, eos, pad_token_id, streamer, use_cache, generator)
     finally:
         model.train(was_training)
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.generation.logits import process
+from plmkit.models.layers import decoding_weights
 
 
 class _DecoderStepper:
@@ -81,6 +82,7 @@ def generate(
     generator: torch.Generator | None = None,
     forced_bos_token_id: int | None = None,
     forced_eos_token_id: int | None = None,
+    pack_weights: bool | None = None,
 ) -> Tensor:
     """Generate up to ``max_new_tokens`` decoder tokens for each source sequence.
 
@@ -90,6 +92,9 @@ def generate(
         eos_token_id: stop a row at this id (default: ``config.eos_token_id``, as HF).
         decoder_start_token_id: default ``config.decoder_start_token_id``.
         forced_bos_token_id / forced_eos_token_id: default ``config.extra`` (BART checkpoints).
+        pack_weights: decode few-row steps with cached transposed weight copies (faster on CPU, one extra
+            copy of the decoder's weights kept for later calls; ``plmkit.models.layers.decoding_weights``).
+            None: on when the parameters take <= 2 GiB. ``release_decoding_weights(model)`` frees the copy.
         Other arguments as ``plmkit.generation.generate``.
     Returns:
         (B, 1 + n) long tensor: start token followed by the generated tokens (n <= max_new_tokens).
@@ -149,11 +154,12 @@ def generate(
                 return _force(scores, fe)
             return scores
 
-        if K > 1:
-            return _beam_search(stepper, B, K, max_new_tokens, repetition_penalty, eos, pad_token_id,
-                                length_penalty, constrain)
-        return _sample(stepper, B, max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty,
-                       eos, pad_token_id, streamer, generator, constrain)
+        with decoding_weights(model, pack_weights):  # the encoder ran above with all its rows
+            if K > 1:
+                return _beam_search(stepper, B, K, max_new_tokens, repetition_penalty, eos, pad_token_id,
+                                    length_penalty, constrain)
+            return _sample(stepper, B, max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty,
+                           eos, pad_token_id, streamer, generator, constrain)
     finally:
         model.train(was_training)
 

@@ -41,15 +41,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.layers import (ACTIVATIONS, ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block,
-                                  Embeddings, SelfAttention, make_norm)
-
-try:  # the shared fused CPU linear (oneDNN bias + activation epilogue) when this build has it
-    from plmkit.models.layers import linear
-except ImportError:  # pragma: no cover - older layers.py
-    def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
-        y = F.linear(x, layer.weight, layer.bias)
-        return ACTIVATIONS[activation](y) if activation else y
+from plmkit.models.layers import (ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block,
+                                  Embeddings, SelfAttention, linear, make_norm)
 
 SEQ2SEQ_FAMILIES = ("t5", "bart", "mass", "switch")
 
@@ -510,7 +503,7 @@ class LMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.decoder(hidden)
+        return linear(hidden, self.decoder)
 
 
 # ---------------------------------------------------------------------------- model
