@@ -215,10 +215,25 @@ def test_evaluate_perplexity_is_token_weighted_exp_nll():
         logp = torch.log_softmax(model(ids[:, :-1]).logits, -1)
         nll = -logp.gather(-1, ids[:, 1:, None]).mean()
     assert ppl == pytest.approx(math.exp(float(nll)), rel=1e-5)
-    assert model.training is False or model.training is True  # evaluation restores the mode below
     model.train()
     evaluate_perplexity(model, obj, data)
-    assert model.training
+    assert model.training  # evaluation restores the training mode
+
+
+def test_no_perplexity_for_losses_that_are_not_token_nll():
+    from plmkit.objectives import REGISTRY
+    from plmkit.training.trainer import evaluate_objective
+
+    class Weighted(TinyCLM):  # e.g. ELECTRA's gen + 50 * disc: exp(loss) is no perplexity
+        token_nll = False
+
+    data = make_data(4, seed=2)
+    res = evaluate_objective(TinyLM(dropout=0.0), Weighted(crop=16), data)
+    assert "ppl" not in res and res["loss"] > 0
+    with pytest.raises(UserError, match="no perplexity"):
+        evaluate_perplexity(TinyLM(dropout=0.0), Weighted(crop=16), data)
+    assert all(not REGISTRY[n].token_nll for n in ("rtd", "infoword", "nsp", "sop"))
+    assert all(REGISTRY[n].token_nll for n in ("mlm", "clm", "t5_span", "bart_denoise", "glm", "plm"))
 
 
 def test_gradual_unfreezing_and_layerwise_lr():

@@ -406,6 +406,9 @@ class Objective:
     name: ClassVar[str] = "objective"
     example_kind: ClassVar[str] = "window"
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
+    token_nll: ClassVar[bool] = True
+    """The loss is a mean token-level NLL, so exp(loss) is a perplexity (False: evaluation reports
+    no ``ppl`` -- a weighted sum of terms or a sentence-level loss has none)."""
 
     def __init__(self, tokenizer: Any = None, **options: Any):
         fields = {f.name for f in dataclasses.fields(self.Config)}

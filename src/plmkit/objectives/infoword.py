@@ -89,6 +89,7 @@ class InfoWord(Objective):
     """InfoNCE between masked sentences and their n-grams (see the module docstring)."""
 
     name = "infoword"
+    token_nll = False
     example_kind = "window"
     Config = InfoWordConfig
     config: InfoWordConfig

@@ -210,6 +210,7 @@ class NSP(SentencePairObjective):
     """Next-sentence prediction; batch keys: input_ids, attention_mask, token_type_ids, nsp_labels."""
 
     name = "nsp"
+    token_nll = False
     head_name = "nsp"
     label_key = "nsp_labels"
 

@@ -95,6 +95,7 @@ class RTD(Objective):
     """ELECTRA replaced-token detection (see the module docstring)."""
 
     name = "rtd"
+    token_nll = False
     example_kind = "window"
     Config = RTDConfig
     config: RTDConfig

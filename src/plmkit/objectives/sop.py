@@ -20,6 +20,7 @@ class SOP(SentencePairObjective):
     """Sentence-order prediction; batch keys: input_ids, attention_mask, token_type_ids, sop_labels."""
 
     name = "sop"
+    token_nll = False
     head_name = "sop"
     label_key = "sop_labels"
 

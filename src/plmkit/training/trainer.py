@@ -197,7 +197,7 @@ def evaluate_objective(model, objective, data: Sequence, batch_size: int = 16, m
 
     Runs under a forked RNG re-seeded with ``seed`` (objectives that corrupt inputs, e.g. MLM masking, see
     the same corruption at every evaluation, and training's RNG is untouched). Returns ``{"loss", "ppl",
-    "targets", **metrics}``; ``ppl = exp(loss)`` is the perplexity when the loss is a token-level NLL.
+    "targets", **metrics}``; ``ppl = exp(loss)``, the perplexity, only when ``objective.token_nll``.
     """
     info = info or D.current()
     if not shard:
@@ -243,7 +243,8 @@ def evaluate_objective(model, objective, data: Sequence, batch_size: int = 16, m
     if total == 0:
         raise UserError("the held-out data is empty (no examples)")
     out = {k: v / total for k, v in vals.items()}
-    out["ppl"] = math.exp(min(out["loss"], 700.0))
+    if getattr(objective, "token_nll", True):
+        out["ppl"] = math.exp(min(out["loss"], 700.0))
     out["targets"] = int(total)
     return out
 
@@ -254,6 +255,9 @@ def evaluate_perplexity(model, objective, data: Sequence, batch_size: int = 16, 
     The objective's loss must be a mean token NLL (clm, mlm, ...); the mean is weighted by each batch's
     number of predicted targets (labels != -100), so it is the corpus-level per-token perplexity.
     """
+    if not getattr(objective, "token_nll", True):
+        raise UserError(f"objective {getattr(objective, 'name', type(objective).__name__)!r} has no perplexity: "
+                        "its loss is not a mean token NLL")
     return evaluate_objective(model, objective, data, batch_size=batch_size, max_batches=max_batches)["ppl"]
 
 
