@@ -89,3 +89,23 @@ def test_seq2seq_generate_same_tokens_packed_after_training_steps():
     beams_packed = m.generate(src, max_new_tokens=5, num_beams=2, eos_token_id=[], pack_weights=True)
     beams_plain = m.generate(src, max_new_tokens=5, num_beams=2, eos_token_id=[], pack_weights=False)
     assert torch.equal(beams_packed, beams_plain)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu"])
+def test_training_linear_matches_autograd_of_f_linear(activation):
+    """The oneDNN training path (ReLU fused into the GEMM, its backward masked by the output) gives
+    F.linear's values and gradients; x has exact zeros of the pre-activation's sign boundary nearby."""
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 48)
+    x = torch.randn(4, 10, 32, requires_grad=True)
+    act = {None: lambda t: t, "relu": F.relu, "gelu": F.gelu}[activation]
+    y = linear(x, lin, activation)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, lin.weight, lin.bias), g)
+    y_ref = act(F.linear(x, lin.weight, lin.bias))
+    ref = torch.autograd.grad(y_ref, (x, lin.weight, lin.bias), g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    if activation == "relu":
+        assert (y == 0).any() and (y > 0).any()

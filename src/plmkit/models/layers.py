@@ -170,17 +170,23 @@ def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | N
 
 
 class _OneDNNLinear(torch.autograd.Function):
+    """``linear`` (and ``relu(linear)``: the ReLU runs inside the GEMM and its backward masks the
+    gradient with the saved output, so no separate activation pass and no pre-activation kept)."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias, dtype):
+    def forward(ctx, x, weight, bias, dtype, relu=False):
         xc, wc = x.to(dtype), weight.to(dtype)
         bc = bias.to(dtype) if bias is not None else None
-        ctx.save_for_backward(xc, wc)
         ctx.dtypes = (x.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        return torch.ops.mkldnn._linear_pointwise(xc, wc, bc, "none", [], "")
+        y = torch.ops.mkldnn._linear_pointwise(xc, wc, bc, "relu" if relu else "none", [], "")
+        ctx.save_for_backward(xc, wc, y if relu else None)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        xc, wc = ctx.saved_tensors
+        xc, wc, y = ctx.saved_tensors
+        if y is not None:  # d relu(z) / dz = [z > 0] = [y > 0]
+            grad = torch.ops.aten.threshold_backward(grad, y, 0)
         g = grad.to(wc.dtype)
         g2 = g.reshape(-1, g.shape[-1])  # (N, out)
         gx = gw = gb = None
@@ -190,7 +196,7 @@ class _OneDNNLinear(torch.autograd.Function):
             gw = (g2.t() @ xc.reshape(-1, xc.shape[-1])).to(ctx.dtypes[1])  # (out, in)
         if ctx.dtypes[2] is not None and ctx.needs_input_grad[2]:
             gb = g2.sum(0, dtype=torch.float32).to(ctx.dtypes[2])
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
 def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
@@ -209,6 +215,8 @@ def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor
         y = F.linear(x, layer.weight, layer.bias)
         return ACTIVATIONS[activation](y) if activation else y
     if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
+        if activation == "relu":
+            return _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype, True)
         y = _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype)
         return ACTIVATIONS[activation](y) if activation else y
     b = layer.bias.to(dtype) if layer.bias is not None else None
