@@ -21,15 +21,17 @@ on a shared machine with one thread; ``*_wall_s``: wall seconds). Ratios (HF tim
 - greedy_generation: ``generate(max_new_tokens=--new)`` with no EOS stop, batch ``--batch``; the
   outputs are checked to be identical token for token.
 
-Results (torch 2.13.0+cpu, transformers 5.24.0, 2-core shared Xeon VM, load average 4-6 from other
-jobs during the runs), HF time / plmkit time of the process-CPU medians (wall-clock ratio in brackets):
+Results (torch 2.13.0+cpu, transformers 5.24.0, 2-core shared Xeon VM; the runs of this revision had one other
+one-thread job on the second core), HF time / plmkit time of the process-CPU medians (wall-clock ratio in brackets):
 
     config                    train_step     fwd_bwd        train_step_fused  greedy_generation   file
-    1 thread,  B4 S64  T32    1.141 (1.183)  1.072 (1.048)  1.205 (1.186)     1.139 (1.114)       bench_t5_cputime.json
-    1 thread,  B1 S32  T16    1.195 (1.347)  1.241 (1.138)  1.550 (1.595)     1.204 (1.255)       bench_t5_b1_cputime.json
-    1 thread,  B8 S128 T32    1.082 (1.096)  1.037 (1.036)  1.093 (1.068)     1.087 (1.069)       bench_t5_b8_s128_cputime.json
-    2 threads, B4 S64  T32    0.918 (0.913)  0.807 (0.779)  0.960 (0.958)     1.240 (1.241)       bench_t5_2threads.json
-    before this revision's model changes (same session, B4 S64 T32, 1 thread):
+    1 thread,  B4 S64  T32    1.147 (1.188)  1.071 (1.036)  1.194 (1.189)     1.372 (1.345)       bench_t5_cputime.json
+    1 thread,  B1 S32  T16    1.252 (1.316)  1.262 (1.281)  1.592 (1.519)     1.276 (1.300)       bench_t5_b1_cputime.json
+    1 thread,  B8 S128 T32    1.107 (1.179)  1.027 (1.044)  1.069 (1.080)     1.211 (1.271)       bench_t5_b8_s128_cputime.json
+    2 threads, B4 S64  T32    0.918 (0.913)  0.807 (0.779)  0.960 (0.958)     1.240 (1.241)       bench_t5_2threads.json (older revision)
+    before the decoding weight copies (previous revision, B4 S64 T32, 1 thread):
+                              1.141 (1.183)  1.072 (1.048)  1.205 (1.186)     1.139 (1.114)
+    before the tied-table gradient path (B4 S64 T32, 1 thread):
                               0.997 (0.946)  0.995 (0.979)  1.006 (1.004)     1.086 (1.112)
 
     python bench/bench_t5.py --reps 9 --out bench/results/bench_t5_cputime.json
@@ -37,14 +39,17 @@ jobs during the runs), HF time / plmkit time of the process-CPU medians (wall-cl
     python bench/bench_t5.py --batch 8 --src 128 --tgt 32 --reps 7 --out bench/results/bench_t5_b8_s128_cputime.json
     python bench/bench_t5.py --threads 2 --reps 9 --out bench/results/bench_t5_2threads.json
 
-Repeated B4 runs spread by about +-0.03 (train_step 1.11-1.15, greedy_generation 1.13-1.16). The two-thread
-figures are dominated by the machine's contention (two busy threads on two cores already used by other
-jobs: a forward+backward A/B minutes later read 1.09 for this revision and 1.07 before it, with 8x the
-CPU seconds of this run); take them as unmeasured. What the ratios are made of: the T5 matmuls (~70% of a step) are the same GEMMs on both
-sides; plmkit saves HF's dense word-table gradients (two (V, H) embedding gradients zeroed, filled and
-added to the head's: 0.1-0.15 s of a B4 step) and HF's per-step generate() overhead (~1.3 ms of ~30 ms per
-step at B4); the optimizer (the same torch AdamW) is ~35% of train_step; bigger shapes are GEMM-bound
-and tend to 1.
+Repeated B4 runs spread by about +-0.03. The two-thread figures (an older revision) are dominated by the
+machine's contention; take them as unmeasured. What the ratios are made of:
+- generation: each decoding step multiplies a few rows by every decoder weight and the (V, H) table, so it is
+  the time to read the weights. plmkit decodes with cached contiguous (in, out) copies of them
+  (``plmkit.models.layers.decoding_weights``; BLAS reads them 1.3-1.7x faster than a transposed (out, in) operand
+  at 4 rows), plus less per-step Python than HF's generate().
+- training: a B4 step is ~0.20 s forward, ~0.33 s backward and ~0.27 s optimizer (plmkit; HF ~0.20 / 0.43 / 0.27,
+  measured by phase). The per-tensor AdamW of hf_baseline is the same code on both sides (a third of the step,
+  page-faulting two 66 MB temporaries for the word table each step), and the forward GEMMs are the same MKL /
+  oneDNN kernels; plmkit's margin is the backward, where it skips HF's dense per-lookup gradients of the tied
+  table (two (V, H) gradients zeroed, filled and added: ~0.1 s at B4). Bigger shapes are GEMM-bound and tend to 1.
 """
 
 from __future__ import annotations
