@@ -4,7 +4,7 @@
     python scripts/finetune_report.py ensembles --out /tmp/ftruns      # vote / averaged ensembles of three mode runs
     python scripts/finetune_report.py table --out /tmp/ftruns          # markdown table of every finished job
     python scripts/finetune_report.py scratch --out /tmp/ftruns       # pretrain a small BERT, then pretrained vs random init
-                      [--scratch-recipe mlm15|mlm40-nodropout] [--pretrain-run RUN]   (3 seeds x n=4000 / 1000)
+                      [--scratch-recipe mlm15|mlm40-nodropout] [--pretrain-run RUN]   (5 seeds x n=4000 / 1000)
 
 Each job is one ``plm finetune`` (or ``plm evaluate``) command; a job whose ``eval.json`` exists is skipped,
 so a queue can be restarted. Budgets are small on purpose (the checks ran on 2 shared CPU cores):
@@ -118,9 +118,9 @@ train: {{max_steps: 1800, batch_size: 64, lr: 1.0e-3, schedule: linear, warmup_s
         seed: 1, log_every: 25, eval_every: 900, eval_batches: 8, save_every: 900, keep_last: 1, num_threads: 1}}
 """,
 }
-# fine-tuning grid of the comparison: (training examples, epochs) x seeds, lr 1e-3, mean pooling, dropout 0.1
+# fine-tuning grid of the comparison: (training examples, epochs) x 5 seeds, lr 1e-3, mean pooling, dropout 0.1
 SCRATCH_GRID = ((4000, 3), (1000, 5))
-SCRATCH_SEEDS = (1, 2, 3)
+SCRATCH_SEEDS = (1, 2, 3, 4, 5)
 
 
 def scratch_pretrain(out: Path, recipe_name: str = "mlm15") -> Path:
