@@ -104,15 +104,19 @@ def _cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
 
 # ---------------------------------------------------------------------------- decoding weights
 # A decoding step multiplies a few rows (batch x beams) by every weight matrix: the time is reading
-# the weights. BLAS reads a (out, in) weight used as ``x @ W.T`` 1.3-1.7x slower than the same
-# weight stored as a contiguous (in, out) matrix (T5-small shapes, 4 rows, one thread: 2048x512
-# 0.26 -> 0.16 ms, the 32128x512 table 4.2 -> 3.3 ms). Inside ``decoding_weights()`` (what
-# ``generate`` enters) ``linear`` multiplies <= PACK_MAX_ROWS rows by such a transposed copy, made
-# once per weight and kept until the weight changes (its storage or version counter), so repeated
-# generate calls on a fixed model pay the copy once. The cost is one extra copy of the weights that
-# decoding touches; ``release_decoding_weights`` frees it, ``generate(..., pack_weights=False)``
-# never makes it. Outside the context (training, scoring, prefill of many rows) nothing changes.
-PACK_MAX_ROWS = 8
+# the weights. From 4 rows on, BLAS reads a (out, in) weight used as ``x @ W.T`` 1.3-2.5x slower than
+# the same weight stored as a contiguous (in, out) matrix, and oneDNN is no better (T5-small shapes,
+# one thread: 2048x512 at 4 rows 0.29 -> 0.16 ms, at 16 rows 0.39 -> 0.26; the 32128x512 table at 4
+# rows 4.4 -> 3.4 ms, at 16 rows 6.6 -> 5.9). Below 4 rows MKL's ``x @ W.T`` is already a fast
+# matrix-vector kernel and the copy loses (table at 1-3 rows: 2.1 vs 2.2-3.3 ms). So inside
+# ``decoding_weights()`` (what ``generate`` enters) ``linear`` multiplies PACK_MIN_ROWS..PACK_MAX_ROWS
+# rows by such a transposed copy, made once per weight and kept until the weight changes (its
+# storage or version counter), so repeated generate calls on a fixed model pay the copy once. The
+# cost is one extra copy of the weights that decoding touches; ``release_decoding_weights`` frees
+# it, ``generate(..., pack_weights=False)`` never makes it. Outside the context (training, scoring)
+# nothing changes.
+PACK_MIN_ROWS = 4
+PACK_MAX_ROWS = 64
 PACK_AUTO_MAX_BYTES = 2 * 1024 ** 3
 """``pack_weights=None`` (generate's default) packs when the model's parameters take at most this
 many bytes, so the copy never doubles the memory of a large model unasked."""
@@ -159,7 +163,8 @@ def release_decoding_weights(model: nn.Module | None = None) -> int:
 
 def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
     """``F.linear`` through the cached transposed weight, or None when packing does not apply."""
-    if (not _PACKING.get() or torch.is_grad_enabled() or x.numel() > PACK_MAX_ROWS * x.shape[-1]
+    if (not _PACKING.get() or torch.is_grad_enabled()
+            or not PACK_MIN_ROWS * x.shape[-1] <= x.numel() <= PACK_MAX_ROWS * x.shape[-1]
             or x.device.type != "cpu" or x.dtype != weight.dtype or weight.dim() != 2
             or torch.compiler.is_compiling()):
         return None
