@@ -153,7 +153,7 @@ def generate(
         streamer: ``put(tokens)/end()`` object or callable receiving the (B,) new tokens each step.
         use_cache: decode with the static KV cache (False recomputes the prefix: slow, for testing).
         generator: torch RNG for sampling (default: the global RNG).
-        pack_weights: decode steps of 4-64 rows with cached transposed weight copies (faster on CPU, one
+        pack_weights: decode steps of <= 64 rows with cached transposed weight copies (faster on CPU, one
             extra copy of the decoder's weights kept for later calls; ``plmkit.models.layers.decoding_weights``).
             None: on when the parameters take <= 2 GiB. ``release_decoding_weights(model)`` frees the copy.
     Returns:

@@ -92,7 +92,7 @@ def generate(
         eos_token_id: stop a row at this id (default: ``config.eos_token_id``, as HF).
         decoder_start_token_id: default ``config.decoder_start_token_id``.
         forced_bos_token_id / forced_eos_token_id: default ``config.extra`` (BART checkpoints).
-        pack_weights: decode steps of 4-64 rows with cached transposed weight copies (faster on CPU, one
+        pack_weights: decode steps of <= 64 rows with cached transposed weight copies (faster on CPU, one
             extra copy of the decoder's weights kept for later calls; ``plmkit.models.layers.decoding_weights``).
             None: on when the parameters take <= 2 GiB. ``release_decoding_weights(model)`` frees the copy.
         Other arguments as ``plmkit.generation.generate``.

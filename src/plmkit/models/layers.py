@@ -104,18 +104,18 @@ def _cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
 
 # ---------------------------------------------------------------------------- decoding weights
 # A decoding step multiplies a few rows (batch x beams) by every weight matrix: the time is reading
-# the weights. From 4 rows on, BLAS reads a (out, in) weight used as ``x @ W.T`` 1.3-2.5x slower than
-# the same weight stored as a contiguous (in, out) matrix, and oneDNN is no better (T5-small shapes,
-# one thread: 2048x512 at 4 rows 0.29 -> 0.16 ms, at 16 rows 0.39 -> 0.26; the 32128x512 table at 4
-# rows 4.4 -> 3.4 ms, at 16 rows 6.6 -> 5.9). Below 4 rows MKL's ``x @ W.T`` is already a fast
-# matrix-vector kernel and the copy loses (table at 1-3 rows: 2.1 vs 2.2-3.3 ms). So inside
-# ``decoding_weights()`` (what ``generate`` enters) ``linear`` multiplies PACK_MIN_ROWS..PACK_MAX_ROWS
-# rows by such a transposed copy, made once per weight and kept until the weight changes (its
-# storage or version counter), so repeated generate calls on a fixed model pay the copy once. The
-# cost is one extra copy of the weights that decoding touches; ``release_decoding_weights`` frees
-# it, ``generate(..., pack_weights=False)`` never makes it. Outside the context (training, scoring)
-# nothing changes.
-PACK_MIN_ROWS = 4
+# the weights. BLAS reads a (out, in) weight used as ``x @ W.T`` slower than the same weight stored
+# as a contiguous (in, out) matrix, and oneDNN is no better: T5-small shapes, one thread, 2048x512
+# at 4 rows 0.29 -> 0.16 ms, at 16 rows 0.39 -> 0.26; the 32128x512 table at 4 rows 4.4 -> 3.4 ms.
+# At 1-3 rows MKL's ``x @ W.T`` is a matrix-vector kernel that matches the copy when the weight is
+# cache-hot, but in the decoding loop (weights streamed from memory) the copy still wins: T5-small
+# generate, 32 tokens, 2-7% faster at batch 1-3, 37% at batch 4. So inside ``decoding_weights()``
+# (what ``generate`` enters) ``linear`` multiplies PACK_MIN_ROWS..PACK_MAX_ROWS rows by such a
+# transposed copy, made once per weight and kept until the weight changes (its storage or version
+# counter), so repeated generate calls on a fixed model pay the copy once. The cost is one extra copy
+# of the weights that decoding touches; ``release_decoding_weights`` frees it,
+# ``generate(..., pack_weights=False)`` never makes it. Outside the context nothing changes.
+PACK_MIN_ROWS = 1
 PACK_MAX_ROWS = 64
 PACK_AUTO_MAX_BYTES = 2 * 1024 ** 3
 """``pack_weights=None`` (generate's default) packs when the model's parameters take at most this
