@@ -4,7 +4,7 @@
     python scripts/finetune_report.py ensembles --out /tmp/ftruns      # vote / averaged ensembles of three mode runs
     python scripts/finetune_report.py table --out /tmp/ftruns          # markdown table of every finished job
     python scripts/finetune_report.py scratch --out /tmp/ftruns       # pretrain a small BERT, then pretrained vs random init
-                      [--scratch-recipe mlm15|mlm40-nodropout] [--pretrain-run RUN]   (5 seeds x n=4000 / 1000)
+                      [--scratch-recipe mlm15|mlm40-nodropout|mlm15-small] [--pretrain-run RUN]   (5 seeds x n=4000 / 1000)
 
 Each job is one ``plm finetune`` (or ``plm evaluate``) command; a job whose ``eval.json`` exists is skipped,
 so a queue can be restarted. Budgets are small on purpose (the checks ran on 2 shared CPU cores):
@@ -116,6 +116,20 @@ data:
 objective: {{name: mlm, masking: whole_word, rate: 0.4}}
 train: {{max_steps: 1800, batch_size: 64, lr: 1.0e-3, schedule: linear, warmup_steps: 150, weight_decay: 0.01,
         seed: 1, log_every: 25, eval_every: 900, eval_batches: 8, save_every: 900, keep_last: 1, num_threads: 1}}
+""",
+    # a quarter of the compute per step (2 x 128): 8,000 steps (26 passes over the text), 16 min at 2 threads
+    "mlm15-small": """\
+model:
+  preset: bert-tiny
+  overrides: {{hidden_size: 128, num_layers: 2, num_heads: 2, intermediate_size: 512, max_position_embeddings: 64}}
+tokenizer: {{train: {{kind: wordpiece, vocab_size: 8000}}}}
+data:
+  train: [{wt}/valid.txt, {wt}/test.txt, {shakespeare}, {contexts}]
+  valid_fraction: 0.01
+  seq_len: 62
+objective: {{name: mlm, masking: whole_word}}
+train: {{max_steps: 8000, batch_size: 64, lr: 1.0e-3, schedule: linear, warmup_steps: 300, weight_decay: 0.01,
+        seed: 1, log_every: 25, eval_every: 4000, eval_batches: 8, save_every: 4000, keep_last: 1, num_threads: 2}}
 """,
 }
 # fine-tuning grid of the comparison: (training examples, epochs) x 5 seeds, lr 1e-3, mean pooling, dropout 0.1
@@ -229,7 +243,7 @@ def main() -> None:
     ap.add_argument("action", choices=["run", "table", "scratch", "ensembles"])
     ap.add_argument("--pretrain-run", default=None,
                     help="scratch: an existing plm pretrain run (default: run the small-BERT pretraining first)")
-    ap.add_argument("--scratch-recipe", default="mlm15", choices=["mlm15", "mlm40-nodropout"],
+    ap.add_argument("--scratch-recipe", default="mlm15", choices=["mlm15", "mlm40-nodropout", "mlm15-small"],
                     help="scratch: which pretraining recipe to run when --pretrain-run is not given")
     ap.add_argument("queue", nargs="?", choices=list(QUEUES))
     ap.add_argument("--out", default="/tmp/ftruns")
