@@ -21,15 +21,15 @@ on a shared machine with one thread; ``*_wall_s``: wall seconds). Ratios (HF tim
 - greedy_generation: ``generate(max_new_tokens=--new)`` with no EOS stop, batch ``--batch``; the
   outputs are checked to be identical token for token.
 
-Results (torch 2.13.0+cpu, transformers 5.24.0, 2-core shared Xeon VM; the runs of this revision had one other
-one-thread job on the second core), HF time / plmkit time of the process-CPU medians (wall-clock ratio in brackets):
+Results (torch 2.13.0+cpu, transformers 5.24.0, 2-core Xeon VM, otherwise idle during these runs), HF time /
+plmkit time of the process-CPU medians (wall-clock ratio in brackets):
 
     config                    train_step     fwd_bwd        train_step_fused  greedy_generation   file
-    1 thread,  B4 S64  T32    1.147 (1.188)  1.071 (1.036)  1.194 (1.189)     1.372 (1.345)       bench_t5_cputime.json
-    1 thread,  B1 S32  T16    1.252 (1.316)  1.262 (1.281)  1.592 (1.519)     1.276 (1.300)       bench_t5_b1_cputime.json
-    1 thread,  B8 S128 T32    1.107 (1.179)  1.027 (1.044)  1.069 (1.080)     1.211 (1.271)       bench_t5_b8_s128_cputime.json
-    2 threads, B4 S64  T32    0.918 (0.913)  0.807 (0.779)  0.960 (0.958)     1.240 (1.241)       bench_t5_2threads.json (older revision)
-    before the decoding weight copies (previous revision, B4 S64 T32, 1 thread):
+    1 thread,  B4 S64  T32    1.151 (1.151)  1.069 (1.069)  1.178 (1.178)     1.422 (1.422)       bench_t5_cputime.json
+    1 thread,  B1 S32  T16    1.210 (1.210)  1.209 (1.206)  1.484 (1.485)     1.222 (1.222)       bench_t5_b1_cputime.json
+    1 thread,  B8 S128 T32    1.063 (1.063)  1.014 (1.014)  1.087 (1.087)     1.309 (1.308)       bench_t5_b8_s128_cputime.json
+    2 threads, B4 S64  T32    1.137 (1.140)  1.069 (1.073)  1.195 (1.197)     1.288 (1.288)       bench_t5_2threads.json
+    before the decoding weight copies (previous revision, B4 S64 T32, 1 thread, shared machine):
                               1.141 (1.183)  1.072 (1.048)  1.205 (1.186)     1.139 (1.114)
     before the tied-table gradient path (B4 S64 T32, 1 thread):
                               0.997 (0.946)  0.995 (0.979)  1.006 (1.004)     1.086 (1.112)
@@ -39,12 +39,12 @@ one-thread job on the second core), HF time / plmkit time of the process-CPU med
     python bench/bench_t5.py --batch 8 --src 128 --tgt 32 --reps 7 --out bench/results/bench_t5_b8_s128_cputime.json
     python bench/bench_t5.py --threads 2 --reps 9 --out bench/results/bench_t5_2threads.json
 
-Repeated B4 runs spread by about +-0.03. The two-thread figures (an older revision) are dominated by the
-machine's contention; take them as unmeasured. What the ratios are made of:
+Repeated B4 runs spread by about +-0.03 (the previous revision's two-thread run, on a busy machine, read 0.92 /
+0.81 / 0.96 / 1.24: contention, not the code). What the ratios are made of:
 - generation: each decoding step multiplies a few rows by every decoder weight and the (V, H) table, so it is
   the time to read the weights. plmkit decodes with cached contiguous (in, out) copies of them
   (``plmkit.models.layers.decoding_weights``; BLAS reads them 1.3-1.7x faster than a transposed (out, in) operand
-  at 4 rows), plus less per-step Python than HF's generate().
+  at 4 rows; 2-7% faster generation even at batch 1-3), plus less per-step Python than HF's generate().
 - training: a B4 step is ~0.20 s forward, ~0.33 s backward and ~0.27 s optimizer (plmkit; HF ~0.20 / 0.43 / 0.27,
   measured by phase). The per-tensor AdamW of hf_baseline is the same code on both sides (a third of the step,
   page-faulting two 66 MB temporaries for the word table each step), and the forward GEMMs are the same MKL /
