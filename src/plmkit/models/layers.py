@@ -109,7 +109,7 @@ def _cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
 # at 4 rows 0.29 -> 0.16 ms, at 16 rows 0.39 -> 0.26; the 32128x512 table at 4 rows 4.4 -> 3.4 ms.
 # At 1-3 rows MKL's ``x @ W.T`` is a matrix-vector kernel that matches the copy when the weight is
 # cache-hot, but in the decoding loop (weights streamed from memory) the copy still wins: T5-small
-# generate, 32 tokens, 2-7% faster at batch 1-3, 37% at batch 4. So inside ``decoding_weights()``
+# generate, 32 tokens, 2-7% faster at batch 1-3, ~30% at batch 4. So inside ``decoding_weights()``
 # (what ``generate`` enters) ``linear`` multiplies PACK_MIN_ROWS..PACK_MAX_ROWS rows by such a
 # transposed copy, made once per weight and kept until the weight changes (its storage or version
 # counter), so repeated generate calls on a fixed model pay the copy once. The cost is one extra copy
