@@ -4,7 +4,7 @@
     python scripts/finetune_report.py ensembles --out /tmp/ftruns      # vote / averaged ensembles of three mode runs
     python scripts/finetune_report.py table --out /tmp/ftruns          # markdown table of every finished job
     python scripts/finetune_report.py scratch --out /tmp/ftruns       # pretrain a small BERT, then pretrained vs random init
-                      [--scratch-recipe mlm15|mlm40-nodropout|mlm15-small] [--pretrain-run RUN]   (5 seeds x n=4000 / 1000)
+                      [--scratch-recipe mlm15|mlm40-nodropout|mlm15-small] [--pretrain-run RUN] [--seeds 5]
 
 Each job is one ``plm finetune`` (or ``plm evaluate``) command; a job whose ``eval.json`` exists is skipped,
 so a queue can be restarted. Budgets are small on purpose (the checks ran on 2 shared CPU cores):
@@ -115,7 +115,7 @@ SCRATCH_RECIPES = {
 }
 # fine-tuning grid of the comparison: (training examples, epochs) x 5 seeds, lr 1e-3, mean pooling, dropout 0.1
 SCRATCH_GRID = ((4000, 3), (1000, 5))
-SCRATCH_SEEDS = (1, 2, 3, 4, 5)
+SCRATCH_SEEDS = (1, 2, 3, 4, 5)  # the default; --seeds N runs 1..N
 
 
 def scratch_pretrain(out: Path, recipe_name: str = "mlm15") -> Path:
@@ -166,7 +166,7 @@ def ensembles(out: Path) -> None:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
 
 
-def scratch(out: Path, run: Path) -> None:
+def scratch(out: Path, run: Path, seeds: int = len(SCRATCH_SEEDS)) -> None:
     """Pretrained-vs-random comparison: fine-tune the newest checkpoint of a ``plm pretrain`` run and the same
     architecture with fresh random weights (both with dropout 0.1, whatever the pretraining used) on the same
     SST-2 subsets with the same settings, for every (examples, epochs) of SCRATCH_GRID and every seed;
@@ -193,7 +193,7 @@ def scratch(out: Path, run: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     acc: dict[tuple, list[float]] = {}
     for n, epochs in SCRATCH_GRID:
-        for seed in SCRATCH_SEEDS:
+        for seed in range(1, seeds + 1):
             for kind, model in models.items():
                 name = f"{run.name}_{kind}_n{n}_s{seed}"
                 if not (out / name / "eval.json").exists():
@@ -209,6 +209,11 @@ def scratch(out: Path, run: Path) -> None:
                 print(name, round(r["accuracy"], 4), "per epoch", [round(h["accuracy"], 4) for h in r["history"]])
     for (n, kind), v in sorted(acc.items()):
         print(f"n={n} {kind}: {statistics.mean(v):.4f} +- {statistics.stdev(v):.4f} over {len(v)} seeds")
+    for n, _ in SCRATCH_GRID:  # same seed = same training subset and order: compare pairwise
+        d = [100 * (p - r) for p, r in zip(acc[(n, "pretrained")], acc[(n, "random")])]
+        print(f"n={n} pretrained - random: {statistics.mean(d):+.2f} +- {statistics.stdev(d) / len(d) ** 0.5:.2f} "
+              f"points (mean +- standard error of the paired differences), pretrained ahead in "
+              f"{sum(x > 0 for x in d)} of {len(d)}")
 
 
 def table(out: Path) -> str:
@@ -227,6 +232,8 @@ def main() -> None:
     ap.add_argument("action", choices=["run", "table", "scratch", "ensembles"])
     ap.add_argument("--pretrain-run", default=None,
                     help="scratch: an existing plm pretrain run (default: run the small-BERT pretraining first)")
+    ap.add_argument("--seeds", type=int, default=len(SCRATCH_SEEDS),
+                    help="scratch: fine-tuning seeds per condition (seeds 1..N; finished runs are reused)")
     ap.add_argument("--scratch-recipe", default="mlm15", choices=["mlm15", "mlm40-nodropout", "mlm15-small"],
                     help="scratch: which pretraining recipe to run when --pretrain-run is not given")
     ap.add_argument("queue", nargs="?", choices=list(QUEUES))
@@ -239,7 +246,7 @@ def main() -> None:
     elif a.action == "ensembles":
         ensembles(out)
     elif a.action == "scratch":
-        scratch(out, Path(a.pretrain_run) if a.pretrain_run else scratch_pretrain(out, a.scratch_recipe))
+        scratch(out, Path(a.pretrain_run) if a.pretrain_run else scratch_pretrain(out, a.scratch_recipe), a.seeds)
     else:
         print(table(out))
 
