@@ -28,7 +28,6 @@ NEG = ["bad", "awful", "boring", "dull", "poor"]
 FILL = ["the", "movie", "film", "was", "a", "plot", "and", "very", "story", "it"]
 
 
-
 @pytest.fixture(scope="module")
 def elmo_dir(tmp_path_factory):
     """A tiny random ELMo over FILL words; the sentiment words join through ``extra_words``.
@@ -90,7 +89,7 @@ def test_plm_finetune_features_on_an_elmo_checkpoint(elmo_dir, capsys):
     model = plmkit.load(str(elmo_dir / "elmo"))
     obj = TaskObjective("classification", 2, plmkit.load_tokenizer(elmo_dir / "elmo"), scalar_mix=True)
     obj.prepare(model)
-    model.heads[HEAD_NAME].scalar_mix.standardize(model.config.hidden_size)  # recurrent backbones: per-layer shift/scale
+    _recurrent_features(model, "features")  # as the runner builds it: the mix standardises each layer
     assert res["trainable_params"] == sum(p.numel() for p in model.heads.parameters())
     assert res["accuracy"] >= 0.65, res  # a constant guess scores 0.525 on this dev set
     saved = load_file(str(out / "weights.safetensors"))  # features mode saves what trained: the head

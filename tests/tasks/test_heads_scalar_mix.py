@@ -18,7 +18,6 @@ from plmkit.tasks.heads import ScalarMix, SequenceHead
 H, T = 16, 6
 
 
-
 def _offset_states(n: int, g: torch.Generator):
     """Three (n, T, H) layers: offsets of -30..30 per dimension, noise 0.5, label signal 0.3 along one direction."""
     y = torch.randint(0, 2, (n,), generator=g)

@@ -220,10 +220,9 @@ def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor
         y = F.linear(x, layer.weight, layer.bias)
         return ACTIVATIONS[activation](y) if activation else y
     if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
-        if activation == "relu":
-            return _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype, True)
-        y = _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype)
-        return ACTIVATIONS[activation](y) if activation else y
+        fused = activation == "relu"  # the one activation whose backward needs only the output
+        y = _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype, fused)
+        return ACTIVATIONS[activation](y) if activation and not fused else y
     b = layer.bias.to(dtype) if layer.bias is not None else None
     attr, algo = _POINTWISE[activation] if activation else ("none", "")
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), layer.weight.to(dtype), b, attr, [], algo)
