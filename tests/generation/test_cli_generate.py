@@ -62,6 +62,9 @@ def test_generate_user_errors(gpt_dir, capsys):
     d, _ = gpt_dir
     assert main(["generate", "gpt2-tiny", "hello"]) == 2
     assert "pass --tokenizer" in capsys.readouterr().err
+    assert main(["generate", str(d / "missing"), "hello"]) == 2  # a bad path is not called a preset
+    err = capsys.readouterr().err
+    assert "missing: model path does not exist" in err and "preset" not in err
     assert main(["generate", str(d), "the", "--top-p", "0"]) == 2
     assert "top_p" in capsys.readouterr().err
 

@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     prompt = read_prompt(args.prompt)
+    model = load(args.model).eval()  # first: a missing path or unknown preset gets load's precise message
     tok = resolve_tokenizer(args.model, args.tokenizer)
-    model = load(args.model).eval()
     ids = tok.encode(prompt, add_special_tokens=args.add_special_tokens)
     if not ids:
         raise UserError("the prompt encodes to no tokens")
