@@ -20,11 +20,9 @@ everything succeeded, so a failed or interrupted run never leaves a directory th
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -380,11 +378,11 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
 def print_locations(out: Path, summary: dict, say: Callable[[str], None] = print) -> None:
     say("")
     say(f"done in {summary['seconds']:.0f}s. Everything is in {out}/:")
-    say(f"  summary.json         perplexities before/after, samples")
-    say(f"  config.yaml          the resolved configuration")
-    say(f"  metrics.jsonl        every logged step of both runs (also mlm/ and clm/, with TensorBoard events)")
-    say(f"  loss_curves.png      training and held-out loss")
-    say(f"  tokenizer/           the WordPiece tokenizer (tokenizer.json)")
-    say(f"  mlm/final, clm/final HF-format checkpoints (config.json + model.safetensors + tokenizer)")
+    say("  summary.json         perplexities before/after, samples")
+    say("  config.yaml          the resolved configuration")
+    say("  metrics.jsonl        every logged step of both runs (also mlm/ and clm/, with TensorBoard events)")
+    say("  loss_curves.png      training and held-out loss")
+    say("  tokenizer/           the WordPiece tokenizer (tokenizer.json)")
+    say("  mlm/final, clm/final HF-format checkpoints (config.json + model.safetensors + tokenizer)")
     say(f"try:  plm fill-mask {out}/mlm/final \"the {{mask}} statement is used for conditional execution\"".replace("{mask}", "[MASK]"))
     say(f"      plm generate {out}/clm/final \"The if statement\"")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plmkit.errors import UserError
-from plmkit.generation import TextStreamer, generate
+from plmkit.generation import TextStreamer
 from plmkit.generation.logits import repetition_penalty, top_k_filter, top_p_filter
 from plmkit.models import load
 

@@ -141,7 +141,7 @@ def test_tiny_switch_decoder_trains_on_wikitext(shared_data: Path):
     m = MoETransformer(cfg)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
-    losses, counts = [], None
+    losses = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: extra threads only contend on a shared machine
     try:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.errors import UserError
-from plmkit.models.recurrent import (PRESETS, ELMo, RecurrentConfig, ScalarMix, bilm_loss, build,
+from plmkit.models.heads import ScalarMix
+from plmkit.models.recurrent import (PRESETS, ELMo, RecurrentConfig, bilm_loss, build,
                                      is_recurrent_dir, load_pretrained)
 
 CAUSAL = ["ffnn-tiny", "rnn-tiny", "lstm-tiny"]
@@ -120,11 +121,19 @@ def test_scalar_mix():
     layers = [torch.full((1, 2, 4), float(j)) for j in range(3)]
     assert torch.allclose(mix(layers), torch.full((1, 2, 4), 1.0))  # uniform weights: mean of 0, 1, 2
     with torch.no_grad():
-        mix.scalars.copy_(torch.tensor([0.0, 0.0, 100.0]))
+        mix.weights.copy_(torch.tensor([0.0, 0.0, 100.0]))
         mix.gamma.fill_(2.0)
     assert torch.allclose(mix(layers), torch.full((1, 2, 4), 4.0))
-    assert torch.allclose(mix.weights.sum(), torch.tensor(1.0))
-    assert ScalarMix(3, layer_norm=True)(layers).shape == (1, 2, 4)
+    assert torch.allclose(torch.softmax(mix.weights, 0).sum(), torch.tensor(1.0))
+    assert ScalarMix(3, initial_weights=[0.0, 0.0, 100.0])(layers).allclose(torch.full((1, 2, 4), 2.0))
+    # AllenNLP's layer_norm: each state standardised over its real positions before the mix
+    ragged = [torch.randn(2, 3, 4) * (j + 1) + 5 * j for j in range(3)]
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    ln = ScalarMix(3, layer_norm=True, initial_weights=[100.0, 0.0, 0.0])(ragged, mask)
+    real = ln[mask.bool()]
+    assert abs(real.mean().item()) < 1e-5 and abs(real.var(unbiased=False).item() - 1) < 1e-4
+    with pytest.raises(ValueError, match="2 initial weights for 3 states"):
+        ScalarMix(3, initial_weights=[0.0, 1.0])
 
 
 def _text_ids(shared_data, n_lines: int):

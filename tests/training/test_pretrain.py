@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import plmkit

@@ -29,7 +29,6 @@ References
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import math
 import os
@@ -37,7 +36,6 @@ import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 HELP = "Pretrain any backbone with any objective from a YAML recipe (resumable, torchrun-ready)."
 

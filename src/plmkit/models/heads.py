@@ -1,4 +1,4 @@
-"""Output heads: LM (tied decoder), MLM (transform + decoder), pooler, NSP/SOP, ELECTRA RTD.
+"""Output heads: LM (tied decoder), MLM (transform + decoder), pooler, NSP/SOP, ELECTRA RTD; ELMo's ScalarMix.
 
 The backbone owns ``head`` (LM or MLM, chosen by ``config.head``) and ``pooler``; pretraining
 objectives and fine-tuning tasks attach the others with ``model.add_head(name, module)``
@@ -27,6 +27,90 @@ def masked_mean(h: Tensor, mask: Tensor | None) -> Tensor:
         return h.mean(1)
     m = mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def _masked_standardize(h: Tensor, mask: Tensor | None) -> Tensor:
+    """``(h - mean) / std`` with one mean and variance over all entries of ``h`` (B, T, H) at real positions."""
+    m = torch.ones(h.shape[:2], dtype=h.dtype, device=h.device) if mask is None else mask.to(h.dtype)
+    n = m.sum().clamp_min(1) * h.shape[-1]
+    mean = (h * m[..., None]).sum() / n
+    var = (((h - mean) * m[..., None]) ** 2).sum() / n
+    return (h - mean) / torch.sqrt(var + 1e-12)
+
+
+class ScalarMix(nn.Module):
+    """ELMo's task-specific layer mix (Peters et al. 2018, eq. 1): ``gamma * sum_j softmax(w)_j * h_j`` over the
+    L+1 hidden states (embeddings + every layer) of a Transformer or an ELMo biLM.
+
+    ``layer_norm=True`` is AllenNLP's option: each state is normalised by the mean and variance of all its
+    entries at real (``mask``) positions before the mix.
+
+    ``standardize()`` adds a per-layer, per-dimension shift and log-scale applied before the mix,
+    ``h_j <- (h_j - shift_j) * exp(log_scale_j)``, initialised from the first training batch so that
+    every dimension of every layer has zero mean and unit variance over its real tokens, then
+    trained with the head (data-dependent initialisation as ActNorm, Kingma & Dhariwal 2018).
+    Backbones whose layers are not normalised (ELMo's char-CNN and LSTM states) need it: their
+    dimensions share large constant offsets, so mean-pooled features differ between sentences by a
+    few percent of their norm and the head barely learns from them (issue #9). The parameters
+    start as the identity (shift 0, log-scale 0) and are saved with the head; a head loaded from a
+    checkpoint is not re-initialised.
+    """
+
+    def __init__(self, num_states: int, layer_norm: bool = False, initial_weights: list[float] | None = None):
+        super().__init__()
+        init = [0.0] * num_states if initial_weights is None else list(initial_weights)
+        if len(init) != num_states:
+            raise ValueError(f"ScalarMix: {len(init)} initial weights for {num_states} states")
+        self.weights = nn.Parameter(torch.tensor(init, dtype=torch.float32))  # s_j before the softmax
+        self.layer_norm = layer_norm
+        self.gamma = nn.Parameter(torch.ones(()))
+        self.shift: nn.ParameterList | None = None
+        self.log_scale: nn.ParameterList | None = None
+        self.initialized = True
+
+    def standardize(self, hidden_size: int) -> "ScalarMix":
+        """Add the per-layer standardisation (see the class docstring); a no-op when already there."""
+        if self.shift is None:
+            L = self.weights.numel()
+            dev = self.weights.device
+            # 1-D parameters: the optimizer exempts them from weight decay, as LayerNorm's
+            self.shift = nn.ParameterList(nn.Parameter(torch.zeros(hidden_size, device=dev)) for _ in range(L))
+            self.log_scale = nn.ParameterList(nn.Parameter(torch.zeros(hidden_size, device=dev)) for _ in range(L))
+            self.initialized = False
+        return self
+
+    @torch.no_grad()
+    def _init_from(self, hidden_states, mask: torch.Tensor | None) -> None:
+        for j, h in enumerate(hidden_states):
+            x = h.reshape(-1, h.shape[-1]).float()  # (B*T, H)
+            if mask is not None:
+                x = x[mask.reshape(-1).bool()]
+            if len(x) < 2:
+                return  # not enough tokens to estimate a variance; try the next batch
+            self.shift[j].copy_(x.mean(0))
+            self.log_scale[j].copy_(-0.5 * torch.log(x.var(0) + 1e-6))
+        self.initialized = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.shift is not None and f"{prefix}shift.0" in state_dict:
+            self.initialized = True  # trained statistics came with the checkpoint
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden_states: L+1 tensors (B, T, H); mask (B, T) 1 = real token (for the statistics)."""
+        if len(hidden_states) != self.weights.numel():
+            raise ValueError(f"ScalarMix built for {self.weights.numel()} states, got {len(hidden_states)}")
+        states = list(hidden_states)
+        if self.shift is not None:
+            if not self.initialized and self.training:
+                self._init_from(states, mask)
+            states = [(h - b) * torch.exp(s) for h, b, s in zip(states, self.shift, self.log_scale)]
+        if self.layer_norm:
+            states = [_masked_standardize(h, mask) for h in states]
+        w = torch.softmax(self.weights, dim=0)
+        stacked = torch.stack(states, dim=0)  # (L+1, B, T, H)
+        return self.gamma * torch.einsum("l,lbth->bth", w, stacked)
 
 
 class HeadTransform(nn.Module):

@@ -15,8 +15,8 @@ Contents
   projection), forward and backward 2-layer LSTMs with projections and a residual connection
   between the layers, one softmax shared by both directions; ``layer_representations`` gives
   the L+1 layers [x; x], [f_1; b_1], [f_2; b_2] that ``ScalarMix`` combines.
-- ``ScalarMix``: gamma * sum_j softmax(s)_j h_j (the task-specific ELMo mix), reusable by the
-  fine-tuning feature mode.
+- ``plmkit.models.heads.ScalarMix``: gamma * sum_j softmax(s)_j h_j,
+  the task-specific ELMo mix that the fine-tuning feature mode puts over these layers.
 - ``bilm_logits`` / ``bilm_loss``: forward + backward LM losses of an ELMo model (a helper for
   training scripts and a ``bilm`` objective; models themselves never compute a loss).
 
@@ -179,45 +179,6 @@ class RecurrentOutput:
     past_key_values: Any = None
     backward_logits: torch.Tensor | None = None
     """ELMo only: (B, T, V) logits of the backward LM (position t predicts token t - 1)."""
-
-
-class ScalarMix(nn.Module):
-    """ELMo's task-specific layer mix: gamma * sum_j softmax(s)_j h_j (Peters et al. 2018, eq. 1).
-
-    Args:
-        num_layers: number of representations mixed (L + 1 for an L-layer biLM).
-        layer_norm: normalise each layer over its non-masked positions first (AllenNLP's option).
-    """
-
-    def __init__(self, num_layers: int, layer_norm: bool = False, initial_scalars: list[float] | None = None) -> None:
-        super().__init__()
-        init = initial_scalars or [0.0] * num_layers
-        if len(init) != num_layers:
-            raise ValueError(f"{len(init)} initial scalars for {num_layers} layers")
-        self.scalars = nn.Parameter(torch.tensor(init, dtype=torch.float32))  # s_j before the softmax
-        self.gamma = nn.Parameter(torch.ones(()))
-        self.layer_norm = layer_norm
-
-    @property
-    def weights(self) -> torch.Tensor:
-        return torch.softmax(self.scalars, 0)
-
-    def forward(self, layers: list[torch.Tensor] | tuple[torch.Tensor, ...],
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """layers: L+1 tensors (B, T, D); mask (B, T) 1 = real token (used by ``layer_norm``)."""
-        if len(layers) != len(self.scalars):
-            raise ValueError(f"ScalarMix built for {len(self.scalars)} layers, got {len(layers)}")
-        w = self.weights
-        out = 0
-        for j, h in enumerate(layers):
-            if self.layer_norm:
-                m = torch.ones(h.shape[:2], device=h.device) if mask is None else mask.float()
-                n = m.sum().clamp_min(1) * h.shape[-1]
-                mean = (h * m[..., None]).sum() / n
-                var = (((h - mean) * m[..., None]) ** 2).sum() / n
-                h = (h - mean) / torch.sqrt(var + 1e-12)
-            out = out + w[j] * h
-        return self.gamma * out
 
 
 # ----------------------------------------------------------------------------- base class

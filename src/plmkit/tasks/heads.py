@@ -5,7 +5,7 @@ All heads read the backbone output object of the model contract (``.last_hidden_
 in ``model.heads`` (added with ``model.add_head``), so they are saved with the checkpoint.
 
 - :class:`ScalarMix` — ELMo's task-specific softmax-normalised layer weights times a scale
-  gamma (Peters et al. 2018, "Deep contextualized word representations", eq. 1).
+  gamma (Peters et al. 2018, eq. 1); defined in :mod:`plmkit.models.heads`, re-exported here.
 - :class:`SequenceHead` — classification / regression / multi-label / multiple-choice scoring
   from the pooler, the [CLS] vector or a masked mean (BERT, Devlin et al. 2019, sec. 4).
 - :class:`TokenHead` — per-token classifier (NER), labels on the first word piece.
@@ -21,72 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.models.heads import masked_mean
-
-
-class ScalarMix(nn.Module):
-    """``gamma * sum_j softmax(w)_j * h_j`` over the L+1 hidden states (embeddings + every layer).
-
-    ``standardize()`` adds a per-layer, per-dimension shift and log-scale applied before the mix,
-    ``h_j <- (h_j - shift_j) * exp(log_scale_j)``, initialised from the first training batch so that
-    every dimension of every layer has zero mean and unit variance over its real tokens, then
-    trained with the head (data-dependent initialisation as ActNorm, Kingma & Dhariwal 2018).
-    Backbones whose layers are not normalised (ELMo's char-CNN and LSTM states) need it: their
-    dimensions share large constant offsets, so mean-pooled features differ between sentences by a
-    few percent of their norm and the head barely learns from them (issue #9). The parameters
-    start as the identity (shift 0, log-scale 0) and are saved with the head; a head loaded from a
-    checkpoint is not re-initialised.
-    """
-
-    def __init__(self, num_states: int):
-        super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_states))
-        self.gamma = nn.Parameter(torch.ones(()))
-        self.shift: nn.ParameterList | None = None
-        self.log_scale: nn.ParameterList | None = None
-        self.initialized = True
-
-    def standardize(self, hidden_size: int) -> "ScalarMix":
-        """Add the per-layer standardisation (see the class docstring); a no-op when already there."""
-        if self.shift is None:
-            L = self.weights.numel()
-            dev = self.weights.device
-            # 1-D parameters: the optimizer exempts them from weight decay, as LayerNorm's
-            self.shift = nn.ParameterList(nn.Parameter(torch.zeros(hidden_size, device=dev)) for _ in range(L))
-            self.log_scale = nn.ParameterList(nn.Parameter(torch.zeros(hidden_size, device=dev)) for _ in range(L))
-            self.initialized = False
-        return self
-
-    @torch.no_grad()
-    def _init_from(self, hidden_states, mask: torch.Tensor | None) -> None:
-        for j, h in enumerate(hidden_states):
-            x = h.reshape(-1, h.shape[-1]).float()  # (B*T, H)
-            if mask is not None:
-                x = x[mask.reshape(-1).bool()]
-            if len(x) < 2:
-                return  # not enough tokens to estimate a variance; try the next batch
-            self.shift[j].copy_(x.mean(0))
-            self.log_scale[j].copy_(-0.5 * torch.log(x.var(0) + 1e-6))
-        self.initialized = True
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.shift is not None and f"{prefix}shift.0" in state_dict:
-            self.initialized = True  # trained statistics came with the checkpoint
-
-    def forward(self, hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor],
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden_states: L+1 tensors (B, T, H); mask (B, T) 1 = real token (for the statistics)."""
-        if len(hidden_states) != self.weights.numel():
-            raise ValueError(f"ScalarMix built for {self.weights.numel()} states, got {len(hidden_states)}")
-        states = list(hidden_states)
-        if self.shift is not None:
-            if not self.initialized and self.training:
-                self._init_from(states, mask)
-            states = [(h - b) * torch.exp(s) for h, b, s in zip(states, self.shift, self.log_scale)]
-        w = torch.softmax(self.weights, dim=0)
-        stacked = torch.stack(states, dim=0)  # (L+1, B, T, H)
-        return self.gamma * torch.einsum("l,lbth->bth", w, stacked)
+from plmkit.models.heads import ScalarMix, masked_mean
 
 
 class SequenceHead(nn.Module):

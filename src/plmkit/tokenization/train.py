@@ -201,11 +201,9 @@ def train_tokenizer_from_iterator(
         # The trained BPE model has no unk token; rebuild it with [UNK] (vocab = specials + characters).
         vocab = bk.get_vocab(with_added_tokens=False)
         unk = roles.get("unk")
-        trained = bk
         bk = build_untrained("char")
         bk.model = models.BPE(vocab=vocab, merges=[], unk_token=unk)
         bk.add_special_tokens([t for t in specials if t in vocab])
-        del trained
     if len(bk.get_vocab(with_added_tokens=False)) <= len(specials):
         raise UserError("tokenizer training saw no text (all inputs empty?)")
     if kind == "bpe" and style == "roberta" and "mask" in roles:
