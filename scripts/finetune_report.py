@@ -166,11 +166,13 @@ def ensembles(out: Path) -> None:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
 
 
-def scratch(out: Path, run: Path, seeds: int = len(SCRATCH_SEEDS)) -> None:
+def scratch(out: Path, run: Path, seeds: int = len(SCRATCH_SEEDS), first_seed: int = 1,
+            grid: tuple[tuple[int, int], ...] = SCRATCH_GRID) -> None:
     """Pretrained-vs-random comparison: fine-tune the newest checkpoint of a ``plm pretrain`` run and the same
     architecture with fresh random weights (both with dropout 0.1, whatever the pretraining used) on the same
-    SST-2 subsets with the same settings, for every (examples, epochs) of SCRATCH_GRID and every seed;
-    prints dev accuracy per run and mean +- sd per condition."""
+    SST-2 subsets with the same settings, for every (examples, epochs) of ``grid`` and every seed
+    ``first_seed .. first_seed + seeds - 1``; prints dev accuracy per run, mean +- sd per condition and the paired
+    differences. The two models are written once per OUT (several processes may share OUT with disjoint seeds)."""
     import statistics
 
     import torch
@@ -182,18 +184,22 @@ def scratch(out: Path, run: Path, seeds: int = len(SCRATCH_SEEDS)) -> None:
     src = run / "final" if (run / "final").is_dir() else ckpts[-1]
     tok = plmkit.load_tokenizer(str(run / "tokenizer"))
     models = {"pretrained": out / f"{run.name}_model_pretrained", "random": out / f"{run.name}_model_random"}
-    for d in models.values():
-        d.mkdir(parents=True, exist_ok=True)
-        tok.save(d)
-    m = plmkit.load(str(src), hidden_dropout=0.1, attention_dropout=0.1)
-    m.save_pretrained(models["pretrained"])
-    torch.manual_seed(0)
-    from_config(m.config).save_pretrained(models["random"])
-    (out / f"{run.name}_source.txt").write_text(str(src) + "\n")
+    source = out / f"{run.name}_source.txt"
+    if source.exists() and source.read_text().strip() != str(src):
+        raise SystemExit(f"{out} holds models made from {source.read_text().strip()}, not {src}: use another --out")
+    if not source.exists():
+        for d in models.values():
+            d.mkdir(parents=True, exist_ok=True)
+            tok.save(d)
+        m = plmkit.load(str(src), hidden_dropout=0.1, attention_dropout=0.1)
+        m.save_pretrained(models["pretrained"])
+        torch.manual_seed(0)
+        from_config(m.config).save_pretrained(models["random"])
+        source.write_text(str(src) + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     acc: dict[tuple, list[float]] = {}
-    for n, epochs in SCRATCH_GRID:
-        for seed in range(1, seeds + 1):
+    for n, epochs in grid:
+        for seed in range(first_seed, first_seed + seeds):
             for kind, model in models.items():
                 name = f"{run.name}_{kind}_n{n}_s{seed}"
                 if not (out / name / "eval.json").exists():
@@ -209,7 +215,7 @@ def scratch(out: Path, run: Path, seeds: int = len(SCRATCH_SEEDS)) -> None:
                 print(name, round(r["accuracy"], 4), "per epoch", [round(h["accuracy"], 4) for h in r["history"]])
     for (n, kind), v in sorted(acc.items()):
         print(f"n={n} {kind}: {statistics.mean(v):.4f} +- {statistics.stdev(v):.4f} over {len(v)} seeds")
-    for n, _ in SCRATCH_GRID:  # same seed = same training subset and order: compare pairwise
+    for n, _ in grid:  # same seed = same training subset and order: compare pairwise
         d = [100 * (p - r) for p, r in zip(acc[(n, "pretrained")], acc[(n, "random")])]
         print(f"n={n} pretrained - random: {statistics.mean(d):+.2f} +- {statistics.stdev(d) / len(d) ** 0.5:.2f} "
               f"points (mean +- standard error of the paired differences), pretrained ahead in "
@@ -234,6 +240,9 @@ def main() -> None:
                     help="scratch: an existing plm pretrain run (default: run the small-BERT pretraining first)")
     ap.add_argument("--seeds", type=int, default=len(SCRATCH_SEEDS),
                     help="scratch: fine-tuning seeds per condition (seeds 1..N; finished runs are reused)")
+    ap.add_argument("--first-seed", type=int, default=1, help="scratch: the first fine-tuning seed")
+    ap.add_argument("--sizes", default=",".join(str(n) for n, _ in SCRATCH_GRID),
+                    help="scratch: comma-separated training-set sizes of SCRATCH_GRID to run")
     ap.add_argument("--scratch-recipe", default="mlm15", choices=["mlm15", "mlm40-nodropout", "mlm15-small"],
                     help="scratch: which pretraining recipe to run when --pretrain-run is not given")
     ap.add_argument("queue", nargs="?", choices=list(QUEUES))
@@ -246,7 +255,12 @@ def main() -> None:
     elif a.action == "ensembles":
         ensembles(out)
     elif a.action == "scratch":
-        scratch(out, Path(a.pretrain_run) if a.pretrain_run else scratch_pretrain(out, a.scratch_recipe), a.seeds)
+        sizes = {int(x) for x in a.sizes.split(",") if x}
+        grid = tuple((n, e) for n, e in SCRATCH_GRID if n in sizes)
+        if not grid:
+            raise SystemExit(f"--sizes {a.sizes!r}: expected some of {[n for n, _ in SCRATCH_GRID]}")
+        run = Path(a.pretrain_run) if a.pretrain_run else scratch_pretrain(out, a.scratch_recipe)
+        scratch(out, run, a.seeds, a.first_seed, grid)
     else:
         print(table(out))
 
