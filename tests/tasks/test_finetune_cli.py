@@ -183,6 +183,7 @@ def test_bad_input_exits_2_with_file_line(workdir, tmp_path, capsys):
     assert "skipped 2 bad row(s)" in out and "dev.tsv:3: label 'neutral' not seen in training" in out
     res = json.loads((tmp_path / "o" / "eval.json").read_text())
     assert res["skipped_bad_rows"] == 2 and res["dev_examples"] == 1
+    assert res["train_cpu_s"] >= 0 and res["threads"] == torch.get_num_threads()  # CPU time beside the wall time
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "train.tsv").write_text("")
     (tmp_path / "empty" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")

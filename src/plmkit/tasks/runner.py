@@ -95,6 +95,12 @@ class FinetuneConfig:
 # ----------------------------------------------------------------------------------------------
 
 
+
+def _cpu_fields(cpu_s: float) -> dict[str, Any]:
+    """Process CPU seconds of training and the torch thread count: on a shared machine the wall time
+    (``train_time_s``) depends on the neighbours, CPU time / threads much less."""
+    return {"train_cpu_s": round(cpu_s, 1), "threads": torch.get_num_threads()}
+
 def _spec(cfg) -> TaskSpec:
     over = {}
     if cfg.text_column is not None:
@@ -454,16 +460,16 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                       out_dir=None, tokenizer=tok)
     if cfg.head_lr is not None:
         _set_top_group_lr(trainer, cfg.head_lr)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = trainer.fit()
-    train_time = time.perf_counter() - t0
+    train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     if summary.get("interrupted"):  # SIGTERM / Ctrl-C: the Trainer stopped after a step; evaluate what we have
         _log(f"training interrupted at step {summary['step']} of {max_steps}; evaluating the model as it is")
 
     result: dict[str, Any] = {"task": spec.name, "mode": cfg.mode, **params,
                               "train_examples": len(train), "dev_examples": len(dev), "train_steps": summary["step"],
                               "planned_steps": max_steps, "interrupted": bool(summary.get("interrupted")),
-                              "train_time_s": round(train_time, 1)}
+                              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu)}
     if cfg.early_exit:
         result.update(_train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok))
     t0 = time.perf_counter()
@@ -517,14 +523,15 @@ def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, ba
                      warmup_steps=int(cfg.warmup * steps), seed=cfg.seed, log_every=10, eval_every=0, save_every=0,
                      tensorboard=False, plots=False, progress=cfg.progress)
     (out / "logs").mkdir(exist_ok=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = Trainer(model, obj, tr, tc, callbacks=[JsonlLogger(out / "logs")], out_dir=None, tokenizer=tok).fit()
-    train_time = time.perf_counter() - t0
+    train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     preds = T2T.generate_texts(model, obj, tok, dv, cfg.eval_batch_size, cfg.max_target_len)
     metrics = T2T.score_text2text(label_kind, dv, preds)
     result = {"task": spec.name, "mode": cfg.mode, **params, "train_examples": len(train), "dev_examples": len(dev),
               "train_steps": summary["step"], "planned_steps": steps, "interrupted": bool(summary.get("interrupted")),
-              "train_time_s": round(train_time, 1), **metrics, "main_metric": "accuracy", "prefix": prefix,
+              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu), **metrics, "main_metric": "accuracy",
+              "prefix": prefix,
               "examples": [{"input": tok.decode(f["input_ids"], skip_special_tokens=True), "gold": f["target_text"],
                             "generated": p} for f, p in list(zip(dv, preds))[:5]],
               "truncated": {"train": sum(f["truncated"] for f in tr), "dev": sum(f["truncated"] for f in dv)},
