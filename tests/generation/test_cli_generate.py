@@ -51,6 +51,27 @@ def test_generate_streams_the_greedy_continuation(gpt_dir, capsys):
     assert printed == tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True) + "\n"
 
 
+def test_generate_pack_weights_flag(gpt_dir, capsys, monkeypatch):
+    import plmkit.generation.decode as decode
+
+    d, _ = gpt_dir
+    seen, real = [], decode.decoding_weights
+
+    def spy(model, enabled):
+        seen.append(enabled)
+        return real(model, enabled)
+
+    monkeypatch.setattr(decode, "decoding_weights", spy)
+    outs = []
+    for flag in ("auto", "on", "off"):
+        assert main(["generate", str(d), "the cat", "--max-new-tokens", "6", "--pack-weights", flag]) == 0
+        outs.append(capsys.readouterr().out)
+    assert seen == [None, True, False] and outs[0] == outs[1] == outs[2]  # same tokens either way
+    assert main(["generate", "lstm-tiny", "x", "--pack-weights", "on"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "plm generate: error: --pack-weights on: applies to Transformer models, not to the recurrent lstm LM")
+
+
 def test_generate_reads_stdin_and_beams(gpt_dir, capsys, monkeypatch):
     d, _ = gpt_dir
     monkeypatch.setattr(sys, "stdin", io.StringIO("the dog\n"))

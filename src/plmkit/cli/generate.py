@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
+    p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
+                   help="Transformers: decode with cached transposed copies of the weights (faster on CPU, one extra "
+                        "copy of the decoder weights in memory); auto: on when the parameters take <= 2 GiB")
 
 
 def resolve_tokenizer(model_arg: str, tokenizer_arg: str | None) -> Any:
@@ -82,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     prompt = read_prompt(args.prompt)
     model = load(args.model).eval()  # first: a missing path or unknown preset gets load's precise message
+    extra: dict[str, Any] = {}
+    if args.pack_weights != "auto":
+        from plmkit.models.recurrent import _LMBase
+
+        if isinstance(model, _LMBase):
+            raise UserError(f"--pack-weights {args.pack_weights}: applies to Transformer models, "
+                            f"not to the recurrent {model.config.family} LM")
+        extra["pack_weights"] = args.pack_weights == "on"
     tok = resolve_tokenizer(args.model, args.tokenizer)
     ids = tok.encode(prompt, add_special_tokens=args.add_special_tokens)
     if not ids:
@@ -100,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
-                             eos_token_id=eos, streamer=streamer)
+                             eos_token_id=eos, streamer=streamer, **extra)
     if streamer is None:
         print(tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True))
     return 0
