@@ -90,3 +90,15 @@ def test_incompatible_backbone_and_options(tok):
         build("clm", tokenizer=tok).prepare(plmkit.load("bert-tiny", vocab_size=len(tok)))
     with pytest.raises(UserError, match="chunk_size"):
         build("clm", tokenizer=tok, chunk_size=0)
+
+
+def test_top1_correct_counts_what_argmax_counts():
+    from plmkit.objectives.base import top1_correct
+
+    g = torch.Generator().manual_seed(0)
+    for n, v in ((1, 5), (37, 100), (300, 8000)):
+        logits = torch.randn(n, v, generator=g)
+        y = torch.randint(0, v, (n,), generator=g)
+        y[: n // 2] = logits[: n // 2].argmax(-1)  # half the rows right, the rest mostly wrong
+        assert int(top1_correct(logits, y)) == int((logits.argmax(-1) == y).sum())
+    assert int(top1_correct(torch.zeros(0, 7), torch.zeros(0, dtype=torch.long))) == 0

@@ -350,11 +350,20 @@ def hidden_only(model: Any, input_ids: torch.Tensor, **kwargs: Any) -> Any:
     return model(input_ids, labels_mask=empty, **kwargs)
 
 
+def top1_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many rows of ``logits`` (N, V) score their target ``y`` (N,) highest: argmax accuracy computed as
+    ``logit[y] >= max`` (a tie counts as correct), because CPU ``argmax`` over a vocabulary is ~7x slower
+    than ``amax`` (it was ~5% of a small BERT's MLM training step)."""
+    logits = logits.detach()
+    if y.numel() == 0:
+        return torch.zeros((), dtype=torch.long, device=logits.device)
+    return (logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) >= logits.amax(-1)).sum()
+
+
 def _ce_chunk(head, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(h).float()  # (n, V)
     loss = F.cross_entropy(logits, y, reduction="sum")
-    correct = (logits.detach().argmax(-1) == y).sum()
-    return loss, correct
+    return loss, top1_correct(logits, y)
 
 
 def chunked_cross_entropy(

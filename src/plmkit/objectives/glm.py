@@ -43,6 +43,7 @@ from plmkit.objectives.base import (
     check_unit,
     pad_2d,
     token_metrics,
+    top1_correct,
 )
 
 
@@ -213,4 +214,4 @@ class GLM(Objective):
                        position_ids=batch["position_ids"], labels_mask=sel).logits  # (N, V)
         y = labels[sel]
         loss = F.cross_entropy(logits.float(), y)
-        return loss, token_metrics("glm", loss, (logits.detach().argmax(-1) == y).sum(), int(y.numel()))
+        return loss, token_metrics("glm", loss, top1_correct(logits, y), int(y.numel()))

@@ -55,6 +55,7 @@ from plmkit.objectives.base import (
     require_head,
     require_vocab,
     token_metrics,
+    top1_correct,
     word_ids_of,
     word_spans,
 )
@@ -194,5 +195,5 @@ class InfoWord(Objective):
             y = batch["labels"][sel]
             mlm = F.cross_entropy(out.logits.float(), y)
             loss = loss + self.config.mlm_weight * mlm
-            metrics.update(token_metrics("mlm", mlm, (out.logits.detach().argmax(-1) == y).sum(), int(y.numel())))
+            metrics.update(token_metrics("mlm", mlm, top1_correct(out.logits, y), int(y.numel())))
         return loss, metrics

@@ -54,6 +54,7 @@ from plmkit.objectives.base import (
     require_vocab,
     stochastic_round,
     token_metrics,
+    top1_correct,
     word_ids_of,
     word_spans,
 )
@@ -245,7 +246,7 @@ class MLM(Objective):
             raise UserError(f"{self.name}: the model returned no logits (it has no MLM head)")
         y = labels[sel]
         loss = F.cross_entropy(logits.float(), y) if y.numel() else logits.sum() * 0.0
-        correct = (logits.detach().argmax(-1) == y).sum()
+        correct = top1_correct(logits, y)
         return loss, token_metrics("mlm", loss, correct, int(y.numel()))
 
 

@@ -41,6 +41,7 @@ from plmkit.objectives.base import (
     require_head,
     require_vocab,
     token_metrics,
+    top1_correct,
 )
 
 
@@ -201,7 +202,7 @@ class SentencePairObjective(Objective):
             yl = batch["labels"][sel]
             mlm_loss = F.cross_entropy(out.logits.float(), yl) if yl.numel() else out.logits.sum() * 0
             loss = loss + self.config.mlm_weight * mlm_loss
-            metrics.update(token_metrics("mlm", mlm_loss, (out.logits.detach().argmax(-1) == yl).sum(),
+            metrics.update(token_metrics("mlm", mlm_loss, top1_correct(out.logits, yl),
                                          int(yl.numel())))
         return loss, metrics
 

@@ -40,6 +40,7 @@ from plmkit.objectives.base import (
     check_positive,
     pad_2d,
     token_metrics,
+    top1_correct,
 )
 
 
@@ -118,5 +119,5 @@ class PLM(Objective):
         labels = batch["labels"]
         sel = labels != IGNORE
         loss = F.cross_entropy(logits[sel].float(), labels[sel])
-        return loss, token_metrics("plm", loss, (logits[sel].detach().argmax(-1) == labels[sel]).sum(),
+        return loss, token_metrics("plm", loss, top1_correct(logits[sel], labels[sel]),
                                    int(sel.sum()))

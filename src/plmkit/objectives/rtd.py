@@ -47,6 +47,7 @@ from plmkit.objectives.base import (
     require_encoder,
     require_vocab,
     token_metrics,
+    top1_correct,
 )
 
 
@@ -173,7 +174,7 @@ class RTD(Objective):
         with torch.no_grad():
             pred = d_logits[valid] > 0
             tgt = replaced[valid]
-            metrics = token_metrics("gen", gen_loss, (g_logits.argmax(-1) == y).sum(), int(y.numel()))
+            metrics = token_metrics("gen", gen_loss, top1_correct(g_logits, y), int(y.numel()))
             metrics.update({
                 "disc_loss": float(disc_loss), "disc_acc": float((pred == tgt).float().mean()),
                 "disc_replaced_recall": float(pred[tgt].float().mean()) if tgt.any() else 0.0,

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from plmkit.objectives.base import IGNORE, attention_from_lengths, pad_2d, token_metrics
+from plmkit.objectives.base import IGNORE, attention_from_lengths, pad_2d, token_metrics, top1_correct
 
 
 def seq2seq_batch(
@@ -56,4 +56,4 @@ def seq2seq_loss(model: Any, batch: dict[str, torch.Tensor], prefix: str) -> tup
         logits = logits[sel]
     y = labels[sel]
     loss = F.cross_entropy(logits.float(), y)
-    return loss, token_metrics(prefix, loss, (logits.detach().argmax(-1) == y).sum(), int(y.numel()))
+    return loss, token_metrics(prefix, loss, top1_correct(logits, y), int(y.numel()))
