@@ -241,8 +241,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=len(SCRATCH_SEEDS),
                     help="scratch: fine-tuning seeds per condition (seeds 1..N; finished runs are reused)")
     ap.add_argument("--first-seed", type=int, default=1, help="scratch: the first fine-tuning seed")
-    ap.add_argument("--sizes", default=",".join(str(n) for n, _ in SCRATCH_GRID),
-                    help="scratch: comma-separated training-set sizes of SCRATCH_GRID to run")
+    ap.add_argument("--grid", default=",".join(f"{n}x{e}" for n, e in SCRATCH_GRID),
+                    help="scratch: comma-separated EXAMPLESxEPOCHS fine-tuning conditions (default: %(default)s)")
     ap.add_argument("--scratch-recipe", default="mlm15", choices=["mlm15", "mlm40-nodropout", "mlm15-small"],
                     help="scratch: which pretraining recipe to run when --pretrain-run is not given")
     ap.add_argument("queue", nargs="?", choices=list(QUEUES))
@@ -255,10 +255,12 @@ def main() -> None:
     elif a.action == "ensembles":
         ensembles(out)
     elif a.action == "scratch":
-        sizes = {int(x) for x in a.sizes.split(",") if x}
-        grid = tuple((n, e) for n, e in SCRATCH_GRID if n in sizes)
-        if not grid:
-            raise SystemExit(f"--sizes {a.sizes!r}: expected some of {[n for n, _ in SCRATCH_GRID]}")
+        try:
+            grid = tuple((int(n), int(e)) for n, e in (c.split("x") for c in a.grid.split(",") if c))
+        except ValueError:
+            raise SystemExit(f"--grid {a.grid!r}: expected EXAMPLESxEPOCHS[,...], e.g. 4000x3,1000x5") from None
+        if not grid or min(min(c) for c in grid) < 1:
+            raise SystemExit(f"--grid {a.grid!r}: expected positive EXAMPLESxEPOCHS pairs")
         run = Path(a.pretrain_run) if a.pretrain_run else scratch_pretrain(out, a.scratch_recipe)
         scratch(out, run, a.seeds, a.first_seed, grid)
     else:
