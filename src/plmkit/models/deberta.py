@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
+from plmkit.models.dropout import Dropout, dropout
 from plmkit.models.layers import ATTENTION_TYPES, AttentionContext, SelfAttention
 from plmkit.models.transformer import Transformer
 
@@ -127,7 +128,7 @@ class DisentangledAttention(SelfAttention):
             if "p2c" in self.kinds:
                 self.pos_query_proj = nn.Linear(config.hidden_size, qd)
         self.scale = math.sqrt(self.head_dim * (1 + len(self.kinds)))
-        self.pos_dropout = nn.Dropout(config.hidden_dropout)
+        self.pos_dropout = Dropout(config.hidden_dropout)
         if self.gqa:
             raise ConfigError("DeBERTa does not use grouped-query attention (num_kv_heads)")
 
@@ -167,7 +168,7 @@ class DisentangledAttention(SelfAttention):
             scores = scores + p2c.gather(-1, idx.expand(B, self.num_heads, S, S)).transpose(-1, -2) / self.scale
         if ctx.mask is not None:
             scores = scores.masked_fill(~ctx.mask, torch.finfo(scores.dtype).min)
-        probs = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        probs = dropout(scores.softmax(-1), self.dropout, self.training)
         y = probs @ v  # (B, Nh, T, D)
         return linear(y.transpose(1, 2).reshape(B, T, -1), self.o)
 

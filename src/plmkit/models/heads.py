@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.models.config import ModelConfig
+from plmkit.models.dropout import Dropout
 from plmkit.models.layers import ACTIVATIONS, linear
 
 
@@ -169,7 +170,7 @@ class SentencePairHead(nn.Module):
 
     def __init__(self, hidden_size: int, num_classes: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def forward(self, pooled: Tensor) -> Tensor:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from plmkit.models.config import ModelConfig
+from plmkit.models.dropout import Dropout
 
 
 # ---------------------------------------------------------------------------- norms / activations
@@ -309,7 +310,7 @@ class Embeddings(nn.Module):
         if E != H:
             self.project = nn.Linear(E, H)
         p = config.hidden_dropout if config.embedding_dropout is None else config.embedding_dropout
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.scale = config.embedding_scale
         self.kind = config.position
 
@@ -429,7 +430,7 @@ class Block(nn.Module):
             self.cross_norm = make_norm(config, config.hidden_size)
         self.mlp = mlp_cls(config)
         self.mlp_norm = make_norm(config, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
         self.pre_norm = config.norm_position == "pre"
 
     def forward(self, x: Tensor, ctx: AttentionContext, layer_idx: int) -> Tensor:

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plmkit.errors import UserError, suggest
+from plmkit.models.dropout import Dropout
 
 FAMILIES = ("ffnn", "rnn", "lstm", "elmo")
 FORMAT = "plmkit-recurrent-1"
@@ -327,7 +328,7 @@ class FFNNLM(_LMBase):
         self.embed = nn.Embedding(c.vocab_size, c.embedding_size)
         self.start = nn.Parameter(torch.zeros(c.embedding_size))  # "before the sequence" context word
         self.hidden = nn.Linear(c.context_size * c.embedding_size, c.hidden_size)  # H, d
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         out_in = c.hidden_size + (c.context_size * c.embedding_size if c.direct_connections else 0)
         self.proj = nn.Linear(out_in, c.embedding_size, bias=False) if c.tie_word_embeddings and out_in != c.embedding_size else None
         self.output = nn.Linear(c.embedding_size if self.proj is not None else out_in, c.vocab_size)  # U (+W), b
@@ -397,7 +398,7 @@ class RNNLM(_LMBase):
             else:
                 layers.append(nn.RNN(d_in, c.hidden_size, nonlinearity=c.nonlinearity, batch_first=True))
         self.layers = nn.ModuleList(layers)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.proj = (nn.Linear(c.hidden_size, c.embedding_size, bias=False)
                      if c.tie_word_embeddings and c.hidden_size != c.embedding_size else None)
         self.output = nn.Linear(c.embedding_size if self.proj is not None else c.hidden_size, c.vocab_size)
@@ -504,7 +505,7 @@ class ELMo(_LMBase):
                                                      batch_first=True) for _ in range(c.num_layers))
         if P >= c.lstm_size and P != c.lstm_size:
             raise UserError(f"elmo: lstm_size ({c.lstm_size}) must be >= hidden_size/2 ({P})")
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.output = nn.Linear(P, c.vocab_size)  # shared by both directions
         self._init_uniform()
         nn.init.normal_(self.char_cnn.char_embed.weight, std=0.1)

@@ -41,6 +41,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
+from plmkit.models.dropout import Dropout
 from plmkit.models.layers import (ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block,
                                   Embeddings, SelfAttention, linear, make_norm)
 
@@ -412,7 +413,7 @@ class Stack(nn.Module):
             self.relative_bias = RelativePositionBias(config, bidirectional=not decoder)
         if config.norm_position == "pre":
             self.final_norm = make_norm(config, config.hidden_size)
-            self.final_dropout = nn.Dropout(config.hidden_dropout)
+            self.final_dropout = Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None, cache: Seq2SeqCache | None = None,
                 encoder_states: Tensor | None = None, encoder_mask: Tensor | None = None,

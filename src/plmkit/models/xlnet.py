@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
+from plmkit.models.dropout import Dropout
 from plmkit.models.layers import MLP, make_norm
 
 
@@ -109,7 +110,7 @@ class XLNetAttention(nn.Module):
         self.r_s_bias = nn.Parameter(torch.zeros(self.n, self.d))
         self.seg_embed = nn.Parameter(torch.zeros(2, self.n, self.d))
         self.scale = self.d ** -0.5
-        self.dropout = nn.Dropout(config.attention_dropout)
+        self.dropout = Dropout(config.attention_dropout)
 
     def heads(self, x: Tensor) -> Tensor:  # (B, L, N D) -> (B, N, L, D)
         return x.view(*x.shape[:-1], self.n, self.d).transpose(-3, -2)
@@ -142,7 +143,7 @@ class XLNetLayer(nn.Module):
         self.attn_norm = make_norm(config, config.hidden_size)
         self.mlp = MLP(config)
         self.mlp_norm = make_norm(config, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def _ff(self, x: Tensor) -> Tensor:
         return self.mlp_norm(x + self.dropout(self.mlp(x)))
@@ -178,7 +179,7 @@ class XLNet(nn.Module):
         self.word = nn.Embedding(config.vocab_size, config.hidden_size)
         self.mask_emb = nn.Parameter(torch.zeros(config.hidden_size))
         self.layers = nn.ModuleList(XLNetLayer(config) for _ in range(config.num_layers))
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
         self.head = None
         if config.head is not None:
             from plmkit.models.seq2seq import LMHead

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmkit.models.dropout import Dropout
 from plmkit.models.heads import ScalarMix, masked_mean
 
 
@@ -43,7 +44,7 @@ class SequenceHead(nn.Module):
             raise ValueError(f"pooling must be pooler, cls or mean, got {pooling!r}")
         self.pooling = pooling
         self.scalar_mix = ScalarMix(num_states) if num_states else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # A frozen backbone needs some capacity on top (ELMo feeds a task model; here a small MLP).
         self.hidden = nn.Linear(hidden_size, hidden_size) if num_states else None
         self.out = nn.Linear(hidden_size, num_outputs)
@@ -71,7 +72,7 @@ class TokenHead(nn.Module):
     def __init__(self, hidden_size: int, num_labels: int, num_states: int | None = None, dropout: float = 0.1):
         super().__init__()
         self.scalar_mix = ScalarMix(num_states) if num_states else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.hidden = nn.Linear(hidden_size, hidden_size) if num_states else None
         self.out = nn.Linear(hidden_size, num_labels)
 
@@ -115,7 +116,7 @@ class OffRamps(nn.Module):
     def __init__(self, hidden_size: int, num_outputs: int, num_layers: int, dropout: float = 0.1):
         super().__init__()
         self.ramps = nn.ModuleList(
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, num_outputs))
+            nn.Sequential(Dropout(dropout), nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, num_outputs))
             for _ in range(num_layers - 1)
         )
 
