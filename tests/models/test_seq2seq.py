@@ -178,3 +178,31 @@ def test_every_part2_preset_is_reachable_through_models_load():
         for name in ("t5-base", "t5-v1_1-small", "mass-base", "switch-base-8", "deberta-base", "deberta-v3-small",
                      "xlnet-base", "unilm-base", "glm-base"):
             assert type(load(name)).__name__ == want[presets_ext.PRESETS[name][0]], name
+
+
+def test_trained_bias_attention_equals_sdpa_forward_and_backward():
+    """The written-out attention used when T5's relative bias is trained gives SDPA's output and gradients."""
+    from plmkit.models.seq2seq import ScaledSelfAttention
+
+    torch.manual_seed(0)
+    attn = _model("t5-tiny").encoder.layers[0].attn
+    assert isinstance(attn, ScaledSelfAttention)
+    B, Nh, T, D = 3, attn.num_heads, 7, attn.head_dim
+    for scale in (None, 1.0):
+        attn.scale = scale
+        q, k, v = (torch.randn(B, Nh, T, D, requires_grad=True) for _ in range(3))
+        bias = torch.randn(1, Nh, T, T, requires_grad=True)
+        key_mask = torch.ones(B, 1, 1, T, dtype=torch.bool)
+        key_mask[0, ..., -2:] = False  # padded keys get the dtype's minimum, as the stack does
+        ref_in = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
+        masked = bias.masked_fill(~key_mask, torch.finfo(bias.dtype).min)
+        y = attn._bias_attention(q, k, v, masked)
+        rq, rk, rv, rb = ref_in
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            rq, rk, rv, attn_mask=rb.masked_fill(~key_mask, torch.finfo(rb.dtype).min), scale=scale)
+        g = torch.randn_like(y)
+        y.backward(g)
+        ref.backward(g)
+        assert torch.allclose(y, ref, atol=1e-5)
+        for a, b in zip((q, k, v, bias), ref_in):
+            assert torch.allclose(a.grad, b.grad, atol=1e-5)
