@@ -146,3 +146,37 @@ def test_save_and_load_round_trip_through_plmkit_load(name, tmp_path):
         else:
             a, b = m(ids).logits, back(ids).logits
     torch.testing.assert_close(a, b)
+
+
+def _after_eos(rows: list[list[int]], eos: int = 1) -> list[list[int]]:
+    """Blank what follows the first generated eos: transformers' beam search fills it with
+    ``pad_token_id or eos_token_id`` (the eos id for T5, whose pad id is 0), plmkit with the pad id."""
+    out = []
+    for r in rows:
+        gen = r[1:]
+        if eos in gen:
+            i = gen.index(eos)
+            gen = gen[: i + 1] + [-1] * (len(gen) - i - 1)
+        out.append(r[:1] + gen)
+    return out
+
+
+@pytest.mark.parametrize("seed", [2, 29])
+def test_beam_search_stopping_matches_transformers(seed, tmp_path):
+    """Length penalties that favour short (0.5) and long (2.0) hypotheses with rows that finish early: the
+    stopping rule is HF's default (the best open beam scored at the current length), not the max length."""
+    torch.manual_seed(seed)
+    hf = _hf("t5")
+    _randomise(hf)
+    hf.eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_seq2seq(tmp_path)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, V, (4, 7), generator=g)
+    am = torch.ones_like(ids)
+    for lp in (0.5, 2.0):
+        for k in (2, 3):
+            want = hf.generate(ids, attention_mask=am, max_new_tokens=8, do_sample=False, num_beams=k,
+                               length_penalty=lp).tolist()
+            got = ours.generate(ids, am, max_new_tokens=8, num_beams=k, length_penalty=lp).tolist()
+            assert _after_eos(got) == _after_eos(want), (lp, k)

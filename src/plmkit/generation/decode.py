@@ -8,6 +8,7 @@ the cache. Finished rows (after ``eos_token_id``) are filled with ``pad_token_id
 
 ``use_cache=False`` recomputes the whole prefix every step (the reference the cache is tested
 against). Returns the prompt followed by the new tokens, (B, T + n_new), like ``transformers``.
+The greedy / sampling / beam loops are ``plmkit.generation.search``'s, shared with encoder-decoders.
 
 References: Graves 2012 / Sutskever et al. 2014 (beam search); Holtzman et al. 2020 (top-p);
 Keskar et al. 2019 (repetition penalty).
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.generation.cache import KVCache
-from plmkit.generation.logits import process
+from plmkit.generation.search import beam_loop, sample_loop
 from plmkit.models.layers import decoding_weights
 
 
@@ -111,15 +112,6 @@ class _Stepper:
         return self.model.head_logits(hidden[:, -1])
 
 
-def _emit(streamer: Any, tokens: Tensor) -> None:
-    if streamer is None:
-        return
-    if hasattr(streamer, "put"):
-        streamer.put(tokens)
-    else:
-        streamer(tokens)
-
-
 @torch.no_grad()
 def generate(
     model,
@@ -175,118 +167,15 @@ def generate(
     was_training = model.training
     model.eval()
     try:
+        T, K = input_ids.shape[1], num_beams
         with decoding_weights(model, pack_weights):
-            if num_beams > 1:
-                return _beam_search(model, input_ids, mask, max_new_tokens, num_beams, repetition_penalty, eos,
-                                    pad_token_id, use_cache, length_penalty)
-            return _sample(model, input_ids, mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-                           repetition_penalty, eos, pad_token_id, streamer, use_cache, generator)
+            if K > 1:
+                stepper = _Stepper(model, input_ids.repeat_interleave(K, dim=0), mask.repeat_interleave(K, dim=0),
+                                   T + max_new_tokens, use_cache, track_ids=True)
+                return beam_loop(stepper, input_ids, K, max_new_tokens, repetition_penalty, eos, pad_token_id,
+                                 length_penalty)
+            stepper = _Stepper(model, input_ids, mask, T + max_new_tokens, use_cache)
+            return sample_loop(stepper, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                               repetition_penalty, eos, pad_token_id, streamer, generator)
     finally:
         model.train(was_training)
-
-
-def _sample(model, input_ids, mask, max_new_tokens, do_sample, temperature, top_k, top_p, penalty, eos,
-            pad_id, streamer, use_cache, generator) -> Tensor:
-    B, T = input_ids.shape
-    out = input_ids.new_empty(B, T + max_new_tokens)
-    out[:, :T] = input_ids
-    stepper = _Stepper(model, input_ids, mask, T + max_new_tokens, use_cache)
-    eos_t = torch.tensor(eos, device=input_ids.device) if eos else None
-    unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
-    logits = stepper.prefill()
-    n = 0
-    for step in range(max_new_tokens):
-        scores = process(logits.float(), out[:, : T + step] if penalty != 1.0 else None, temperature=temperature,
-                         top_k=top_k, top_p=top_p, penalty=penalty, sampling=do_sample)
-        if do_sample:
-            nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
-        else:
-            nxt = scores.argmax(-1)
-        if eos_t is not None:
-            nxt = torch.where(unfinished, nxt, nxt.new_full((), pad_id))
-            unfinished = unfinished & ~torch.isin(nxt, eos_t)
-        out[:, T + step] = nxt
-        n = step + 1
-        _emit(streamer, nxt)
-        if n == max_new_tokens or (eos_t is not None and not bool(unfinished.any())):
-            break
-        logits = stepper.step(nxt)
-    if streamer is not None and hasattr(streamer, "end"):
-        streamer.end()
-    return out[:, : T + n]
-
-
-def _beam_search(model, input_ids, mask, max_new_tokens, K, penalty, eos, pad_id, use_cache,
-                 length_penalty) -> Tensor:
-    """Standard beam search (as HF's): 2K candidates per step, finished hypotheses scored by
-    sum log p / generated_length ** length_penalty; stops when no open beam can beat the K-th best."""
-    B, T = input_ids.shape
-    dev = input_ids.device
-    ids = input_ids.repeat_interleave(K, dim=0)  # (B K, T)
-    stepper = _Stepper(model, ids, mask.repeat_interleave(K, dim=0), T + max_new_tokens, use_cache, track_ids=True)
-    beam_scores = torch.zeros(B, K, device=dev)
-    beam_scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(B)]
-    done = [False] * B
-    logits = stepper.prefill()
-    V = logits.shape[-1]
-    for step in range(max_new_tokens):
-        logp = process(logits.float(), stepper.ids if penalty != 1.0 else None, penalty=penalty)
-        logp = logp.log_softmax(-1)  # (B K, V)
-        cand = (logp + beam_scores.view(-1, 1)).view(B, K * V)
-        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K)
-        src_beam, token = top_idx // V, top_idx % V
-        new_scores = torch.full((B, K), float("-inf"), device=dev)
-        new_src = torch.zeros(B, K, dtype=torch.long, device=dev)
-        new_tok = torch.full((B, K), pad_id, dtype=torch.long, device=dev)
-        gen_len = step + 1
-        for b in range(B):
-            if done[b]:
-                new_scores[b, 0] = 0.0  # keep a dummy beam alive; its row is ignored
-                new_src[b] = b * K
-                continue
-            j = 0
-            for r in range(2 * K):
-                s, beam, tok = float(top_scores[b, r]), int(src_beam[b, r]), int(token[b, r])
-                if tok in eos:
-                    if r >= K:  # HF: an eos beyond the top K candidates is not a hypothesis
-                        continue
-                    seq = torch.cat([stepper.ids[b * K + beam, T:], token.new_tensor([tok])])
-                    finished[b].append((s / gen_len ** length_penalty, seq))
-                    finished[b].sort(key=lambda x: -x[0])
-                    del finished[b][K:]
-                else:
-                    new_scores[b, j], new_src[b, j], new_tok[b, j] = s, b * K + beam, tok
-                    j += 1
-                if j == K:
-                    break
-            if len(finished[b]) == K:
-                # HF's default (early_stopping=False) heuristic: the best open beam, scored at its
-                # current length, cannot beat the worst kept hypothesis
-                best_open = float(new_scores[b].max()) / gen_len ** length_penalty
-                if finished[b][-1][0] >= best_open:
-                    done[b] = True
-        beam_scores = new_scores
-        stepper.reorder(new_src.view(-1))
-        if all(done) or step == max_new_tokens - 1:
-            stepper.ids = torch.cat([stepper.ids, new_tok.view(-1, 1)], dim=1)
-            break
-        logits = stepper.step(new_tok.view(-1))
-    # close: open beams compete with finished hypotheses
-    gen = stepper.ids[:, T:]  # (B K, n)
-    results = []
-    for b in range(B):
-        hyps = list(finished[b])
-        if not done[b]:
-            for k in range(K):
-                s = float(beam_scores[b, k])
-                if s != float("-inf"):
-                    hyps.append((s / gen.shape[1] ** length_penalty, gen[b * K + k]))
-        hyps.sort(key=lambda x: -x[0])
-        results.append(hyps[0][1])
-    n = max(len(r) for r in results)
-    out = input_ids.new_full((B, T + n), pad_id)
-    out[:, :T] = input_ids
-    for b, r in enumerate(results):
-        out[b, T: T + len(r)] = r
-    return out

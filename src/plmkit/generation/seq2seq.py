@@ -6,9 +6,9 @@ step through a ``Seq2SeqCache`` (static self-attention ``KVCache`` + cross-atten
 computed on the first step). ``use_cache=False`` re-runs the decoder over the whole prefix each
 step (the reference the cache is tested against). Returns the decoder sequences including the
 start token, (B, 1 + n), as ``transformers`` does; rows that finished (``eos_token_id``) are
-filled with ``pad_token_id``. Logit processing (repetition penalty, temperature, top-k, top-p) is
-``plmkit.generation.logits.process``, in HF's order; ``forced_bos_token_id`` /
-``forced_eos_token_id`` (BART) force the first / last token as HF's processors do.
+filled with ``pad_token_id``. The decoding loops are ``plmkit.generation.search``'s, shared with
+decoder-only generation; ``forced_bos_token_id`` / ``forced_eos_token_id`` (BART) force the first /
+last token as HF's processors do.
 
 References: Sutskever et al. 2014 (beam search); Holtzman et al. 2020 (top-p); transformers
 ``GenerationMixin`` (v5) for the stopping and beam-scoring rules.
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
-from plmkit.generation.logits import process
+from plmkit.generation.search import beam_loop, sample_loop
 from plmkit.models.layers import decoding_weights
 
 
@@ -156,112 +156,9 @@ def generate(
 
         with decoding_weights(model, pack_weights):  # the encoder ran above with all its rows
             if K > 1:
-                return _beam_search(stepper, B, K, max_new_tokens, repetition_penalty, eos, pad_token_id,
-                                    length_penalty, constrain)
-            return _sample(stepper, B, max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty,
-                           eos, pad_token_id, streamer, generator, constrain)
+                return beam_loop(stepper, first[::K], K, max_new_tokens, repetition_penalty, eos, pad_token_id,
+                                 length_penalty, constrain)
+            return sample_loop(stepper, first, max_new_tokens, do_sample, temperature, top_k, top_p,
+                               repetition_penalty, eos, pad_token_id, streamer, generator, constrain)
     finally:
         model.train(was_training)
-
-
-def _sample(stepper, B, max_new_tokens, do_sample, temperature, top_k, top_p, penalty, eos, pad_id, streamer,
-            generator, constrain) -> Tensor:
-    dev = stepper.ids.device
-    eos_t = torch.tensor(eos, device=dev) if eos else None
-    unfinished = torch.ones(B, dtype=torch.bool, device=dev)
-    out = [stepper.ids[:, 0]]
-    logits = stepper.prefill()
-    for step in range(max_new_tokens):
-        scores = process(logits.float(), stepper.ids if penalty != 1.0 else None, temperature=temperature,
-                         top_k=top_k, top_p=top_p, penalty=penalty, sampling=do_sample)
-        scores = constrain(scores, step)
-        if do_sample:
-            nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
-        else:
-            nxt = scores.argmax(-1)
-        if eos_t is not None:
-            nxt = torch.where(unfinished, nxt, nxt.new_full((), pad_id))
-            unfinished = unfinished & ~torch.isin(nxt, eos_t)
-        out.append(nxt)
-        if streamer is not None:
-            streamer.put(nxt) if hasattr(streamer, "put") else streamer(nxt)
-        if step == max_new_tokens - 1 or (eos_t is not None and not bool(unfinished.any())):
-            break
-        logits = stepper.step(nxt)
-    if streamer is not None and hasattr(streamer, "end"):
-        streamer.end()
-    return torch.stack(out, dim=1)
-
-
-def _beam_search(stepper, B, K, max_new_tokens, penalty, eos, pad_id, length_penalty, constrain) -> Tensor:
-    """HF-style beam search: 2K candidates per step; a finished hypothesis scores
-    sum log p / generated_length ** length_penalty; a row is done when K hypotheses are finished and
-    no open beam can beat the worst of them (HF's early_stopping=False heuristic)."""
-    dev = stepper.ids.device
-    beam_scores = torch.zeros(B, K, device=dev)
-    beam_scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(B)]
-    done = [False] * B
-    logits = stepper.prefill()
-    V = logits.shape[-1]
-    last_tokens = None
-    for step in range(max_new_tokens):
-        logp = process(logits.float(), stepper.ids if penalty != 1.0 else None, penalty=penalty).log_softmax(-1)
-        logp = constrain(logp, step)
-        cand = (logp + beam_scores.view(-1, 1)).view(B, K * V)
-        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K)
-        src_beam, token = top_idx // V, top_idx % V
-        new_scores = torch.full((B, K), float("-inf"), device=dev)
-        new_src = torch.zeros(B, K, dtype=torch.long, device=dev)
-        new_tok = torch.full((B, K), pad_id, dtype=torch.long, device=dev)
-        gen_len = step + 1
-        ts, sb, tk = top_scores.tolist(), src_beam.tolist(), token.tolist()
-        for b in range(B):
-            if done[b]:
-                new_scores[b, 0] = 0.0
-                new_src[b] = b * K
-                continue
-            j = 0
-            for r in range(2 * K):
-                s, beam, tok = ts[b][r], sb[b][r], tk[b][r]
-                if tok in eos:
-                    if r >= K:
-                        continue
-                    seq = torch.cat([stepper.ids[b * K + beam, 1:], token.new_tensor([tok])])
-                    finished[b].append((s / gen_len ** length_penalty, seq))
-                    finished[b].sort(key=lambda x: -x[0])
-                    del finished[b][K:]
-                else:
-                    new_scores[b, j], new_src[b, j], new_tok[b, j] = s, b * K + beam, tok
-                    j += 1
-                if j == K:
-                    break
-            if len(finished[b]) == K:
-                denom = (max_new_tokens if length_penalty > 0 else gen_len) ** length_penalty
-                if finished[b][-1][0] >= float(new_scores[b].max()) / denom:
-                    done[b] = True
-        beam_scores = new_scores
-        stepper.reorder(new_src.view(-1))
-        if all(done) or step == max_new_tokens - 1:
-            last_tokens = new_tok.view(-1)
-            break
-        logits = stepper.step(new_tok.view(-1))
-    gen = stepper.ids[:, 1:]
-    if last_tokens is not None:
-        gen = torch.cat([gen, last_tokens[:, None]], dim=1)
-    results = []
-    for b in range(B):
-        hyps = list(finished[b])
-        if not done[b]:
-            for k in range(K):
-                s = float(beam_scores[b, k])
-                if s != float("-inf"):
-                    hyps.append((s / gen.shape[1] ** length_penalty, gen[b * K + k]))
-        hyps.sort(key=lambda x: -x[0])
-        results.append(hyps[0][1])
-    n = max(len(r) for r in results)
-    out = stepper.ids.new_full((B, 1 + n), pad_id)
-    out[:, 0] = stepper.ids[0, 0]
-    for b, r in enumerate(results):
-        out[b, 1: 1 + len(r)] = r
-    return out
