@@ -25,19 +25,27 @@ Results (torch 2.13.0+cpu, transformers 5.24.0, 2-core Xeon VM, otherwise idle d
 plmkit time of the process-CPU medians (wall-clock ratio in brackets):
 
     config                    train_step     fwd_bwd        train_step_fused  greedy_generation   file
-    1 thread,  B4 S64  T32    1.151 (1.151)  1.069 (1.069)  1.178 (1.178)     1.422 (1.422)       bench_t5_cputime.json
-    1 thread,  B1 S32  T16    1.210 (1.210)  1.209 (1.206)  1.484 (1.485)     1.222 (1.222)       bench_t5_b1_cputime.json
-    1 thread,  B8 S128 T32    1.063 (1.063)  1.014 (1.014)  1.087 (1.087)     1.309 (1.308)       bench_t5_b8_s128_cputime.json
-    2 threads, B4 S64  T32    1.137 (1.140)  1.069 (1.073)  1.195 (1.197)     1.288 (1.288)       bench_t5_2threads.json
-    before the decoding weight copies (previous revision, B4 S64 T32, 1 thread, shared machine):
-                              1.141 (1.183)  1.072 (1.048)  1.205 (1.186)     1.139 (1.114)
+    1 thread,  B4 S64  T32    1.160 (1.160)  1.094 (1.094)  1.206 (1.206)     1.302 (1.302)       bench_t5_cputime.json
+    1 thread,  B1 S32  T16    1.397 (1.397)  1.248 (1.248)  1.477 (1.477)     1.202 (1.202)       bench_t5_b1_cputime.json
+    1 thread,  B8 S128 T32    1.094 (1.094)  1.017 (1.017)  1.127 (1.127)     1.252 (1.252)       bench_t5_b8_s128_cputime.json
+    2 threads, B4 S64  T32    1.156 (1.156)  1.063 (1.063)  1.205 (1.205)     1.322 (1.322)       bench_t5_2threads.json
+    previous revision (stop 12, same machine, idle):
+    1 thread,  B4 S64  T32    1.151          1.069          1.178             1.422
     before the tied-table gradient path (B4 S64 T32, 1 thread):
                               0.997 (0.946)  0.995 (0.979)  1.006 (1.004)     1.086 (1.112)
 
-    python bench/bench_t5.py --reps 9 --out bench/results/bench_t5_cputime.json
+    python bench/bench_t5.py --reps 9 --anatomy --out bench/results/bench_t5_cputime.json
     python bench/bench_t5.py --batch 1 --src 32 --tgt 16 --reps 9 --out bench/results/bench_t5_b1_cputime.json
     python bench/bench_t5.py --batch 8 --src 128 --tgt 32 --reps 7 --out bench/results/bench_t5_b8_s128_cputime.json
     python bench/bench_t5.py --threads 2 --reps 9 --out bench/results/bench_t5_2threads.json
+
+``--anatomy`` (B4, in bench_t5_cputime.json): forward+backward 0.495 s plmkit / 0.601 s HF, of which GEMM kernels
+0.408 / 0.418 s (82% / 70%); optimizer 0.251 / 0.247 s. If every non-GEMM operation of plmkit's forward and
+backward (0.088 s, ~0.02 s of it the cross-entropy over the 32k vocabulary, the same code on both sides) cost
+nothing, the step ratio would be 1.29. 1.2 needs 26-40 ms of it removed (26 from the whole-step medians, 40 from
+the separately timed parts): 40-60% of the model's own elementwise / normalisation / attention work. The
+candidates measured (a fused RMSNorm backward ~3 ms, the q|k|v split's backward concat ~3.5 ms, the ReLU
+backward ~2.7 ms) add up to about a quarter of that.
 
 Repeated B4 runs spread by about +-0.03 (the previous revision's two-thread run, on a busy machine, read 0.92 /
 0.81 / 0.96 / 1.24: contention, not the code). What the ratios are made of:
@@ -45,7 +53,7 @@ Repeated B4 runs spread by about +-0.03 (the previous revision's two-thread run,
   the time to read the weights. plmkit decodes with cached contiguous (in, out) copies of them
   (``plmkit.models.layers.decoding_weights``; BLAS reads them 1.3-1.7x faster than a transposed (out, in) operand
   at 4 rows; 2-7% faster generation even at batch 1-3), plus less per-step Python than HF's generate().
-- training: a B4 step is ~0.20 s forward, ~0.33 s backward and ~0.27 s optimizer (plmkit; HF ~0.20 / 0.43 / 0.27,
+- training: a B4 step is ~0.20 s forward, ~0.30 s backward and ~0.25 s optimizer (plmkit; HF ~0.20 / 0.40 / 0.25,
   measured by phase). The per-tensor AdamW of hf_baseline is the same code on both sides (a third of the step,
   page-faulting two 66 MB temporaries for the word table each step), and the forward GEMMs are the same MKL /
   oneDNN kernels; plmkit's margin is the backward, where it skips HF's dense per-lookup gradients of the tied
@@ -100,6 +108,51 @@ def _interleaved(fn_hf, fn_ours, reps: int) -> dict:
     return res
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise",
+            "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_flash_attention_backward",
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+"""Kernels counted as matrix products (self time: their own work, not the ops they call)."""
+
+
+def anatomy(hf, ours, fb_hf, fb_ours, opt_kw: dict, reps: int) -> dict:
+    """Where a training step's time goes, per side: forward+backward (median of ``reps``), of which GEMM kernels
+    (their share of the profiled wall time, profiled self time of GEMM_OPS, applied to the unprofiled median;
+    attention kernels are counted with them), and the optimizer step (median). The profiler's per-op overhead
+    makes the share, hence the GEMM time, an underestimate: the bound below is, if anything, too high.
+
+    ``bound_if_free_non_gemm`` = HF step / (plmkit GEMMs + plmkit optimizer): the ratio plmkit would reach if every
+    non-GEMM operation of its forward and backward took no time at all."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    sides = {"hf": hf, "plmkit": ours}
+    opts = {k: torch.optim.AdamW(m.parameters(), **opt_kw) for k, m in sides.items()}
+    fb = {"hf": fb_hf, "plmkit": fb_ours}
+    for k in sides:
+        fb[k]()
+        opts[k].step()  # optimizer state allocated
+    t_fb = _interleaved(fb["hf"], fb["plmkit"], reps)
+    for k in sides:
+        fb[k]()  # gradients present for the timed optimizer steps
+    t_opt = _interleaved(opts["hf"].step, opts["plmkit"].step, reps)
+    for k in sides:
+        n = 3
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            w = time.perf_counter()
+            for _ in range(n):
+                fb[k]()
+            wall = time.perf_counter() - w
+        share = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS) / 1e6 / wall
+        gemm = share * t_fb[f"{k}_s"]
+        out[k] = dict(fwd_bwd_s=t_fb[f"{k}_s"], gemm_share=round(share, 3), gemm_s=round(gemm, 4),
+                      non_gemm_s=round(t_fb[f"{k}_s"] - gemm, 4), optimizer_s=t_opt[f"{k}_s"])
+    hf_step = out["hf"]["fwd_bwd_s"] + out["hf"]["optimizer_s"]
+    ours_step = out["plmkit"]["fwd_bwd_s"] + out["plmkit"]["optimizer_s"]
+    out["ratio"] = round(hf_step / ours_step, 3)
+    out["bound_if_free_non_gemm"] = round(hf_step / (out["plmkit"]["gemm_s"] + out["plmkit"]["optimizer_s"]), 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -109,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new", type=int, default=32, help="generated tokens")
     ap.add_argument("--reps", type=int, default=9, help="timed repetitions per side")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip (train,fused,gen)")
+    ap.add_argument("--anatomy", action="store_true",
+                    help="also split a training step into GEMM kernels / other model work / optimizer (profiler) "
+                         "and report the ratio plmkit would reach if its non-GEMM model work cost nothing")
     ap.add_argument("--out", default=None, help="write the JSON result here")
     ap.add_argument("--cpu-time", action="store_true", help="accepted; both clocks are always reported")
     args = ap.parse_args(argv)
@@ -184,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
                 r["hf_tokens_per_s"] = round(B * (S + U) / r["hf_s"], 1)
             res[name] = r
         res.update(first)
+        if args.anatomy:
+            res["anatomy"] = anatomy(hf, ours, train_step(hf, None, True, dec_in), train_step(ours, None, False, dec_in),
+                                     opt_kw, args.reps)
         del hf, ours
 
     if "gen" not in skip:
