@@ -9,7 +9,7 @@ usual, and the mask comes from the global torch generator, so ``torch.manual_see
 reproducible. The backward multiplies by the same saved mask (a bool tensor, as PyTorch's).
 
 Used by every plmkit model in training mode on CPU for tensors of at least ``MIN_NUMEL``
-elements; elsewhere (CUDA, small tensors, p outside (0, 1)) it is ``F.dropout``. Evaluation mode
+elements; elsewhere (CUDA, small tensors, p outside (0, 1), inside ``torch.compile``) it is ``F.dropout``. Evaluation mode
 is the identity, as always. ``Dropout`` is an ``nn.Dropout`` (same repr, no state), so checkpoints
 and module surgery are unaffected.
 """
@@ -54,7 +54,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``F.dropout(x, p, training)`` with the cheaper CPU mask described in the module docstring."""
     if not training or p <= 0.0:
         return x
-    if p >= 1.0 or x.device.type != "cpu" or x.numel() < MIN_NUMEL or not x.is_floating_point():
+    if (p >= 1.0 or x.device.type != "cpu" or x.numel() < MIN_NUMEL or not x.is_floating_point()
+            or torch.compiler.is_compiling()):  # inductor fuses its own dropout
         return F.dropout(x, p, training)
     return _MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 
