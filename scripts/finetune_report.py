@@ -219,6 +219,8 @@ def scratch(out: Path, run: Path, seeds: int = len(SCRATCH_SEEDS), first_seed: i
                 r = json.loads((out / name / "eval.json").read_text())
                 acc.setdefault((n, kind), []).append(r["accuracy"])
                 print(name, round(r["accuracy"], 4), "per epoch", [round(h["accuracy"], 4) for h in r["history"]])
+    if seeds < 2:
+        return  # a spread needs two seeds at least
     for (n, kind), v in sorted(acc.items()):
         print(f"n={n} {kind}: {statistics.mean(v):.4f} +- {statistics.stdev(v):.4f} over {len(v)} seeds")
     for n, _ in grid:  # same seed = same training subset and order: compare pairwise

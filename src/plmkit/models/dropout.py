@@ -9,12 +9,14 @@ usual, and the mask comes from the global torch generator, so ``torch.manual_see
 reproducible. The backward multiplies by the same saved mask (a bool tensor, as PyTorch's).
 
 Used by every plmkit model in training mode on CPU for tensors of at least ``MIN_NUMEL``
-elements; elsewhere (CUDA, small tensors, p outside (0, 1), inside ``torch.compile``) it is ``F.dropout``. Evaluation mode
-is the identity, as always. ``Dropout`` is an ``nn.Dropout`` (same repr, no state), so checkpoints
+elements; elsewhere (CUDA, small tensors, p outside (0, 1), inside ``torch.compile``) it is
+``F.dropout``. Evaluation mode is the identity, as always. ``Dropout`` is an ``nn.Dropout`` (same repr, no state), so checkpoints
 and module surgery are unaffected.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +31,7 @@ _FULL_RANGE = (-(2 ** 63), 2 ** 63 - 1)  # randint over (almost) every int64: fo
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu",
               generator: torch.Generator | None = None) -> Tensor:
     """A bool tensor of ``shape``: each element True (kept) with probability ``1 - p`` (p on a 2**-16 grid)."""
-    n = 1
-    for s in shape:
-        n *= int(s)
+    n = math.prod(shape)
     words = torch.randint(*_FULL_RANGE, ((n + 3) // 4,), dtype=torch.int64, device=device, generator=generator)
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform over [-2**15, 2**15)
     return lanes >= round(p * 65536) - 32768

@@ -159,9 +159,7 @@ class ScaledSelfAttention(SelfAttention):
         scale = self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[-1])
         if scale != 1.0:
             scores = scores * scale
-        probs = torch.softmax(scores + bias, dim=-1)
-        if self.training and self.dropout > 0:
-            probs = dropout(probs, self.dropout)
+        probs = dropout(torch.softmax(scores + bias, dim=-1), self.dropout, self.training)
         return torch.matmul(probs, v)  # (B, Nh, T, D)
 
 

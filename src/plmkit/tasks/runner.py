@@ -95,11 +95,11 @@ class FinetuneConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-
 def _cpu_fields(cpu_s: float) -> dict[str, Any]:
     """Process CPU seconds of training and the torch thread count: on a shared machine the wall time
     (``train_time_s``) depends on the neighbours, CPU time / threads much less."""
     return {"train_cpu_s": round(cpu_s, 1), "threads": torch.get_num_threads()}
+
 
 def _spec(cfg) -> TaskSpec:
     over = {}
