@@ -19,9 +19,9 @@ from plmkit.errors import UserError
 from plmkit.training import Trainer, TrainingDiverged, evaluate_perplexity
 from plmkit.training import checkpoint as ckpt
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny  # noqa: E402
-from tiny import TinyCLM, TinyLM, make_data  # noqa: E402
+# tiny.py sits beside this file: pytest puts a test file's folder on sys.path (tests/ is not a package)
+import tiny
+from tiny import TinyCLM, TinyLM, make_data
 
 TINY = Path(__file__).parent / "tiny.py"
 REPO = Path(__file__).resolve().parents[2]

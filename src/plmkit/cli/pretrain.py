@@ -1,6 +1,6 @@
 """``plm pretrain RECIPE.yaml --out DIR [KEY=VALUE ...] [--resume] [--overwrite]``.
 
-Runs :func:`plmkit.training.run_pretraining`. Works under ``torchrun --nproc_per_node N -m plmkit pretrain``
+Runs :func:`plmkit.pipelines.run_pretraining`. Works under ``torchrun --nproc_per_node N -m plmkit pretrain``
 (DDP; ``train.distributed=fsdp`` for FSDP). Exit codes: 0 done, 2 bad input, 130 interrupted (a checkpoint
 was saved; continue with ``--resume``).
 """
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from plmkit.errors import UserError
-    from plmkit.training.pretrain import run_pretraining
+    from plmkit.pipelines.pretrain import run_pretraining
 
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"expected KEY=VALUE overrides after the recipe, got {bad[0]!r}")
     summary = run_pretraining(args.recipe, args.out, overrides=args.overrides, resume=args.resume,
                               overwrite=args.overwrite, progress=args.progress)
-    from plmkit.training import distributed as D
+    import plmkit.training.distributed as D
 
     if D.current().is_main:
         print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (dict, list))}))

@@ -1,4 +1,4 @@
-"""``plm quickstart``: tokenizer + MLM and CLM pretraining + samples, offline on a CPU (see plmkit.quickstart)."""
+"""``plm quickstart``: tokenizer + MLM and CLM pretraining + samples, offline on a CPU (see plmkit.pipelines.quickstart)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ HELP = "Train a tokenizer, pretrain tiny BERT (MLM) and GPT (CLM) models, show p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from plmkit.quickstart import QuickstartConfig
+    from plmkit.pipelines.quickstart import QuickstartConfig
 
     d = QuickstartConfig()
     p.add_argument("--out", default="runs/quickstart", help="output directory (must be empty or absent)")
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from plmkit.errors import UserError
-    from plmkit.quickstart import QuickstartConfig, print_locations, run_quickstart
+    from plmkit.pipelines.quickstart import QuickstartConfig, print_locations, run_quickstart
 
     for name in ("max_chars", "vocab_size", "seq_len", "mlm_steps", "clm_steps", "batch_size"):
         if getattr(args, name) < 1:

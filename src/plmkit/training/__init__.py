@@ -6,7 +6,9 @@
 - ``checkpoint.py``: atomic self-contained checkpoints, RNG capture
 - ``distributed.py``: torchrun set-up, DDP / FSDP wrapping
 - ``callbacks.py``, ``plots.py``: metrics.jsonl, TensorBoard, progress bar, loss-curve PNGs
-- ``pretrain.py``: :func:`run_pretraining` (recipe -> tokenizer, token store, model, objective(s), Trainer)
+
+Workflows built on the engine (recipe -> run: ``run_pretraining``, the quickstart) live in
+:mod:`plmkit.pipelines`.
 """
 
 from plmkit.config import TrainConfig
@@ -14,14 +16,6 @@ from plmkit.training.callbacks import Callback
 from plmkit.training.optim import GradualUnfreezer, Lamb, build_optimizer, build_scheduler, lr_multiplier, param_groups
 from plmkit.training.trainer import Trainer, TrainingDiverged, evaluate_objective, evaluate_perplexity
 
-
-def run_pretraining(recipe, out_dir, **kwargs):
-    """Run a pretraining recipe (a :class:`plmkit.config.Recipe`, a dict or a YAML path); see ``pretrain.py``."""
-    from plmkit.training.pretrain import run_pretraining as _run
-
-    return _run(recipe, out_dir, **kwargs)
-
-
 __all__ = ["Trainer", "TrainConfig", "Callback", "Lamb", "GradualUnfreezer", "TrainingDiverged",
            "build_optimizer", "build_scheduler", "lr_multiplier", "param_groups", "evaluate_objective",
-           "evaluate_perplexity", "run_pretraining"]
+           "evaluate_perplexity"]

@@ -47,10 +47,10 @@ from typing import Any
 import torch
 from torch import nn
 
+import plmkit.training.checkpoint as ckpt
+import plmkit.training.distributed as D
 from plmkit.config import TrainConfig
 from plmkit.errors import UserError
-from plmkit.training import checkpoint as ckpt
-from plmkit.training import distributed as D
 from plmkit.training.callbacks import HOOKS, FunctionCallback, JsonlLogger, PlotCallback, ProgressBar, TensorBoardLogger
 from plmkit.training.optim import GradualUnfreezer, build_optimizer, build_scheduler, layer_groups
 

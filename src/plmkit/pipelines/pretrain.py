@@ -1,6 +1,6 @@
 """``run_pretraining``: a recipe in, a trained checkpoint out (the body of ``plm pretrain``).
 
-    from plmkit.training import run_pretraining
+    from plmkit.pipelines import run_pretraining
     summary = run_pretraining("recipes/gpt2/clm-shakespeare-char.yaml", "runs/shakespeare",
                               overrides=["train.max_steps=100"], progress=True)
     summary = run_pretraining({"model": {"preset": "gpt2-tiny"}, ...}, "runs/x")   # a dict works too
@@ -31,9 +31,9 @@ from typing import Any, Callable
 import torch
 import yaml
 
+import plmkit.training.distributed as D
 from plmkit.config import Recipe, apply_overrides, dump_recipe, load_recipe, recipe_from_dict
 from plmkit.errors import UserError
-from plmkit.training import distributed as D
 
 RUN_MARKER = "recipe.yaml"
 
@@ -70,6 +70,15 @@ def _as_recipe(recipe: Recipe | dict | str | os.PathLike, overrides: list[str]) 
     return load_recipe(recipe, overrides)
 
 
+def _source_lines(recipe) -> tuple[str | None, dict]:
+    """The recipe file's name and its key -> line map (nothing for a dict or a Recipe)."""
+    if isinstance(recipe, (str, os.PathLike)) and Path(recipe).is_file():
+        from plmkit.config import _line_map
+
+        return str(recipe), _line_map(Path(recipe).read_text(encoding="utf-8"))
+    return None, {}
+
+
 def check_paths(recipe: Recipe) -> None:
     """UserError naming the first missing input path of the recipe."""
     items = [("data.train", p) for p in recipe.data.train] + [("data.valid", p) for p in recipe.data.valid]
@@ -82,6 +91,41 @@ def check_paths(recipe: Recipe) -> None:
     for key, p in items:
         if not Path(p).exists():
             raise UserError(f"{key}: no such file or directory: {p}")
+
+
+def check_model(recipe: Recipe, source: str | None = None, lines: dict | None = None) -> None:
+    """Check ``model.preset`` and ``model.overrides`` before the tokenizer trains or anything is written.
+
+    The preset is built on the meta device (no memory, no RNG draws): an unknown preset, an override that
+    names no field of the model's config (one line with a did-you-mean hint, at the recipe's line when it
+    comes from the file) or a value the config refuses fail here. ``model.path`` checkpoints are checked
+    when they load.
+    """
+    from plmkit.errors import suggest
+    from plmkit.models import load
+
+    m = recipe.model
+    if m.preset is None:
+        return
+    with torch.device("meta"):
+        base = load(m.preset)
+    names = sorted(f.name for f in dataclasses.fields(base.config))
+    lines = lines or {}
+
+    def where(*path) -> str:
+        line = lines.get(path)
+        return f"{source}:{line}: " if source and line else ""
+
+    for key in m.overrides:
+        if key not in names:
+            raise UserError(f"{where('model', 'overrides', key)}model.overrides.{key}: unknown key"
+                            f"{suggest(key, names) or '; see the fields of ' + type(base.config).__name__}")
+    if m.overrides:
+        try:
+            with torch.device("meta"):
+                load(m.preset, **m.overrides)
+        except UserError as e:
+            raise UserError(f"{where('model', 'overrides')}model.overrides: {e}") from None
 
 
 def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> bool:
@@ -227,12 +271,13 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
 
     t0 = time.time()
     info = D.init_distributed()
-    recipe = _as_recipe(recipe, list(overrides or []))
+    recipe_arg, recipe = recipe, _as_recipe(recipe, list(overrides or []))
     if progress is not None:
         recipe.train = dataclasses.replace(recipe.train, progress=progress)
     say = log or (lambda msg: print(f"plm pretrain: {msg}", file=sys.stderr, flush=True))
     log = say if info.is_main else (lambda msg: None)
     check_paths(recipe)
+    check_model(recipe, *_source_lines(recipe_arg))
     out = Path(out_dir).resolve()
     resuming = False
     if info.is_main:

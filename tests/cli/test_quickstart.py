@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from plmkit.quickstart import QuickstartConfig, builtin_corpus, run_quickstart, split_documents
+from plmkit.pipelines.quickstart import QuickstartConfig, builtin_corpus, run_quickstart, split_documents
 
 
 def _plm(*args, cwd=None):

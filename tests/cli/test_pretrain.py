@@ -12,8 +12,8 @@ import yaml
 
 import plmkit
 from plmkit.cli.main import main
+from plmkit.pipelines.pretrain import run_pretraining
 from plmkit.training import evaluate_perplexity
-from plmkit.training.pretrain import run_pretraining
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,27 @@ def test_bad_input_is_one_line_exit_2(corpus, tmp_path, capsys, edit, message):
     assert main(["pretrain", str(p), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["recipe", "override"])
+def test_unknown_model_override_is_refused_before_anything_is_trained_or_written(corpus, tmp_path, capsys, where):
+    p = _recipe(corpus, tmp_path)
+    extra = []
+    if where == "recipe":
+        p.write_text(p.read_text().replace("hidden_size: 32", "hiden_size: 32"))
+    else:
+        extra = ["model.overrides.num_layer=2"]
+    out = tmp_path / "run"
+    assert main(["pretrain", str(p), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    if where == "recipe":
+        line = next(i for i, t in enumerate(p.read_text().splitlines(), 1) if "hiden_size" in t)
+        assert err == (f"plm pretrain: error: {p}:{line}: model.overrides.hiden_size: unknown key "
+                       f"(did you mean 'hidden_size'?)")
+    else:
+        assert err == "plm pretrain: error: model.overrides.num_layer: unknown key (did you mean 'num_layers'?)"
+    assert not out.exists()  # no run directory, no tokenizer trained
 
 
 def test_out_dir_that_is_not_a_run_is_refused(corpus, tmp_path, capsys):

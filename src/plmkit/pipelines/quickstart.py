@@ -271,7 +271,8 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
     import plmkit
     from plmkit.data import TokenStore, prepare
     from plmkit.objectives import build
-    from plmkit.training import TrainConfig, Trainer
+    from plmkit.config import TrainConfig
+    from plmkit.training.trainer import Trainer
 
     cfg = cfg or QuickstartConfig()
     out = Path(out)
