@@ -45,6 +45,9 @@ class TrainConfig:
     """Micro-batches whose gradients are accumulated before one optimizer step."""
     lr: float = 3e-4
     """Peak learning rate."""
+    head_lr: float | None = None
+    """Peak learning rate of the top parameter group (the heads, e.g. a fine-tuning task head, and whatever
+    ``model.layer_groups()`` puts last); None = ``lr``. Fresh heads on a pretrained body often want more."""
     min_lr_ratio: float = 0.0
     """Floor of the linear / cosine decay, as a fraction of ``lr``."""
     optimizer: Literal["adamw", "lamb"] = "adamw"
@@ -112,6 +115,8 @@ class TrainConfig:
                 raise UserError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"train.lr: expected a positive number, got {self.lr}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise UserError(f"train.head_lr: expected a positive number, got {self.head_lr}")
         if not 0 < self.layer_lr_decay <= 1:
             raise UserError(f"train.layer_lr_decay: expected a number in (0, 1], got {self.layer_lr_decay}")
         if not 0 < self.stlr_cut_frac < 1:
@@ -239,7 +244,7 @@ def _type_name(tp) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
+    if origin is list or origin is tuple:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
         return "a mapping"
@@ -279,7 +284,14 @@ def _coerce(value, tp, path: tuple, ctx: _Ctx):
         if not isinstance(value, list):
             raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}")
         return [_coerce(v, item, path + (i,), ctx) for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is tuple and len(typing.get_args(tp)) == 2 and typing.get_args(tp)[1] is Ellipsis:
+        item = typing.get_args(tp)[0]
+        if isinstance(value, str):  # "0,0.5,1": comma-separated, as on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}")
+        return tuple(_coerce(v, item, path + (i,), ctx) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ctx.err(path, f"expected a mapping, got {value!r}")
         return dict(value)
@@ -512,3 +524,27 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring written under each field of dataclass ``cls`` (and its bases), by field name.
+
+    These attribute docstrings are the one description of a config field: the CLI's help text is generated
+    from them (``plmkit.cli.fields``).
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                out[node.target.id] = " ".join(nxt.value.value.split())
+    return out

@@ -21,7 +21,7 @@ from plmkit.cli.main import main
 from plmkit.models.recurrent import build
 from plmkit.tasks.modes import ModeConfig, apply_mode
 from plmkit.tasks.objective import HEAD_NAME, TaskObjective
-from plmkit.tasks.runner import _recurrent_features
+from plmkit.tasks.checkpoint import recurrent_features
 
 POS = ["good", "great", "fun", "lovely", "superb"]
 NEG = ["bad", "awful", "boring", "dull", "poor"]
@@ -89,7 +89,7 @@ def test_plm_finetune_features_on_an_elmo_checkpoint(elmo_dir, capsys):
     model = plmkit.load(str(elmo_dir / "elmo"))
     obj = TaskObjective("classification", 2, plmkit.load_tokenizer(elmo_dir / "elmo"), scalar_mix=True)
     obj.prepare(model)
-    _recurrent_features(model, "features")  # as the runner builds it: the mix standardises each layer
+    recurrent_features(model, "features")  # as finetune builds it: the mix standardises each layer
     assert res["trainable_params"] == sum(p.numel() for p in model.heads.parameters())
     assert res["accuracy"] >= 0.65, res  # a constant guess scores 0.525 on this dev set
     saved = load_file(str(out / "weights.safetensors"))  # features mode saves what trained: the head
@@ -122,7 +122,7 @@ def test_features_mode_skips_the_bilm_softmax_and_standardises_the_layers(elmo_d
     assert ref.logits is not None
     obj = TaskObjective("classification", 2, tok, pooling="mean", scalar_mix=True)
     obj.prepare(model)
-    _recurrent_features(model, "features")
+    recurrent_features(model, "features")
     out = model(ids, attention_mask=mask, output_hidden_states=True)
     assert out.logits is None and out.backward_logits is None  # the (B, T, V) softmax is not computed
     assert all(torch.equal(a, b) for a, b in zip(ref.hidden_states, out.hidden_states))

@@ -1,9 +1,8 @@
 """Feature encoding with the real MiniLM WordPiece tokenizer: QA windows and answer positions, first-piece
-NER labels, truncation flags, and the finetune recipes in recipes/finetune/."""
+NER labels, truncation flags (the finetune recipes in recipes/finetune/ are checked in tests/cli/test_finetune.py)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,6 @@ import pytest
 import plmkit
 from plmkit.tasks import encoding as E
 from plmkit.tasks.readers import QAExample, TextExample, TokenExample
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +68,3 @@ def test_text_pairs_truncation_flag(tok):
     assert [f["truncated"] for f in feats] == [False, True] and len(feats[1]["input_ids"]) == 16
     assert feats[0]["token_type_ids"][-1] == 1 and [f["label"] for f in feats] == [1, 0]
 
-
-@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "finetune").glob("*.yml")), ids=lambda p: p.name)
-def test_finetune_recipes_load(path):
-    if path.name.startswith("tapt-"):
-        from plmkit.config import load_recipe
-
-        r = load_recipe(path)
-        assert r.objective[0]["name"] == "mlm"
-        return
-    from plmkit.cli import finetune as F
-
-    p = argparse.ArgumentParser()
-    F.add_arguments(p)
-    args = F._apply_recipe(p.parse_args(["--recipe", str(path)]))
-    assert args.task and args.model and args.data and args.out
-    if args.model.startswith("/") or Path(args.model).exists():
-        assert Path(args.model, "config.json").is_file()

@@ -119,3 +119,22 @@ def test_param_groups_put_unlisted_params_on_top_and_dedupe_tied():
     assert len(seen) == len(set(seen)) == 3
     top = [g for g in groups if g["lr"] == 1.0]
     assert {id(p) for g in top for p in g["params"]} == {id(model.extra.weight), id(model.extra.bias)}
+
+
+def test_head_lr_is_the_top_groups_scheduled_peak():
+    """``head_lr`` builds the top group with its own peak LR (no patching of the optimizer afterwards); the
+    schedule scales it like every other group's, and the groups below keep ``lr`` (times the layer decay)."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model.layer_groups = lambda: [list(m.parameters()) for m in model]
+    cfg = _cfg(lr=1.0, head_lr=3.0, layer_lr_decay=0.5, warmup_steps=4, schedule="linear", max_steps=20)
+    opt = build_optimizer(model, cfg)
+    peaks = {g["layer"]: g["lr"] for g in opt.param_groups}
+    assert peaks == {0: pytest.approx(0.25), 1: pytest.approx(0.5), 2: pytest.approx(3.0)}
+    sched = build_scheduler(opt, cfg)
+    for step in range(10):
+        for g in opt.param_groups:
+            assert g["lr"] == pytest.approx(peaks[g["layer"]] * lr_multiplier(step, cfg))
+        opt.step()
+        sched.step()
+    with pytest.raises(Exception, match="train.head_lr"):
+        _cfg(head_lr=0.0)

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plmkit.tasks.runner import _atomic_json, evaluate_checkpoints
+    from plmkit.tasks.checkpoint import write_json_atomic
+    from plmkit.tasks.evaluation import evaluate_checkpoints
 
     res = evaluate_checkpoints(args.checkpoint, args.data, args.split_file, args.ensemble, args.batch_size,
                                args.skip_bad, args.max_examples)
@@ -29,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        _atomic_json(Path(args.out), res)
+        write_json_atomic(Path(args.out), res)
     return 0

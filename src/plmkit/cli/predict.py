@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plmkit.tasks.runner import predict
+    from plmkit.tasks.prediction import predict
 
     res = predict(args.checkpoint, args.input, args.out, args.batch_size, args.skip_bad)
     msg = f"wrote {res['written']} predictions for {res['inputs']} inputs to {args.out}"

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.tasks import adapters
+import plmkit.tasks.adapters as adapters
 
 MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit")
 

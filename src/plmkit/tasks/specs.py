@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from plmkit.errors import UserError, suggest
-from plmkit.tasks import readers
+import plmkit.tasks.readers as readers
 from plmkit.tasks.readers import BadRows
 
 KINDS = ("classification", "regression", "multilabel", "token", "qa", "multiple_choice", "text2text")

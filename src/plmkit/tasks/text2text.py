@@ -113,7 +113,7 @@ def generate_texts(model, obj: Text2TextObjective, tok, feats: list[dict], batch
 
 
 def score_text2text(kind: str, feats: list[dict], preds: list[str]) -> dict[str, float]:
-    from plmkit.tasks import metrics as M
+    import plmkit.tasks.metrics as M
 
     gold = [f["target_text"] for f in feats]
     if kind == "regression":

@@ -50,18 +50,20 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Optimizer parameter groups: per layer group, one with weight decay (matrices) and one without.
 
-    Each group carries ``lr`` (layer-wise scaled), ``layer`` (index, bottom = 0) and ``weight_decay``.
+    Each group carries ``lr`` (layer-wise scaled; the top group's is ``config.head_lr`` when set), ``layer``
+    (index, bottom = 0) and ``weight_decay``. The LR schedule scales each group's own peak LR.
     """
     groups = layer_groups(model)
     n = len(groups)
     out = []
     for i, params in enumerate(groups):
+        peak = config.head_lr if i == n - 1 and config.head_lr is not None else config.lr
         scale = config.layer_lr_decay ** (n - 1 - i)
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         for ps, wd in ((decay, config.weight_decay), (no_decay, 0.0)):
             if ps:
-                out.append({"params": ps, "lr": config.lr * scale, "weight_decay": wd, "layer": i})
+                out.append({"params": ps, "lr": peak * scale, "weight_decay": wd, "layer": i})
     return out
 
 

@@ -6,14 +6,18 @@ HF-format directory, so the commands run exactly as a user would run them on a r
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 import plmkit
 from plmkit.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 POS = ["good", "great", "fun", "lovely", "superb"]
 NEG = ["bad", "awful", "boring", "dull", "poor"]
@@ -234,3 +238,83 @@ def test_pkg_model_on_the_command_line_is_resolved(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "package 'no_such_package_xyz' is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "finetune").glob("*.yml")), ids=lambda p: p.name)
+def test_finetune_recipes_load(path):
+    if path.name.startswith("tapt-"):
+        from plmkit.config import load_recipe
+
+        r = load_recipe(path)
+        assert r.objective[0]["name"] == "mlm"
+        return
+    from plmkit.cli import finetune as F
+
+    p = argparse.ArgumentParser()
+    F.add_arguments(p)
+    args = F.config_from_args(p.parse_args(["--recipe", str(path)]))
+    assert args.task and args.model and args.data and args.out
+    if args.model.startswith("/") or Path(args.model).exists():
+        assert Path(args.model, "config.json").is_file()
+
+
+def _config(*argv):
+    from plmkit.cli import finetune as F
+
+    p = argparse.ArgumentParser()
+    F.add_arguments(p)
+    return F.config_from_args(p.parse_args(list(argv)))
+
+
+def test_a_flag_given_on_the_command_line_wins_over_the_recipe_even_at_its_default(tmp_path):
+    """defaults < recipe < flags typed: a flag that repeats its default value still overrides the recipe."""
+    from plmkit.tasks.config import FinetuneConfig
+
+    d = FinetuneConfig(task="sst2", model="m", data="d", out="o")
+    recipe = tmp_path / "r.yml"
+    recipe.write_text("task: sst2\nmodel: m\ndata: d\nout: o\nlr: 1.0e-4\nmode: lora\nepochs: 3\n"
+                      "eval_each_epoch: false\nexit_thresholds: [0, 0.5]\nlabel_column: 1\n")
+    from_recipe = _config("--recipe", str(recipe))
+    assert (from_recipe.lr, from_recipe.mode, from_recipe.epochs) == (1e-4, "lora", 3.0)
+    assert from_recipe.eval_each_epoch is False and from_recipe.exit_thresholds == (0.0, 0.5)
+    assert from_recipe.label_column == "1" and from_recipe.seed == d.seed  # recipe values typed like the field
+    typed = _config("--recipe", str(recipe), "--lr", str(d.lr), "--mode", d.mode, "--exit-thresholds", "0.1,0.2")
+    assert (typed.lr, typed.mode, typed.epochs) == (d.lr, d.mode, 3.0)
+    assert typed.exit_thresholds == (0.1, 0.2)
+    flags_only = _config("--task", "sst2", "--model", "m", "--data", "d", "--out", "o", "--no-epoch-eval",
+                         "--label-column", "2")
+    assert flags_only.eval_each_epoch is False and flags_only.label_column == 2 and flags_only.lr == d.lr
+
+
+def test_every_config_field_is_a_flag_with_its_docstring_as_help():
+    import dataclasses
+
+    from plmkit.cli import finetune as F
+    from plmkit.config import field_docs
+    from plmkit.tasks.config import FinetuneConfig
+
+    p = argparse.ArgumentParser()
+    F.add_arguments(p)
+    by_dest = {a.dest: a for a in p._actions}
+    docs = field_docs(FinetuneConfig)
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name == "extra":
+            assert f.name not in by_dest
+            continue
+        action = by_dest[f.name]
+        assert action.default is argparse.SUPPRESS, f.name
+        assert (f.metadata.get("flag_help") or docs[f.name]) in action.help, f.name
+
+
+def test_recipe_errors_name_the_file_line_and_key(tmp_path, capsys):
+    recipe = tmp_path / "r.yml"
+    recipe.write_text("task: sst2\nmodel: m\nepoch: 3\n")
+    assert main(["finetune", "--recipe", str(recipe)]) == 2
+    assert capsys.readouterr().err.strip() == (f"plm finetune: error: {recipe}:3: epoch: unknown key "
+                                               f"(did you mean 'epochs'?)")
+    recipe.write_text("task: sst2\nmodel: m\ndata: d\nout: o\nepochs: many\n")
+    assert main(["finetune", "--recipe", str(recipe)]) == 2
+    assert f"{recipe}:5: epochs: expected a number, got 'many'" in capsys.readouterr().err
+    recipe.write_text("task: sst2\nmodel: m\n")
+    assert main(["finetune", "--recipe", str(recipe)]) == 2
+    assert "missing required option(s) --data, --out" in capsys.readouterr().err

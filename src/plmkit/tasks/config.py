@@ -1,0 +1,133 @@
+"""``FinetuneConfig``: the options of one fine-tuning run.
+
+``plm finetune``'s flags are generated from these fields (``plmkit.cli.fields``): the flag is the field
+name with dashes, the type comes from the annotation, the help text from the docstring under the field,
+and a few CLI details from the field's metadata:
+
+- ``flag``: a different option string (``eval_each_epoch`` is switched off with ``--no-epoch-eval``), and
+  ``flag_help`` its help when it does not read as the field's docstring
+- ``choices``: a function returning the allowed values (imported lazily)
+- ``parse``: how a command-line string becomes the value (column names: digits mean an index)
+- ``path``: a path; in a ``--recipe`` it is taken relative to the recipe's folder when it exists there,
+  and ``pkg:NAME`` names a checkpoint shipped in an installed package
+- ``cli: False``: not a command-line option
+- ``required``: must be given, as a flag or in the recipe
+
+A ``--recipe`` YAML file holds the same keys (snake_case); defaults < recipe < flags given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _task_names() -> list[str]:
+    from plmkit.tasks.specs import TASKS
+
+    return list(TASKS)
+
+
+def _mode_names() -> list[str]:
+    from plmkit.tasks.modes import MODES
+
+    return list(MODES)
+
+
+def column(value: str):
+    """A column name from the command line; pure digits mean a column index (files without header)."""
+    return int(value) if value.isdigit() else value
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of one fine-tuning run (``plm finetune`` flags are generated from these fields)."""
+
+    task: str = field(metadata={"choices": _task_names, "required": True})
+    """task name or generic task kind"""
+    model: str = field(metadata={"path": True, "required": True})
+    """HF-format checkpoint directory, .gguf file or preset name"""
+    data: str = field(metadata={"path": True, "required": True})
+    """data directory (train/dev files) or a single file"""
+    out: str = field(metadata={"path": True, "required": True})
+    """output directory (checkpoint + eval.json)"""
+    mode: str = field(default="full", metadata={"choices": _mode_names})
+    """adaptation mode"""
+    epochs: float = 2.0
+    """training epochs (fractions allowed)"""
+    lr: float = 2e-5
+    """peak learning rate"""
+    batch_size: int = 32
+    """examples per batch"""
+    max_seq_len: int = 128
+    """max tokens per input (truncation is counted)"""
+    max_train_examples: int | None = None
+    """random subset of N training examples"""
+    max_eval_examples: int | None = None
+    """random subset of N dev examples"""
+    seed: int = 1
+    """random seed"""
+    tokenizer: str | None = field(default=None, metadata={"path": True})
+    """tokenizer path (default: the model directory)"""
+    train_file: str | None = None
+    """training file name inside --data (overrides the task's)"""
+    dev_file: str | None = None
+    """dev file name inside --data (overrides the task's)"""
+    text_column: str | None = field(default=None, metadata={"parse": column})
+    """text column name (or index without header)"""
+    text_pair_column: str | None = field(default=None, metadata={"parse": column})
+    """second text column for pair tasks"""
+    label_column: str | None = field(default=None, metadata={"parse": column})
+    """label column name (or index without header)"""
+    no_header: bool = False
+    """TSV/CSV files have no header row (columns by index)"""
+    train_articles: str | None = None
+    """QA: slice of SQuAD articles for training, e.g. 0:36"""
+    dev_articles: str | None = None
+    """QA: slice of SQuAD articles for evaluation, e.g. 36:"""
+    doc_stride: int = 128
+    """QA: overlap stride between context windows"""
+    pooling: str = field(default="pooler", metadata={"choices": lambda: ["pooler", "cls", "mean"]})
+    """sequence pooling for the head"""
+    warmup: float = 0.1
+    """fraction of steps of linear warm-up"""
+    weight_decay: float = 0.01
+    """AdamW weight decay"""
+    skip_bad: bool = False
+    """skip (and count) bad rows instead of stopping"""
+    adapter_size: int = 64
+    """adapter bottleneck size"""
+    pal_size: int = 204
+    """PAL projected size"""
+    lora_rank: int = 8
+    """LoRA rank r"""
+    lora_alpha: float = 16.0
+    """LoRA scale alpha"""
+    regularizer: str | None = field(default=None, metadata={"choices": lambda: ["l2sp", "ewc"]})
+    """pull weights towards the start (L2-SP) or a previous task (EWC)"""
+    reg_weight: float = 0.01
+    """regularizer strength (alpha / lambda)"""
+    ewc_from: str | None = None
+    """EWC: previous fine-tuned checkpoint whose task gives the Fisher"""
+    self_distill: float = 0.0
+    """weight of self-distillation from the running weight average (0 = off)"""
+    distill_every: int = 50
+    """self-distillation: steps between teacher snapshots"""
+    early_exit: bool = False
+    """DeeBERT: train per-layer off-ramps and report the entropy/speed curve"""
+    head_lr: float | None = None
+    """peak LR of the task head / pooler group (default: --lr; early-exit off-ramps: 1e-3)"""
+    prefix: str | None = None
+    """text2text: task prefix of the source text (default: the task name)"""
+    max_target_len: int = 8
+    """text2text: max tokens of a generated target"""
+    exit_thresholds: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    """early exit: comma-separated entropy thresholds to report"""
+    eval_each_epoch: bool = field(default=True, metadata={"flag": "--no-epoch-eval",
+                                                          "flag_help": "evaluate on dev only at the end"})
+    """evaluate on dev after every epoch"""
+    eval_batch_size: int = 64
+    """batch size of dev evaluation"""
+    progress: bool | None = None
+    """show a progress bar (default: only when stderr is a terminal)"""
+    extra: dict = field(default_factory=dict, metadata={"cli": False})
+    """free-form options kept in task.json"""

@@ -1,0 +1,68 @@
+"""``plm evaluate``: score one fine-tuned checkpoint, or an ensemble of them, on a data split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plmkit.errors import UserError
+from plmkit.tasks.checkpoint import load_checkpoint
+from plmkit.tasks.data import check_token_labels, encode, subsample
+from plmkit.tasks.inference import run_model, softmax
+from plmkit.tasks.modes import average_state_dicts
+from plmkit.tasks.readers import BadRows, check_labels
+from plmkit.tasks.scoring import score
+from plmkit.tasks.specs import get_task, parse_slice, read_split, resolve_file
+
+
+def read_eval_split(info: dict, data: str, split_file: str | None, bad: BadRows, labelled: bool = True):
+    """The checkpoint's task spec and the examples of ``split_file`` (default: the task's dev file) in ``data``."""
+    spec = get_task(info["task"], **{k: v for k, v in info["spec"].items() if v is not None})
+    if spec.kind == "qa" and info["task"] == "squad" and not split_file:
+        spec.dev_articles = parse_slice(info["config"].get("dev_articles")) or (
+            slice(36, None) if not (Path(data) / "train-v1.1.json").exists() else None)
+    path = resolve_file(Path(data), split_file or spec.dev_file, "evaluation")
+    return spec, read_split(spec, path, "dev", bad, labelled=labelled)
+
+
+def evaluate_checkpoints(paths: list[str], data: str, split_file: str | None = None, ensemble: str = "vote",
+                         batch_size: int = 64, skip_bad: bool = False, max_examples: int | None = None) -> dict[str, Any]:
+    """Metrics of one checkpoint, or of an ensemble (``vote``: mean of probabilities; ``average``: weights)."""
+    bad = BadRows(skip=skip_bad)
+    loaded = [load_checkpoint(p) for p in paths]
+    model, obj, info, tok = loaded[0]
+    for p, (_, _, inf, _) in zip(paths[1:], loaded[1:]):
+        if inf["task"] != info["task"] or inf["labels"] != info["labels"]:
+            raise UserError(f"{p}: an ensemble needs checkpoints of the same task and labels")
+    spec, examples = read_eval_split(info, data, split_file, bad)
+    examples = subsample(examples, max_examples, 0)
+    if spec.kind in ("classification", "multilabel"):
+        examples = check_labels(examples, info["labels"], bad)
+    elif spec.kind == "token":
+        examples = check_token_labels(examples, info["labels"], bad)
+    feats = encode(spec, tok, examples, info["labels"], info["max_seq_len"], False, info["doc_stride"])
+    if len(loaded) == 1:
+        outputs = run_model(model, obj, feats, batch_size)
+    elif ensemble == "average":
+        if any(inf["mode"] not in ("full", "ulmfit") for _, _, inf, _ in loaded):
+            raise UserError("weight averaging needs fully fine-tuned checkpoints (mode full or ulmfit)")
+        model.load_state_dict(average_state_dicts([m.state_dict() for m, _, _, _ in loaded]))
+        outputs = run_model(model, obj, feats, batch_size)
+    elif ensemble == "vote":
+        if spec.kind not in ("classification", "regression", "multiple_choice", "token"):
+            raise UserError(f"vote ensembles support classification, regression, multiple choice and token tasks, not {spec.kind}")
+        all_out = [run_model(m, o, feats, batch_size) for m, o, _, _ in loaded]
+        if spec.kind == "regression":
+            outputs = [float(np.mean(v)) for v in zip(*all_out)]
+        else:
+            outputs = [np.log(np.mean([softmax(np.asarray(x)) for x in v], 0) + 1e-12) for v in zip(*all_out)]
+    else:
+        raise UserError(f"unknown ensemble method {ensemble!r} (vote, average)")
+    res = score(spec, info["labels"], examples, feats, outputs)
+    res.update({"examples": len(examples), "checkpoints": len(paths), "skipped_bad_rows": bad.count,
+                "truncated": sum(bool(f.get("truncated")) for f in feats)})
+    if len(paths) > 1:
+        res["ensemble"] = ensemble
+    return res

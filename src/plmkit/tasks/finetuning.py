@@ -1,0 +1,363 @@
+"""``finetune(FinetuneConfig)``: the Python API behind ``plm finetune``.
+
+One run, step by step (each step is a function below):
+
+1. :func:`_seed_everything`, then :func:`read_task_data`: the task spec, train / dev examples (subsets,
+   label inventory, bad rows counted or refused);
+2. :func:`encode_task_data`: features, standardised regression targets, truncation counts;
+3. :func:`build_task_model`: the backbone (``plmkit.load``), the task head, the adaptation mode, the
+   regularisers (L2-SP, EWC, self-distillation);
+4. :func:`training_config`: the :class:`plmkit.config.TrainConfig` of the run (linear warm-up and decay, or
+   ULMFiT's slanted triangular schedule with discriminative LRs and gradual unfreezing; ``head_lr``);
+5. :func:`train`: the project's :class:`plmkit.training.Trainer` with the task as its objective and, per
+   epoch, a dev evaluation; then DeeBERT's off-ramps when asked (:func:`_train_off_ramps`);
+6. the dev metrics, the early-exit curve, and the checkpoint (:mod:`plmkit.tasks.checkpoint`)::
+
+    OUT/eval.json          metrics under their usual names + params, time, skipped/truncated counts
+    OUT/task.json, OUT/model_config.json, OUT/weights.safetensors, OUT/tokenizer.json
+    OUT/logs/metrics.jsonl training curve (Trainer's JsonlLogger)
+
+Text-to-text tasks (an encoder-decoder generating the label) take :func:`_finetune_text2text` after step 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import plmkit.tasks.encoding as E
+from plmkit.config import TrainConfig
+from plmkit.errors import UserError
+from plmkit.tasks.checkpoint import load_checkpoint, recurrent_features, save_checkpoint, write_json_atomic
+from plmkit.tasks.config import FinetuneConfig
+from plmkit.tasks.data import check_token_labels, encode, label_list, subsample, task_spec
+from plmkit.tasks.inference import early_exit_curve, run_model
+from plmkit.tasks.modes import EWC, L2SP, ModeConfig, SelfDistillation, apply_mode, count_parameters, diagonal_fisher
+from plmkit.tasks.objective import TaskObjective
+from plmkit.tasks.readers import BadRows, check_labels
+from plmkit.tasks.scoring import score
+from plmkit.tasks.specs import TaskSpec, get_task, read_split, resolve_file
+
+NUM_OUTPUTS = {"regression": 1, "qa": 2, "multiple_choice": 1}  # other kinds: one output per label
+
+
+def _cpu_fields(cpu_s: float) -> dict[str, Any]:
+    """Process CPU seconds of training and the torch thread count: on a shared machine the wall time
+    (``train_time_s``) depends on the neighbours, CPU time / threads much less."""
+    return {"train_cpu_s": round(cpu_s, 1), "threads": torch.get_num_threads()}
+
+
+def _log(msg: str) -> None:
+    print(f"[finetune] {msg}", flush=True)
+
+
+def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Run one fine-tuning job; returns the eval.json dict."""
+    import plmkit
+
+    _seed_everything(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = task_spec(cfg)
+    data = read_task_data(cfg, spec)
+    tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
+    if spec.kind == "text2text":
+        return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
+    feats = encode_task_data(cfg, spec, tok, data)
+    model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, feats.target_scale)
+    params = count_parameters(model)
+    _log(f"mode {cfg.mode}: {params['trainable_params']:,} trainable of {params['total_params']:,} parameters")
+
+    train_cfg = training_config(cfg, model, len(feats.train))
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    summary, history, train_time, train_cpu = train(cfg, spec, model, obj, tok, data, feats, train_cfg, logs)
+    result: dict[str, Any] = {"task": spec.name, "mode": cfg.mode, **params,
+                              "train_examples": len(data.train), "dev_examples": len(data.dev),
+                              "train_steps": summary["step"], "planned_steps": train_cfg.max_steps,
+                              "interrupted": bool(summary.get("interrupted")),
+                              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu)}
+    if cfg.early_exit:
+        result.update(_train_off_ramps(cfg, model, obj, feats.train, train_cfg, logs, tok))
+
+    t0 = time.perf_counter()
+    outputs = run_model(model, obj, feats.dev, cfg.eval_batch_size)
+    result["eval_time_s"] = round(time.perf_counter() - t0, 2)
+    metrics = score(spec, data.labels, data.dev, feats.dev, outputs)
+    history.append({**metrics, "step": train_cfg.max_steps})
+    result.update(metrics)
+    result["main_metric"] = spec.main_metric
+    if cfg.early_exit:
+        result["early_exit"] = early_exit_curve(model, obj, feats.dev, [f["label"] for f in feats.dev],
+                                                cfg.exit_thresholds)
+    result["truncated"] = feats.truncated
+    result["skipped_bad_rows"] = data.bad.count
+    if data.bad.count:
+        result["skipped"] = data.bad.messages[:20]
+    result["history"] = history
+    save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale))
+    write_json_atomic(out / "eval.json", result)
+    _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
+    return result
+
+
+def _seed_everything(seed: int) -> None:
+    """Every RNG a fine-tuning run may touch, so a run's result does not depend on what ran before it."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TaskData:
+    """The examples of a run: train / dev (after subsetting and label checks), the labels, bad rows."""
+
+    train: list
+    dev: list
+    labels: list[str]
+    bad: BadRows
+    train_path: Path
+
+
+def read_task_data(cfg: FinetuneConfig, spec: TaskSpec) -> TaskData:
+    """Train and dev examples of ``cfg.data``; dev rows with labels unseen in training are bad rows."""
+    data = Path(cfg.data)
+    if not data.exists():
+        raise UserError(f"{data}: no such data file or directory")
+    bad = BadRows(skip=cfg.skip_bad)
+    train_path = resolve_file(data, cfg.train_file or spec.train_file, "training")
+    dev_path = resolve_file(data, cfg.dev_file or spec.dev_file, "dev")
+    train = read_split(spec, train_path, "train", bad)
+    dev = read_split(spec, dev_path, "dev", bad)
+    train = subsample(train, cfg.max_train_examples, cfg.seed)
+    dev = subsample(dev, cfg.max_eval_examples, cfg.seed)
+    labels = label_list(spec, train)
+    if spec.kind in ("classification", "multilabel"):
+        dev = check_labels(dev, labels, bad)
+    elif spec.kind == "token":
+        dev = check_token_labels(dev, labels, bad)
+    if bad.count:
+        _log(bad.summary())
+    return TaskData(train, dev, labels, bad, train_path)
+
+
+@dataclass
+class TaskFeatures:
+    """Encoded train / dev features, the regression target scale (mean, std) and truncation counts."""
+
+    train: list[dict]
+    dev: list[dict]
+    target_scale: tuple[float, float] | None = None
+    truncated: dict[str, int] = field(default_factory=dict)
+
+
+def encode_task_data(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData) -> TaskFeatures:
+    """Features of both splits; regression trains on standardised targets (predictions are mapped back)."""
+    t0 = time.perf_counter()
+    train_feats = encode(spec, tok, data.train, data.labels, cfg.max_seq_len, True, cfg.doc_stride)
+    dev_feats = encode(spec, tok, data.dev, data.labels, cfg.max_seq_len, False, cfg.doc_stride)
+    target_scale = None
+    if spec.kind == "regression":
+        ys = np.array([f["label"] for f in train_feats], dtype=np.float64)
+        target_scale = (float(ys.mean()), float(ys.std() or 1.0))
+    truncated = {"train": sum(bool(f.get("truncated")) for f in train_feats),
+                 "dev": sum(bool(f.get("truncated")) for f in dev_feats)}
+    _log(f"{spec.name}: {len(data.train)} train / {len(data.dev)} dev examples -> {len(train_feats)} / "
+         f"{len(dev_feats)} features (truncated at {cfg.max_seq_len}: {truncated['train']} train, "
+         f"{truncated['dev']} dev); encoded in {time.perf_counter() - t0:.1f}s")
+    return TaskFeatures(train_feats, dev_feats, target_scale, truncated)
+
+
+def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str],
+                     target_scale: tuple[float, float] | None):
+    """The backbone with the task head, the adaptation mode applied and the regularisers attached.
+
+    Returns ``(model, objective, mode_config)``. Early-exit off-ramps stay frozen here: they train in
+    DeeBERT's stage 2 only.
+    """
+    import plmkit
+
+    model = plmkit.load(cfg.model)
+    num_outputs = NUM_OUTPUTS.get(spec.kind, len(labels))
+    mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha)
+    obj = TaskObjective(spec.kind, num_outputs, tok, pooling=cfg.pooling, scalar_mix=cfg.mode == "features",
+                        early_exit=cfg.early_exit, target_scale=target_scale)
+    obj.prepare(model)
+    recurrent_features(model, cfg.mode)
+    if cfg.early_exit:  # keep the off-ramps out of stage 1 (apply_mode may unfreeze heads: freeze again)
+        _freeze(model.heads["off_ramps"])
+    apply_mode(model, mode_cfg)
+    if cfg.early_exit:
+        _freeze(model.heads["off_ramps"])
+    if cfg.regularizer == "l2sp":
+        obj.extra_terms.append(L2SP(model, cfg.reg_weight))
+    elif cfg.regularizer == "ewc":
+        obj.extra_terms.append(EWC(model, cfg.reg_weight, _fisher_from(cfg.ewc_from, model)))
+    elif cfg.regularizer is not None:
+        raise UserError(f"unknown regularizer {cfg.regularizer!r} (l2sp, ewc)")
+    if cfg.self_distill > 0:
+        obj.extra_terms.append(SelfDistillation(model, obj, cfg.self_distill, every=cfg.distill_every))
+    return model, obj, mode_cfg
+
+
+def _freeze(module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def training_config(cfg: FinetuneConfig, model, num_train_features: int) -> TrainConfig:
+    """Linear warm-up and decay over ``epochs``; ULMFiT: slanted triangular LR, layer-wise LR decay 1/2.6 and
+    gradual unfreezing over the model's layer groups. ``head_lr`` gives the top group its own peak LR."""
+    max_steps = max(1, round(cfg.epochs * _steps_per_epoch(cfg, num_train_features)))
+    tc = dict(max_steps=max_steps, batch_size=cfg.batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
+              weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup * max_steps), schedule="linear",
+              seed=cfg.seed, log_every=10, eval_every=0, save_every=0, tensorboard=False, plots=False,
+              progress=cfg.progress, device="auto")
+    if cfg.mode == "ulmfit":
+        groups = model.num_layers + 2
+        tc.update(schedule="slanted_triangular", warmup_steps=0, layer_lr_decay=1 / 2.6,
+                  unfreeze_every=max(1, max_steps // (2 * groups)))
+    return TrainConfig(**tc)
+
+
+def _steps_per_epoch(cfg: FinetuneConfig, num_train_features: int) -> int:
+    return math.ceil(num_train_features / cfg.batch_size)
+
+
+def train(cfg: FinetuneConfig, spec: TaskSpec, model, obj, tok, data: TaskData, feats: TaskFeatures,
+          train_cfg: TrainConfig, logs: Path) -> tuple[dict, list[dict], float, float]:
+    """The Trainer over the task features, scoring dev after every epoch but the last (``eval_each_epoch``).
+
+    Returns the Trainer's summary, the per-epoch dev history, wall and CPU seconds of training.
+    """
+    from plmkit.training.callbacks import FunctionCallback, JsonlLogger
+    from plmkit.training.trainer import Trainer
+
+    steps_per_epoch = _steps_per_epoch(cfg, len(feats.train))
+    max_steps = train_cfg.max_steps
+    history: list[dict] = []
+
+    def dev_eval(trainer, step):
+        if cfg.eval_each_epoch and step % steps_per_epoch == 0 and step < max_steps:
+            res = score(spec, data.labels, data.dev, feats.dev, run_model(model, obj, feats.dev, cfg.eval_batch_size))
+            res["step"] = step
+            history.append(res)
+            _log(f"step {step}: dev {json.dumps({k: round(v, 4) for k, v in res.items()})}")
+            model.train()
+
+    trainer = Trainer(model, obj, feats.train, train_cfg, out_dir=None, tokenizer=tok,
+                      callbacks=[JsonlLogger(logs), FunctionCallback("on_step_end", dev_eval)])
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = trainer.fit()
+    train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+    if summary.get("interrupted"):  # SIGTERM / Ctrl-C: the Trainer stopped after a step; evaluate what we have
+        _log(f"training interrupted at step {summary['step']} of {max_steps}; evaluating the model as it is")
+    return summary, history, train_time, train_cpu
+
+
+def task_info(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, mode_cfg: ModeConfig, num_outputs: int,
+              target_scale) -> dict[str, Any]:
+    """What ``task.json`` records: enough to rebuild the model and read the task's data again."""
+    return {"task": spec.name, "kind": spec.kind, "labels": data.labels, "num_outputs": num_outputs,
+            "mode": cfg.mode, "mode_config": asdict(mode_cfg), "pooling": cfg.pooling,
+            "base_model": str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model,
+            "max_seq_len": cfg.max_seq_len, "doc_stride": cfg.doc_stride, "pad_id": E.special_ids(tok).pad,
+            "early_exit": cfg.early_exit, "regularizer": cfg.regularizer, "target_scale": target_scale, "spec": {
+                "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
+                "label_column": spec.label_column, "header": spec.header},
+            "train_data": str(data.train_path.resolve()), "config": asdict(cfg)}
+
+
+def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, bad: BadRows, out: Path) -> dict:
+    """Encoder-decoder fine-tuning with targets as text; greedy generation scored against the gold text."""
+    import plmkit
+    from plmkit.config import TrainConfig
+    import plmkit.tasks.text2text as T2T
+    from plmkit.training.trainer import Trainer
+    from plmkit.training.callbacks import JsonlLogger
+
+    if cfg.mode != "full":
+        raise UserError(f"--task text2text supports --mode full only (got {cfg.mode})")
+    prefix = cfg.prefix or spec.name
+    label_kind = "classification"
+    tr = T2T.encode_text2text(tok, train, prefix, cfg.max_seq_len, cfg.max_target_len, label_kind)
+    dv = T2T.encode_text2text(tok, dev, prefix, cfg.max_seq_len, cfg.max_target_len, label_kind)
+    model = plmkit.load(cfg.model)
+    obj = T2T.Text2TextObjective(E.special_ids(tok).pad if tok.pad_token_id is not None else 0, label_kind)
+    obj.prepare(model)
+    params = count_parameters(model)
+    steps = max(1, round(cfg.epochs * math.ceil(len(tr) / cfg.batch_size)))
+    tc = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     warmup_steps=int(cfg.warmup * steps), seed=cfg.seed, log_every=10, eval_every=0, save_every=0,
+                     tensorboard=False, plots=False, progress=cfg.progress)
+    (out / "logs").mkdir(exist_ok=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = Trainer(model, obj, tr, tc, callbacks=[JsonlLogger(out / "logs")], out_dir=None, tokenizer=tok).fit()
+    train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+    preds = T2T.generate_texts(model, obj, tok, dv, cfg.eval_batch_size, cfg.max_target_len)
+    metrics = T2T.score_text2text(label_kind, dv, preds)
+    result = {"task": spec.name, "mode": cfg.mode, **params, "train_examples": len(train), "dev_examples": len(dev),
+              "train_steps": summary["step"], "planned_steps": steps, "interrupted": bool(summary.get("interrupted")),
+              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu), **metrics, "main_metric": "accuracy",
+              "prefix": prefix,
+              "examples": [{"input": tok.decode(f["input_ids"], skip_special_tokens=True), "gold": f["target_text"],
+                            "generated": p} for f, p in list(zip(dv, preds))[:5]],
+              "truncated": {"train": sum(f["truncated"] for f in tr), "dev": sum(f["truncated"] for f in dv)},
+              "skipped_bad_rows": bad.count}
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "model")
+    tok.save(out / "model")
+    write_json_atomic(out / "eval.json", result)
+    _log(f"dev: {json.dumps(metrics)}; wrote {out / 'eval.json'} and the model to {out / 'model'}")
+    return result
+
+
+def _train_off_ramps(cfg, model, obj, train_feats, train_cfg, logs, tok) -> dict:
+    """DeeBERT stage 2: freeze everything, train only the off-ramps for as many epochs as stage 1, at the
+    head learning rate (``--head-lr``, default 1e-3: the ramps are fresh classifiers on frozen features)."""
+    from dataclasses import replace
+
+    from plmkit.training.trainer import Trainer
+    from plmkit.training.callbacks import JsonlLogger
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.heads["off_ramps"].parameters():
+        p.requires_grad_(True)
+    obj.ramps_only = True
+    steps = max(train_cfg.max_steps, math.ceil(len(train_feats) / cfg.batch_size))  # stage 1's, >= one epoch
+    rc = replace(train_cfg, max_steps=steps, lr=cfg.head_lr or 1e-3, head_lr=None, schedule="linear",
+                 layer_lr_decay=1.0, unfreeze_every=0, warmup_steps=0)
+    (logs / "ramps").mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    Trainer(model, obj, train_feats, rc, callbacks=[JsonlLogger(logs / "ramps")], out_dir=None, tokenizer=tok).fit()
+    obj.ramps_only = False
+    return {"ramp_params": sum(p.numel() for p in model.heads["off_ramps"].parameters()),
+            "ramp_train_time_s": round(time.perf_counter() - t0, 1)}
+
+
+def _fisher_from(path: str | None, model) -> dict[str, torch.Tensor]:
+    """EWC Fisher of a previous task: rebuild that checkpoint and its training data, average squared grads."""
+    if path is None:
+        raise UserError("--regularizer ewc needs --ewc-from CHECKPOINT (a previous fine-tuning output)")
+    prev_model, prev_obj, info, tok = load_checkpoint(path)
+    spec = get_task(info["task"], **{k: v for k, v in info["spec"].items() if v is not None})
+    train = read_split(spec, Path(info["train_data"]), "train")
+    train = subsample(train, 512, 0)
+    feats = encode(spec, tok, train, info["labels"], info["max_seq_len"], True, info["doc_stride"])
+    prev_obj.pad_id = info["pad_id"]
+    batches = (prev_obj.make_batch(feats[i : i + 16]) for i in range(0, len(feats), 16))
+    fisher = diagonal_fisher(prev_model, prev_obj, batches, max_batches=32)
+    names = dict(model.named_parameters())
+    out = {n: f for n, f in fisher.items() if n in names and names[n].shape == f.shape}
+    # normalise so reg_weight has a comparable scale across tasks
+    mean = torch.cat([f.flatten() for f in out.values()]).mean().clamp_min(1e-12)
+    return {n: f / mean for n, f in out.items()}
