@@ -1,7 +1,9 @@
-"""End to end on tiny data: plm finetune / evaluate / predict for each task shape and mode, and bad input.
+"""``plm finetune`` end to end on tiny data: each task shape and adaptation mode, bad input, recipes, and the
+flags generated from FinetuneConfig.
 
-A tiny BERT (random init, hidden 64) with a WordPiece tokenizer trained on the toy data is saved as an
-HF-format directory, so the commands run exactly as a user would run them on a real checkpoint.
+The toy data and the tiny BERT (random init, hidden 64, HF-format directory) are the session fixtures
+``workdir`` / ``ft`` / ``cls_run`` ... of tests/conftest.py, shared with tests/cli/test_evaluate.py and
+tests/cli/test_predict.py.
 """
 
 from __future__ import annotations
@@ -19,113 +21,20 @@ from plmkit.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 
-POS = ["good", "great", "fun", "lovely", "superb"]
-NEG = ["bad", "awful", "boring", "dull", "poor"]
-FILL = ["the", "movie", "film", "was", "a", "plot", "and", "very", "story", "it"]
 
-
-def sentence(rng, label):
-    words = rng.sample(FILL, 4) + [rng.choice(POS if label else NEG)]
-    rng.shuffle(words)
-    return " ".join(words)
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ft")
-    rng = random.Random(0)
-    for split, n in (("train", 160), ("dev", 40)):
-        rows = ["sentence\tlabel"]
-        for _ in range(n):
-            y = rng.random() < 0.5
-            rows.append(f"{sentence(rng, y)}\t{int(y)}")
-        (d / f"{split}.tsv").write_text("\n".join(rows) + "\n")
-    # regression pairs: score = number of positive words in the pair
-    reg = d / "reg"
-    reg.mkdir()
-    for split, n in (("train", 160), ("dev", 40)):
-        rows = ["sentence1\tsentence2\tscore"]
-        for _ in range(n):
-            a, b = rng.random() < 0.5, rng.random() < 0.5
-            rows.append(f"{sentence(rng, a)}\t{sentence(rng, b)}\t{float(a + b)}")
-        (reg / f"{split}.tsv").write_text("\n".join(rows) + "\n")
-    # NER: capitalised names from a list are PER, cities LOC
-    ner = d / "ner"
-    ner.mkdir()
-    names, cities = ["Anna", "Bob", "Carl"], ["Paris", "Rome", "Oslo"]
-    for split, n in (("train", 120), ("dev", 30)):
-        lines = []
-        for _ in range(n):
-            toks = [(rng.choice(names), "B-PER"), ("Smith", "I-PER"), ("went", "O"), ("to", "O"), (rng.choice(cities), "B-LOC")]
-            lines += [f"{t} {tag}" for t, tag in toks] + [""]
-        (ner / f"{split}.txt").write_text("\n".join(lines))
-    # QA: the answer is the word after "is"
-    qa = d / "qa"
-    qa.mkdir()
-    for split, n in (("train", 80), ("dev", 20)):
-        paras = []
-        for i in range(n):
-            x = rng.choice(POS + NEG)
-            ctx = f"the movie was {rng.choice(FILL)} and the answer is {x} for the story"
-            paras.append({"context": ctx, "qas": [{"id": f"{split}{i}", "question": "what is the answer",
-                                                   "answers": [{"text": x, "answer_start": ctx.index(" is ") + 4}]}]})
-        (qa / f"{split}.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": paras}], "version": "1.1"}))
-    # multiple choice: pick the positive word
-    mc = d / "mc"
-    mc.mkdir()
-    for split, n in (("train", 80), ("dev", 20)):
-        rows = []
-        for _ in range(n):
-            ch = [rng.choice(NEG), rng.choice(NEG), rng.choice(POS)]
-            rng.shuffle(ch)
-            rows.append(json.dumps({"context": "which word is positive", "choices": ch, "label": next(i for i, c in enumerate(ch) if c in POS)}))
-        (mc / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
-    corpus = d / "corpus.txt"
-    corpus.write_text(" ".join(POS + NEG + FILL + names + cities + ["Smith", "went", "to", "answer", "is", "for", "the", "what", "which", "word", "positive", "0", "1", ":"]) * 3)
-    tok = plmkit.train_tokenizer([str(corpus)], kind="wordpiece", vocab_size=200)
-    torch.manual_seed(0)
-    model = plmkit.load("bert-tiny", vocab_size=len(tok), head=None)
-    model.save_pretrained(d / "model")
-    tok.save(d / "model")
-    return d
-
-
-def ft(workdir, out, *extra, task="classification", data=None):
-    argv = ["finetune", "--task", task, "--model", str(workdir / "model"), "--data", str(data or workdir),
-            "--out", str(workdir / out), "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", "--max-seq-len", "32", *extra]
-    rc = main(argv)
-    assert rc == 0
-    return json.loads((workdir / out / "eval.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def cls_run(workdir):
-    return ft(workdir, "cls")
-
-
-def test_classification_full_then_evaluate_predict(workdir, cls_run, capsys):
+def test_classification_full(workdir, cls_run):
     res = cls_run
     assert res["accuracy"] >= 0.9 and res["trainable_params"] == res["total_params"]
     assert res["history"][0]["step"] < res["history"][-1]["step"]  # per-epoch dev scores
     log = [json.loads(x) for x in (workdir / "cls" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]  # the Trainer's training curve falls
-    capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(workdir / "cls"), "--data", str(workdir)]) == 0
-    ev = json.loads(capsys.readouterr().out)
-    assert ev["accuracy"] == pytest.approx(res["accuracy"])
-    inp = workdir / "in.txt"
-    inp.write_text("the movie was good\n\n" + " ".join(["very"] * 60) + " awful\n")
-    assert main(["predict", "--checkpoint", str(workdir / "cls"), "--input", str(inp), "--out", str(workdir / "p.jsonl")]) == 0
-    preds = [json.loads(x) for x in (workdir / "p.jsonl").read_text().splitlines()]
-    assert len(preds) == 2 and preds[0]["label"] == "1" and preds[1]["truncated"] is True
-    assert "1 inputs were truncated" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", ["features", "adapter", "pals", "lora", "ulmfit"])
-def test_modes_train_and_reload(workdir, mode, capsys):
+def test_modes_train_and_reload(workdir, ft, mode, capsys):
     # a frozen *random* tiny backbone: mean pooling keeps the keyword signal (the pooler is frozen too)
     # (ULMFiT's discriminative LR gives the random embeddings lr / 2.6^3, hence the higher peak LR)
-    res = ft(workdir, f"m_{mode}", "--mode", mode, "--adapter-size", "8", "--pal-size", "16", "--pooling", "mean",
+    res = ft(f"m_{mode}", "--mode", mode, "--adapter-size", "8", "--pal-size", "16", "--pooling", "mean",
              "--epochs", "24" if mode == "adapter" else "12",
              "--lr", "5e-3" if mode != "ulmfit" else "1e-2")
     assert res["accuracy"] >= 0.75, res
@@ -136,41 +45,26 @@ def test_modes_train_and_reload(workdir, mode, capsys):
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(res["accuracy"])
 
 
-def test_ensembles_and_regularisers(workdir, cls_run, capsys):
-    ft(workdir, "cls_b", "--seed", "2", "--regularizer", "l2sp", "--reg-weight", "0.001")
-    ft(workdir, "cls_sd", "--self-distill", "1.0", "--distill-every", "5")
-    capsys.readouterr()
-    for how in ("vote", "average"):
-        assert main(["evaluate", "--checkpoint", str(workdir / "cls"), str(workdir / "cls_b"), "--data", str(workdir), "--ensemble", how]) == 0
-        ev = json.loads(capsys.readouterr().out)
-        assert ev["checkpoints"] == 2 and 0.5 <= ev["accuracy"] <= 1.0
-    res = ft(workdir, "cls_ewc", "--regularizer", "ewc", "--ewc-from", str(workdir / "cls"), "--reg-weight", "0.01")
+def test_regularisers(workdir, ft, cls_run, cls_b_run):
+    assert cls_b_run["accuracy"] >= 0.5  # L2-SP towards the start (the ensembles of test_evaluate.py use it)
+    ft("cls_sd", "--self-distill", "1.0", "--distill-every", "5")
+    res = ft("cls_ewc", "--regularizer", "ewc", "--ewc-from", str(workdir / "cls"), "--reg-weight", "0.01")
     assert res["accuracy"] >= 0.8
 
 
-def test_early_exit_curve(workdir):
-    res = ft(workdir, "ee", "--early-exit")
+def test_early_exit_curve(ft):
+    res = ft("ee", "--early-exit")
     curve = res["early_exit"]
     assert curve[0]["threshold"] == 0.0 and curve[0]["mean_layers"] == 2 and curve[0]["accuracy"] == pytest.approx(res["accuracy"])
     assert curve[-1]["mean_layers"] <= curve[0]["mean_layers"]
 
 
-def test_regression_ner_qa_multiple_choice(workdir):
-    reg = ft(workdir, "reg", "--text-column", "sentence1", "--text-pair-column", "sentence2", "--label-column", "score", task="regression", data=workdir / "reg")
+def test_regression_ner_qa_multiple_choice(workdir, ft, ner_run, qa_run):
+    reg = ft("reg", "--text-column", "sentence1", "--text-pair-column", "sentence2", "--label-column", "score", task="regression", data=workdir / "reg")
     assert reg["pearson"] > 0.8
-    ner = ft(workdir, "ner", task="ner", data=workdir / "ner")
-    assert ner["f1"] > 0.9 and "f1_PER" in ner
-    assert main(["predict", "--checkpoint", str(workdir / "ner"), "--input", str(workdir / "ner" / "dev.txt"),
-                 "--out", str(workdir / "ner.jsonl")]) == 0
-    rows = [json.loads(x) for x in (workdir / "ner.jsonl").read_text().splitlines()]
-    assert len(rows) == 30 and len(rows[0]["tags"]) == len(rows[0]["tokens"]) == 5
-    qa = ft(workdir, "qa", "--epochs", "10", task="qa", data=workdir / "qa")
-    assert qa["exact_match"] > 0.5
-    assert main(["predict", "--checkpoint", str(workdir / "qa"), "--input", str(workdir / "qa" / "dev.json"),
-                 "--out", str(workdir / "qa.jsonl")]) == 0
-    rows = [json.loads(x) for x in (workdir / "qa.jsonl").read_text().splitlines()]
-    assert len(rows) == 20 and sum(r["answer"] in POS + NEG for r in rows) >= 10
-    mc = ft(workdir, "mc", "--epochs", "10", task="multiple-choice", data=workdir / "mc")
+    assert ner_run["f1"] > 0.9 and "f1_PER" in ner_run
+    assert qa_run["exact_match"] > 0.5
+    mc = ft("mc", "--epochs", "10", task="multiple-choice", data=workdir / "mc")
     assert mc["accuracy"] > 0.6
 
 
@@ -218,17 +112,18 @@ def test_text2text_on_a_tiny_t5(workdir):
                  str(workdir / "t2t_bad")]) == 2  # an encoder-only model is refused with one line
 
 
-def test_multilabel_jsonl(workdir, tmp_path):
+def test_multilabel_jsonl(ft, toy_words, tmp_path):
     rng = random.Random(3)
     for split, n in (("train", 160), ("dev", 40)):
         rows = []
         for _ in range(n):
             p, q = rng.random() < 0.5, rng.random() < 0.5
-            words = rng.sample(FILL, 3) + ([rng.choice(POS)] if p else []) + ([rng.choice(NEG)] if q else [])
+            words = rng.sample(toy_words.FILL, 3) + ([rng.choice(toy_words.POS)] if p else []) + \
+                ([rng.choice(toy_words.NEG)] if q else [])
             rng.shuffle(words)
             rows.append(json.dumps({"text": " ".join(words), "label": [x for x, on in (("pos", p), ("neg", q)) if on]}))
         (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
-    res = ft(workdir, "ml", "--pooling", "mean", task="multilabel", data=tmp_path)
+    res = ft("ml", "--pooling", "mean", task="multilabel", data=tmp_path)
     assert res["f1_micro"] > 0.8 and "f1_macro" in res
 
 
