@@ -97,3 +97,31 @@ def test_parse_override_yaml_values():
     raw = {"train": {}}
     apply_overrides(raw, ["train.lr=0.5"])
     assert raw == {"train": {"lr": 0.5}}
+
+
+def test_field_docs_are_the_docstrings_under_the_fields():
+    from plmkit.config import field_docs
+
+    docs = field_docs(TrainConfig)
+    assert docs["max_steps"].startswith("Optimizer steps to run")
+    assert docs["head_lr"].startswith("Peak learning rate of the top parameter group")
+    assert "beta1" not in docs  # a field without a docstring has none
+
+
+def test_head_lr_in_a_recipe_and_as_an_override(tmp_path):
+    r = load_recipe(_write(tmp_path, GOOD.replace("  lr: 3e-4", "  lr: 3e-4\n  head_lr: 1e-3")))
+    assert r.train.head_lr == pytest.approx(1e-3)
+    r = load_recipe(_write(tmp_path, GOOD), ["train.head_lr=null"])
+    assert r.train.head_lr is None
+    with pytest.raises(UserError, match="train.head_lr: expected a positive number"):
+        load_recipe(_write(tmp_path, GOOD), ["train.head_lr=-1"])
+
+
+def test_tuple_fields_take_a_list_or_comma_separated_text():
+    from plmkit.config import _coerce, _Ctx
+
+    ctx = _Ctx("r.yml", {("t",): 4})
+    assert _coerce([0, "0.5"], tuple[float, ...], ("t",), ctx) == (0.0, 0.5)
+    assert _coerce("0, 0.5,1", tuple[float, ...], ("t",), ctx) == (0.0, 0.5, 1.0)
+    with pytest.raises(UserError, match=r"r.yml:4: t.1: expected a number, got 'x'"):
+        _coerce("0,x", tuple[float, ...], ("t",), ctx)
