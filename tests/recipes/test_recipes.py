@@ -34,7 +34,10 @@ def test_recipe_is_valid(path, tokenizers):
     from plmkit import objectives
     from plmkit.models import load
 
+    from plmkit.pipelines.pretrain import check_model
+
     recipe = load_recipe(path)
+    check_model(recipe)  # the early check of plm pretrain (meta device) accepts every shipped recipe
     tok = tokenizers(recipe.tokenizer.train)
     model = load(recipe.model.preset, vocab_size=len(tok), **recipe.model.overrides)  # UserError if unknown
     max_pos = getattr(model.config, "max_position_embeddings", None)  # recurrent LMs have none
