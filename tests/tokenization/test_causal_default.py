@@ -43,6 +43,8 @@ def test_causal_lm_tokenizer_does_not_wrap_prompts(tmp_path):
     # beside an encoder (BERT), the template stays the default
     enc = load_tokenizer(_model_dir(tmp_path, "bert-tiny", tok))
     assert enc.add_special_tokens_default is True and enc.encode("fox") == [tok.cls_token_id, *bare, tok.sep_token_id]
+    # a recurrent LM (plmkit's own config.json) is a causal LM too
+    assert load_tokenizer(_model_dir(tmp_path, "lstm-tiny", tok)).encode("fox") == bare
     # an explicit choice at load time wins
     assert load_tokenizer(d, add_special_tokens_default=True).encode("fox")[0] == tok.cls_token_id
 

@@ -549,8 +549,8 @@ _CAUSAL_MODEL_TYPES = ("gpt2", "openai-gpt", "llama")
 
 
 def _is_causal_lm_dir(folder: Path) -> bool:
-    """True when ``folder/config.json`` describes a causal LM (HF gpt2 / openai-gpt / llama, or a
-    plmkit-native decoder-only Transformer)."""
+    """True when ``folder/config.json`` describes a causal LM (HF gpt2 / openai-gpt / llama, a
+    plmkit-native decoder-only Transformer, or a recurrent FFNN / RNN / LSTM LM)."""
     f = folder / "config.json"
     if not f.is_file():
         return False
@@ -560,7 +560,7 @@ def _is_causal_lm_dir(folder: Path) -> bool:
         return False  # the model loader reports a broken config.json; the tokenizer keeps its defaults
     if not isinstance(cfg, dict):
         return False
-    if cfg.get("model_type") in _CAUSAL_MODEL_TYPES:
+    if cfg.get("model_type") in _CAUSAL_MODEL_TYPES or cfg.get("plmkit_family") in ("ffnn", "rnn", "lstm"):
         return True
     inner = cfg.get("plmkit_config")
     return cfg.get("model_type") == "plmkit" and isinstance(inner, dict) and inner.get("causal") is True \
