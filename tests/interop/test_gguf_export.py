@@ -188,3 +188,30 @@ def test_export_refuses_non_byte_level_tokenizer(tmp_path, capsys):
     np.testing.assert_array_equal(  # tied gpt2: no output.weight; token_embd holds the embeddings
         sorted(t.name for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors if not t.name.startswith("blk")),
         ["output_norm.bias", "output_norm.weight", "position_embd.weight", "token_embd.weight"])
+
+
+@pytest.mark.parametrize("extra", [{"attention_bias": True}, {"head_dim": 32}])
+def test_llama_variants_round_trip(extra, tmp_path):
+    """q/k biases are permuted like their rows; a head_dim other than hidden / heads is written as
+    rope.dimension_count + attention.key_length. (transformers' GGUF loader has no llama
+    attention_bias and drops the biases, so only plmkit reads the first file back exactly.)"""
+    from plmkit.interop.gguf_export import export_gguf
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64,
+                                   tie_word_embeddings=True, **extra)
+    hf = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    hf.save_pretrained(tmp_path / "m")
+    info = export_gguf(tmp_path / "m", tmp_path / "m.gguf", tokenizer=False)
+    assert info["num_tensors"] == len(hf.state_dict()) - ("lm_head.weight" in hf.state_dict())
+    ids = torch.randint(0, 100, (1, 10), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    back = plmkit.load(tmp_path / "m.gguf")
+    assert torch.equal(_logits(back, ids, mask), _logits(plmkit.load(tmp_path / "m"), ids, mask))
+    if "head_dim" in extra:
+        ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf")
+        assert (_logits(ref, ids, mask) - _logits(back, ids, mask)).abs().max().item() < 1e-4

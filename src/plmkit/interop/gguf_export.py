@@ -20,7 +20,8 @@ tokens as USER_DEFINED, the merges, the pre-tokenizer name llama.cpp knows it by
 pad / unk ids, ``add_bos_token`` / ``add_eos_token`` and the chat template when there is one.
 transformers' GGUF loader (``from_pretrained(dir, gguf_file=...)``) and plmkit's ``read_gguf`` read
 the result back (transformers reads ``gpt2.context_length`` into ``n_ctx`` and keeps its default
-``n_positions=1024``, so it loads gpt2 files of 1024 positions only; plmkit and llama.cpp read any).
+``n_positions=1024``, so it loads gpt2 files of 1024 positions only, and it has no llama
+``attention_bias``, so it drops q/k/v biases; plmkit and llama.cpp read both).
 
 References: GGUF spec https://github.com/ggml-org/ggml/blob/master/docs/gguf.md; llama.cpp
 ``convert_hf_to_gguf.py`` (``LlamaModel``, ``GPT2Model``, ``_set_vocab_gpt2``).
