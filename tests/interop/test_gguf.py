@@ -166,13 +166,13 @@ def test_gguf_bad_input(tmp_path):
     bad.write_bytes(b"not a gguf file at all")
     with pytest.raises(UserError, match="bad.gguf: not a readable GGUF file"):
         plmkit.load(bad)
-    other = tmp_path / "gpt2.gguf"
-    w = gguf.GGUFWriter(str(other), "gpt2")
+    other = tmp_path / "falcon.gguf"
+    w = gguf.GGUFWriter(str(other), "falcon")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(UserError, match="architecture 'gpt2' is not supported"):
+    with pytest.raises(UserError, match="architecture 'falcon' is not supported"):
         plmkit.load(other)

@@ -1,4 +1,5 @@
-"""``plm generate``: continue a prompt with a causal LM, streaming the text to stdout.
+"""``plm generate``: continue a prompt with a causal LM (or decode an encoder-decoder's output for a
+source text), streaming the text to stdout.
 
     plm generate path/to/model "Once upon a time" --max-new-tokens 50
     echo "Once upon a time" | plm generate model.gguf --do-sample --top-p 0.9 --seed 0
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HELP = "Generate text from a causal LM (greedy, sampling, beam search), streaming."
+HELP = "Generate text from a causal LM or an encoder-decoder (greedy, sampling, beam search), streaming."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1: off)")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-sequence token")
     p.add_argument("--add-special-tokens", action="store_true",
-                   help="let the tokenizer add its special tokens (e.g. BOS) to the prompt")
-    p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+                   help="let the tokenizer add its special tokens (e.g. BOS) to the prompt (always on for an "
+                   "encoder-decoder's source)")
+    p.add_argument("--echo", action="store_true", help="print the prompt before the continuation (the output, "
+                   "for an encoder-decoder)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
     p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
@@ -94,16 +97,19 @@ def run(args: argparse.Namespace) -> int:
                             f"not to the recurrent {model.config.family} LM")
         extra["pack_weights"] = args.pack_weights == "on"
     tok = resolve_tokenizer(args.model, args.tokenizer)
-    ids = tok.encode(prompt, add_special_tokens=args.add_special_tokens)
+    # an encoder-decoder returns decoder tokens only (start token first), and its source is encoded as
+    # in training, special tokens included (T5: "... </s>"); a decoder returns prompt + continuation
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    ids = tok.encode(prompt, add_special_tokens=args.add_special_tokens or seq2seq)
     if not ids:
         raise UserError("the prompt encodes to no tokens")
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    eos = None
+    eos: Any = []  # no stop token (None would mean "the config's" to an encoder-decoder)
     if not args.ignore_eos:
         eos = model.config.eos_token_id if model.config.eos_token_id is not None else getattr(tok, "eos_token_id", None)
     if args.echo:
-        sys.stdout.write(prompt)
+        sys.stdout.write(prompt + ("\n" if seq2seq else ""))
         sys.stdout.flush()
     streamer = TextStreamer(tok, out=sys.stdout) if args.num_beams == 1 else None
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
@@ -113,5 +119,5 @@ def run(args: argparse.Namespace) -> int:
                              num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
                              eos_token_id=eos, streamer=streamer, **extra)
     if streamer is None:
-        print(tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True))
+        print(tok.decode(out[0, 1 if seq2seq else len(ids):].tolist(), skip_special_tokens=True))
     return 0

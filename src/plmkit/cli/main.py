@@ -28,9 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "Fine-tune a checkpoint on a task (GLUE, NER, QA, multiple choice, text-to-text)."),
     "evaluate": ("evaluate", "Evaluate a fine-tuned checkpoint on a data split."),
     "predict": ("predict", "Run a fine-tuned checkpoint over inputs and write JSONL predictions."),
-    "generate": ("generate", "Generate text from a causal LM (greedy, sampling, beam search), streaming."),
+    "generate": ("generate", "Generate text from a causal LM or an encoder-decoder (greedy, sampling, beam search), streaming."),
     "fill-mask": ("fill_mask", "Predict the [MASK] tokens of a masked language model."),
-    "convert": ("convert", "Convert a GGUF file or HF-format directory into an HF-format safetensors directory."),
+    "convert": ("convert", "Convert GGUF or HF-format checkpoints into an HF-format directory or (--to gguf) a GGUF file."),
     "ngram": ("ngram", "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."),
     "word2vec": ("word2vec", "Train word2vec (CBOW / skip-gram) and query similar words and analogies."),
 }

@@ -1,4 +1,4 @@
-"""GGUF (llama.cpp) files -> Hugging Face-named tensors + config, for llama-architecture models.
+"""GGUF (llama.cpp) files -> Hugging Face-named tensors + config, for llama and gpt2 models.
 
 A GGUF file is read with the ``gguf`` package (memory-mapped ``GGUFReader``); quantized tensors
 (Q4_0, Q4_1, Q8_0, K-quants, F16, BF16, ...) are de-quantized to float32 with
@@ -28,7 +28,7 @@ import torch
 
 from plmkit.errors import UserError
 
-SUPPORTED_ARCHITECTURES = ("llama",)
+SUPPORTED_ARCHITECTURES = ("llama", "gpt2")
 
 
 def _reader(path: str | Path):
@@ -103,6 +103,13 @@ def gguf_config(path: str | Path, reader=None) -> dict:
         "tie_word_embeddings": "output.weight" not in tensor_names,
         "attention_bias": "blk.0.attn_q.bias" in tensor_names,
     }
+    if arch == "gpt2":  # llama.cpp's gpt2: learned positions, LayerNorm, tanh GELU
+        cfg = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": int(vocab),
+               "n_embd": hidden, "n_layer": int(need("block_count")), "n_head": heads,
+               "n_inner": int(need("feed_forward_length")), "n_positions": int(need("context_length")),
+               "activation_function": "gelu_new",
+               "layer_norm_epsilon": float(_field(reader, a + "attention.layer_norm_epsilon") or 1e-5),
+               "tie_word_embeddings": "output.weight" not in tensor_names}
     for ours, key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                       ("pad_token_id", "padding_token_id")):
         v = _field(reader, "tokenizer.ggml." + key)
@@ -112,7 +119,7 @@ def gguf_config(path: str | Path, reader=None) -> dict:
 
 
 def read_gguf(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a llama GGUF file.
+    """Read a llama or gpt2 GGUF file (``gguf_export`` writes them).
 
     Returns:
         (HF-style config dict, HF llama state dict of float32 tensors named ``model.layers.0...``).
@@ -120,19 +127,21 @@ def read_gguf(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from gguf import MODEL_ARCH, get_tensor_name_map
     from gguf.quants import dequantize
 
-    from plmkit.interop.hf import LLAMA, _expand
+    from plmkit.interop.hf import FAMILIES, _expand
 
     reader = _reader(path)
     cfg = gguf_config(path, reader)
-    n_layers = cfg["num_hidden_layers"]
-    name_map = get_tensor_name_map(MODEL_ARCH.LLAMA, n_layers)
+    gpt2 = cfg["model_type"] == "gpt2"
+    spec = FAMILIES[cfg["model_type"]]  # the family's HF rule table
+    n_layers = cfg["n_layer" if gpt2 else "num_hidden_layers"]
+    name_map = get_tensor_name_map(MODEL_ARCH.GPT2 if gpt2 else MODEL_ARCH.LLAMA, n_layers)
     # GGUF module name -> HF module name, from our own llama rule table
     gguf_to_hf: dict[str, str] = {}
 
-    for rule in _expand(LLAMA, n_layers, share_layers=False):
+    for rule in _expand(spec, n_layers, share_layers=False):
         for hf_name in rule.hf:
             module = hf_name[: -len(".weight")] if hf_name.endswith(".weight") else hf_name
-            full = (LLAMA.prefix if rule.prefixed else "") + module
+            full = (spec.prefix if rule.prefixed else "") + module
             g = name_map.get_name(full)
             if g is not None:
                 gguf_to_hf[g] = full
@@ -151,11 +160,14 @@ def read_gguf(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         # GGUF shapes are (ne0, ne1, ...) with ne0 the fastest axis: torch order is reversed
         want = tuple(int(x) for x in reversed(t.shape))
         w = np.asarray(w, dtype=np.float32).reshape(want)
-        if module.endswith(".attn_q"):
+        if gpt2:
+            if w.ndim == 2 and module.rpartition(".")[2] in ("attn_qkv", "attn_output", "ffn_up", "ffn_down"):
+                w = w.T  # llama.cpp stores HF's Conv1D (in, out) weights as (out, in)
+        elif module.endswith(".attn_q"):
             w = _unpermute(w, cfg["num_attention_heads"])
         elif module.endswith(".attn_k"):
             w = _unpermute(w, cfg["num_key_value_heads"])
-        if not w.flags.writeable or not w.flags.c_contiguous:  # F32 tensors are views of the mmap
+        if not w.flags.writeable or not w.flags.c_contiguous:  # F32 tensors are views of the mmap (or transposed)
             w = np.array(w, dtype=np.float32, order="C", copy=True)
         sd[hf_name] = torch.from_numpy(w)
     return cfg, sd

@@ -85,12 +85,11 @@ def config_from_hf(hf: dict, has_lm_head: bool, where: str = "config.json"):
         )
         if mt == "switch_transformers":
             E = _need(hf, "num_experts", where)
-            n_se, n_sd = hf.get("num_sparse_encoder_layers", 3), hf.get("num_sparse_decoder_layers", 3)
-            step_e = n_enc // n_se if n_se else 0
-            step_d = n_dec // n_sd if n_sd else 0
-            if step_e != step_d or step_e == 0:
-                raise UserError(f"{where}: switch_transformers with different (or zero) sparse steps in encoder "
-                                f"({step_e}) and decoder ({step_d}) is not supported")
+            step_e, step_d = _sparse_step(hf, "encoder", n_enc), _sparse_step(hf, "decoder", n_dec)
+            if step_e != step_d or step_e <= 0:
+                raise UserError(f"{where}: switch_transformers with encoder_sparse_step={step_e} and "
+                                f"decoder_sparse_step={step_d} is not supported (plmkit needs one positive step "
+                                "shared by encoder and decoder)")
             if hf.get("router_bias"):
                 raise UserError(f"{where}: router_bias=true is not supported")
             fields.update(num_experts=E, moe_every=step_e, expert_capacity=hf.get("expert_capacity", 64),
@@ -122,6 +121,16 @@ def config_from_hf(hf: dict, has_lm_head: bool, where: str = "config.json"):
         )
     raise UserError(f"{where}: model_type {mt!r} is not an encoder-decoder plmkit reads "
                     f"(expected one of {', '.join(MODEL_TYPES)})")
+
+
+def _sparse_step(hf: dict, side: str, n_layers: int) -> int:
+    """The sparse step HF's ``SwitchTransformersStack`` uses: ``{side}_sparse_step`` when the config holds
+    it (transformers writes it, and a value passed to the config overrides the one derived from
+    ``num_sparse_{side}_layers``), else derived as ``SwitchTransformersConfig.__post_init__`` does."""
+    if hf.get(f"{side}_sparse_step") is not None:
+        return int(hf[f"{side}_sparse_step"])
+    n_sparse = hf.get(f"num_sparse_{side}_layers", 3)
+    return n_layers // n_sparse if n_sparse > 0 else n_layers
 
 
 def _first(x: Any) -> Any:
@@ -156,15 +165,13 @@ def config_to_hf(cfg) -> dict:
         if mt == "switch_transformers":
             n_sparse = cfg.num_layers // cfg.moe_every if cfg.moe_every > 1 else cfg.num_layers
             n_sparse_d = cfg.decoder_layers // cfg.moe_every if cfg.moe_every > 1 else cfg.decoder_layers
-            for n, L in ((n_sparse, cfg.num_layers), (n_sparse_d, cfg.decoder_layers)):
-                if n == 0 or L // n != cfg.moe_every:
-                    raise UserError(f"save_pretrained: moe_every={cfg.moe_every} with {L} layers has no HF "
-                                    "sparse_step equivalent")
             if cfg.expert_capacity is None:
                 raise UserError("save_pretrained: HF Switch needs a fixed expert_capacity (capacity_factor only "
                                 "exists in plmkit)")
             hf.update(num_experts=cfg.num_experts, expert_capacity=cfg.expert_capacity,
                       num_sparse_encoder_layers=n_sparse, num_sparse_decoder_layers=n_sparse_d,
+                      # the steps the HF model reads (they override the ones derived from num_sparse_*)
+                      encoder_sparse_step=cfg.moe_every, decoder_sparse_step=cfg.moe_every,
                       router_bias=False, router_jitter_noise=cfg.router_jitter_noise, router_dtype="float32",
                       router_ignore_padding_tokens=False)
         return hf

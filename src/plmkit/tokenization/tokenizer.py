@@ -186,12 +186,22 @@ class Tokenizer:
         return self._fingerprint
 
     # ------------------------------------------------------------------ encode / decode
-    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text`` (and ``text_pair``), special tokens included unless asked not to."""
+    # What encode() / encode_batch() do when add_special_tokens is not given. load_tokenizer sets it
+    # False for the tokenizer of a causal LM whose post-processor would wrap a prompt ([CLS] x [SEP],
+    # <s> x </s>): a prompt must not end in a separator. A BOS-only template (llama) is kept.
+    add_special_tokens_default: bool = True
+
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of ``text`` (and ``text_pair``); special tokens are added unless asked not to
+        (``None``: ``add_special_tokens_default``, True except for causal-LM tokenizers that wrap)."""
+        if add_special_tokens is None:
+            add_special_tokens = self.add_special_tokens_default
         return self.backend.encode(text, text_pair, add_special_tokens=add_special_tokens).ids
 
-    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
-        """Token ids of many texts at once (the Rust tokenizer's own threads)."""
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool | None = None) -> list[list[int]]:
+        """Token ids of many texts at once (the Rust tokenizer's own threads); defaults as ``encode``."""
+        if add_special_tokens is None:
+            add_special_tokens = self.add_special_tokens_default
         return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
@@ -526,8 +536,39 @@ def load_tokenizer(path: str | os.PathLike, **kwargs: Any) -> Tokenizer:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"{p}: not a tokenizers JSON file ({msg})") from None
         tok = _from_backend(bk, folder)
+    if _is_causal_lm_dir(folder) and _wraps_text(tok):
+        tok.add_special_tokens_default = False
     for k, v in kwargs.items():
         if not hasattr(tok, k):
             raise TypeError(f"load_tokenizer() got an unexpected keyword argument {k!r}")
         setattr(tok, k, v)
     return tok
+
+
+_CAUSAL_MODEL_TYPES = ("gpt2", "openai-gpt", "llama")
+
+
+def _is_causal_lm_dir(folder: Path) -> bool:
+    """True when ``folder/config.json`` describes a causal LM (HF gpt2 / openai-gpt / llama, a
+    plmkit-native decoder-only Transformer, or a recurrent FFNN / RNN / LSTM LM)."""
+    f = folder / "config.json"
+    if not f.is_file():
+        return False
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # the model loader reports a broken config.json; the tokenizer keeps its defaults
+    if not isinstance(cfg, dict):
+        return False
+    if cfg.get("model_type") in _CAUSAL_MODEL_TYPES or cfg.get("plmkit_family") in ("ffnn", "rnn", "lstm"):
+        return True
+    inner = cfg.get("plmkit_config")
+    return cfg.get("model_type") == "plmkit" and isinstance(inner, dict) and inner.get("causal") is True \
+        and cfg.get("plmkit_class") in ("Transformer", "MoETransformer")
+
+
+def _wraps_text(tok: Tokenizer) -> bool:
+    """True when the post-processor adds a token after a single text (not just a BOS before it)."""
+    bare = tok.backend.encode("a", add_special_tokens=False).ids
+    full = tok.backend.encode("a", add_special_tokens=True).ids
+    return full[len(full) - len(bare):] != bare

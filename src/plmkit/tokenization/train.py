@@ -18,8 +18,13 @@ char       [PAD] [UNK] [CLS] [SEP] [MASK]           one token per character seen
 
 The char tokenizer is a BPE model without merges whose vocabulary is the characters seen
 (``BpeTrainer`` with ``limit_alphabet`` keeps the most frequent ones when ``vocab_size`` is
-given); unseen characters map to [UNK]. Byte-level BPE and char round-trip:
-``decode(encode(x, add_special_tokens=False)) == x`` (char: when all characters were seen).
+given); space, tab, newline and carriage return are always in it, since files are read one line
+per document and the separators never reach the trainer. Unseen characters map to [UNK].
+Byte-level BPE and char round-trip exactly, whitespace included:
+``decode(encode(x, add_special_tokens=False)) == x`` for any UTF-8 text (char: when every
+non-whitespace character was seen). WordPiece and Unigram normalise by design (BERT splits on
+whitespace, lower-cases and decodes with single spaces; T5's NFKC collapses runs of spaces, and tabs
+and newlines are [UNK] unless seen), so they do not round-trip whitespace.
 ``vocab_size`` counts every id, special tokens and sentinels included.
 
 References: Schuster & Nakajima 2012 / Wu et al. 2016 (WordPiece); Sennrich et al. 2016 and
@@ -38,6 +43,9 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from plmkit.errors import UserError
 from plmkit.tokenization.tokenizer import DEFAULT_SPECIALS, KINDS, ROLES, Tokenizer
+
+# always in a char tokenizer's alphabet: a character-level LM must see and write line breaks
+CHAR_WHITESPACE = (" ", "\n", "\t", "\r")
 
 _ORDER = {
     "wordpiece": ["pad", "unk", "cls", "sep", "mask"],
@@ -187,7 +195,10 @@ def train_tokenizer_from_iterator(
     else:  # char: the alphabet only (vocab_size=1 stops the trainer before any merge)
         limit = None if vocab_size is None else vocab_size - len(specials)
         opts: dict[str, Any] = {} if limit is None else {"limit_alphabet": limit}
-        trainer = trainers.BpeTrainer(vocab_size=1, special_tokens=specials, show_progress=show_progress, **opts)
+        # Documents usually arrive without their separators (one line per document), so the
+        # whitespace characters are always in the alphabet (the trainer ranks initial_alphabet first).
+        trainer = trainers.BpeTrainer(vocab_size=1, special_tokens=specials, show_progress=show_progress,
+                                      initial_alphabet=list(CHAR_WHITESPACE), **opts)
     try:
         bk.train_from_iterator(_batched(texts), trainer=trainer)
     except UserError:
