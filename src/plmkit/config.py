@@ -127,7 +127,8 @@ class TokenizerTrain:
     """``tokenizer.train:``: train a tokenizer inside the run directory."""
 
     kind: Literal["char", "wordpiece", "bpe", "unigram"] = "bpe"
-    vocab_size: int = field(default=8000, metadata=bound(POSITIVE))
+    vocab_size: int = field(default=8000, metadata=bound(NON_NEGATIVE))
+    """Total vocabulary size incl. special tokens; char: 0 = every character seen."""
     files: list[str] | None = None
     """Training text; defaults to ``data.train``."""
     special_tokens: dict[str, Any] | None = None
@@ -274,6 +275,8 @@ def _coerce(value, tp, path: tuple, ctx: _Ctx):
                 return _coerce(value, a, path, ctx)
             except UserError as e:
                 errors.append(e)
+        if len(errors) == 1 and value is not None and (dataclasses.is_dataclass(args[0]) or isinstance(value, (int, float))):
+            raise errors[0]  # X | None: X's own message (a bad key inside a section, a value out of bounds)
         raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = "Evaluate a fine-tuned checkpoint on a data split."
 
 
@@ -13,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data directory or file")
     p.add_argument("--split-file", default=None, help="file inside --data to evaluate (default: the task's dev file)")
     p.add_argument("--ensemble", default="vote", choices=["vote", "average"], help="how several checkpoints combine: mean probabilities or weight averaging")
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
-    p.add_argument("--max-examples", type=int, default=None, help="random subset of N examples")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=64, help="evaluation batch size")
+    p.add_argument("--max-examples", type=arg(int, POSITIVE), default=None, help="random subset of N examples")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
     p.add_argument("--out", default=None, help="write the metrics JSON here as well")
 

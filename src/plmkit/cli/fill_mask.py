@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = "Predict the [MASK] tokens of a masked language model."
 
 
@@ -21,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="HF-format model directory with an MLM head (or a preset, with --tokenizer)")
     p.add_argument("text", nargs="?", default=None, help="text with [MASK] tokens ('-' or omitted: lines of stdin)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model directory)")
-    p.add_argument("--top-k", type=int, default=5, help="predictions to show per mask")
+    p.add_argument("--top-k", type=arg(int, POSITIVE), default=5, help="predictions to show per mask")
     p.add_argument("--json", action="store_true", help="print one JSON object per text instead of a table")
 
 

@@ -18,6 +18,7 @@ import math
 import time
 from pathlib import Path
 
+from plmkit.checks import OPEN_UNIT, POSITIVE, arg
 from plmkit.errors import UserError
 
 HELP = "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."
@@ -31,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="training text file(s), one sentence per line")
     src.add_argument("--store", help="a token store directory (plm prepare): its documents are the sentences")
-    t.add_argument("--order", type=int, default=3, help="n of the n-gram model (1-5 typical)")
+    t.add_argument("--order", type=arg(int, POSITIVE), default=3, help="n of the n-gram model (1-5 typical)")
     t.add_argument("--method", default="mkn", help="mle | laplace | addk | katz | kn | mkn")
-    t.add_argument("--k", type=float, default=0.1, help="k of add-k smoothing")
-    t.add_argument("--discount", type=float, default=None, help="fixed KN discount (default: estimated per order)")
-    t.add_argument("--min-count", type=int, default=1, help="map types seen fewer times to <unk>")
+    t.add_argument("--k", type=arg(float, POSITIVE), default=0.1, help="k of add-k smoothing")
+    t.add_argument("--discount", type=arg(float, OPEN_UNIT), default=None, help="fixed KN discount (default: estimated per order)")
+    t.add_argument("--min-count", type=arg(int, POSITIVE), default=1, help="map types seen fewer times to <unk>")
     t.add_argument("--add-unk", action="store_true", help="add <unk> to the vocabulary even if every type is kept")
     t.add_argument("--chars", action="store_true", help="character-level: every character is a token")
     t.add_argument("--lowercase", action="store_true", help="lower-case the text")

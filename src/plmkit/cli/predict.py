@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = "Run a fine-tuned checkpoint over inputs and write JSONL predictions."
 
 
@@ -12,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="plm finetune output directory")
     p.add_argument("--input", required=True, help="inputs: .txt (one text per line), .tsv/.csv/.jsonl with the task's columns, CoNLL or SQuAD JSON")
     p.add_argument("--out", required=True, help="output JSONL path")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=64, help="batch size")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping")
 
 
