@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from plmkit.errors import UserError, suggest
+from plmkit.textio import iter_lines
 
 
 @dataclass(kw_only=True)
@@ -542,7 +543,7 @@ def read_questions(path: str | os.PathLike) -> list[tuple[str, str, str, str, st
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     out, sec = [], "default"
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(iter_lines(p), 1):
         line = line.strip()
         if not line:
             continue

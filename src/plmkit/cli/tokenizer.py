@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from plmkit.tokenization import train_tokenizer
 
+    from pathlib import Path
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a directory; expected the output directory")
     size = args.vocab_size if args.vocab_size is not None else (None if args.kind == "char" else 8000)
     if size is not None and size <= 0:
         raise UserError(f"--vocab-size must be positive, got {size}")

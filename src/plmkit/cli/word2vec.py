@@ -17,6 +17,7 @@ from pathlib import Path
 
 from plmkit.checks import NON_NEGATIVE, POSITIVE, arg
 from plmkit.errors import UserError
+from plmkit.textio import ENCODING_ERRORS_HELP, iter_lines
 
 HELP = "Train word2vec (CBOW / skip-gram) and query similar words and analogies."
 
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--workers", type=arg(int, POSITIVE), default=1, help="torch threads")
     t.add_argument("--lowercase", action="store_true", help="lower-case the text")
     t.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=1, help="random seed")
+    t.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict", help=ENCODING_ERRORS_HELP)
     s = sub.add_parser("similar", help="nearest neighbours of words", formatter_class=fmt)
     s.add_argument("vectors", help="word2vec text or binary file")
     s.add_argument("words", nargs="+", help="query words")
@@ -57,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.classic import word2vec as w2v
 
     if args.w2v_command == "train":
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: is a directory; expected the path of the vectors file to write")
         sents = []
         for f in args.text:
             p = Path(f)
             if not p.is_file():
                 raise UserError(f"{p}: no such file")
-            for line in p.read_text(encoding="utf-8").splitlines():
+            for line in iter_lines(p, args.encoding_errors):
                 toks = (line.lower() if args.lowercase else line).split()
                 if toks:
                     sents.append(toks)
