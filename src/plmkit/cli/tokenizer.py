@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         doc_sep=args.doc_sep, text_field=args.text_field, errors=args.errors, format=args.format,
         style=args.style, lowercase=not args.cased, min_frequency=args.min_frequency, sentinels=args.sentinels,
         model_max_length=args.model_max_length, show_progress=args.progress,
+        log=lambda msg: print(f"plm tokenizer: {msg}", file=sys.stderr),
     )
     tok.save(args.out)
     print(f"plm tokenizer: {tok.kind} tokenizer with {len(tok)} ids written to {args.out}", file=sys.stderr)

@@ -189,7 +189,7 @@ def _tokenizer(recipe: Recipe, out: Path, log: Callable[[str], None], reuse: boo
     try:
         return train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
                                special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
-                               errors=recipe.data.encoding_errors, **t.train.options)
+                               errors=recipe.data.encoding_errors, log=log, **t.train.options)
     except TypeError as e:  # an unknown key in tokenizer.train.options
         raise UserError(f"tokenizer.train.options: {e}") from None
 
