@@ -229,8 +229,8 @@ class _Ctx:
 
     def err(self, path: tuple, msg: str) -> UserError:
         for keys, item in self.overridden.items():
-            if path[: len(keys)] == keys:
-                inner = "" if path == keys else ".".join(str(p) for p in path) + ": "
+            if tuple(map(str, path[: len(keys)])) == tuple(map(str, keys)):  # list indices: 0 or "0"
+                inner = "" if len(path) == len(keys) else ".".join(str(p) for p in path) + ": "
                 return UserError(f"command line: {item}: {inner}{msg}")
         line = None
         for n in range(len(path), -1, -1):

@@ -130,9 +130,18 @@ def check_model(recipe: Recipe, source: str | None = None, lines: dict | None = 
     if m.overrides:
         try:
             with torch.device("meta"):
-                load(m.preset, **m.overrides)
+                base = load(m.preset, **m.overrides)
         except UserError as e:
             raise UserError(f"{where('model', 'overrides')}model.overrides: {e}") from None
+    _check_seq_len(recipe, base)
+
+
+def _check_seq_len(recipe: Recipe, model) -> None:
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_pos and recipe.data.seq_len + 2 > max_pos + getattr(model.config, "position_offset", 0):
+        raise UserError(f"data.seq_len {recipe.data.seq_len} (+ special tokens) exceeds the model's "
+                        f"max_position_embeddings {max_pos}; lower data.seq_len or set "
+                        f"model.overrides.max_position_embeddings")
 
 
 def check_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> str:
@@ -275,11 +284,7 @@ def _build(recipe: Recipe, tok, log) -> tuple[Any, list, set[str]]:
     unknown = kinds - {"window", "document", "sentence_pair"}
     if unknown:
         raise UserError(f"objective needs example_kind {sorted(unknown)[0]!r}, which the token store does not provide")
-    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if max_pos and recipe.data.seq_len + 2 > max_pos + getattr(model.config, "position_offset", 0):
-        raise UserError(f"data.seq_len {recipe.data.seq_len} (+ special tokens) exceeds the model's "
-                        f"max_position_embeddings {max_pos}; lower data.seq_len or set "
-                        f"model.overrides.max_position_embeddings")
+    _check_seq_len(recipe, model)
     return model, objs, kinds
 
 

@@ -93,13 +93,17 @@ def _pieces(text: str) -> list[str]:
     size = 0
     for m in _WORD.finditer(text):
         tok = m.group()
-        parts = [tok[i:i + WORD_CAP] for i in range(0, len(tok), WORD_CAP)] if len(tok) > WORD_CAP else [tok]
-        for part in parts:
-            if size + len(part) > LINE_CAP and cur:
+        if len(tok) > WORD_CAP:  # each slice of a long word is a piece of its own (never re-joined)
+            if cur:
                 out.append("".join(cur))
                 cur, size = [], 0
-            cur.append(part)
-            size += len(part)
+            out.extend(tok[i:i + WORD_CAP] for i in range(0, len(tok), WORD_CAP))
+            continue
+        if size + len(tok) > LINE_CAP and cur:
+            out.append("".join(cur))
+            cur, size = [], 0
+        cur.append(tok)
+        size += len(tok)
     if cur:
         out.append("".join(cur))
     return out
