@@ -432,3 +432,31 @@ def test_the_cut_keeps_every_character_and_the_words(tmp_path):
     assert all(len(p) <= LINE_CAP for p in pieces)
     assert all(len(w) <= WORD_CAP for p in pieces for w in p.split())
     assert sum(p.split().count("word") for p in pieces) == 5000
+
+
+@pytest.mark.parametrize("name, content, line", [
+    ("x.jsonl", b'{"sentence": "good"}\n{"sentence": "caf\xe9"}\n', 2),
+    ("x.csv", b"sentence\ngood\n\"caf\xe9\"\n", 3),
+    ("x.tsv", b"sentence\ngood\nfine\ncaf\xe9\n", 4),
+])
+def test_predict_non_utf8_table_inputs(ckpt, tmp_path, capsys, name, content, line):
+    inp = tmp_path / name
+    inp.write_bytes(content)
+    out = tmp_path / "p.jsonl"
+    refused(capsys, ["predict", "--checkpoint", ckpt, "--input", inp, "--out", out], f"{inp}:{line}: invalid UTF-8", HINT)
+    assert not out.exists()
+
+
+def test_every_task_reader_uses_the_one_reader(tmp_path):
+    """SQuAD JSON, multiple-choice JSONL and the MRPC id list: the same one-line error (and replace works)."""
+    from plmkit.errors import UserError
+    from plmkit.tasks import readers
+
+    squad = tmp_path / "s.json"
+    squad.write_bytes(b'{"data": [\n{"title": "caf\xe9", "paragraphs": []}]}')
+    mc = tmp_path / "mc.jsonl"
+    mc.write_bytes(b'{"context": "c", "choices": ["a", "b"], "label": 0}\n{"context": "\xff", "choices": ["a", "b"], "label": 1}\n')
+    for path, read, line in ((squad, readers.read_squad, 2), (mc, readers.read_choices, 2)):
+        with pytest.raises(UserError, match=rf"{path.name}:{line}: invalid UTF-8 at byte \d+; fix the file or {HINT}"):
+            read(path)
+    assert len(readers.read_choices(mc, bad=readers.BadRows(encoding_errors="replace"))) == 2
