@@ -6,7 +6,8 @@ files, YAML recipes):
 
 - :func:`read_text`: a whole (small) file as one string;
 - :func:`iter_lines`: the lines of a file of any size, streamed (``.gz`` is detected by its magic bytes);
-- :func:`iter_text_blocks`: the decoded text in 1 MiB blocks (what the two above are built on).
+- :func:`iter_text_blocks`: the decoded text in 1 MiB blocks (what the two above are built on);
+- :func:`read_stdin`: standard input (``plm generate`` / ``fill-mask`` / ``tokenizer encode``).
 
 A non-UTF-8 byte stops the read with ``FILE:LINE: invalid UTF-8 at byte OFFSET; fix the file or pass
 --encoding-errors replace`` (offsets of ``.gz`` files are in the uncompressed stream), unless
@@ -21,6 +22,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
@@ -134,3 +136,17 @@ def iter_lines(path: str | os.PathLike, errors: str = "strict") -> Iterator[str]
 def read_text(path: str | os.PathLike, errors: str = "strict") -> str:
     """A whole text file as one string (``.gz`` too; line ends kept as they are)."""
     return "".join(iter_text_blocks(path, errors))
+
+
+def read_stdin() -> str:
+    """Standard input as text: UTF-8, with the same one-line error as a file (``<stdin>:LINE: ...``)."""
+    buf = getattr(sys.stdin, "buffer", None)
+    if buf is None:  # a text stream put in place of stdin (tests, embedding): already decoded
+        return sys.stdin.read()
+    data = buf.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"<stdin>:{line}: invalid UTF-8 at byte {e.start}; the input must be UTF-8 text") from None
+    return text[1:] if text.startswith("\ufeff") else text

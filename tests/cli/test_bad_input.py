@@ -334,7 +334,7 @@ def test_pretrain_and_tokenizer_non_utf8_hint_works(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "pretrain", "quickstart", "tokenizer train",
-                                     "prepare", "ngram train", "ngram eval", "word2vec train"])
+                                     "prepare", "ngram train", "ngram eval", "word2vec train", "word2vec analogy"])
 def test_every_command_that_reads_text_takes_the_hinted_option(command):
     """The hint ``pass --encoding-errors replace`` names an option that each of these commands accepts."""
     parser = build_parser(command.split()[0])
@@ -460,3 +460,21 @@ def test_every_task_reader_uses_the_one_reader(tmp_path):
         with pytest.raises(UserError, match=rf"{path.name}:{line}: invalid UTF-8 at byte \d+; fix the file or {HINT}"):
             read(path)
     assert len(readers.read_choices(mc, bad=readers.BadRows(encoding_errors="replace"))) == 2
+
+
+def test_non_utf8_stdin_and_machine_files(workdir, tmp_path, capsys):
+    """stdin (generate / fill-mask / tokenizer encode), ARPA files and analogy question files."""
+    res = subprocess.run([sys.executable, "-m", "plmkit", "tokenizer", "encode", str(workdir / "model")],
+                         input=b"good\ncaf\xe9\n", capture_output=True, env={**os.environ, "PYTHONPATH": str(SRC)},
+                         timeout=120)
+    err = res.stderr.decode()
+    assert res.returncode == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert "<stdin>:2: invalid UTF-8 at byte 8; the input must be UTF-8 text" in err
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_bytes(b"\\data\\\nngram 1=2\n\n\\1-grams:\n-0.3\t<s>\n-0.3\tcaf\xe9\n\n\\end\\\n")
+    refused(capsys, ["ngram", "eval", arpa, "--text", workdir / "train.tsv"], f"{arpa}:6: invalid UTF-8", HINT)
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("3 2\na 1 0\nb 0 1\nc 1 1\n")
+    questions = tmp_path / "q.txt"
+    questions.write_bytes(b": s\na b c \xe9\n")
+    refused(capsys, ["word2vec", "analogy", vectors, "--questions", questions], f"{questions}:2: invalid UTF-8", HINT)

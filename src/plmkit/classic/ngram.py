@@ -608,14 +608,14 @@ def write_arpa(model: NgramLM, path: str | os.PathLike) -> None:
 class ArpaLM:
     """A back-off LM read from an ARPA file: log10 P(w|h) = lp(h w) if listed, else bow(h) + log10 P(w|h')."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, errors: str = "strict") -> None:
         self.path = str(path)
         self.lp: dict[tuple[str, ...], float] = {}
         self.bow: dict[tuple[str, ...], float] = {}
         self.order = 0
         expected: dict[int, int] = {}
         section = None
-        f = iter_lines(self.path)  # plmkit.textio: one-line errors for a missing / non-UTF-8 file
+        f = iter_lines(self.path, errors)  # plmkit.textio: one-line errors for a missing / non-UTF-8 file
         seen: dict[int, int] = defaultdict(int)
         with contextlib.closing(f):
             for lineno, line in enumerate(f, 1):

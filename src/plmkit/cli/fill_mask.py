@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from plmkit.checks import POSITIVE, arg
@@ -63,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if model.config.head != "mlm":
         raise UserError(f"{args.model}: the model has no MLM head (head={model.config.head!r}); fill-mask needs "
                         "a masked language model")
-    texts = [args.text] if args.text not in (None, "-") else [t for t in sys.stdin.read().splitlines() if t.strip()]
+    from plmkit.textio import read_stdin
+
+    texts = [args.text] if args.text not in (None, "-") else [t for t in read_stdin().splitlines() if t.strip()]
     if not texts:
         raise UserError("no input text (give it as an argument or on stdin)")
     for text in texts:

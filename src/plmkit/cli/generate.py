@@ -67,7 +67,9 @@ def resolve_tokenizer(model_arg: str, tokenizer_arg: str | None) -> Any:
 def read_prompt(arg: str | None) -> str:
     from plmkit.errors import UserError
 
-    text = sys.stdin.read() if arg in (None, "-") else arg
+    from plmkit.textio import read_stdin
+
+    text = read_stdin() if arg in (None, "-") else arg
     text = text.rstrip("\n")
     if not text:
         raise UserError("empty prompt (give it as an argument or on stdin)")

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             ppl = math.inf if total == -math.inf else math.exp(-total / n)
             print(f"{f}: {lm.order}-gram {lm.method} perplexity {ppl:.2f} over {n} tokens ({oov} OOV -> <unk>)")
     elif path.is_file():
-        arpa = ng.ArpaLM(path)
+        arpa = ng.ArpaLM(path, args.encoding_errors)
         for f in args.text:
             sents = _sentences([f], args.chars, args.lowercase, args.encoding_errors)
             print(f"{f}: {arpa.order}-gram ARPA perplexity {arpa.perplexity(sents):.2f}")

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         from plmkit.tokenization import load_tokenizer
 
         tok = load_tokenizer(args.tokenizer)
-        text = sys.stdin.read() if args.text in (None, "-") else args.text
+        from plmkit.textio import read_stdin
+
+        text = read_stdin() if args.text in (None, "-") else args.text
         add = not args.no_special_tokens
         ids = tok.encode(text, add_special_tokens=add)
         print(json.dumps({"tokens": tok.convert_ids_to_tokens(ids), "ids": ids,

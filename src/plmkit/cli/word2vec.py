@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--questions", help="questions-words.txt format file (': section' headers, 4 words per line)")
     a.add_argument("--builtin", action="store_true", help="evaluate on plmkit's built-in analogy set")
     a.add_argument("--topn", type=arg(int, POSITIVE), default=5, help="answers shown for a single query")
+    a.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict", help=ENCODING_ERRORS_HELP)
     a.add_argument("--restrict-vocab", type=arg(int, POSITIVE), default=300000, help="search only the most frequent words")
 
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.questions or args.builtin):
         raise UserError("analogy needs three words, --questions FILE or --builtin")
-    qs = w2v.read_questions(args.questions) if args.questions else w2v.analogy_questions()
+    qs = w2v.read_questions(args.questions, args.encoding_errors) if args.questions else w2v.analogy_questions()
     r = wv.evaluate_analogies(qs, args.restrict_vocab)
     print(f"analogy accuracy {r['accuracy']:.4f} ({r['correct']}/{r['evaluated']}); "
           f"{r['skipped']} questions skipped for unknown words (e.g. {r['skipped_examples'][:2]})")
