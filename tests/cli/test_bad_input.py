@@ -478,3 +478,16 @@ def test_non_utf8_stdin_and_machine_files(workdir, tmp_path, capsys):
     questions = tmp_path / "q.txt"
     questions.write_bytes(b": s\na b c \xe9\n")
     refused(capsys, ["word2vec", "analogy", vectors, "--questions", questions], f"{questions}:2: invalid UTF-8", HINT)
+
+
+def test_resume_of_a_run_made_before_encoding_errors_existed(tiny, tmp_path, capsys):
+    """Its recipe.yaml lacks data.encoding_errors: it read strictly, so it resumes; another setting would change
+    the token stores, so that is refused as a different data section, in one line."""
+    out = tmp_path / "run"
+    assert main(["pretrain", str(tiny), "--out", str(out), "--no-progress"]) == 0
+    rec = yaml.safe_load((out / "recipe.yaml").read_text())
+    del rec["data"]["encoding_errors"]
+    (out / "recipe.yaml").write_text(yaml.safe_dump(rec))
+    refused(capsys, ["pretrain", tiny, "--out", out, "--resume", "--encoding-errors", "replace"],
+            "holds a run with a different data section")
+    assert main(["pretrain", str(tiny), "--out", str(out), "--resume", "--no-progress"]) == 0

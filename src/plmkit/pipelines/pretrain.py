@@ -161,6 +161,8 @@ def check_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> s
             except yaml.YAMLError:
                 old = {}
             new = recipe.to_dict()
+            if isinstance(old.get("data"), dict):  # runs made before data.encoding_errors existed read strictly
+                old["data"].setdefault("encoding_errors", "strict")
             changed = [k for k in ("model", "tokenizer", "data", "objective") if old.get(k) != new.get(k)]
             if changed:
                 raise UserError(f"--out {out}: holds a run with a different {', '.join(changed)} section; "
