@@ -53,10 +53,10 @@ def test_overrides_take_precedence_and_resolve_paths_against_cwd(tmp_path, monke
     ("train.lrr=1", "unknown key 'train.lrr' (did you mean 'lr'?)"),
     ("trian.lr=1", "unknown section 'trian' (did you mean 'train'?)"),
     ("train.lr", "expected KEY=VALUE"),
-    ("train.max_steps=abc", "r.yaml:8: train.max_steps: expected an integer, got 'abc'"),
-    ("train.batch_size=0", "train.batch_size: expected a positive integer, got 0"),
+    ("train.max_steps=abc", "command line: train.max_steps=abc: expected an integer, got 'abc'"),
+    ("train.batch_size=0", "command line: train.batch_size=0: expected a positive integer, got 0"),
     ("train.schedule=cosin", "expected one of 'linear', 'cosine'"),
-    ("train.compile=maybe", "train.compile: expected true/false"),
+    ("train.compile=maybe", "command line: train.compile=maybe: expected true/false"),
 ])
 def test_bad_overrides_are_one_line_user_errors(tmp_path, override, message):
     with pytest.raises(UserError) as e:
@@ -113,7 +113,7 @@ def test_head_lr_in_a_recipe_and_as_an_override(tmp_path):
     assert r.train.head_lr == pytest.approx(1e-3)
     r = load_recipe(_write(tmp_path, GOOD), ["train.head_lr=null"])
     assert r.train.head_lr is None
-    with pytest.raises(UserError, match="train.head_lr: expected a positive number"):
+    with pytest.raises(UserError, match="command line: train.head_lr=-1: expected a positive number"):
         load_recipe(_write(tmp_path, GOOD), ["train.head_lr=-1"])
 
 

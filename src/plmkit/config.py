@@ -21,6 +21,7 @@ References: litgpt ``config_hub`` + ``TrainArgs``; torchtitan ``JobConfig``; min
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -30,53 +31,56 @@ from typing import Any, Literal
 
 import yaml
 
+from plmkit.checks import (FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, PROBABILITY_MASS, UNIT, at_least,
+                           bound, check_fields, field_problem, non_finite)
 from plmkit.errors import UserError, suggest
+from plmkit.textio import read_text
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
     """Hyper-parameters of :class:`plmkit.training.Trainer` (the ``train:`` section of a recipe)."""
 
-    max_steps: int = 1000
+    max_steps: int = field(default=1000, metadata=bound(POSITIVE))
     """Optimizer steps to run (each step = ``grad_accum`` micro-batches on every rank)."""
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=bound(POSITIVE))
     """Examples per micro-batch per rank. Global batch = batch_size * grad_accum * world_size."""
-    grad_accum: int = 1
+    grad_accum: int = field(default=1, metadata=bound(POSITIVE))
     """Micro-batches whose gradients are accumulated before one optimizer step."""
-    lr: float = 3e-4
+    lr: float = field(default=3e-4, metadata=bound(POSITIVE))
     """Peak learning rate."""
-    head_lr: float | None = None
+    head_lr: float | None = field(default=None, metadata=bound(POSITIVE))
     """Peak learning rate of the top parameter group (the heads, e.g. a fine-tuning task head, and whatever
     ``model.layer_groups()`` puts last); None = ``lr``. Fresh heads on a pretrained body often want more."""
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = field(default=0.0, metadata=bound(UNIT))
     """Floor of the linear / cosine decay, as a fraction of ``lr``."""
     optimizer: Literal["adamw", "lamb"] = "adamw"
     """AdamW (Loshchilov & Hutter 2019) or LAMB (You et al. 2020)."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata=bound(NON_NEGATIVE))
     """Decoupled weight decay, applied to matrices only (not to biases, norms or 1-d params)."""
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    beta1: float = field(default=0.9, metadata=bound(FRACTION))
+    beta2: float = field(default=0.999, metadata=bound(FRACTION))
+    eps: float = field(default=1e-8, metadata=bound(POSITIVE))
     schedule: Literal["linear", "cosine", "constant", "inverse_sqrt", "slanted_triangular"] = "linear"
     """Learning-rate schedule after ``warmup_steps`` of linear warm-up (slanted_triangular has its own)."""
-    warmup_steps: int = 0
-    stlr_cut_frac: float = 0.1
+    warmup_steps: int = field(default=0, metadata=bound(NON_NEGATIVE))
+    stlr_cut_frac: float = field(default=0.1, metadata=bound(OPEN_UNIT))
     """Slanted triangular (ULMFiT): fraction of steps spent increasing the LR."""
-    stlr_ratio: float = 32.0
+    stlr_ratio: float = field(default=32.0, metadata=bound(at_least(1)))
     """Slanted triangular (ULMFiT): how much smaller the lowest LR is than the peak."""
-    layer_lr_decay: float = 1.0
+    layer_lr_decay: float = field(default=1.0, metadata=bound(PROBABILITY_MASS))
     """Layer-wise (discriminative) LR: group i of n (embeddings, layers..., heads) gets lr * decay**(n-1-i).
     ULMFiT uses 1/2.6; ELECTRA fine-tuning 0.8. 1.0 = off. Needs ``model.layer_groups()``."""
-    unfreeze_every: int = 0
+    unfreeze_every: int = field(default=0, metadata=bound(NON_NEGATIVE))
     """Gradual unfreezing (ULMFiT): start with only the top layer group trainable and unfreeze one more
     group every N steps. 0 = off."""
-    clip_grad_norm: float = 1.0
+    clip_grad_norm: float = field(default=1.0, metadata=bound(NON_NEGATIVE))
     """Clip the global gradient norm to this value; 0 = no clipping."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     """Autocast dtype: bf16 on CPU or GPU, fp16 (with a grad scaler) on GPU only; auto = bf16 if supported on GPU."""
     compile: bool = False
     """Run the forward pass through ``torch.compile``."""
-    num_threads: int = 0
+    num_threads: int = field(default=0, metadata=bound(NON_NEGATIVE))
     """CPU threads for torch (``torch.set_num_threads``); 0 = torch's default. On a busy shared CPU, 1 is
     often several times faster than oversubscribing."""
     device: str = "auto"
@@ -84,20 +88,20 @@ class TrainConfig:
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"
     """Under torchrun (WORLD_SIZE > 1): ddp (auto) or fsdp."""
     seed: int = 1
-    log_every: int = 10
-    eval_every: int = 200
+    log_every: int = field(default=10, metadata=bound(POSITIVE))
+    eval_every: int = field(default=200, metadata=bound(NON_NEGATIVE))
     """Evaluate on the held-out data every N steps (and at the end); 0 = only at the end."""
-    eval_batches: int = 50
+    eval_batches: int = field(default=50, metadata=bound(NON_NEGATIVE))
     """Max batches per evaluation; 0 = the whole held-out set."""
-    eval_batch_size: int = 0
+    eval_batch_size: int = field(default=0, metadata=bound(NON_NEGATIVE))
     """Batch size for evaluation; 0 = batch_size."""
-    save_every: int = 200
+    save_every: int = field(default=200, metadata=bound(NON_NEGATIVE))
     """Write ``checkpoints/step-N`` every N steps; 0 = only the final model."""
-    keep_last: int = 3
+    keep_last: int = field(default=3, metadata=bound(NON_NEGATIVE))
     """How many step checkpoints to keep (the best one is kept in addition); 0 = keep all."""
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = field(default=0, metadata=bound(NON_NEGATIVE))
     """Stop when the held-out loss has not improved for N evaluations; 0 = off."""
-    max_bad_steps: int = 5
+    max_bad_steps: int = field(default=5, metadata=bound(POSITIVE))
     """Abort after this many consecutive steps with a NaN/inf loss or gradient (each is skipped)."""
     progress: bool | None = None
     """Show a tqdm progress bar; None = only when stderr is a terminal."""
@@ -105,24 +109,7 @@ class TrainConfig:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        positive = ["max_steps", "batch_size", "grad_accum", "log_every"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ["warmup_steps", "eval_every", "eval_batches", "save_every", "keep_last", "unfreeze_every",
-                     "early_stopping_patience", "eval_batch_size", "num_threads"]:
-            if getattr(self, name) < 0:
-                raise UserError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"train.lr: expected a positive number, got {self.lr}")
-        if self.head_lr is not None and not self.head_lr > 0:
-            raise UserError(f"train.head_lr: expected a positive number, got {self.head_lr}")
-        if not 0 < self.layer_lr_decay <= 1:
-            raise UserError(f"train.layer_lr_decay: expected a number in (0, 1], got {self.layer_lr_decay}")
-        if not 0 < self.stlr_cut_frac < 1:
-            raise UserError(f"train.stlr_cut_frac: expected a number in (0, 1), got {self.stlr_cut_frac}")
-        if self.max_bad_steps < 1:
-            raise UserError(f"train.max_bad_steps: expected a positive integer, got {self.max_bad_steps}")
+        check_fields(self, "train.")
 
 
 @dataclass(kw_only=True)
@@ -140,13 +127,17 @@ class TokenizerTrain:
     """``tokenizer.train:``: train a tokenizer inside the run directory."""
 
     kind: Literal["char", "wordpiece", "bpe", "unigram"] = "bpe"
-    vocab_size: int = 8000
+    vocab_size: int = field(default=8000, metadata=bound(NON_NEGATIVE))
+    """Total vocabulary size incl. special tokens; char: 0 = every character seen."""
     files: list[str] | None = None
     """Training text; defaults to ``data.train``."""
     special_tokens: dict[str, Any] | None = None
     """Role -> token overrides of the kind's defaults, e.g. {mask: "[MASK]", cls: "[CLS]", sep: "[SEP]"}."""
     options: dict[str, Any] = field(default_factory=dict)
     """More ``train_tokenizer`` options: lowercase, style (bpe: roberta|gpt2), min_frequency, sentinels."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, "tokenizer.train.")
 
 
 @dataclass(kw_only=True)
@@ -163,14 +154,21 @@ class DataSection:
 
     train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
-    valid_fraction: float = 0.0
+    valid_fraction: float = field(default=0.0, metadata=bound(FRACTION))
     """When ``valid`` is empty: hold out this fraction of the training windows (taken from the end)."""
-    seq_len: int = 128
+    seq_len: int = field(default=128, metadata=bound(at_least(2)))
     """Tokens per example window (before special tokens the objective may add)."""
-    stride: int | None = None
+    stride: int | None = field(default=None, metadata=bound(POSITIVE))
     """Step between windows; None = seq_len (no overlap)."""
     doc_sep: Literal["line", "blank"] = "line"
     """Document boundaries in text files: every line, or blank lines (``plmkit.data.corpus``)."""
+    encoding_errors: Literal["strict", "replace"] = "strict"
+    """Non-UTF-8 bytes in the text files (data and tokenizer training): ``strict`` stops at the first one
+    (file:line and byte offset), ``replace`` reads each as U+FFFD and counts them. ``plm pretrain
+    --encoding-errors replace`` sets it (and reads the recipe itself the same way)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data.")
 
 
 @dataclass(kw_only=True)
@@ -223,11 +221,17 @@ def _line_map(text: str) -> dict[tuple, int]:
 class _Ctx:
     """Where values come from, for error messages: ``recipe.yaml:12: train.lr: ...``."""
 
-    def __init__(self, source: str, lines: dict[tuple, int] | None = None):
+    def __init__(self, source: str, lines: dict[tuple, int] | None = None, overridden: dict[tuple, str] | None = None):
         self.source = source
         self.lines = lines or {}
+        self.overridden = overridden or {}
+        """Key paths set on the command line -> the ``KEY=VALUE`` text: errors there name the override."""
 
     def err(self, path: tuple, msg: str) -> UserError:
+        for keys, item in self.overridden.items():
+            if tuple(map(str, path[: len(keys)])) == tuple(map(str, keys)):  # list indices: 0 or "0"
+                inner = "" if len(path) == len(keys) else ".".join(str(p) for p in path) + ": "
+                return UserError(f"command line: {item}: {inner}{msg}")
         line = None
         for n in range(len(path), -1, -1):
             if path[:n] in self.lines:
@@ -271,6 +275,8 @@ def _coerce(value, tp, path: tuple, ctx: _Ctx):
                 return _coerce(value, a, path, ctx)
             except UserError as e:
                 errors.append(e)
+        if len(errors) == 1 and value is not None and (dataclasses.is_dataclass(args[0]) or isinstance(value, (int, float))):
+            raise errors[0]  # X | None: X's own message (a bad key inside a section, a value out of bounds)
         raise ctx.err(path, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -310,14 +316,19 @@ def _coerce(value, tp, path: tuple, ctx: _Ctx):
     if tp is float:
         if isinstance(value, bool):
             raise ctx.err(path, f"expected a number, got {value!r}")
+        out = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
+            out = float(value)
+        elif isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
             try:
-                return float(value)
+                out = float(value)
             except ValueError:
                 pass
-        raise ctx.err(path, f"expected a number, got {value!r}")
+        if out is None:
+            raise ctx.err(path, f"expected a number, got {value!r}")
+        if not math.isfinite(out):
+            raise ctx.err(path, f"expected a finite number, got {value!r}")
+        return out
     if tp is str:
         if not isinstance(value, str):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -333,13 +344,16 @@ def _from_dict(cls, data, path: tuple, ctx: _Ctx):
     if not isinstance(data, dict):
         raise ctx.err(path, f"expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
             hint = suggest(key, sorted(fields)) or f"; valid keys: {', '.join(sorted(fields))}"
             raise ctx.err(path + (key,), f"unknown key{hint}")
         kwargs[key] = _coerce(value, hints[key], path + (key,), ctx)
+        problem = field_problem(fields[key], kwargs[key])  # the field's bound (plmkit.checks)
+        if problem:
+            raise ctx.err(path + (key,), problem)
     try:
         return cls(**kwargs)
     except UserError as e:
@@ -406,16 +420,20 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None,
+                    record: dict[tuple, str] | None = None) -> dict:
     """Apply dotted ``KEY=VALUE`` overrides to a raw recipe dict (validated later by :func:`recipe_from_dict`).
 
     Keys must name a known section/field (objective options pass through unchecked); paths are resolved
-    against ``cwd``.
+    against ``cwd``. ``record`` (if given) receives key path -> ``KEY=VALUE`` text of every override, for
+    :func:`recipe_from_dict`'s ``overridden``.
     """
     cwd = Path(cwd or os.getcwd())
     sections = {f.name: f for f in dataclasses.fields(Recipe)}
     for item in overrides:
         keys, value = parse_override(item)
+        if record is not None:
+            record[tuple(keys)] = item
         if keys[0] not in sections:
             raise UserError(f"override {item!r}: unknown section {keys[0]!r}{suggest(keys[0], sections)}; "
                             f"valid: {', '.join(sections)}")
@@ -467,13 +485,21 @@ def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) ->
     return raw
 
 
-def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = None) -> Recipe:
-    """Validate a raw recipe mapping into a :class:`Recipe` (paths are taken as they are)."""
-    ctx = _Ctx(source, lines)
+def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = None,
+                     overridden: dict[tuple, str] | None = None) -> Recipe:
+    """Validate a raw recipe mapping into a :class:`Recipe` (paths are taken as they are).
+
+    ``overridden`` maps the key paths set by command-line overrides to their ``KEY=VALUE`` text, so that an
+    error in such a value names the override rather than the recipe's line.
+    """
+    ctx = _Ctx(source, lines, overridden)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ctx.err((), f"expected a mapping with sections model, tokenizer, data, objective, train; got {raw!r}")
+    hit = non_finite(raw)  # nan / inf anywhere (model.overrides and objective options included)
+    if hit:
+        raise ctx.err(hit[0], f"expected a finite number, got {hit[1]}")
     raw = dict(raw)
     if "objective" in raw:
         raw["objective"] = _normalise_objectives(raw["objective"], ctx)
@@ -490,19 +516,18 @@ def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = Non
         raise ctx.err(("tokenizer",), "expected exactly one of 'path' or 'train: {kind, vocab_size}'")
     if not recipe.data.train:
         raise ctx.err(("data", "train"), "expected at least one training file")
-    if recipe.data.seq_len < 2:
-        raise ctx.err(("data", "seq_len"), f"expected an integer >= 2, got {recipe.data.seq_len}")
-    if not 0 <= recipe.data.valid_fraction < 1:
-        raise ctx.err(("data", "valid_fraction"), f"expected a number in [0, 1), got {recipe.data.valid_fraction}")
     return recipe
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe, resolve its relative paths against its folder, apply overrides, validate."""
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
+                encoding_errors: str = "strict") -> Recipe:
+    """Read a YAML recipe, resolve its relative paths against its folder, apply overrides, validate.
+
+    ``encoding_errors``: how non-UTF-8 bytes in the recipe file are read (``plmkit.textio``)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, encoding_errors)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -514,8 +539,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping with sections model, tokenizer, data, objective, train")
     _resolve_paths(raw, path.resolve().parent)
-    apply_overrides(raw, list(overrides or []))
-    return recipe_from_dict(raw, source=str(path), lines=_line_map(text))
+    overridden: dict[tuple, str] = {}
+    apply_overrides(raw, list(overrides or []), record=overridden)
+    return recipe_from_dict(raw, source=str(path), lines=_line_map(text), overridden=overridden)
 
 
 def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:

@@ -36,7 +36,7 @@ def test_ngram_cli_train_eval_and_arpa(texts, capsys):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["--order", "0"], "--order must be >= 1"),
+    (["--order", "0"], "argument --order: expected a positive integer, got 0"),
     (["--method", "kneser"], "did you mean"),
 ])
 def test_ngram_cli_bad_input(texts, capsys, argv, msg):

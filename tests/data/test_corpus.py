@@ -45,7 +45,9 @@ def test_jsonl_gz_and_folders(tmp_path):
 
 
 def test_non_utf8_offsets_and_replace(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "BLOCK", 7)  # force multi-byte characters across block boundaries
+    from plmkit import textio
+
+    monkeypatch.setattr(textio, "BLOCK", 7)  # force multi-byte characters across block boundaries
     good = "héllo wörld 中文 ok\n" * 3
     raw = good.encode("utf-8")
     k = len(good[:30].encode("utf-8"))  # a character boundary past the first blocks
@@ -53,13 +55,14 @@ def test_non_utf8_offsets_and_replace(tmp_path, monkeypatch):
     (tmp_path / "good.txt").write_bytes(raw)
     assert docs(tmp_path / "good.txt")[0] == good.split("\n")[:3]
     (tmp_path / "bad.txt").write_bytes(bad)
-    with pytest.raises(UserError, match=rf"bad.txt: invalid UTF-8 at byte {k};.*--errors replace"):
+    line = good[:30].count("\n") + 1
+    with pytest.raises(UserError, match=rf"bad.txt:{line}: invalid UTF-8 at byte {k};.*--encoding-errors replace"):
         docs(tmp_path / "bad.txt")
     (tmp_path / "bad.txt.gz").write_bytes(gzip.compress(bad))
-    with pytest.raises(UserError, match=rf"bad.txt.gz: invalid UTF-8 at byte {k} \(uncompressed\)"):
+    with pytest.raises(UserError, match=rf"bad.txt.gz:{line}: invalid UTF-8 at byte {k} \(uncompressed\)"):
         docs(tmp_path / "bad.txt.gz")
     (tmp_path / "cut.txt").write_bytes(raw[:15] + b"\xff" + raw[16:])  # 中 (bytes 14-16) broken
-    with pytest.raises(UserError, match=r"cut.txt: invalid UTF-8 at byte 14;"):
+    with pytest.raises(UserError, match=r"cut.txt:1: invalid UTF-8 at byte 14;"):
         docs(tmp_path / "cut.txt")
     d, s = docs(tmp_path / "bad.txt", errors="replace")
     assert s.replaced == 1 and "".join(d).count("\ufffd") == 1

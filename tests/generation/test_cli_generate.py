@@ -87,7 +87,7 @@ def test_generate_user_errors(gpt_dir, capsys):
     err = capsys.readouterr().err
     assert "missing: model path does not exist" in err and "preset" not in err
     assert main(["generate", str(d), "the", "--top-p", "0"]) == 2
-    assert "top_p" in capsys.readouterr().err
+    assert "--top-p: expected a number in (0, 1], got 0.0" in capsys.readouterr().err
 
 
 def test_fill_mask_top_k(bert_dir, capsys):

@@ -28,6 +28,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.errors import UserError, suggest
+from plmkit.textio import iter_lines
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 METHODS = ("mle", "laplace", "addk", "katz", "kn", "mkn")
@@ -117,24 +119,23 @@ def _as_tokens(example: Any) -> Sequence[Hashable]:
     return example
 
 
-def read_sentences(path: str | os.PathLike, chars: bool = False, lowercase: bool = False) -> list[list[str]]:
-    """Read a text file as one sentence per non-empty line: words split on whitespace, or characters.
+def read_sentences(path: str | os.PathLike, chars: bool = False, lowercase: bool = False,
+                   errors: str = "strict") -> list[list[str]]:
+    """Read a text file (``.gz`` too) as one sentence per non-empty line: words split on whitespace, or characters.
 
-    With ``chars=True`` each line's characters (spaces included) are the tokens.
+    With ``chars=True`` each line's characters (spaces included) are the tokens. Decoding goes through
+    ``plmkit.textio`` (``errors``: "strict" stops at a non-UTF-8 byte with file:line, "replace" reads U+FFFD).
     """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     out = []
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if lowercase:
-                line = line.lower()
-            toks = list(line) if chars else line.split()
-            if toks and (not chars or line.strip()):
-                out.append(toks)
+    for line in iter_lines(p, errors):
+        if lowercase:
+            line = line.lower()
+        toks = list(line) if chars else line.split()
+        if toks and (not chars or line.strip()):
+            out.append(toks)
     return out
 
 
@@ -607,20 +608,16 @@ def write_arpa(model: NgramLM, path: str | os.PathLike) -> None:
 class ArpaLM:
     """A back-off LM read from an ARPA file: log10 P(w|h) = lp(h w) if listed, else bow(h) + log10 P(w|h')."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, errors: str = "strict") -> None:
         self.path = str(path)
         self.lp: dict[tuple[str, ...], float] = {}
         self.bow: dict[tuple[str, ...], float] = {}
         self.order = 0
         expected: dict[int, int] = {}
         section = None
-        opener = gzip.open if self.path.endswith(".gz") else open
-        try:
-            f = opener(self.path, "rt", encoding="utf-8")
-        except OSError as e:
-            raise UserError(f"{path}: cannot read ARPA file ({e.strerror})") from None
+        f = iter_lines(self.path, errors)  # plmkit.textio: one-line errors for a missing / non-UTF-8 file
         seen: dict[int, int] = defaultdict(int)
-        with f:
+        with contextlib.closing(f):
             for lineno, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:

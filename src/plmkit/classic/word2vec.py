@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from plmkit.errors import UserError, suggest
+from plmkit.textio import iter_lines
 
 
 @dataclass(kw_only=True)
@@ -536,13 +537,13 @@ def write_questions(questions: Sequence[tuple[str, str, str, str, str]], path: s
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def read_questions(path: str | os.PathLike) -> list[tuple[str, str, str, str, str]]:
+def read_questions(path: str | os.PathLike, errors: str = "strict") -> list[tuple[str, str, str, str, str]]:
     """Read a questions-words.txt file; a non-header line must have 4 words."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     out, sec = [], "default"
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(iter_lines(p, errors), 1):
         line = line.strip()
         if not line:
             continue

@@ -3,7 +3,8 @@
 :func:`add_dataclass_options` adds one option per field: ``--field-name`` (or the field's ``flag``
 metadata), typed from the annotation (``int``, ``float``, ``str``, ``X | None``, ``tuple[float, ...]`` as
 comma-separated numbers, ``bool``: a switch, ``bool | None``: ``--x / --no-x``), help from the docstring
-under the field (:func:`plmkit.config.field_docs`), ``choices`` and ``parse`` from the field's metadata.
+under the field (:func:`plmkit.config.field_docs`), ``choices`` and ``parse`` from the field's metadata, and
+the accepted numbers from its ``bound`` (``plmkit.checks``; floats must be finite).
 
 Every option's default is ``argparse.SUPPRESS``: a flag that was not typed is absent from the parsed
 namespace, so :func:`given_options` returns exactly the flags typed on the command line, and a recipe
@@ -36,12 +37,19 @@ def _scalar(tp):
     return tp
 
 
-def _comma_list(item_type, flag: str):
+def _comma_list(item_type, flag: str, b=None):
+    from plmkit.checks import FINITE
+
     def parse(text: str):
         try:
-            return tuple(item_type(x) for x in str(text).split(",") if x.strip())
+            out = tuple(item_type(x) for x in str(text).split(",") if x.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        for v in out:
+            msg = (b or FINITE).problem(v)
+            if msg:
+                raise argparse.ArgumentTypeError(msg)
+        return out
 
     parse.__name__ = f"comma-separated {item_type.__name__}"
     return parse
@@ -60,6 +68,7 @@ def cli_fields(cls) -> list[dataclasses.Field]:
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     """One option per field of ``cls``; every default is SUPPRESS (see the module docstring)."""
+    from plmkit.checks import FINITE, arg
     from plmkit.config import field_docs
 
     docs = field_docs(cls)
@@ -81,8 +90,10 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         else:
             base = _scalar(tp)
             if typing.get_origin(base) is tuple:
-                kw["type"] = _comma_list(typing.get_args(base)[0], flag)
+                kw["type"] = _comma_list(typing.get_args(base)[0], flag, f.metadata.get("bound"))
                 kw["metavar"] = "X,Y,..."
+            elif base in (int, float) and "parse" not in f.metadata:
+                kw["type"] = arg(base, f.metadata.get("bound", FINITE))  # the field's bound, finite floats
             else:
                 kw["type"] = f.metadata.get("parse") or base
             if "choices" in f.metadata:

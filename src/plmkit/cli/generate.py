@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from plmkit.checks import NON_NEGATIVE, POSITIVE, PROBABILITY_MASS, arg
+
 HELP = "Generate text from a causal LM or an encoder-decoder (greedy, sampling, beam search), streaming."
 
 
@@ -22,20 +24,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="preset name, HF-format model directory, or .gguf file")
     p.add_argument("prompt", nargs="?", default=None, help="prompt text ('-' or omitted: read stdin)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model directory / GGUF file)")
-    p.add_argument("--max-new-tokens", type=int, default=50, help="number of tokens to generate at most")
+    p.add_argument("--max-new-tokens", type=arg(int, POSITIVE), default=50, help="number of tokens to generate at most")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-    p.add_argument("--num-beams", type=int, default=1, help="beam search width (1: no beam search)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1: off)")
+    p.add_argument("--temperature", type=arg(float, POSITIVE), default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=arg(int, NON_NEGATIVE), default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=arg(float, PROBABILITY_MASS), default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--num-beams", type=arg(int, POSITIVE), default=1, help="beam search width (1: no beam search)")
+    p.add_argument("--repetition-penalty", type=arg(float, POSITIVE), default=1.0, help="CTRL repetition penalty (1: off)")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-sequence token")
     p.add_argument("--add-special-tokens", action="store_true",
                    help="let the tokenizer add its special tokens (e.g. BOS) to the prompt (always on for an "
                    "encoder-decoder's source)")
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation (the output, "
                    "for an encoder-decoder)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=None, help="random seed for sampling")
     p.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
     p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
                    help="Transformers: decode with cached transposed copies of the weights (faster on CPU, one extra "
@@ -68,7 +70,9 @@ def resolve_tokenizer(model_arg: str, tokenizer_arg: str | None) -> Any:
 def read_prompt(arg: str | None) -> str:
     from plmkit.errors import UserError
 
-    text = sys.stdin.read() if arg in (None, "-") else arg
+    from plmkit.textio import read_stdin
+
+    text = read_stdin() if arg in (None, "-") else arg
     text = text.rstrip("\n")
     if not text:
         raise UserError("empty prompt (give it as an argument or on stdin)")

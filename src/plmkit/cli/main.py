@@ -36,6 +36,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``plm evaluate: error: argument --batch-size: expected a
+    positive integer, got -1``) and exit 2, like a ``UserError``; ``--help`` still shows the usage. Sub-command
+    parsers are of the same class (argparse creates them with the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _formatter(prog):
     return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32, width=100)
 
@@ -44,7 +53,7 @@ def build_parser(load_modules: str | None = "all") -> argparse.ArgumentParser:
     """Build the parser. ``load_modules`` is a command name to load only that one ("all" loads all)."""
     from plmkit import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="plm",
         description="plmkit: pretrain, adapt, evaluate and generate with pretrained language models.",
         formatter_class=_formatter,
@@ -68,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     # Only load the module of the command being run (fast startup, no torch import for --help).
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(load_modules=command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help / --version (0) or a one-line usage error (2)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

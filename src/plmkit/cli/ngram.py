@@ -18,7 +18,9 @@ import math
 import time
 from pathlib import Path
 
+from plmkit.checks import OPEN_UNIT, POSITIVE, arg
 from plmkit.errors import UserError
+from plmkit.textio import ENCODING_ERRORS_HELP
 
 HELP = "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."
 SPACE = "<space>"
@@ -31,30 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="training text file(s), one sentence per line")
     src.add_argument("--store", help="a token store directory (plm prepare): its documents are the sentences")
-    t.add_argument("--order", type=int, default=3, help="n of the n-gram model (1-5 typical)")
+    t.add_argument("--order", type=arg(int, POSITIVE), default=3, help="n of the n-gram model (1-5 typical)")
     t.add_argument("--method", default="mkn", help="mle | laplace | addk | katz | kn | mkn")
-    t.add_argument("--k", type=float, default=0.1, help="k of add-k smoothing")
-    t.add_argument("--discount", type=float, default=None, help="fixed KN discount (default: estimated per order)")
-    t.add_argument("--min-count", type=int, default=1, help="map types seen fewer times to <unk>")
+    t.add_argument("--k", type=arg(float, POSITIVE), default=0.1, help="k of add-k smoothing")
+    t.add_argument("--discount", type=arg(float, OPEN_UNIT), default=None, help="fixed KN discount (default: estimated per order)")
+    t.add_argument("--min-count", type=arg(int, POSITIVE), default=1, help="map types seen fewer times to <unk>")
     t.add_argument("--add-unk", action="store_true", help="add <unk> to the vocabulary even if every type is kept")
     t.add_argument("--chars", action="store_true", help="character-level: every character is a token")
     t.add_argument("--lowercase", action="store_true", help="lower-case the text")
     t.add_argument("--out", required=True, help="output directory")
     t.add_argument("--eval", nargs="*", default=[], help="text file(s) to report perplexity on after training")
+    t.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict", help=ENCODING_ERRORS_HELP)
     e = sub.add_parser("eval", help="perplexity of a trained LM on text", formatter_class=fmt)
     e.add_argument("model", help="a directory written by 'plm ngram train' or an ARPA file")
     e.add_argument("--text", nargs="+", required=True, help="evaluation text file(s)")
     e.add_argument("--method", default=None, help="rebuild a directory's counts with another smoothing method")
     e.add_argument("--chars", action="store_true", help="character-level (must match training)")
     e.add_argument("--lowercase", action="store_true", help="lower-case the text (must match training)")
+    e.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict", help=ENCODING_ERRORS_HELP)
 
 
-def _sentences(files, chars: bool, lowercase: bool):
+def _sentences(files, chars: bool, lowercase: bool, errors: str = "strict"):
     from plmkit.classic.ngram import read_sentences
 
     out = []
     for f in files:
-        sents = read_sentences(f, chars=chars, lowercase=lowercase)
+        sents = read_sentences(f, chars=chars, lowercase=lowercase, errors=errors)
         if chars:
             sents = [[SPACE if c == " " else c for c in s] for s in sents]
         out += sents
@@ -67,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
     if args.ngram_command == "train":
         if args.order < 1:
             raise UserError(f"--order must be >= 1, got {args.order}")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: exists and is not a directory; expected the output directory")
         t0 = time.perf_counter()
         if args.store:
             from plmkit.data import TokenStore
 
             sents = TokenStore(args.store).documents()
         else:
-            sents = _sentences(args.text, args.chars, args.lowercase)
+            sents = _sentences(args.text, args.chars, args.lowercase, args.encoding_errors)
         counts = ng.NgramCounts.build(sents, args.order, min_count=args.min_count, add_unk=args.add_unk)
         options = {"k": args.k, "discount": args.discount}
         lm = ng.build_model(counts, args.method, **options)
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
               f"{s['vocab_size']}, n-grams {s['ngrams']}, counts ~{s['memory_mb']} MB, "
               f"{time.perf_counter() - t0:.1f}s -> {out}" + (" (+ model.arpa)" if lm.is_backoff else ""))
         for f in args.eval:
-            total, n, oov = lm.score_sentences(_sentences([f], args.chars, args.lowercase))
+            total, n, oov = lm.score_sentences(_sentences([f], args.chars, args.lowercase, args.encoding_errors))
             ppl = math.inf if total == -math.inf else math.exp(-total / n)
             print(f"{f}: perplexity {ppl:.2f} over {n} tokens ({oov} OOV -> <unk>)")
         return 0
@@ -106,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
         lm = ng.build_model(counts, args.method or meta["method"], **meta.get("options", {}))
         chars, lower = meta.get("chars", False), meta.get("lowercase", False)
         for f in args.text:
-            total, n, oov = lm.score_sentences(_sentences([f], chars, lower))
+            total, n, oov = lm.score_sentences(_sentences([f], chars, lower, args.encoding_errors))
             ppl = math.inf if total == -math.inf else math.exp(-total / n)
             print(f"{f}: {lm.order}-gram {lm.method} perplexity {ppl:.2f} over {n} tokens ({oov} OOV -> <unk>)")
     elif path.is_file():
-        arpa = ng.ArpaLM(path)
+        arpa = ng.ArpaLM(path, args.encoding_errors)
         for f in args.text:
-            sents = _sentences([f], args.chars, args.lowercase)
+            sents = _sentences([f], args.chars, args.lowercase, args.encoding_errors)
             print(f"{f}: {arpa.order}-gram ARPA perplexity {arpa.perplexity(sents):.2f}")
     else:
         raise UserError(f"{path}: no such model directory or ARPA file")

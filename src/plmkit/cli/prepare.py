@@ -1,7 +1,7 @@
 """``plm prepare``: tokenize a corpus once into a sharded memory-mapped token store.
 
     plm prepare --tokenizer tok/ --out store/ corpus.txt folder/ data.jsonl.gz
-    plm prepare --tokenizer tok/ --out store/ --doc-sep blank input.txt --errors replace
+    plm prepare --tokenizer tok/ --out store/ --doc-sep blank input.txt --encoding-errors replace
 
 The store layout and readers are described in ``plmkit.data.store``; the manifest is
 ``OUT/manifest.json``. Re-running with the same inputs and tokenizer does nothing; a store built
@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from plmkit.checks import NON_NEGATIVE, POSITIVE, arg
 from plmkit.cli.tokenizer import add_input_arguments
 
 HELP = "Tokenize a corpus once into a sharded memory-mapped token store."
@@ -26,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
     p.add_argument("--dtype", choices=["uint16", "uint32"], default=None,
                    help="token id dtype (default: uint16 when the vocabulary fits, else uint32)")
-    p.add_argument("--shard-tokens", type=int, default=1 << 27, help="tokens per shard (documents never span shards)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--shard-tokens", type=arg(int, POSITIVE), default=1 << 27, help="tokens per shard (documents never span shards)")
+    p.add_argument("--workers", type=arg(int, NON_NEGATIVE), default=0,
                    help="0: the Rust tokenizer's own threads (fastest here); N: N single-threaded worker processes")
     p.add_argument("--no-sentences", action="store_true", help="do not record sentence starts")
     p.add_argument("--no-words", action="store_true", help="do not record word starts")

@@ -28,8 +28,8 @@ class _Intermixed(argparse.ArgumentParser):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    if type(parser) is argparse.ArgumentParser:
-        parser.__class__ = _Intermixed
+    if not isinstance(parser, _Intermixed):  # keep the parser's own class (plm's one-line errors) too
+        parser.__class__ = type("IntermixedParser", (_Intermixed, type(parser)), {})
     parser.add_argument("recipe", help="YAML recipe with sections model, tokenizer, data, objective, train")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides of recipe values, e.g. train.lr=3e-4 train.max_steps=100")
@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest complete checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default=None,
+                        help="non-UTF-8 bytes in the recipe and the data files: stop at the first (file:line, byte "
+                             "offset), or replace each by U+FFFD (sets data.encoding_errors; default: the recipe's)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show a progress bar (default: only when stderr is a terminal)")
 
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise UserError(f"expected KEY=VALUE overrides after the recipe, got {bad[0]!r}")
     summary = run_pretraining(args.recipe, args.out, overrides=args.overrides, resume=args.resume,
-                              overwrite=args.overwrite, progress=args.progress)
+                              overwrite=args.overwrite, progress=args.progress,
+                              encoding_errors=args.encoding_errors)
     import plmkit.training.distributed as D
 
     if D.current().is_main:

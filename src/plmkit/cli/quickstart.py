@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from plmkit.checks import NON_NEGATIVE, POSITIVE, arg, at_least
+from plmkit.textio import ENCODING_ERRORS_HELP
+
 HELP = "Train a tokenizer, pretrain tiny BERT (MLM) and GPT (CLM) models, show perplexity before/after."
 
 
@@ -19,14 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", default=d.text_field, help="JSONL field holding the text")
     p.add_argument("--doc-sep", choices=["line", "blank"], default=d.doc_sep,
                    help="plain text: one document per line, or documents separated by blank lines")
-    p.add_argument("--max-chars", type=int, default=d.max_chars, help="read at most this many characters of the corpus")
-    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="WordPiece vocabulary size")
-    p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per training window")
-    p.add_argument("--mlm-steps", type=int, default=d.mlm_steps, help="optimizer steps for the BERT-style model")
-    p.add_argument("--clm-steps", type=int, default=d.clm_steps, help="optimizer steps for the GPT-style model")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"], default=d.encoding_errors,
+                   help=ENCODING_ERRORS_HELP)
+    p.add_argument("--max-chars", type=arg(int, POSITIVE), default=d.max_chars, help="read at most this many characters of the corpus")
+    p.add_argument("--vocab-size", type=arg(int, POSITIVE), default=d.vocab_size, help="WordPiece vocabulary size")
+    p.add_argument("--seq-len", type=arg(int, at_least(8)), default=d.seq_len, help="tokens per training window")
+    p.add_argument("--mlm-steps", type=arg(int, POSITIVE), default=d.mlm_steps, help="optimizer steps for the BERT-style model")
+    p.add_argument("--clm-steps", type=arg(int, POSITIVE), default=d.clm_steps, help="optimizer steps for the GPT-style model")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=d.batch_size, help="windows per step")
+    p.add_argument("--lr", type=arg(float, POSITIVE), default=d.lr, help="peak learning rate (cosine schedule)")
+    p.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=d.seed, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = QuickstartConfig(corpus=args.corpus, text_field=args.text_field, doc_sep=args.doc_sep,
                            max_chars=args.max_chars, vocab_size=args.vocab_size, seq_len=args.seq_len,
                            mlm_steps=args.mlm_steps, clm_steps=args.clm_steps, batch_size=args.batch_size,
-                           lr=args.lr, seed=args.seed)
+                           lr=args.lr, seed=args.seed, encoding_errors=args.encoding_errors)
     summary = run_quickstart(args.out, cfg, overwrite=args.overwrite, progress=False if args.no_progress else True)
     for name in ("mlm", "clm"):
         s = summary[name]

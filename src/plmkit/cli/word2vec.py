@@ -15,7 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
+from plmkit.checks import NON_NEGATIVE, POSITIVE, arg
 from plmkit.errors import UserError
+from plmkit.textio import ENCODING_ERRORS_HELP, iter_lines
 
 HELP = "Train word2vec (CBOW / skip-gram) and query similar words and analogies."
 
@@ -28,40 +30,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--out", required=True, help="output vectors (.bin: binary word2vec format, else text)")
     t.add_argument("--arch", default="skipgram", choices=["skipgram", "cbow"], help="model architecture")
     t.add_argument("--loss", default="ns", choices=["ns", "hs"], help="negative sampling or hierarchical softmax")
-    t.add_argument("--dim", type=int, default=100, help="vector size")
-    t.add_argument("--window", type=int, default=5, help="maximum window")
-    t.add_argument("--min-count", type=int, default=5, help="ignore words seen fewer times")
-    t.add_argument("--negative", type=int, default=5, help="negative samples per example")
-    t.add_argument("--sample", type=float, default=1e-3, help="sub-sampling threshold (0: off)")
-    t.add_argument("--alpha", type=float, default=None, help="initial learning rate (default 0.025 sg / 0.05 cbow)")
-    t.add_argument("--epochs", type=int, default=5, help="passes over the corpus")
-    t.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step")
-    t.add_argument("--workers", type=int, default=1, help="torch threads")
+    t.add_argument("--dim", type=arg(int, POSITIVE), default=100, help="vector size")
+    t.add_argument("--window", type=arg(int, POSITIVE), default=5, help="maximum window")
+    t.add_argument("--min-count", type=arg(int, POSITIVE), default=5, help="ignore words seen fewer times")
+    t.add_argument("--negative", type=arg(int, NON_NEGATIVE), default=5, help="negative samples per example")
+    t.add_argument("--sample", type=arg(float, NON_NEGATIVE), default=1e-3, help="sub-sampling threshold (0: off)")
+    t.add_argument("--alpha", type=arg(float, POSITIVE), default=None, help="initial learning rate (default 0.025 sg / 0.05 cbow)")
+    t.add_argument("--epochs", type=arg(int, POSITIVE), default=5, help="passes over the corpus")
+    t.add_argument("--batch-size", type=arg(int, POSITIVE), default=1024, help="examples per SGD step")
+    t.add_argument("--workers", type=arg(int, POSITIVE), default=1, help="torch threads")
     t.add_argument("--lowercase", action="store_true", help="lower-case the text")
-    t.add_argument("--seed", type=int, default=1, help="random seed")
+    t.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=1, help="random seed")
+    t.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict", help=ENCODING_ERRORS_HELP)
     s = sub.add_parser("similar", help="nearest neighbours of words", formatter_class=fmt)
     s.add_argument("vectors", help="word2vec text or binary file")
     s.add_argument("words", nargs="+", help="query words")
-    s.add_argument("--topn", type=int, default=10, help="neighbours per word")
+    s.add_argument("--topn", type=arg(int, POSITIVE), default=10, help="neighbours per word")
     a = sub.add_parser("analogy", help="a:b :: c:? queries or an analogy question set", formatter_class=fmt)
     a.add_argument("vectors", help="word2vec text or binary file")
     a.add_argument("words", nargs="*", help="three words a b c (answers a:b :: c:?)")
     a.add_argument("--questions", help="questions-words.txt format file (': section' headers, 4 words per line)")
     a.add_argument("--builtin", action="store_true", help="evaluate on plmkit's built-in analogy set")
-    a.add_argument("--topn", type=int, default=5, help="answers shown for a single query")
-    a.add_argument("--restrict-vocab", type=int, default=300000, help="search only the most frequent words")
+    a.add_argument("--topn", type=arg(int, POSITIVE), default=5, help="answers shown for a single query")
+    a.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict", help=ENCODING_ERRORS_HELP)
+    a.add_argument("--restrict-vocab", type=arg(int, POSITIVE), default=300000, help="search only the most frequent words")
 
 
 def run(args: argparse.Namespace) -> int:
     from plmkit.classic import word2vec as w2v
 
     if args.w2v_command == "train":
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: is a directory; expected the path of the vectors file to write")
         sents = []
         for f in args.text:
             p = Path(f)
             if not p.is_file():
                 raise UserError(f"{p}: no such file")
-            for line in p.read_text(encoding="utf-8").splitlines():
+            for line in iter_lines(p, args.encoding_errors):
                 toks = (line.lower() if args.lowercase else line).split()
                 if toks:
                     sents.append(toks)
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.questions or args.builtin):
         raise UserError("analogy needs three words, --questions FILE or --builtin")
-    qs = w2v.read_questions(args.questions) if args.questions else w2v.analogy_questions()
+    qs = w2v.read_questions(args.questions, args.encoding_errors) if args.questions else w2v.analogy_questions()
     r = wv.evaluate_analogies(qs, args.restrict_vocab)
     print(f"analogy accuracy {r['accuracy']:.4f} ({r['correct']}/{r['evaluated']}); "
           f"{r['skipped']} questions skipped for unknown words (e.g. {r['skipped_examples'][:2]})")

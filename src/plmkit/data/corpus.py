@@ -10,35 +10,25 @@ size. Document boundaries (``CorpusConfig.doc_sep``):
   string in ``text_field``.
 
 Bad input raises ``UserError`` with one line: missing paths, binary files (a NUL byte in the
-first 8 KiB), non-UTF-8 bytes (file and byte offset of the first bad byte; offsets of ``.gz``
-files are in the uncompressed stream) unless ``errors="replace"``, which replaces each bad
+first 8 KiB), non-UTF-8 bytes (file, line and byte offset of the first bad byte, read by the one
+text reader ``plmkit.textio``; offsets of ``.gz`` files are in the uncompressed stream) unless
+``errors="replace"`` (``--encoding-errors replace``), which replaces each bad
 sequence by U+FFFD and counts them. Empty files are skipped and counted. A UTF-8 BOM at the
 start of a file is dropped. ``CorpusStats`` accounts for every file and document.
 """
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import json
 import os
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
 
+from plmkit import textio
 from plmkit.errors import UserError, suggest
 
-BLOCK = 1 << 20
-_REPLACED = [0]
-
-
-def _count_replace(e: UnicodeError) -> tuple[str, int]:
-    _REPLACED[0] += 1
-    return "\ufffd", e.end  # type: ignore[attr-defined]
-
-
-codecs.register_error("plmkit_count_replace", _count_replace)
+_REPLACED = textio._REPLACED  # counter of replaced byte sequences (plmkit.textio)
 
 
 @dataclass
@@ -114,67 +104,12 @@ def is_jsonl(path: Path, config: CorpusConfig) -> bool:
     return name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz"))
 
 
-def _open_binary(path: Path):
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb"), True
-    return open(path, "rb"), False
-
-
 def iter_text_blocks(path: Path, errors: str = "strict", on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
-    """Decoded text of ``path`` in blocks (incremental UTF-8; ``.gz`` is detected by its magic bytes)."""
-    f, gz = _open_binary(path)
-    handler = "strict" if errors == "strict" else "plmkit_count_replace"
-    decoder = codecs.getincrementaldecoder("utf-8")(errors=handler)
-    pos = 0  # bytes of the (uncompressed) stream consumed so far
-    first = True
-    last_raw = 0
-    with f:
-        while True:
-            try:
-                block = f.read(BLOCK)
-            except (OSError, EOFError, zlib.error) as e:
-                raise UserError(f"{path}: cannot read ({'corrupt gzip stream: ' if gz else ''}{e})") from None
-            if first and block:
-                nul = block.find(b"\x00", 0, 8192)
-                if nul >= 0:
-                    raise UserError(f"{path}: looks like a binary file (NUL byte at offset {nul}); expected UTF-8 text")
-            pending = len(decoder.getstate()[0])
-            try:
-                text = decoder.decode(block, final=not block)
-            except UnicodeDecodeError as e:
-                offset = pos - pending + e.start
-                raise UserError(
-                    f"{path}: invalid UTF-8 at byte {offset}{' (uncompressed)' if gz else ''}; "
-                    f"fix the file or pass --errors replace"
-                ) from None
-            if first:
-                if text.startswith("\ufeff"):
-                    text = text[1:]
-                first = False
-            pos += len(block)
-            if on_bytes is not None:
-                raw = f.fileobj.tell() if gz else pos  # type: ignore[attr-defined]
-                on_bytes(raw - last_raw)
-                last_raw = raw
-            if text:
-                yield text
-            if not block:
-                return
+    """Decoded text of ``path`` in blocks: :func:`plmkit.textio.iter_text_blocks`."""
+    return textio.iter_text_blocks(path, errors, on_bytes)
 
 
-def _iter_lines(blocks: Iterator[str]) -> Iterator[str]:
-    rest = ""
-    for text in blocks:
-        if rest:
-            text = rest + text
-        parts = text.split("\n")
-        rest = parts.pop()
-        for line in parts:
-            yield line[:-1] if line.endswith("\r") else line
-    if rest:
-        yield rest[:-1] if rest.endswith("\r") else rest
+_iter_lines = textio.split_lines
 
 
 def iter_file_documents(path: Path, config: CorpusConfig, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:

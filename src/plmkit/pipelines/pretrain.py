@@ -53,29 +53,36 @@ class Subset(Sequence):
         return self.seq[self.start + (i % len(self))]
 
 
-def _as_recipe(recipe: Recipe | dict | str | os.PathLike, overrides: list[str]) -> Recipe:
+def _as_recipe(recipe: Recipe | dict | str | os.PathLike, overrides: list[str],
+               encoding_errors: str | None = None) -> Recipe:
     if isinstance(recipe, Recipe):
         if overrides:
-            raw = apply_overrides(recipe.to_dict(), overrides)
-            return recipe_from_dict(raw)
-        return recipe
-    if isinstance(recipe, dict):
+            over: dict = {}
+            raw = apply_overrides(recipe.to_dict(), overrides, record=over)
+            recipe = recipe_from_dict(raw, overridden=over)
+    elif isinstance(recipe, dict):
         import copy
 
         raw = copy.deepcopy(recipe)
         from plmkit.config import _resolve_paths
 
         _resolve_paths(raw, Path.cwd())
-        return recipe_from_dict(apply_overrides(raw, overrides))
-    return load_recipe(recipe, overrides)
+        over = {}
+        recipe = recipe_from_dict(apply_overrides(raw, overrides, record=over), overridden=over)
+    else:
+        recipe = load_recipe(recipe, overrides, encoding_errors=encoding_errors or "strict")
+    if encoding_errors:
+        recipe.data = dataclasses.replace(recipe.data, encoding_errors=encoding_errors)
+    return recipe
 
 
-def _source_lines(recipe) -> tuple[str | None, dict]:
+def _source_lines(recipe, encoding_errors: str | None = None) -> tuple[str | None, dict]:
     """The recipe file's name and its key -> line map (nothing for a dict or a Recipe)."""
     if isinstance(recipe, (str, os.PathLike)) and Path(recipe).is_file():
         from plmkit.config import _line_map
+        from plmkit.textio import read_text
 
-        return str(recipe), _line_map(Path(recipe).read_text(encoding="utf-8"))
+        return str(recipe), _line_map(read_text(recipe, encoding_errors or "strict"))
     return None, {}
 
 
@@ -123,13 +130,23 @@ def check_model(recipe: Recipe, source: str | None = None, lines: dict | None = 
     if m.overrides:
         try:
             with torch.device("meta"):
-                load(m.preset, **m.overrides)
+                base = load(m.preset, **m.overrides)
         except UserError as e:
             raise UserError(f"{where('model', 'overrides')}model.overrides: {e}") from None
+    _check_seq_len(recipe, base)
 
 
-def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> bool:
-    """Check / create the run directory; returns True when resuming an existing run."""
+def _check_seq_len(recipe: Recipe, model) -> None:
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_pos and recipe.data.seq_len + 2 > max_pos + getattr(model.config, "position_offset", 0):
+        raise UserError(f"data.seq_len {recipe.data.seq_len} (+ special tokens) exceeds the model's "
+                        f"max_position_embeddings {max_pos}; lower data.seq_len or set "
+                        f"model.overrides.max_position_embeddings")
+
+
+def check_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> str:
+    """What to do with the run directory, without touching it: "resume" (an existing run), "overwrite" (delete
+    the run there once the new one is known to be valid) or "fresh" (absent or empty)."""
     marker = out / RUN_MARKER
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
@@ -137,63 +154,74 @@ def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) ->
         if not marker.is_file():
             raise UserError(f"--out {out}: directory is not empty and is not a plmkit run; choose another --out")
         if overwrite:
-            shutil.rmtree(out)
+            return "overwrite"
         elif resume:
             try:
                 old = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError:
                 old = {}
             new = recipe.to_dict()
+            if isinstance(old.get("data"), dict):  # runs made before data.encoding_errors existed read strictly
+                old["data"].setdefault("encoding_errors", "strict")
             changed = [k for k in ("model", "tokenizer", "data", "objective") if old.get(k) != new.get(k)]
             if changed:
                 raise UserError(f"--out {out}: holds a run with a different {', '.join(changed)} section; "
                                 f"cannot resume it with this recipe (use --overwrite or another --out)")
-            return True
+            return "resume"
         else:
             raise UserError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
                             f"to start over")
+    return "fresh"
+
+
+def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> bool:
+    """Check / create the run directory (an ``--overwrite`` run is deleted now); True when resuming."""
+    action = check_run_dir(out, recipe, resume, overwrite)
+    if action == "overwrite":
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    return False
+    return action == "resume"
 
 
-def _tokenizer(recipe: Recipe, out: Path, info: D.DistInfo, log: Callable[[str], None]):
+def _tokenizer(recipe: Recipe, out: Path, log: Callable[[str], None], reuse: bool = True):
+    """The run's tokenizer, in memory: ``tokenizer.path``, the one an earlier attempt of this run saved, or a
+    newly trained one (saved by :func:`_save_tokenizer` once the whole run set-up is valid)."""
     from plmkit import load_tokenizer, train_tokenizer
 
     t = recipe.tokenizer
     tok_dir = out / "tokenizer"
     if t.path:
-        tok = load_tokenizer(t.path)
-    elif (tok_dir / "tokenizer.json").is_file():
-        tok = load_tokenizer(tok_dir)  # trained by an earlier attempt of this run
-        return tok
-    else:
-        if info.is_main:
-            files = t.train.files or recipe.data.train
-            log(f"training a {t.train.kind} tokenizer (vocab {t.train.vocab_size or 'all characters'}) on "
-                f"{len(files)} file(s)")
-            try:
-                tok = train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
-                                      special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
-                                      **t.train.options)
-            except TypeError as e:  # an unknown key in tokenizer.train.options
-                raise UserError(f"tokenizer.train.options: {e}") from None
-            tmp = out / ".tokenizer.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tok.save(tmp)
-            os.replace(tmp, tok_dir)
-        D.barrier()
-        tok = load_tokenizer(tok_dir)
-        return tok
-    if info.is_main and not tok_dir.exists():
-        tok.save(tok_dir)
-    return tok
+        return load_tokenizer(t.path)
+    if reuse and (tok_dir / "tokenizer.json").is_file():
+        return load_tokenizer(tok_dir)  # trained by an earlier attempt of this run
+    files = t.train.files or recipe.data.train
+    log(f"training a {t.train.kind} tokenizer (vocab {t.train.vocab_size or 'all characters'}) on "
+        f"{len(files)} file(s)")
+    try:
+        return train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
+                               special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
+                               errors=recipe.data.encoding_errors, log=log, **t.train.options)
+    except TypeError as e:  # an unknown key in tokenizer.train.options
+        raise UserError(f"tokenizer.train.options: {e}") from None
+
+
+def _save_tokenizer(tok, out: Path) -> None:
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        return
+    tmp = out / ".tokenizer.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save(tmp)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    os.replace(tmp, tok_dir)
 
 
 def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, log):
     from plmkit.data import TokenStore, prepare
 
     if info.is_main:
-        m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, progress=False)
+        m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, errors=recipe.data.encoding_errors,
+                    progress=False)
         log(f"{path.name} data: {m['num_tokens']} tokens in {m['num_documents']} documents")
     D.barrier()
     return TokenStore(path, tokenizer=tok)
@@ -249,10 +277,36 @@ def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
     return out
 
 
+def _build(recipe: Recipe, tok, log) -> tuple[Any, list, set[str]]:
+    """Seed, build the model and the objectives, and check them against the data settings."""
+    torch.manual_seed(recipe.train.seed)  # the same initial weights on every rank
+    model = _model(recipe, tok, log)
+    objs = _objectives(recipe, tok, model)
+    kinds = {getattr(o, "example_kind", "window") for o, _ in objs}
+    unknown = kinds - {"window", "document", "sentence_pair"}
+    if unknown:
+        raise UserError(f"objective needs example_kind {sorted(unknown)[0]!r}, which the token store does not provide")
+    _check_seq_len(recipe, model)
+    return model, objs, kinds
+
+
+def _remove_fresh_run(out: Path, created: bool) -> None:
+    """Delete what a run that failed before training wrote into ``out`` (all of ``out`` if it made it)."""
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in (RUN_MARKER, "tokenizer", "data", ".tokenizer.tmp"):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+
+
 def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os.PathLike, *,
                     overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False,
                     progress: bool | None = None, log: Callable[[str], None] | None = None,
-                    callbacks: list | None = None) -> dict[str, Any]:
+                    callbacks: list | None = None, encoding_errors: str | None = None) -> dict[str, Any]:
     """Train the tokenizer (if asked), prepare the data, build model + objective(s) and run the Trainer.
 
     Args:
@@ -263,6 +317,12 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         resume: continue from the newest complete checkpoint in ``out_dir``.
         progress: tqdm bar on stderr (None: recipe's ``train.progress``, else only on a terminal).
         log: where one-line progress messages go (default: stderr, rank 0 only).
+        encoding_errors: "strict" / "replace": how non-UTF-8 bytes in the recipe file and the data are read
+            (sets ``data.encoding_errors``; None: the recipe's).
+
+    Everything that can be checked before the data is read (the recipe, the run directory, the tokenizer,
+    which is trained in memory, the model and the objectives) is checked before anything is written; a fresh
+    run that fails later while preparing its data leaves no files behind either.
     Returns:
         The trainer's summary plus ``run_dir``, ``seconds``, ``num_parameters``, ``train_examples``,
         ``valid_examples``.
@@ -271,51 +331,58 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
 
     t0 = time.time()
     info = D.init_distributed()
-    recipe_arg, recipe = recipe, _as_recipe(recipe, list(overrides or []))
+    recipe_arg, recipe = recipe, _as_recipe(recipe, list(overrides or []), encoding_errors)
     if progress is not None:
         recipe.train = dataclasses.replace(recipe.train, progress=progress)
     say = log or (lambda msg: print(f"plm pretrain: {msg}", file=sys.stderr, flush=True))
     log = say if info.is_main else (lambda msg: None)
     check_paths(recipe)
-    check_model(recipe, *_source_lines(recipe_arg))
+    check_model(recipe, *_source_lines(recipe_arg, encoding_errors))
     out = Path(out_dir).resolve()
-    resuming = False
-    if info.is_main:
-        resuming = prepare_run_dir(out, recipe, resume, overwrite)
-        dump_recipe(recipe, out / RUN_MARKER)
-    resuming = D.broadcast_object(resuming)
-    D.barrier()
-
-    tok = _tokenizer(recipe, out, info, log)
+    action = check_run_dir(out, recipe, resume, overwrite) if info.is_main else None
+    action = D.broadcast_object(action)
+    resuming = action == "resume"
     # Import the model and objective code before seeding: an import that draws from the global RNG (e.g. a
     # kernel probe at import time) would otherwise make the first run in a process differ from later ones.
     import plmkit.models.transformer  # noqa: F401
     import plmkit.objectives  # noqa: F401
 
-    torch.manual_seed(recipe.train.seed)  # the same initial weights on every rank
-    model = _model(recipe, tok, log)
-    objs = _objectives(recipe, tok, model)
-    kinds = {getattr(o, "example_kind", "window") for o, _ in objs}
-    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if max_pos and recipe.data.seq_len + 2 > max_pos + getattr(model.config, "position_offset", 0):
-        raise UserError(f"data.seq_len {recipe.data.seq_len} (+ special tokens) exceeds the model's "
-                        f"max_position_embeddings {max_pos}; lower data.seq_len or set "
-                        f"model.overrides.max_position_embeddings")
+    created = not out.exists()
+    try:
+        if info.is_main:
+            # Validate before writing: the tokenizer (trained in memory), the model, the objectives.
+            tok = _tokenizer(recipe, out, log, reuse=action != "overwrite")
+            model, objs, kinds = _build(recipe, tok, log)
+            if action == "overwrite":
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            dump_recipe(recipe, out / RUN_MARKER)
+            _save_tokenizer(tok, out)
+        D.barrier()
+        if not info.is_main:
+            from plmkit import load_tokenizer
 
-    train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log)
-    train = _views(train_store, kinds, recipe)
-    valid: dict[str, Sequence] | None = None
-    if recipe.data.valid:
-        valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log), kinds, recipe)
-    elif recipe.data.valid_fraction > 0:
-        valid = {}
-        for k, seq in train.items():
-            n_valid = max(1, int(len(seq) * recipe.data.valid_fraction))
-            if len(seq) - n_valid < 1:
-                raise UserError(f"data.valid_fraction {recipe.data.valid_fraction}: too few examples "
-                                f"({len(seq)}) to hold out any")
-            valid[k] = Subset(seq, len(seq) - n_valid, len(seq))
-            train[k] = Subset(seq, 0, len(seq) - n_valid)
+            tok = load_tokenizer(recipe.tokenizer.path or out / "tokenizer")
+            model, objs, kinds = _build(recipe, tok, log)
+
+        train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log)
+        train = _views(train_store, kinds, recipe)
+        valid: dict[str, Sequence] | None = None
+        if recipe.data.valid:
+            valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log), kinds, recipe)
+        elif recipe.data.valid_fraction > 0:
+            valid = {}
+            for k, seq in train.items():
+                n_valid = max(1, int(len(seq) * recipe.data.valid_fraction))
+                if len(seq) - n_valid < 1:
+                    raise UserError(f"data.valid_fraction {recipe.data.valid_fraction}: too few examples "
+                                    f"({len(seq)}) to hold out any")
+                valid[k] = Subset(seq, len(seq) - n_valid, len(seq))
+                train[k] = Subset(seq, 0, len(seq) - n_valid)
+    except UserError:
+        if info.is_main and not resuming and out.is_dir():
+            _remove_fresh_run(out, created)  # a run that never started leaves nothing behind
+        raise
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {recipe.model.preset or recipe.model.path}: {n_params / 1e6:.2f}M parameters; objectives "
         f"{', '.join(getattr(o, 'name', '?') for o, _ in objs)}; {sum(len(v) for v in train.values())} "

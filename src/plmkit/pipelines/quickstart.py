@@ -41,6 +41,9 @@ class QuickstartConfig:
     """JSONL field holding the text."""
     doc_sep: str = "blank"
     """How documents are separated in plain-text files: 'line' (one per line) or 'blank' (blank lines)."""
+    encoding_errors: str = "strict"
+    """Non-UTF-8 bytes in the corpus: 'strict' stops at the first (file:line, byte offset); 'replace' reads
+    each as U+FFFD (counted)."""
     max_chars: int = 3_000_000
     """Read at most this many characters of the corpus (the rest is reported, not silently dropped)."""
     vocab_size: int = 4000
@@ -112,7 +115,8 @@ def read_corpus(cfg: QuickstartConfig, say: Callable[[str], None]) -> tuple[str,
         docs = []
         chars = 0
         truncated = False
-        for doc in iter_documents(path, CorpusConfig(doc_sep=cfg.doc_sep, text_field=cfg.text_field), cstats):
+        for doc in iter_documents(path, CorpusConfig(doc_sep=cfg.doc_sep, text_field=cfg.text_field,
+                                                    errors=cfg.encoding_errors), cstats):
             doc = " ".join(doc.split())
             if not doc:
                 continue

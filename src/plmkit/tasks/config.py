@@ -12,6 +12,8 @@ and a few CLI details from the field's metadata:
   and ``pkg:NAME`` names a checkpoint shipped in an installed package
 - ``cli: False``: not a command-line option
 - ``required``: must be given, as a flag or in the recipe
+- ``bound``: the numbers accepted (``plmkit.checks``): checked on the flag, in the recipe (file:line) and
+  in ``__post_init__``; floats must be finite everywhere
 
 A ``--recipe`` YAML file holds the same keys (snake_case); defaults < recipe < flags given.
 """
@@ -19,6 +21,8 @@ A ``--recipe`` YAML file holds the same keys (snake_case); defaults < recipe < f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from plmkit.checks import FRACTION, NON_NEGATIVE, POSITIVE, at_least, bound, check_fields
 
 
 def _task_names() -> list[str]:
@@ -52,17 +56,17 @@ class FinetuneConfig:
     """output directory (checkpoint + eval.json)"""
     mode: str = field(default="full", metadata={"choices": _mode_names})
     """adaptation mode"""
-    epochs: float = 2.0
+    epochs: float = field(default=2.0, metadata=bound(POSITIVE))
     """training epochs (fractions allowed)"""
-    lr: float = 2e-5
+    lr: float = field(default=2e-5, metadata=bound(POSITIVE))
     """peak learning rate"""
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata=bound(POSITIVE))
     """examples per batch"""
-    max_seq_len: int = 128
+    max_seq_len: int = field(default=128, metadata=bound(at_least(4)))
     """max tokens per input (truncation is counted)"""
-    max_train_examples: int | None = None
+    max_train_examples: int | None = field(default=None, metadata=bound(POSITIVE))
     """random subset of N training examples"""
-    max_eval_examples: int | None = None
+    max_eval_examples: int | None = field(default=None, metadata=bound(POSITIVE))
     """random subset of N dev examples"""
     seed: int = 1
     """random seed"""
@@ -84,50 +88,56 @@ class FinetuneConfig:
     """QA: slice of SQuAD articles for training, e.g. 0:36"""
     dev_articles: str | None = None
     """QA: slice of SQuAD articles for evaluation, e.g. 36:"""
-    doc_stride: int = 128
+    doc_stride: int = field(default=128, metadata=bound(POSITIVE))
     """QA: overlap stride between context windows"""
     pooling: str = field(default="pooler", metadata={"choices": lambda: ["pooler", "cls", "mean"]})
     """sequence pooling for the head"""
-    warmup: float = 0.1
+    warmup: float = field(default=0.1, metadata=bound(FRACTION))
     """fraction of steps of linear warm-up"""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata=bound(NON_NEGATIVE))
     """AdamW weight decay"""
     skip_bad: bool = False
     """skip (and count) bad rows instead of stopping"""
-    adapter_size: int = 64
+    adapter_size: int = field(default=64, metadata=bound(POSITIVE))
     """adapter bottleneck size"""
-    pal_size: int = 204
+    pal_size: int = field(default=204, metadata=bound(POSITIVE))
     """PAL projected size"""
-    lora_rank: int = 8
+    lora_rank: int = field(default=8, metadata=bound(POSITIVE))
     """LoRA rank r"""
-    lora_alpha: float = 16.0
+    lora_alpha: float = field(default=16.0, metadata=bound(POSITIVE))
     """LoRA scale alpha"""
     regularizer: str | None = field(default=None, metadata={"choices": lambda: ["l2sp", "ewc"]})
     """pull weights towards the start (L2-SP) or a previous task (EWC)"""
-    reg_weight: float = 0.01
+    reg_weight: float = field(default=0.01, metadata=bound(NON_NEGATIVE))
     """regularizer strength (alpha / lambda)"""
     ewc_from: str | None = None
     """EWC: previous fine-tuned checkpoint whose task gives the Fisher"""
-    self_distill: float = 0.0
+    self_distill: float = field(default=0.0, metadata=bound(NON_NEGATIVE))
     """weight of self-distillation from the running weight average (0 = off)"""
-    distill_every: int = 50
+    distill_every: int = field(default=50, metadata=bound(POSITIVE))
     """self-distillation: steps between teacher snapshots"""
     early_exit: bool = False
     """DeeBERT: train per-layer off-ramps and report the entropy/speed curve"""
-    head_lr: float | None = None
+    head_lr: float | None = field(default=None, metadata=bound(POSITIVE))
     """peak LR of the task head / pooler group (default: --lr; early-exit off-ramps: 1e-3)"""
     prefix: str | None = None
     """text2text: task prefix of the source text (default: the task name)"""
-    max_target_len: int = 8
+    max_target_len: int = field(default=8, metadata=bound(POSITIVE))
     """text2text: max tokens of a generated target"""
-    exit_thresholds: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    exit_thresholds: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+                                               metadata=bound(NON_NEGATIVE))
     """early exit: comma-separated entropy thresholds to report"""
     eval_each_epoch: bool = field(default=True, metadata={"flag": "--no-epoch-eval",
                                                           "flag_help": "evaluate on dev only at the end"})
     """evaluate on dev after every epoch"""
-    eval_batch_size: int = 64
+    eval_batch_size: int = field(default=64, metadata=bound(POSITIVE))
     """batch size of dev evaluation"""
     progress: bool | None = None
     """show a progress bar (default: only when stderr is a terminal)"""
     extra: dict = field(default_factory=dict, metadata={"cli": False})
     """free-form options kept in task.json"""
+    encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
+    """non-UTF-8 bytes in the data files: stop at the first (file:line, byte offset) or read them as U+FFFD"""
+
+    def __post_init__(self) -> None:
+        check_fields(self)

@@ -28,9 +28,13 @@ def read_eval_split(info: dict, data: str, split_file: str | None, bad: BadRows,
 
 
 def evaluate_checkpoints(paths: list[str], data: str, split_file: str | None = None, ensemble: str = "vote",
-                         batch_size: int = 64, skip_bad: bool = False, max_examples: int | None = None) -> dict[str, Any]:
+                         batch_size: int = 64, skip_bad: bool = False, max_examples: int | None = None,
+                         encoding_errors: str = "strict") -> dict[str, Any]:
     """Metrics of one checkpoint, or of an ensemble (``vote``: mean of probabilities; ``average``: weights)."""
-    bad = BadRows(skip=skip_bad)
+    for name, value in (("batch_size", batch_size), ("max_examples", max_examples)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{name}: expected a positive integer, got {value!r}")
+    bad = BadRows(skip=skip_bad, encoding_errors=encoding_errors)
     loaded = [load_checkpoint(p) for p in paths]
     model, obj, info, tok = loaded[0]
     for p, (_, _, inf, _) in zip(paths[1:], loaded[1:]):

@@ -44,7 +44,7 @@ from plmkit.tasks.modes import EWC, L2SP, ModeConfig, SelfDistillation, apply_mo
 from plmkit.tasks.objective import TaskObjective
 from plmkit.tasks.readers import BadRows, check_labels
 from plmkit.tasks.scoring import score
-from plmkit.tasks.specs import TaskSpec, get_task, read_split, resolve_file
+from plmkit.tasks.specs import TaskSpec, check_known_labels, get_task, read_split, resolve_file
 
 NUM_OUTPUTS = {"regression": 1, "qa": 2, "multiple_choice": 1}  # other kinds: one output per label
 
@@ -65,14 +65,18 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     _seed_everything(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory; expected the output directory")
+    # Read and check everything before the first write into --out.
     spec = task_spec(cfg)
     data = read_task_data(cfg, spec)
     tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
     if spec.kind == "text2text":
+        out.mkdir(parents=True, exist_ok=True)
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
     feats = encode_task_data(cfg, spec, tok, data)
     model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, feats.target_scale)
+    out.mkdir(parents=True, exist_ok=True)
     params = count_parameters(model)
     _log(f"mode {cfg.mode}: {params['trainable_params']:,} trainable of {params['total_params']:,} parameters")
 
@@ -132,11 +136,13 @@ def read_task_data(cfg: FinetuneConfig, spec: TaskSpec) -> TaskData:
     data = Path(cfg.data)
     if not data.exists():
         raise UserError(f"{data}: no such data file or directory")
-    bad = BadRows(skip=cfg.skip_bad)
+    bad = BadRows(skip=cfg.skip_bad, encoding_errors=cfg.encoding_errors)
     train_path = resolve_file(data, cfg.train_file or spec.train_file, "training")
     dev_path = resolve_file(data, cfg.dev_file or spec.dev_file, "dev")
-    train = read_split(spec, train_path, "train", bad)
-    dev = read_split(spec, dev_path, "dev", bad)
+    train = check_known_labels(spec, read_split(spec, train_path, "train", bad), bad)
+    dev = check_known_labels(spec, read_split(spec, dev_path, "dev", bad), bad)
+    if not train:
+        raise UserError(f"{train_path}: no training examples left ({bad.summary()})")
     train = subsample(train, cfg.max_train_examples, cfg.seed)
     dev = subsample(dev, cfg.max_eval_examples, cfg.seed)
     labels = label_list(spec, train)

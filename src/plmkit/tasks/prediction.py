@@ -17,18 +17,31 @@ from plmkit.tasks.data import encode
 from plmkit.tasks.inference import run_model, softmax
 from plmkit.tasks.readers import BadRows
 from plmkit.tasks.specs import get_task, read_split
+from plmkit.textio import read_text
 
 
-def predict(path: str, inputs: str, out_path: str, batch_size: int = 64, skip_bad: bool = False) -> dict[str, int]:
-    """Predictions for every input row as JSONL (one line per input, in order; truncation flagged)."""
-    bad = BadRows(skip=skip_bad)
+def predict(path: str, inputs: str, out_path: str, batch_size: int = 64, skip_bad: bool = False,
+            encoding_errors: str = "strict") -> dict[str, int]:
+    """Predictions for every input row as JSONL (one line per input, in order; truncation flagged).
+
+    ``out_path`` must not be a directory; ``batch_size`` must be positive (checked before anything runs)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    out = Path(out_path)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; expected the path of the JSONL file to write")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"--out {out}: {out.parent} is not a directory")
+    bad = BadRows(skip=skip_bad, encoding_errors=encoding_errors)
     model, obj, info, tok = load_checkpoint(path)
     spec = get_task(info["task"], **{k: v for k, v in info["spec"].items() if v is not None})
     inp = Path(inputs)
     if spec.kind in ("classification", "regression", "multilabel") and inp.suffix == ".txt":
         from plmkit.tasks.readers import TextExample
 
-        lines = inp.read_text(encoding="utf-8").splitlines()
+        if not inp.is_file():
+            raise UserError(f"{inp}: no such file")
+        lines = read_text(inp, encoding_errors).splitlines()
         examples = [TextExample(t, None, None, f"{inp}:{i}") for i, t in enumerate(lines, 1) if t.strip()]
         if not examples:
             raise UserError(f"{inp}: empty file (no lines)")
@@ -38,7 +51,6 @@ def predict(path: str, inputs: str, out_path: str, batch_size: int = 64, skip_ba
     outputs = run_model(model, obj, feats, batch_size)
     labels = info["labels"]
     n_trunc = 0
-    out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".tmp-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -18,6 +18,7 @@ Formats:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.errors import UserError
+from plmkit.textio import read_text
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -35,6 +37,9 @@ class BadRows:
 
     skip: bool = False
     messages: list[str] = field(default_factory=list)
+    encoding_errors: str = "strict"
+    """How the readers decode the files (``plmkit.textio``): "strict" stops at a non-UTF-8 byte with
+    file:line and byte offset, "replace" reads it as U+FFFD. Not a bad row: ``skip`` does not apply."""
 
     def bad(self, message: str) -> None:
         if not self.skip:
@@ -55,6 +60,13 @@ class BadRows:
 
 def _collector(bad: BadRows | None) -> BadRows:
     return bad if bad is not None else BadRows(skip=False)
+
+
+def _open(path: Path, bad: BadRows | None, table: bool = False) -> io.StringIO:
+    """The decoded text of ``path`` as a file object (``plmkit.textio``: one-line errors at file:line for
+    non-UTF-8 bytes; BOM dropped). ``table``: line ends untranslated, as the csv module wants."""
+    text = read_text(path, bad.encoding_errors if bad is not None else "strict")
+    return io.StringIO(text, newline="" if table else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +136,7 @@ def read_table(
     if suffix == ".jsonl" or suffix == ".json":
         return _read_jsonl(path, text_column, text_pair_column, label_column, label_type, label_separator, bad)
     delimiter = "," if suffix == ".csv" else "\t"
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with _open(path, bad, table=True) as f:
         if delimiter == "\t":
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         else:
@@ -187,7 +199,7 @@ def _parse_label(raw: Any, label_type: str, sep: str) -> Any:
 
 def _read_jsonl(path, text_column, text_pair_column, label_column, label_type, label_separator, bad):
     out = []
-    with open(path, encoding="utf-8") as f:
+    with _open(path, bad) as f:
         lines = f.readlines()
     if not any(line.strip() for line in lines):
         raise UserError(f"{path}: empty file (no JSON lines)")
@@ -248,12 +260,12 @@ def read_mrpc_train(data_dir: str | Path, bad: BadRows | None = None) -> list[Te
     data_dir = Path(data_dir)
     ids_path = data_dir / "dev_ids.tsv"
     _check_file(ids_path)
-    with open(ids_path, encoding="utf-8-sig") as f:
+    with _open(ids_path, bad) as f:
         dev_ids = {tuple(line.split()[:2]) for line in f if line.strip()}
     rows = read_table(data_dir / "msr_paraphrase_train.txt", "#1 String", "#2 String", "Quality", bad=bad)
     path = data_dir / "msr_paraphrase_train.txt"
     # Recover the ids of each row (same columns) to filter out dev pairs.
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with _open(path, bad, table=True) as f:
         raw = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     keep = []
     for ex in rows:
@@ -329,7 +341,7 @@ def read_conll(
                 out.append(TokenExample(tokens, tags if labelled else None, f"{path}:{lines_of[0]}"))
         tokens, tags, lines_of, skip_sentence = [], [], [], False
 
-    with open(path, encoding="utf-8-sig") as f:
+    with _open(path, bad) as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
@@ -391,7 +403,7 @@ def read_squad(
     bad = _collector(bad)
     _check_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with _open(path, bad) as f:
             obj = json.load(f)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
@@ -454,7 +466,7 @@ def read_choices(path: str | Path, labelled: bool = True, bad: BadRows | None = 
     _check_file(path)
     out: list[ChoiceExample] = []
     n_choices = None
-    with open(path, encoding="utf-8") as f:
+    with _open(path, bad) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

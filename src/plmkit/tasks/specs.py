@@ -45,20 +45,25 @@ class TaskSpec:
     # qa: which SQuAD articles form train / dev when both come from one file
     train_articles: slice | None = None
     dev_articles: slice | None = None
+    labels: tuple[str, ...] | None = None
+    """The fixed label set of a named task (classes, or token tags); a row with another label is a bad row
+    (:func:`check_known_labels`). None: the labels are whatever the training data holds."""
     extra: dict = field(default_factory=dict)
 
 
 TASKS: dict[str, TaskSpec] = {
-    "sst2": TaskSpec("sst2", "classification"),
+    "sst2": TaskSpec("sst2", "classification", labels=("0", "1")),
     "cola": TaskSpec("cola", "classification", "in_domain_train.tsv", "dev.tsv", text_column=3, label_column=1,
-                     header=False, metrics=("mcc", "accuracy"), main_metric="mcc"),
+                     header=False, metrics=("mcc", "accuracy"), main_metric="mcc", labels=("0", "1")),
     "mrpc": TaskSpec("mrpc", "classification", "msr_paraphrase_train.txt", "dev.tsv", "#1 String", "#2 String",
-                     "Quality", metrics=("accuracy", "f1"), main_metric="f1"),
-    "rte": TaskSpec("rte", "classification", text_column="sentence1", text_pair_column="sentence2"),
+                     "Quality", metrics=("accuracy", "f1"), main_metric="f1", labels=("0", "1")),
+    "rte": TaskSpec("rte", "classification", text_column="sentence1", text_pair_column="sentence2",
+                    labels=("entailment", "not_entailment")),
     "stsb": TaskSpec("stsb", "regression", text_column="sentence1", text_pair_column="sentence2",
                      label_column="score", metrics=("pearson", "spearman"), main_metric="pearson"),
     "conll2003": TaskSpec("conll2003", "token", "train.txt", ("valid.txt", "dev.txt"),
-                          metrics=("f1", "precision", "recall"), main_metric="f1"),
+                          metrics=("f1", "precision", "recall"), main_metric="f1",
+                          labels=("O",) + tuple(f"{p}-{t}" for t in ("PER", "ORG", "LOC", "MISC") for p in "BI")),
     "squad": TaskSpec("squad", "qa", ("train-v1.1.json", "dev-v1.1.json"), "dev-v1.1.json",
                       metrics=("exact_match", "f1"), main_metric="f1"),
     # generic kinds
@@ -111,6 +116,24 @@ def read_split(spec: TaskSpec, path: Path, split: str, bad: BadRows | None = Non
     if spec.kind == "multiple_choice":
         return readers.read_choices(path, labelled=labelled, bad=bad)
     raise UserError(f"task kind {spec.kind!r} has no reader")
+
+
+def check_known_labels(spec: TaskSpec, examples: list, bad: BadRows) -> list:
+    """The examples whose labels (token tags) all belong to the named task's fixed set ``spec.labels``; each
+    other one is a bad row (an error naming file:line, or counted and skipped under ``--skip-bad``)."""
+    if not spec.labels or spec.kind not in ("classification", "multilabel", "token"):
+        return examples
+    known, out = set(spec.labels), []
+    for e in examples:
+        labs = e.tags if spec.kind == "token" else (e.label if isinstance(e.label, list) else [e.label])
+        unknown = [lab for lab in (labs or []) if lab is not None and lab not in known]
+        if unknown:
+            what = "tag" if spec.kind == "token" else "label"
+            bad.bad(f"{e.source}: {what} {unknown[0]!r} is not one of the {spec.name} {what}s "
+                    f"({', '.join(spec.labels)})")
+            continue
+        out.append(e)
+    return out
 
 
 def parse_slice(text: str | None) -> slice | None:

@@ -34,7 +34,9 @@ Radford et al. 2019 (byte-level BPE); Kudo 2018 (Unigram); Raffel et al. 2020 (T
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator, Sequence
+import re
+import sys
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tokenizers import AddedToken
 from tokenizers import Regex
@@ -83,16 +85,65 @@ def _resolve_specials(family: str, special_tokens: Any) -> tuple[dict[str, str],
     return roles, ordered
 
 
-def _batched(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+LINE_CAP = 10_000
+"""Texts longer than this many characters are cut at whitespace into pieces of at most this length."""
+WORD_CAP = 1_000
+"""Runs of non-whitespace longer than this are cut every WORD_CAP characters: the trainers' time grows with the
+square of a word's length (a 1 MB line without spaces would take minutes)."""
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut at whitespace (each piece keeps the whitespace before its first word, so byte-level
+    pre-tokenization sees the same words) into pieces of <= LINE_CAP characters; words over WORD_CAP
+    characters are cut every WORD_CAP characters."""
+    out: list[str] = []
+    cur: list[str] = []
+    size = 0
+    for m in _WORD.finditer(text):
+        tok = m.group()
+        if len(tok) > WORD_CAP:  # each slice of a long word is a piece of its own (never re-joined)
+            if cur:
+                out.append("".join(cur))
+                cur, size = [], 0
+            out.extend(tok[i:i + WORD_CAP] for i in range(0, len(tok), WORD_CAP))
+            continue
+        if size + len(tok) > LINE_CAP and cur:
+            out.append("".join(cur))
+            cur, size = [], 0
+        cur.append(tok)
+        size += len(tok)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+_WORD = re.compile(r"\s*\S+|\s+")
+
+
+def _batched(texts: Iterable[str], size: int = 1000, cut: list[int] | None = None) -> Iterator[list[str]]:
+    """Batches of non-blank texts; a text over WORD_CAP characters with a word over WORD_CAP or a length over
+    LINE_CAP is cut into pieces (:func:`_pieces`) and counted in ``cut[0]``."""
     buf: list[str] = []
     for t in texts:
         if t and not t.isspace():
-            buf.append(t)
+            if len(t) > WORD_CAP and (len(t) > LINE_CAP or _LONG_WORD.search(t)):
+                buf.extend(_pieces(t))
+                if cut is not None:
+                    cut[0] += 1
+            else:
+                buf.append(t)
             if len(buf) >= size:
                 yield buf
                 buf = []
     if buf:
         yield buf
+
+
+_LONG_WORD = re.compile(r"\S{%d,}" % (WORD_CAP + 1))
+
+
+def _stderr(msg: str) -> None:
+    print(f"plmkit: tokenizer training: {msg}", file=sys.stderr, flush=True)
 
 
 def build_untrained(kind: str, style: str = "roberta", lowercase: bool = True) -> _Backend:
@@ -156,8 +207,12 @@ def train_tokenizer_from_iterator(
     sentinels: int = 100,
     model_max_length: int | None = None,
     show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Tokenizer:
     """Train a tokenizer on an iterable of texts (see the module docstring for each kind).
+
+    Very long texts are cut into pieces first (:data:`LINE_CAP`, :data:`WORD_CAP`), and ``log`` (default:
+    one line on stderr) says how many.
 
     ``special_tokens``: ``None`` = the family's defaults; a ``dict`` role -> token overrides roles
     (``None`` removes one); a list adds extra special tokens after the defaults.
@@ -199,8 +254,9 @@ def train_tokenizer_from_iterator(
         # whitespace characters are always in the alphabet (the trainer ranks initial_alphabet first).
         trainer = trainers.BpeTrainer(vocab_size=1, special_tokens=specials, show_progress=show_progress,
                                       initial_alphabet=list(CHAR_WHITESPACE), **opts)
+    cut = [0]
     try:
-        bk.train_from_iterator(_batched(texts), trainer=trainer)
+        bk.train_from_iterator(_batched(texts, cut=cut), trainer=trainer)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - errors of the Rust trainer
@@ -208,6 +264,10 @@ def train_tokenizer_from_iterator(
         if "not large enough to contain all chars" in str(e):
             hint = " (a Unigram vocabulary keeps every distinct character; raise vocab_size)"
         raise UserError(f"{kind} tokenizer training failed: {e}{hint}") from None
+    if cut[0]:
+        (log or _stderr)(f"cut {cut[0]} text(s) longer than {LINE_CAP:,} characters or with a word over {WORD_CAP:,} "
+                         f"characters into pieces for training (at whitespace, long words every {WORD_CAP:,} "
+                         f"characters): training time grows with the square of a word's length")
     if kind == "char":
         # The trained BPE model has no unk token; rebuild it with [UNK] (vocab = specials + characters).
         vocab = bk.get_vocab(with_added_tokens=False)
