@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a GGUF file or HF-format directory into an HF-format safetensors directory."),
     "ngram": ("ngram", "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."),
     "word2vec": ("word2vec", "Train word2vec (CBOW / skip-gram) and query similar words and analogies."),
+    "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN)."),
 }
 
 
