@@ -26,7 +26,7 @@ def test_probe_lama_writes_metrics_predictions_and_plot(model_dirs, lama_dir, tm
     probed = [x for x in lines if x["mode"]]
     assert all({"prompt", "gold", "top10", "rank"} <= set(x) for x in probed)
     assert all("skipped" in x for x in lines if not x["mode"])
-    assert len(m["layers"]) == 3 and m["layers"][-1] == m["overall"]["p_at_1"]
+    assert len(m["layers"]) == 3 and m["layers"][-1] == m["overall"]["p_at_1"]  # MLM: all facts are mask facts
     assert (out / "layers.png").stat().st_size > 1000
     assert "P@1" in capsys.readouterr().out
 

@@ -101,7 +101,11 @@ def test_layer_readout(name, tokname, request, lama_dir):
     plain, _ = lama.probe_lama(s, tok, rels)
     metrics, records = lama.probe_lama(s, tok, rels, layers=True)
     assert len(metrics["layers"]) == s.num_layers + 1
-    assert metrics["layers"][-1] == plain["overall"]["p_at_1"]
+    assert metrics["layers"][-1] == metrics["layers_same_facts_p_at_1"]
+    if name == "bert":  # every probed MLM fact is a mask fact
+        assert metrics["layers"][-1] == plain["overall"]["p_at_1"]
+    else:
+        assert metrics["layers_n_facts"] == sum(m["n_next_token"] for m in metrics["relations"].values())
     rec = next(r for r in records if r["mode"] in ("mask", "next_token"))
     fact = next(f for f in rels[0].facts if f.uuid == rec["uuid"])
     # layer 1 by hand: output of block 0, then final norm + head

@@ -42,7 +42,11 @@ multi-token object its first token is compared.
 
 ``layers``: the same probe read out at every layer: the model's own final norm + LM/MLM head applied
 to the embedding output and to each block's output (``ModelStructure.readout``), giving one P@1 per
-state; the last equals the ordinary P@1.
+state. The curve covers the facts ranked over the vocabulary (``mask`` and ``next_token``;
+``metrics["layers_n_facts"]`` counts them): a ``candidates`` fact would need the vocabulary
+projection of every token of every candidate object at every layer (31x the head cost of a
+SmolLM2 forward), which made the curve impractical on a CPU. Over those facts the last entry equals
+their ordinary P@1.
 """
 
 from __future__ import annotations
@@ -246,8 +250,7 @@ def _rank_vocab(struct, queries: list[Query], vocab: CandidateVocab, all_layers:
 
 def _rank_candidates(struct, q: Query, all_layers: bool, batch_size: int) -> None:
     """candidates query: mean log-prob of object + rest of sentence for each candidate object."""
-    n_states = struct.num_layers + 1 if all_layers else 1
-    scores = torch.empty(n_states, len(q.cand_ids))
+    scores = torch.empty(1, len(q.cand_ids))
     for c0 in range(0, len(q.cand_ids), batch_size):
         seqs, starts = q.cand_ids[c0: c0 + batch_size], q.cand_start[c0: c0 + batch_size]
         ids, am = _pad(seqs)
@@ -259,7 +262,7 @@ def _rank_candidates(struct, q: Query, all_layers: bool, batch_size: int) -> Non
                 tgt.append(s[t])
                 owner.append(b)
         tgt_t, owner_t = torch.tensor(tgt), torch.tensor(owner)
-        for k, lp in enumerate(position_logprobs(struct, ids, am, sel, all_layers)):
+        for k, lp in enumerate(position_logprobs(struct, ids, am, sel, False)):
             tok_lp = lp.gather(1, tgt_t[:, None]).squeeze(1)  # (N,)
             total = torch.zeros(len(seqs)).index_add_(0, owner_t, tok_lp)
             count = torch.zeros(len(seqs)).index_add_(0, owner_t, torch.ones_like(tok_lp))
@@ -373,20 +376,33 @@ def metrics(queries: list[Query], keep: list[bool] | None = None, num_states: in
     out = {"sources": srcs, "relations": rels, "overall": _macro(list(rels.values()), _group(all_done, 0))}
     if num_states:
         out["layers"] = layer_curve(queries, keep, num_states)
+        out["layers_n_facts"] = sum(k and q.mode in ("mask", "next_token") for q, k in zip(queries, keep))
+        out["layers_same_facts_p_at_1"] = _layer_facts_p_at_1(queries, keep)
     return out
 
 
 def layer_curve(queries: list[Query], keep: list[bool], num_states: int) -> list[float | None]:
-    """P@1 per state (embeddings, block 0, ..., block L-1), mean over relations like ``overall``."""
+    """P@1 per state (embeddings, block 0, ..., block L-1) over the mask / next_token facts, mean over
+    relations like ``overall``."""
     by_rel: dict[tuple[str, str], list[list[int]]] = {}
     for q, k in zip(queries, keep):
-        if k and q.mode:
+        if k and q.mode in ("mask", "next_token"):
             by_rel.setdefault((q.fact.source, q.fact.relation), []).append(q.result["layer_ranks"])
     curve = []
     for s in range(num_states):
         per_rel = [sum(r[s] == 1 for r in rs) / len(rs) for rs in by_rel.values()]
         curve.append(sum(per_rel) / len(per_rel) if per_rel else None)
     return curve
+
+
+def _layer_facts_p_at_1(queries: list[Query], keep: list[bool]) -> float | None:
+    """The ordinary P@1 (mean over relations) of the facts the layer curve covers."""
+    by_rel: dict[tuple[str, str], list[int]] = {}
+    for q, k in zip(queries, keep):
+        if k and q.mode in ("mask", "next_token"):
+            by_rel.setdefault((q.fact.source, q.fact.relation), []).append(q.result["rank"])
+    per = [sum(r == 1 for r in rs) / len(rs) for rs in by_rel.values()]
+    return sum(per) / len(per) if per else None
 
 
 def prediction_record(q: Query, tok: Any, uhn_kept: bool | None = None) -> dict:
