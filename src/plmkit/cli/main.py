@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ngram": ("ngram", "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."),
     "word2vec": ("word2vec", "Train word2vec (CBOW / skip-gram) and query similar words and analogies."),
     "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN)."),
+    "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
 }
 
 
