@@ -97,3 +97,8 @@ def model_dirs(tmp_path_factory, bert, gpt2, wordpiece_tok, bpe_tok):
         tok.save(d)
         out[name] = d
     return out
+
+
+@pytest.fixture(scope="session")
+def text_lines() -> list[str]:
+    return list(TEXT)

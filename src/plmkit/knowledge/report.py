@@ -63,3 +63,11 @@ def plot_curves(path: str | os.PathLike, curves: dict[str, list[float | None]], 
     if len(curves) > 1:
         ax.legend()
     return save_figure(fig, path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    tmp = _tmp(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
