@@ -41,7 +41,10 @@ def test_ig_attributions_sum_to_the_output_difference(name, tokname, prompt, req
     fine = float(kn.integrated_gradients(s, p, layer, base[layer], steps=200).sum())
     assert abs(fine - diff) <= 0.02 * abs(diff) + 1e-6
     assert abs(fine - diff) <= abs(coarse - diff) + 1e-7
-    assert kn.attribute(s, p, steps=2).shape == (s.num_layers, s.intermediate_size)
+    full = kn.attribute(s, p, steps=2)
+    assert full.shape == (s.num_layers, s.intermediate_size)
+    part = kn.attribute(s, p, steps=2, layers=[layer])
+    assert torch.equal(part[layer], full[layer]) and not part[0].any()
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
@@ -135,6 +138,9 @@ def test_neurons_cli_find_and_edit(model_dirs, tmp_path, capsys):
         if mode == "suppress":
             sup = res
     assert sup["facts"][0]["own_after"] != sup["facts"][0]["own_before"]
+    assert main(["neurons", "find", "--model", str(model_dirs["gpt2"]), "--facts", str(path), "--layers", "1-5",
+                 "--out", str(out)]) == 2
+    assert "the model has layers 0..1" in capsys.readouterr().err
     assert main(["neurons", "find", "--model", str(model_dirs["gpt2"]), "--facts", str(tmp_path / "none.json"),
                  "--out", str(out)]) == 2
     assert "facts file not found" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--threshold", type=float, default=0.2, help="t: keep neurons above t x max attribution")
     f.add_argument("--share", type=float, default=0.7, help="p: keep neurons found for >= p of the fact's prompts")
     f.add_argument("--no-adapt", action="store_true", help="do not move p by 0.05 towards 2..5 neurons")
+    f.add_argument("--layers", default="all", help="layers to attribute: 'all', indices '3,5' or a range '15-29'")
     f.add_argument("--out", required=True, help="output directory")
     e = sub.add_parser("edit", help="suppress / amplify / erase / update the knowledge neurons and measure P(correct)",
                        description="Edit knowledge neurons found by 'plm neurons find'.", formatter_class=fmt)
@@ -53,6 +54,27 @@ def run(args: argparse.Namespace) -> int:
     return _find(args) if args.action == "find" else _edit(args)
 
 
+def parse_layers(value: str, num_layers: int) -> list[int]:
+    """'all', '3,5' or '15-29' -> layer indices (UserError when malformed or out of range)."""
+    from plmkit.errors import UserError
+
+    v = value.strip()
+    if v == "all":
+        return list(range(num_layers))
+    try:
+        if "-" in v:
+            a, b = (int(x) for x in v.split("-", 1))
+            out = list(range(a, b + 1))
+        else:
+            out = [int(x) for x in v.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--layers {value!r}: expected 'all', '3,5' or '15-29'") from None
+    bad = [x for x in out if not 0 <= x < num_layers]
+    if bad or not out:
+        raise UserError(f"--layers {value!r}: the model has layers 0..{num_layers - 1}")
+    return out
+
+
 def _find(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
@@ -68,6 +90,7 @@ def _find(args: argparse.Namespace) -> int:
         raise UserError("--threshold and --share must be in (0, 1]")
     facts = kn.read_facts(args.facts, args.n)
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
+    layers = parse_layers(args.layers, struct.num_layers)
     model.requires_grad_(False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +98,7 @@ def _find(args: argparse.Namespace) -> int:
     for k, f in enumerate(facts):
         t0 = time.time()
         prompts = [kn.encode_prompt(struct, tok, p, f.target) for p in f.prompts]
-        attrs = [kn.attribute(struct, p, args.steps) for p in prompts]
+        attrs = [kn.attribute(struct, p, args.steps, layers) for p in prompts]
         f.neurons, share = kn.select(attrs, args.threshold, args.share, adapt=not args.no_adapt)
         before = kn.probs(struct, prompts)
         tops = []
@@ -87,7 +110,7 @@ def _find(args: argparse.Namespace) -> int:
                      "p_correct": before, "top_attributions": tops, "seconds": round(time.time() - t0, 1)})
         print(f"[{k + 1}/{len(facts)}] {f.prompts[0]!r} -> {f.target!r}: {len(f.neurons)} neurons "
               f"{f.neurons[:8]} ({time.time() - t0:.0f}s)", flush=True)
-    report.write_json(out / "neurons.json", {"model": str(args.model), "steps": args.steps,
+    report.write_json(out / "neurons.json", {"model": str(args.model), "steps": args.steps, "layers": layers,
                                              "threshold": args.threshold, "share": args.share, "facts": rows})
     print(f"wrote {out / 'neurons.json'}")
     return 0

@@ -148,10 +148,13 @@ def integrated_gradients(struct: ModelStructure, p: Prompt, layer: int, base: Te
     return base * grad.mean(0)
 
 
-def attribute(struct: ModelStructure, p: Prompt, steps: int = 20) -> Tensor:
-    """Attributions (L, I) of every FFN neuron for one prompt."""
+def attribute(struct: ModelStructure, p: Prompt, steps: int = 20, layers: list[int] | None = None) -> Tensor:
+    """Attributions (L, I) of every FFN neuron for one prompt (rows outside ``layers`` stay 0)."""
     base = activations(struct, p)
-    return torch.stack([integrated_gradients(struct, p, layer, base[layer], steps) for layer in range(struct.num_layers)])
+    out = torch.zeros_like(base, dtype=torch.float32)
+    for layer in range(struct.num_layers) if layers is None else layers:
+        out[layer] = integrated_gradients(struct, p, layer, base[layer], steps)
+    return out
 
 
 def select(attrs: list[Tensor], threshold: float = 0.2, share: float = 0.7, adapt: bool = True,
