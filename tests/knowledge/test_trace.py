@@ -118,5 +118,8 @@ def test_trace_cli(model_dirs, tmp_path, capsys):
     bad.write_text(json.dumps([{"prompt": "x", "subject": "y"}]))
     assert main(["trace", "--model", str(model_dirs["gpt2"]), "--facts", str(bad), "--out", str(out)]) == 2
     assert "fact 0: missing or empty 'attribute'" in capsys.readouterr().err
+    bad.write_text(json.dumps([facts[0], {"prompt": "Rome is in", "subject": "Paris", "attribute": "Italy"}]))
+    assert main(["trace", "--model", str(model_dirs["gpt2"]), "--facts", str(bad), "--out", str(out)]) == 2
+    assert "fact 1: subject 'Paris' not found in prompt 'Rome is in'" in capsys.readouterr().err
     assert main(["trace", "--model", str(model_dirs["bert"]), "--facts", str(path), "--out", str(out)]) == 2
     assert "needs a causal LM" in capsys.readouterr().err

@@ -93,7 +93,12 @@ def run(args: argparse.Namespace) -> int:
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
     if struct.kind != "lm":
         raise UserError(f"{args.model}: causal tracing needs a causal LM (this model has an {struct.kind} head)")
-    prepared = [tr.prepare_fact(tok, f["prompt"], f["subject"], f["attribute"]) for f in facts]
+    prepared = []
+    for k, f in enumerate(facts):
+        try:
+            prepared.append(tr.prepare_fact(tok, f["prompt"], f["subject"], f["attribute"]))
+        except UserError as e:
+            raise UserError(f"{args.facts}: fact {k}: {e}") from None
     if relative:
         if args.noise_corpus:
             texts = [t for t in Path(args.noise_corpus).read_text(encoding="utf-8").splitlines() if t.strip()]
