@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert GGUF or HF-format checkpoints into an HF-format directory or (--to gguf) a GGUF file."),
     "ngram": ("ngram", "Train and evaluate n-gram language models (add-k, Katz, Kneser-Ney); ARPA export."),
     "word2vec": ("word2vec", "Train word2vec (CBOW / skip-gram) and query similar words and analogies."),
+    "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN); FFN key-value memories."),
+    "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
+    "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
 }
 
 

@@ -1,0 +1,154 @@
+"""``plm trace``: causal tracing of factual recall (Meng et al. 2022, ROME §2).
+
+    plm trace --model M --facts known_1000.json [--n 50] [--noise 3sigma] [--samples 10] --out DIR
+
+Writes per fact ``DIR/facts/<id>.json`` (indirect-effect arrays, layer x token, per kind) and
+``DIR/facts/<id>.png`` (heatmaps), and over the facts ``DIR/summary.json`` (average indirect effect by
+layer for each token class and kind; all facts and the facts the model knows) + ``DIR/summary.png``.
+Method and conventions: ``plmkit.knowledge.trace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="causal LM: HF-format directory, .gguf file, or preset (with --tokenizer)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
+    p.add_argument("--facts", required=True, help="JSON list of {prompt, subject, attribute} (ROME's known_1000.json)")
+    p.add_argument("--n", type=int, default=50, help="trace the first N facts")
+    p.add_argument("--noise", default="3sigma", help="noise std: 'Ksigma' (K x embedding std) or an absolute number")
+    p.add_argument("--noise-corpus", default=None,
+                   help="text file whose tokens give the embedding std (default: the subjects of the facts, as ROME)")
+    p.add_argument("--samples", type=int, default=10, help="noise samples per corrupted run")
+    p.add_argument("--window", type=int, default=10, help="layers restored together in the *_window kinds")
+    p.add_argument("--kinds", default="hidden,mlp,attn,mlp_window,attn_window",
+                   help="comma-separated kinds among hidden, mlp, attn, mlp_window, attn_window")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--batch-size", type=int, default=256, help="rows per batched forward")
+    p.add_argument("--no-plots", action="store_true", help="skip the per-fact heatmap PNGs")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def read_facts(path: str, n: int) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    from plmkit.errors import UserError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: facts file not found")
+    try:
+        rows = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(rows, list):
+        raise UserError(f"{p}: expected a JSON list of facts")
+    out = []
+    for k, r in enumerate(rows[:n]):
+        for key in ("prompt", "subject", "attribute"):
+            if not isinstance(r, dict) or not isinstance(r.get(key), str) or not r[key].strip():
+                raise UserError(f"{p}: fact {k}: missing or empty {key!r}")
+        out.append(r)
+    return out
+
+
+def parse_noise(value: str) -> tuple[float, bool]:
+    """(number, relative): '3sigma' -> (3.0, True); '0.1' -> (0.1, False)."""
+    from plmkit.errors import UserError
+
+    v = value.strip().lower()
+    try:
+        if v.endswith("sigma"):
+            return float(v[: -len("sigma")] or 1.0), True
+        return float(v), False
+    except ValueError:
+        raise UserError(f"--noise {value!r}: expected e.g. 3sigma or 0.1") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from plmkit.errors import UserError
+    from plmkit.knowledge import report
+    from plmkit.knowledge import trace as tr
+    from plmkit.knowledge.loading import load_for_knowledge
+
+    for name in ("n", "samples", "window", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    for k in kinds:
+        if k not in tr.KINDS:
+            raise UserError(f"--kinds: unknown kind {k!r}: expected some of {', '.join(tr.KINDS)}")
+    level, relative = parse_noise(args.noise)
+    facts = read_facts(args.facts, args.n)
+    model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
+    if struct.kind != "lm":
+        raise UserError(f"{args.model}: causal tracing needs a causal LM (this model has an {struct.kind} head)")
+    prepared = []
+    for k, f in enumerate(facts):
+        try:
+            prepared.append(tr.prepare_fact(tok, f["prompt"], f["subject"], f["attribute"]))
+        except UserError as e:
+            raise UserError(f"{args.facts}: fact {k}: {e}") from None
+    if relative:
+        if args.noise_corpus:
+            texts = [t for t in Path(args.noise_corpus).read_text(encoding="utf-8").splitlines() if t.strip()]
+        else:
+            texts = [f["subject"] for f in facts]
+        std = tr.embedding_std(struct, tok, texts)
+        noise = level * std
+    else:
+        std, noise = None, level
+    out = Path(args.out)
+    (out / "facts").mkdir(parents=True, exist_ok=True)
+    tracer = tr.Tracer(struct, noise, samples=args.samples, window=args.window, seed=args.seed,
+                       batch_size=args.batch_size)
+    traces, times = [], []
+    for k, (raw, f) in enumerate(zip(facts, prepared)):
+        t0 = time.time()
+        with torch.inference_mode():
+            res = tracer.trace(f, kinds)
+        times.append(time.time() - t0)
+        fid = str(raw.get("known_id", raw.get("case_id", k)))
+        res.update(id=fid, prompt=f.prompt, subject=f.subject, target=" " + f.target.strip(),
+                   tokens=[tok.decode([i]) for i in f.ids], subject_range=list(f.subject_range),
+                   top1=tok.decode([res["top1_id"]]), seconds=round(times[-1], 2))
+        report.write_json(out / "facts" / f"{fid}.json", res)
+        if not args.no_plots:
+            tr.plot_fact(out / "facts" / f"{fid}.png", res)
+        traces.append(res)
+        print(f"[{k + 1}/{len(facts)}] {f.prompt!r} -> {res['target']!r}: p clean {res['p_clean']:.3f}, "
+              f"corrupted {res['p_corrupt']:.3f}, {'known' if res['known'] else 'not top-1'}, {times[-1]:.1f}s",
+              flush=True)
+    known = [t for t in traces if t["known"]]
+    summary = {
+        "model": str(args.model), "n_facts": len(traces), "n_known": len(known),
+        "noise": noise, "embedding_std": std, "noise_arg": args.noise, "samples": args.samples,
+        "window": args.window, "seconds_per_fact": sum(times) / len(times),
+        "mean_p_clean": sum(t["p_clean"] for t in traces) / len(traces),
+        "mean_p_corrupt": sum(t["p_corrupt"] for t in traces) / len(traces),
+        "classes": list(tr.CLASSES),
+        "average": {k: tr.average_by_class(traces, k, struct.num_layers) for k in kinds},
+        "average_known": {k: tr.average_by_class(known, k, struct.num_layers) for k in kinds} if known else None,
+    }
+    report.write_json(out / "summary.json", summary)
+    tr.plot_summary(out / "summary.png", summary["average"],
+                    f"average indirect effect over {len(traces)} facts ({Path(args.model).name})")
+    for kind in kinds:
+        avg = summary["average"][kind]
+        for c in ("last subject token", "last token"):
+            ys = [(y, i) for i, y in enumerate(avg[c]) if y is not None]
+            if ys:
+                y, i = max(ys)
+                print(f"{kind:12s} {c:20s} peak {y:+.4f} at layer {i}")
+    print(f"{summary['seconds_per_fact']:.1f}s per fact; wrote {out / 'summary.json'}")
+    return 0

@@ -1,0 +1,125 @@
+"""Causal tracing: exact restoration, independence from untouched tokens, batched == unbatched, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from plmkit.cli.main import main
+from plmkit.errors import UserError
+from plmkit.knowledge import trace as tr
+from plmkit.knowledge.structure import locate
+
+PROMPT, SUBJECT, TARGET = "the native language of Alice Smith is", "Alice Smith", "French"
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def setup(request, bpe_tok):
+    model = request.getfixturevalue(request.param)
+    s = locate(model)
+    f = tr.prepare_fact(bpe_tok, PROMPT, SUBJECT, TARGET)
+    return model, s, f
+
+
+def test_subject_range_and_classes(bpe_tok):
+    f = tr.prepare_fact(bpe_tok, PROMPT, SUBJECT, TARGET)
+    lo, hi = f.subject_range
+    assert bpe_tok.decode(f.ids[lo:hi]).strip() == SUBJECT
+    assert f.target_id == bpe_tok.encode(" French", add_special_tokens=False)[0]
+    cls = tr.token_classes((lo, hi), len(f.ids))
+    assert cls["last token"] == [len(f.ids) - 1] == [hi]
+    assert cls["first subsequent token"] == []  # "is" is the last token: it counts there only
+    assert tr.token_classes((1, 4), 8) == {
+        "first subject token": [1], "middle subject tokens": [2], "last subject token": [3],
+        "first subsequent token": [4], "further tokens": [5, 6], "last token": [7]}
+    assert tr.token_classes((2, 3), 6)["middle subject tokens"] == []
+    with pytest.raises(UserError, match="not found in prompt"):
+        tr.prepare_fact(bpe_tok, PROMPT, "Bob", TARGET)
+
+
+def test_restoring_every_token_of_a_layer_gives_the_clean_probability(setup):
+    model, s, f = setup
+    t = tr.Tracer(s, noise=0.5, samples=3)
+    with torch.no_grad():
+        clean, probs = t.clean(f)
+        p_corrupt = float(t.restored(f, clean, "layer", [], [[]])[0])
+        assert abs(p_corrupt - float(probs[f.target_id])) > 1e-6  # the noise does something
+        allpos = list(range(len(f.ids)))
+        for layer in range(s.num_layers):
+            p = t.restored(f, clean, "layer", [layer], [allpos])
+            torch.testing.assert_close(p, probs[f.target_id].reshape(1), atol=1e-6, rtol=1e-5)
+        # a token before the subject is untouched by the noise in a causal LM: restoring it does nothing
+        before = t.restored(f, clean, "layer", [0], [[0]])
+        torch.testing.assert_close(before, torch.tensor([p_corrupt]), atol=1e-7, rtol=0)
+
+
+def test_batched_restoration_equals_an_unbatched_computation(setup):
+    """One (layer, token) effect computed with inputs_embeds and a plain forward hook, sample by sample."""
+    model, s, f = setup
+    t = tr.Tracer(s, noise=0.7, samples=4, batch_size=8)
+    res = t.trace(f, kinds=("hidden", "mlp_window"))
+    L, T = s.num_layers, len(f.ids)
+    assert len(res["effects"]["hidden"]) == L and len(res["effects"]["hidden"][0]) == T
+    layer, tok_pos = L - 1, f.subject_range[1] - 1
+    noise = t._noise(f)
+    ids = torch.tensor([f.ids])
+    with torch.no_grad():
+        clean = {}
+        h = s.layers[layer].register_forward_hook(lambda m, a, o: clean.setdefault("h", o.clone()))
+        model(ids)
+        h.remove()
+        lo, hi = f.subject_range
+        ps, pc = [], []
+        for k in range(t.samples):
+            emb = s.word_embeddings(ids).clone()
+            emb[0, lo:hi] += noise[k]
+            pc.append(model(inputs_embeds=emb).logits[0, -1].softmax(-1)[f.target_id])
+
+            def put(m, a, o):
+                o = o.clone()
+                o[0, tok_pos] = clean["h"][0, tok_pos]
+                return o
+
+            h = s.layers[layer].register_forward_hook(put)
+            ps.append(model(inputs_embeds=emb).logits[0, -1].softmax(-1)[f.target_id])
+            h.remove()
+    p_corrupt = float(torch.stack(pc).mean())
+    assert res["p_corrupt"] == pytest.approx(p_corrupt, abs=1e-6)
+    assert res["effects"]["hidden"][layer][tok_pos] == pytest.approx(float(torch.stack(ps).mean()) - p_corrupt, abs=1e-6)
+
+
+def test_window_and_noise_std(bpe_tok, gpt2):
+    assert tr._window(0, 10, 30) == list(range(0, 5)) and tr._window(15, 10, 30) == list(range(10, 20))
+    assert tr._window(29, 10, 30) == list(range(24, 30)) and tr._window(1, 1, 2) == [1]
+    s = locate(gpt2)
+    ids = bpe_tok.encode("Alice Smith", add_special_tokens=False) + bpe_tok.encode("Paris", add_special_tokens=False)
+    assert tr.embedding_std(s, bpe_tok, ["Alice Smith", "Paris"]) == pytest.approx(
+        float(s.word_embeddings.weight[ids].std()))
+
+
+def test_trace_cli(model_dirs, tmp_path, capsys):
+    facts = [{"known_id": 7, "prompt": PROMPT, "subject": SUBJECT, "attribute": TARGET},
+             {"known_id": 8, "prompt": "Paris is located in", "subject": "Paris", "attribute": "France"}]
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(facts))
+    out = tmp_path / "trace"
+    assert main(["trace", "--model", str(model_dirs["gpt2"]), "--facts", str(path), "--samples", "2",
+                 "--window", "2", "--out", str(out)]) == 0
+    summ = json.loads((out / "summary.json").read_text())
+    assert summ["n_facts"] == 2 and set(summ["average"]) == set(tr.KINDS)
+    assert set(summ["average"]["mlp"]) == set(tr.CLASSES) and len(summ["average"]["mlp"]["last token"]) == 2
+    one = json.loads((out / "facts" / "7.json").read_text())
+    assert one["tokens"][one["subject_range"][0]].strip() in SUBJECT
+    assert (out / "facts" / "7.png").stat().st_size > 1000 and (out / "summary.png").is_file()
+    assert "per fact" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"prompt": "x", "subject": "y"}]))
+    assert main(["trace", "--model", str(model_dirs["gpt2"]), "--facts", str(bad), "--out", str(out)]) == 2
+    assert "fact 0: missing or empty 'attribute'" in capsys.readouterr().err
+    bad.write_text(json.dumps([facts[0], {"prompt": "Rome is in", "subject": "Paris", "attribute": "Italy"}]))
+    assert main(["trace", "--model", str(model_dirs["gpt2"]), "--facts", str(bad), "--out", str(out)]) == 2
+    assert "fact 1: subject 'Paris' not found in prompt 'Rome is in'" in capsys.readouterr().err
+    assert main(["trace", "--model", str(model_dirs["bert"]), "--facts", str(path), "--out", str(out)]) == 2
+    assert "needs a causal LM" in capsys.readouterr().err
