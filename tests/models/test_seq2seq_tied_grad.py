@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.models import presets_ext
-from plmkit.models.seq2seq import Seq2SeqCache
+from plmkit.models.cache import Seq2SeqCache
 
 
 

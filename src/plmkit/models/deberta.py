@@ -37,15 +37,9 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.dropout import Dropout, dropout
+from plmkit.models.kernels import Dropout, dropout, linear
 from plmkit.models.layers import ATTENTION_TYPES, AttentionContext, SelfAttention
 from plmkit.models.transformer import Transformer
-
-try:
-    from plmkit.models.layers import linear
-except ImportError:  # pragma: no cover
-    def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
-        return F.linear(x, layer.weight, layer.bias)
 
 POS_ATT_TYPES = ("c2p", "p2c")
 

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plmkit.errors import UserError, suggest
-from plmkit.models.dropout import Dropout
+from plmkit.models.kernels import Dropout
 
 FAMILIES = ("ffnn", "rnn", "lstm", "elmo")
 FORMAT = "plmkit-recurrent-1"

@@ -12,7 +12,7 @@ Topology (fields of ``ModelConfig`` in brackets)::
               heads: ModuleDict of objective / task heads (``add_head``)
 
 The model never computes a loss. With ``labels_mask`` the head runs only on the selected rows.
-``past_key_values`` is a ``plmkit.generation.cache.KVCache`` updated in place.
+``past_key_values`` is a ``plmkit.models.cache.KVCache`` updated in place.
 
 References: Vaswani et al. 2017; Devlin et al. 2019 (BERT); Radford et al. 2018/2019 (GPT, GPT-2);
 Liu et al. 2019 (RoBERTa); Lan et al. 2020 (ALBERT); Clark et al. 2020 (ELECTRA);
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.models.cache import KVCache
 from plmkit.models.config import ModelConfig
 from plmkit.models.heads import build_head, Pooler
 from plmkit.models.layers import AttentionContext, Block, Embeddings, RotaryEmbedding, make_norm
@@ -297,8 +298,6 @@ class Transformer(nn.Module):
         B, T = ref.shape[0], ref.shape[1]
         cache = past_key_values
         if cache is None and use_cache:
-            from plmkit.generation.cache import KVCache
-
             cache = KVCache(cfg.num_layers, B, cfg.kv_heads, cfg.dim_per_head, T, ref.device)
         past = len(cache) if cache is not None else 0
         if position_ids is None:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.dropout import Dropout
+from plmkit.models.kernels import Dropout
 from plmkit.models.layers import MLP, make_norm
 
 
