@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.models import kernels, load, presets_ext
+from plmkit.models import kernels, load, presets
 from plmkit.models.kernels import decoding_weights, linear, release_decoding_weights, transposed_weight
 
 
@@ -73,7 +73,7 @@ def test_decoder_only_generate_same_tokens_with_and_without_packing(name):
 
 def test_seq2seq_generate_same_tokens_packed_after_training_steps():
     torch.manual_seed(0)
-    m = presets_ext.build("t5-tiny", hidden_dropout=0.0, attention_dropout=0.0)
+    m = presets.build("t5-tiny", hidden_dropout=0.0, attention_dropout=0.0)
     src = torch.randint(5, 1000, (3, 7))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     for _ in range(2):  # the cached copies must follow the optimizer's in-place updates

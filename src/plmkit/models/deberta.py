@@ -239,8 +239,3 @@ class DeBERTa(Transformer):
             out.logits = self.head(h[labels_mask.to(torch.bool)] if labels_mask is not None else h)
         self._emd_inputs = None
         return out
-
-    def save_pretrained(self, out_dir: Any, **kwargs: Any) -> Any:
-        from plmkit.interop.deberta import save_pretrained
-
-        return save_pretrained(self, out_dir, **kwargs)

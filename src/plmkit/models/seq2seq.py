@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.models.base import PretrainedModel
 from plmkit.models.cache import Seq2SeqCache
 from plmkit.models.config import ConfigError, ModelConfig
 from plmkit.models.kernels import Dropout, TiedGrad, TiedHead, TiedLookup, dropout
@@ -394,7 +394,7 @@ class LMHead(nn.Module):
 
 
 # ---------------------------------------------------------------------------- model
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(PretrainedModel):
     """Encoder-decoder Transformer (see module docstring). ``forward`` follows the ``Transformer``
     contract plus ``decoder_input_ids`` / ``decoder_attention_mask`` / ``encoder_outputs``."""
 
@@ -417,7 +417,7 @@ class EncoderDecoder(nn.Module):
         self.head = LMHead(config) if config.head is not None else None
         if config.final_logits_bias:
             self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size))
-        self.heads = nn.ModuleDict()
+        self.init_heads()
         self.init_weights()
         self.tie_weights()
 
@@ -444,16 +444,6 @@ class EncoderDecoder(nn.Module):
         if self.head is not None and self.config.tie_word_embeddings:
             self.head.decoder.weight = self.shared.weight
 
-    def add_head(self, name: str, module: nn.Module, init: bool = True, replace: bool = False) -> nn.Module:
-        if name in self.heads and not replace:
-            raise ValueError(f"model already has a head named {name!r} (pass replace=True to swap it)")
-        if init:
-            self.init_weights(module)
-        p = next(self.parameters())
-        module.to(device=p.device, dtype=p.dtype)
-        self.heads[name] = module
-        return module
-
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
 
@@ -465,48 +455,13 @@ class EncoderDecoder(nn.Module):
         """Encoder + decoder layers."""
         return self.config.num_layers + self.config.decoder_layers
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """[embeddings, encoder layers..., decoder layers..., everything else]; each parameter once."""
-        seen: set[int] = set()
+    def embedding_parameters(self):
+        return (list(self.shared.parameters()) + list(self.encoder.embeddings.parameters())
+                + list(self.decoder.embeddings.parameters()))
 
-        def take(params) -> list[nn.Parameter]:
-            out = [p for p in params if id(p) not in seen]
-            seen.update(id(p) for p in out)
-            return out
-
-        groups = [take(list(self.shared.parameters()) + list(self.encoder.embeddings.parameters())
-                       + list(self.decoder.embeddings.parameters()))]
-        groups += [take(layer.parameters()) for layer in self.encoder.layers]
-        groups += [take(layer.parameters()) for layer in self.decoder.layers]
-        groups.append(take(self.parameters()))
-        return groups
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, out_dir: str | Path, **kwargs: Any) -> Path:
-        """HF-format directory (config.json + model.safetensors) that transformers loads back
-        (T5 / BART / Switch); families without an HF class (MASS) are written in plmkit's own
-        format (``plmkit.interop.native``), which ``plmkit.models.load`` reads back."""
-        import warnings
-
-        from plmkit.interop.native import save_native
-        from plmkit.interop.seq2seq import MODEL_TYPE_OF, config_to_hf, save_pretrained
-
-        if self.config.family not in MODEL_TYPE_OF:
-            return save_native(self, out_dir)
-        try:
-            config_to_hf(self.config)
-        except UserError as e:  # e.g. Switch with a capacity factor instead of a fixed capacity
-            warnings.warn(f"{e}; writing plmkit's own format instead", stacklevel=2)
-            return save_native(self, out_dir)
-        return save_pretrained(self, out_dir, **kwargs)
-
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Encoder-decoder decoding; see ``plmkit.generation.seq2seq.generate``."""
-        from plmkit.generation.seq2seq import generate
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+    def layer_modules(self) -> list[nn.Module]:
+        """Encoder layers, then decoder layers."""
+        return list(self.encoder.layers) + list(self.decoder.layers)
 
     def shift_right(self, labels: Tensor) -> Tensor:
         """Teacher-forcing decoder inputs: [start, labels[:-1]] with -100 replaced by pad."""
