@@ -37,10 +37,7 @@ def register_hook(name: str, fn: Callable[..., Any]) -> None:
 
 def hook(name: str) -> Callable[..., Any]:
     """The registered implementation of ``name``."""
-    fn = _HOOKS.get(name)
-    if fn is None:
-        raise UserError(f"plmkit.models: no {name!r} implementation registered (import plmkit first)")
-    return fn
+    return _registered(_HOOKS, name, f"{name!r} implementation")
 
 
 def register_builder(kind: str, fn: Callable[..., Any]) -> None:
@@ -49,7 +46,12 @@ def register_builder(kind: str, fn: Callable[..., Any]) -> None:
 
 
 def builder(kind: str) -> Callable[..., Any]:
-    fn = _BUILDERS.get(kind)
+    """The registered builder of ``kind`` presets."""
+    return _registered(_BUILDERS, kind, f"builder for {kind!r} presets")
+
+
+def _registered(table: dict[str, Callable[..., Any]], key: str, what: str) -> Callable[..., Any]:
+    fn = table.get(key)
     if fn is None:
-        raise UserError(f"plmkit.models: no builder registered for {kind!r} presets (import plmkit first)")
+        raise UserError(f"plmkit.models: no {what} registered (import plmkit first)")
     return fn
