@@ -1,11 +1,15 @@
 """Building blocks shared by every Transformer in plmkit.
 
-Contents: norms (LayerNorm / RMSNorm), activations, position encodings (learned tables live in
+Contents: norms (LayerNorm / RMSNorm), position encodings (learned tables live in
 ``Embeddings``; sinusoidal tables and rotary embeddings here), ``Embeddings`` (token + position +
 token-type, optional LayerNorm and factorised projection), ``SelfAttention`` (fused q|k|v,
 multi-head or grouped-query, through ``F.scaled_dot_product_attention``), ``MLP`` (GELU / ReLU /
 SwiGLU), and ``Block`` (pre- or post-LN residual wiring), plus ``AttentionContext``: the per-forward
 state (mask, rotary tables, KV cache) that every layer reads.
+
+This file is the architecture; how its matrix products, activations and dropout are computed on
+CPU (oneDNN fused linear, decoding weight copies, cheaper dropout masks) is ``plmkit.models.kernels``
+(``linear`` and ``Dropout`` come from there).
 
 Extension points (so later families extend rather than fork the block):
 - ``ATTENTION_TYPES`` / ``MLP_TYPES`` map a name to a class; ``Block`` builds
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.models.config import ModelConfig
-from plmkit.models.kernels import ACTIVATIONS, Dropout, linear  # noqa: F401  (re-exported)
+from plmkit.models.kernels import Dropout, linear
 
 
 # ---------------------------------------------------------------------------- norms / activations

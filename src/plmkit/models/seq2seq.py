@@ -41,9 +41,9 @@ from plmkit.errors import UserError
 from plmkit.models.base import PretrainedModel
 from plmkit.models.cache import Seq2SeqCache
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.kernels import Dropout, TiedGrad, TiedHead, TiedLookup, dropout
+from plmkit.models.kernels import Dropout, TiedGrad, TiedHead, TiedLookup, dropout, linear
 from plmkit.models.layers import (ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block,
-                                  Embeddings, SelfAttention, linear, make_norm)
+                                  Embeddings, SelfAttention, make_norm)
 
 SEQ2SEQ_FAMILIES = ("t5", "bart", "mass", "switch")
 
