@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.errors import UserError
 
     if args.action == "encode":
-        from plmkit.tokenization import load_tokenizer
+        from plmkit import load_tokenizer  # also a .gguf file (plmkit.interop.gguf)
 
         tok = load_tokenizer(args.tokenizer)
         text = sys.stdin.read() if args.text in (None, "-") else args.text
