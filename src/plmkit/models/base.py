@@ -14,7 +14,7 @@ and the thin ``save_pretrained`` / ``generate`` methods of the public API.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
