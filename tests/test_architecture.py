@@ -152,10 +152,11 @@ def test_no_import_cycles():
 
 
 def test_import_plmkit_stays_light():
-    """The composition root registers its hooks without importing torch or the model code."""
+    """The composition root registers its hooks without importing torch, the configs or the model code
+    (``plm --help`` imports ``plmkit``)."""
     code = ("import sys, plmkit, plmkit.models; "
-            "print(sorted(m for m in ('torch', 'plmkit.interop', 'plmkit.generation', 'plmkit.classic', "
-            "'plmkit.models.transformer') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'dataclasses', 'plmkit.interop', 'plmkit.generation', 'plmkit.classic', "
+            "'plmkit.models.config', 'plmkit.models.presets', 'plmkit.models.transformer') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}).stdout
     assert out.strip() == "[]"

@@ -8,7 +8,8 @@
   ``plmkit.models.hooks``).
 
 This package is the leaf of plmkit: it imports only ``plmkit.models.*`` and ``plmkit.errors``.
-Importing it does not import torch (the model classes are imported on first use).
+Its names are resolved on first use, so ``import plmkit`` (which registers the hooks in
+``plmkit.models.hooks``) imports neither torch nor the config and preset modules.
 """
 
 from __future__ import annotations
@@ -16,30 +17,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from plmkit.errors import UserError, suggest
-from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.hooks import hook
-from plmkit.models.presets import PRESETS, preset_config
-from plmkit.models.presets import build as build_preset
-
 __all__ = ["ModelConfig", "ConfigError", "PRESETS", "Transformer", "TransformerOutput", "PretrainedModel",
            "load", "from_config", "preset_config", "build_preset"]
 
-
-def __getattr__(name: str):  # lazy: importing the config does not import the nn code
-    if name in ("Transformer", "TransformerOutput"):
-        from plmkit.models import transformer
-
-        return getattr(transformer, name)
-    if name == "PretrainedModel":
-        from plmkit.models.base import PretrainedModel
-
-        return PretrainedModel
-    raise AttributeError(name)
+_LAZY = {  # name -> (module, attribute)
+    "ModelConfig": ("config", "ModelConfig"), "ConfigError": ("config", "ConfigError"),
+    "PRESETS": ("presets", "PRESETS"), "preset_config": ("presets", "preset_config"),
+    "build_preset": ("presets", "build"), "Transformer": ("transformer", "Transformer"),
+    "TransformerOutput": ("transformer", "TransformerOutput"), "PretrainedModel": ("base", "PretrainedModel"),
+}
 
 
-def from_config(config: ModelConfig | dict) -> Any:
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(name)
+    module, attr = _LAZY[name]
+    if module == "config":
+        from plmkit.models import config as mod
+    elif module == "presets":
+        from plmkit.models import presets as mod
+    elif module == "transformer":
+        from plmkit.models import transformer as mod
+    else:
+        from plmkit.models import base as mod
+    return getattr(mod, attr)
+
+
+def from_config(config: Any) -> Any:
     """A randomly initialised ``Transformer`` for ``config`` (a ``ModelConfig`` or a dict of fields)."""
+    from plmkit.models.config import ModelConfig
     from plmkit.models.transformer import Transformer
 
     if isinstance(config, dict):
@@ -56,6 +62,11 @@ def load(name_or_path: str | Path, **overrides: Any) -> Any:
     Raises:
         UserError: unknown name (with a did-you-mean hint) or a path that is not a model.
     """
+    from plmkit.errors import UserError, suggest
+    from plmkit.models.hooks import hook
+    from plmkit.models.presets import PRESETS
+    from plmkit.models.presets import build as build_preset
+
     name = str(name_or_path)
     if isinstance(name_or_path, str) and name in PRESETS:
         return build_preset(name, **overrides)
