@@ -160,3 +160,43 @@ def test_import_plmkit_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}).stdout
     assert out.strip() == "[]"
+
+
+# Each top-level part of plmkit and its layer (README "Architecture"): a module may import its own layer
+# and the layers below, never above. ``plmkit`` itself is the composition root and public facade
+# (``plmkit.load``): the workflow layers may call it, the engine below it may not.
+LAYERS = {
+    "plmkit.errors": 0, "plmkit.textio": 0, "plmkit.checks": 0,
+    "plmkit.models": 1,
+    "plmkit.tokenization": 2, "plmkit.data": 2,
+    "plmkit.classic": 3, "plmkit.generation": 3, "plmkit.interop": 3, "plmkit.objectives": 3,
+    "plmkit.config": 4, "plmkit.training": 4,
+    "plmkit": 5,
+    "plmkit.tasks": 6, "plmkit.knowledge": 6, "plmkit.prompting": 6, "plmkit.compression": 6,
+    "plmkit.attribution": 6, "plmkit.analysis": 6, "plmkit.reporting": 6,
+    "plmkit.pipelines": 7,
+    "plmkit.cli": 8, "plmkit.__main__": 8,
+}
+
+
+def _part(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_every_part_has_a_layer():
+    parts = {_part(m) for m in _modules()}
+    missing = sorted(parts - set(LAYERS))
+    assert not missing, f"give these parts a layer in LAYERS (and README's Architecture picture): {missing}"
+
+
+def test_imports_point_down():
+    edges, _ = _graph()
+    upward = sorted(f"{m} -> {t}" for m, targets in edges.items() for t in targets
+                    if _part(m) in LAYERS and _part(t) in LAYERS and LAYERS[_part(t)] > LAYERS[_part(m)])
+    assert not upward, "imports above their layer:\n" + "\n".join(upward)
+
+
+def test_layer_check_catches_an_upward_import():
+    fake = {"plmkit.training.trainer": {"plmkit.tasks.finetuning"}}
+    upward = [t for m, ts in fake.items() for t in ts if LAYERS[_part(t)] > LAYERS[_part(m)]]
+    assert upward == ["plmkit.tasks.finetuning"]
