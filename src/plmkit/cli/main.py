@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN); FFN key-value memories."),
     "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
+    "analyze": ("analyze", "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks."),
+    "attack": ("attack", "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."),
 }
 
 
