@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     signame = ["SIGINT"]
     old_handlers = _install_signals(signame)
     try:
+        progress.interval()  # a malformed PLMKIT_PROGRESS_EVERY fails here, before any work
         rc = args._run(args)
     except UserError as e:
         print(f"plm {args.command}: error: {e}", file=sys.stderr)

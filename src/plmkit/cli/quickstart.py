@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
                            max_chars=args.max_chars, vocab_size=args.vocab_size, seq_len=args.seq_len,
                            mlm_steps=args.mlm_steps, clm_steps=args.clm_steps, batch_size=args.batch_size,
                            lr=args.lr, seed=args.seed)
-    summary = run_quickstart(args.out, cfg, overwrite=args.overwrite, progress=False if args.no_progress else True)
+    # Bars on a terminal; elsewhere (logs, nohup, CI) plain progress lines every PLMKIT_PROGRESS_EVERY seconds.
+    summary = run_quickstart(args.out, cfg, overwrite=args.overwrite, progress=False if args.no_progress else None)
     for name in ("mlm", "clm"):
         s = summary[name]
         print(f"{name}: held-out perplexity {s['ppl_before']:.2f} -> {s['ppl_after']:.2f}")

@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.classic import word2vec as w2v
 
     if args.w2v_command == "train":
+        from plmkit import progress
+
+        progress.set_hint(f"{args.out} was not written; word2vec training does not resume: run the command again")
+        progress.stage("while reading the text")
         sents = []
         for f in args.text:
             p = Path(f)

@@ -156,6 +156,16 @@ def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) ->
     return False
 
 
+def _old_train_section(marker: Path) -> dict | None:
+    """The ``train`` section of the run's recipe.yaml (for checkpoints that predate ``train_config``)."""
+    try:
+        old = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    train = old.get("train") if isinstance(old, dict) else None
+    return train if isinstance(train, dict) else None
+
+
 def _tokenizer(recipe: Recipe, out: Path, info: D.DistInfo, log: Callable[[str], None]):
     from plmkit import load_tokenizer, train_tokenizer
 
@@ -252,7 +262,7 @@ def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
 def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os.PathLike, *,
                     overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False,
                     progress: bool | None = None, log: Callable[[str], None] | None = None,
-                    callbacks: list | None = None) -> dict[str, Any]:
+                    callbacks: list | None = None, resume_from: str | None = None) -> dict[str, Any]:
     """Train the tokenizer (if asked), prepare the data, build model + objective(s) and run the Trainer.
 
     Args:
@@ -260,16 +270,23 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
             (relative paths against its folder).
         out_dir: the run directory (refused if it holds another run, unless ``resume`` or ``overwrite``).
         overrides: dotted ``KEY=VALUE`` strings (``train.lr=3e-4``).
-        resume: continue from the newest complete checkpoint in ``out_dir``.
+        resume: continue from the newest complete checkpoint in ``out_dir`` (a damaged one is refused with the
+            newest intact one named). Train settings changed since the checkpoint apply from the first resumed
+            step (one log line each); ``train.seed`` / ``train.optimizer`` changes are refused.
+        resume_from: continue from this checkpoint (``step-N``, ``N`` or a path) instead; implies ``resume``.
+            Newer checkpoints are removed (the resumed run replays their steps).
         progress: tqdm bar on stderr (None: recipe's ``train.progress``, else only on a terminal).
         log: where one-line progress messages go (default: stderr, rank 0 only).
     Returns:
         The trainer's summary plus ``run_dir``, ``seconds``, ``num_parameters``, ``train_examples``,
         ``valid_examples``.
     """
-    from plmkit.training.trainer import Trainer
+    from plmkit import progress as P
+    from plmkit.training import checkpoint as ckpt
+    from plmkit.training.trainer import Trainer, resume_changes
 
     t0 = time.time()
+    resume = resume or resume_from is not None
     info = D.init_distributed()
     recipe_arg, recipe = recipe, _as_recipe(recipe, list(overrides or []))
     if progress is not None:
@@ -280,13 +297,29 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
     check_model(recipe, *_source_lines(recipe_arg))
     out = Path(out_dir).resolve()
     resuming = False
+    start = None
     if info.is_main:
+        if resume_from is not None and not (out / RUN_MARKER).is_file():
+            raise UserError(f"--resume-from {resume_from}: --out {out} holds no run to resume")
         resuming = prepare_run_dir(out, recipe, resume, overwrite)
+        if resuming:  # checked before anything is written: a damaged checkpoint, a change that cannot apply
+            start, meta = ckpt.resume_point(out / "checkpoints", resume_from)
+            if start is not None:
+                saved = meta.get("train_config") or _old_train_section(out / RUN_MARKER)
+                changes = resume_changes(saved, recipe.train, meta["step"])
+                log(f"resuming from {start}" + (f" (newer checkpoints are discarded)"
+                                                 if resume_from is not None else ""))
+                for key, old, new in changes:
+                    log(f"resume: train.{key} {old!r} -> {new!r} from step {meta['step'] + 1}")
         dump_recipe(recipe, out / RUN_MARKER)
     resuming = D.broadcast_object(resuming)
+    start = D.broadcast_object(str(start) if start is not None else None)
     D.barrier()
+    P.set_hint(f"continue with: plm pretrain RECIPE --out {out} --resume")
 
+    P.stage("while training the tokenizer" if not recipe.tokenizer.path else "while loading the tokenizer")
     tok = _tokenizer(recipe, out, info, log)
+    P.stage("while preparing the data")
     # Import the model and objective code before seeding: an import that draws from the global RNG (e.g. a
     # kernel probe at import time) would otherwise make the first run in a process differ from later ones.
     import plmkit.models.transformer  # noqa: F401
@@ -322,14 +355,13 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         f"training examples" + (f", {sum(len(v) for v in valid.values())} held out" if valid else ""))
     if recipe.train.eval_every and not valid:
         log("no held-out data (data.valid or data.valid_fraction): no evaluation")
-    if resuming:
-        from plmkit.training.checkpoint import latest_checkpoint
-
-        last = latest_checkpoint(out / "checkpoints")
-        log(f"resuming from {last}" if last else "--resume: no complete checkpoint yet; starting from step 0")
+    if resuming and start is None:
+        log("--resume: no complete checkpoint yet; starting from step 0")
+    P.stage("while building the model")
     trainer = Trainer(model, objs, train, recipe.train, callbacks=callbacks, out_dir=out, eval_data=valid,
                       tokenizer=tok)
-    summary = trainer.fit(resume=resuming)
+    trainer.name = "pretraining"
+    summary = trainer.fit(resume=Path(start) if start is not None else False)
     summary.update({"run_dir": str(out), "seconds": round(time.time() - t0, 1), "num_parameters": n_params,
                     "train_examples": sum(len(v) for v in train.values()),
                     "valid_examples": sum(len(v) for v in valid.values()) if valid else 0})
@@ -337,7 +369,10 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         log(f"step {summary['step']}: held-out loss {summary['eval_loss']:.4f}"
             + (f", perplexity {summary['eval_ppl']:.2f}" if "eval_ppl" in summary else ""))
     if summary.get("interrupted"):
-        log(f"interrupted at step {summary['step']}; checkpoint saved; continue with --resume")
+        kept = (f"checkpoint {summary['checkpoint']} saved" if summary.get("checkpoint")
+                else "no checkpoint (train.save_every=0)")
+        log(f"stopped by {summary.get('signal', 'a signal')} at step {summary['step']}/{recipe.train.max_steps}; "
+            f"{kept}; continue with: plm pretrain RECIPE --out {out} --resume")
     elif summary.get("final"):
         log(f"done in {summary['seconds']:.0f}s: {summary['final']}")
     return summary

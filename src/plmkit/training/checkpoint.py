@@ -293,15 +293,25 @@ def read_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     problem = _check_meta(meta, int(m.group(1)) if m else None)
     if problem:
         raise DamagedCheckpoint(ckpt, problem)
+    state = ckpt / "trainer_state.pt"
     try:
-        tensors = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
+        with open(state, "rb") as f:
+            head = f.read(4)
     except FileNotFoundError:
         raise DamagedCheckpoint(ckpt, "trainer_state.pt is missing") from None
-    except Exception as e:  # UnpicklingError (a non-tensor pickle), a truncated zip, ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if "weights_only" in str(e) or type(e).__name__ == "UnpicklingError":
-            first = "holds objects other than tensors, refused unread (torch.load weights_only)"
-        raise DamagedCheckpoint(ckpt, f"trainer_state.pt: {first}") from None
+    except OSError as e:
+        raise DamagedCheckpoint(ckpt, f"trainer_state.pt: cannot read it: {e.strerror}") from None
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        what = "a bare pickle" if head[:1] == b"\x80" else "not a torch.save archive"
+        raise DamagedCheckpoint(ckpt, f"trainer_state.pt: {what}; refused unread (nothing in it was run)")
+    try:
+        tensors = torch.load(state, weights_only=True, map_location="cpu")
+    except Exception as e:  # UnpicklingError (objects other than tensors), a truncated zip, ...
+        if type(e).__name__ == "UnpicklingError" or "weights_only" in str(e):
+            why = "holds objects other than tensors; refused unread (torch.load weights_only: nothing in it was run)"
+        else:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DamagedCheckpoint(ckpt, f"trainer_state.pt: {why}") from None
     need = ("optimizer", "scheduler", "scaler", "rng_torch", "rng_cuda")
     if not isinstance(tensors, dict) or any(k not in tensors for k in need):
         raise DamagedCheckpoint(ckpt, f"trainer_state.pt: expected the keys {', '.join(need)}")

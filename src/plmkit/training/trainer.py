@@ -461,8 +461,7 @@ class Trainer:
             self.skipped_steps += 1
             if self.scaler is not None:
                 self.scaler.update()
-            warnings.warn(f"step {self.step + 1}: {what} is NaN/inf; skipping the update "
-                          f"({self.bad_steps}/{cfg.max_bad_steps} in a row)", RuntimeWarning, stacklevel=2)
+            # counted in metrics.jsonl (skipped_steps) and the summary; no warning per step
             if self.bad_steps >= cfg.max_bad_steps:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingDiverged(
