@@ -320,3 +320,22 @@ def test_several_weighted_objectives_and_data_views():
     assert logs[0]["loss"] == pytest.approx(logs[0]["clm/loss"] + 0.5 * logs[0]["other/loss"], rel=1e-6)
     with pytest.raises(UserError, match="no data for objective"):
         Trainer(TinyLM(), [Other()], {"window": make_data()}, _cfg())
+
+
+def test_resume_applies_changed_settings_from_the_first_resumed_step(tmp_path):
+    """lr / weight_decay / betas changed on resume reach the optimizer groups before the first resumed step
+    (the schedule is re-evaluated with the new peak); seed / optimizer changes are refused."""
+    torch.manual_seed(0)
+    Trainer(TinyLM(), TinyCLM(), make_data(), _cfg(max_steps=4, save_every=4, lr=1e-3), out_dir=tmp_path).fit()
+    t = Trainer(TinyLM(), TinyCLM(), make_data(),
+                _cfg(max_steps=8, save_every=4, lr=1e-2, weight_decay=0.2, beta2=0.99), out_dir=tmp_path)
+    t.load_checkpoint(tmp_path / "checkpoints" / "step-4")
+    assert {k for k, _, _ in t.resume_changes} == {"max_steps", "lr", "weight_decay", "beta2"}
+    lrs = [g["lr"] for g in t.optimizer.param_groups]
+    assert lrs == pytest.approx([1e-2 * (1 - 4 / 8)] * len(lrs))  # linear decay at step 4 of 8, new peak
+    assert {g["weight_decay"] for g in t.optimizer.param_groups} == {0.2, 0.0}
+    assert all(g["betas"] == (0.9, 0.99) for g in t.optimizer.param_groups)
+    for bad in ({"seed": 5}, {"optimizer": "lamb"}, {"max_steps": 3}):
+        t = Trainer(TinyLM(), TinyCLM(), make_data(), _cfg(**{"max_steps": 8, **bad}), out_dir=tmp_path)
+        with pytest.raises(UserError, match=f"train.{next(iter(bad))}"):
+            t.load_checkpoint(tmp_path / "checkpoints" / "step-4")
