@@ -79,7 +79,7 @@ def resume_changes(saved: Mapping[str, Any] | None, config: TrainConfig, step: i
     new = dataclasses.asdict(config)
     changes = []
     for key, value in new.items():
-        if key not in saved:
+        if key not in saved or key == "progress":  # display only (set by --progress / the terminal)
             continue
         old = saved[key]
         if isinstance(value, tuple):
