@@ -143,6 +143,19 @@ def test_skip_nonfinite_counts_skipped_steps_then_gives_up(corpus, tmp_path, cap
         json.loads(line, parse_constant=_no_constant)
 
 
+def test_finetune_with_a_diverging_lr_stops_with_one_line_and_writes_no_model(workdir, tmp_path, capsys):
+    out = tmp_path / "ft"
+    rc, _, err = _plm(capsys, "finetune", "--task", "classification", "--model", workdir / "model", "--data",
+                      workdir, "--out", out, "--epochs", "2", "--batch-size", "16", "--max-seq-len", "16",
+                      "--lr", "1e30")
+    assert rc == 3
+    _one_error(err, "plm finetune: error: ", "is NaN/inf at step ", "no model was written")
+    assert not (out / "eval.json").exists() and not (out / "weights.safetensors").exists()
+    for f in (out / "logs").glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            json.loads(line, parse_constant=_no_constant)
+
+
 # ---------------------------------------------------------------------------------------- damaged checkpoints
 
 class _Payload:

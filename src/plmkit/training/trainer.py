@@ -549,7 +549,7 @@ class Trainer:
     def _kept(self) -> str:
         """What survives a divergence, for its one-line message."""
         if self.out_dir is None:
-            return "nothing was saved"
+            return "no model was written"
         last = ckpt.latest_checkpoint(self.checkpoint_root)
         if last is None:
             return "no checkpoint was written yet and final/ is not written"
