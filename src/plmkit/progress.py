@@ -146,3 +146,39 @@ def _isatty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class Ticker:
+    """For work that reports no position (a library call such as tokenizer training): with stderr not a
+    terminal, a line ``PREFIX: WHAT: running, elapsed 1m20s`` every ``PLMKIT_PROGRESS_EVERY`` seconds from a
+    background thread, until the ``with`` block ends. Also sets :func:`stage` to ``while WHAT``."""
+
+    def __init__(self, what: str, *, enabled: bool | None = None, every: float | None = None):
+        import threading
+
+        self.what = what
+        self.every = interval() if every is None else every
+        self.enabled = (not _isatty() if enabled is None else bool(enabled)) and self.every > 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(self.every):
+            prefix = _state["program"] or "plmkit"
+            print(f"{prefix}: {self.what}: running, elapsed {fmt_seconds(time.monotonic() - t0)}",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "Ticker":
+        import threading
+
+        stage(f"while {self.what}")
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, name="plmkit-ticker", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -391,10 +391,12 @@ def test_sigint_before_training_starts_is_one_line(corpus, tmp_path):
     r["tokenizer"] = {"train": {"kind": "bpe", "vocab_size": 300}}
     recipe.write_text(yaml.safe_dump(r))
     proc = _spawn(["pretrain", str(recipe), "--out", "run"], tmp_path, every="0.05")
-    head = _wait_for(proc, "training a bpe tokenizer")
+    head = _wait_for(proc, "plm pretrain: training a bpe tokenizer: running, elapsed ")  # a liveness line
     rc, err = _finish(proc, signal.SIGINT, head)
     assert rc == 130
-    _one_error(err, "plm pretrain: stopped by SIGINT while ", "continue with: plm pretrain RECIPE --out ")
+    _one_error(err, "plm pretrain: stopped by SIGINT while training a bpe tokenizer; ",
+               "continue with: plm pretrain RECIPE --out ")
+    assert not list((tmp_path / "run").glob(".*tmp*"))
 
 
 def test_sigterm_during_quickstart_is_one_line_and_leaves_nothing(tmp_path):

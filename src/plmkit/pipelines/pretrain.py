@@ -181,10 +181,13 @@ def _tokenizer(recipe: Recipe, out: Path, info: D.DistInfo, log: Callable[[str],
             files = t.train.files or recipe.data.train
             log(f"training a {t.train.kind} tokenizer (vocab {t.train.vocab_size or 'all characters'}) on "
                 f"{len(files)} file(s)")
+            from plmkit.progress import Ticker
+
             try:
-                tok = train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
-                                      special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
-                                      **t.train.options)
+                with Ticker(f"training a {t.train.kind} tokenizer"):  # liveness lines in logs
+                    tok = train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
+                                          special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
+                                          **t.train.options)
             except TypeError as e:  # an unknown key in tokenizer.train.options
                 raise UserError(f"tokenizer.train.options: {e}") from None
             tmp = out / ".tokenizer.tmp"
