@@ -395,9 +395,14 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
         summary["seconds"] = round(time.time() - t_start, 1)
         with open(tmp / "summary.json", "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        from plmkit.training.checkpoint import _exchange
+
+        if out.exists() and _exchange(tmp, out):  # --overwrite: no moment without OUT (Linux)
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old run
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
