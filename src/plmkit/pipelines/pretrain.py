@@ -310,15 +310,16 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
             if start is not None:
                 saved = meta.get("train_config") or _old_train_section(out / RUN_MARKER)
                 changes = resume_changes(saved, recipe.train, meta["step"])
-                log(f"resuming from {start}" + (f" (newer checkpoints are discarded)"
-                                                 if resume_from is not None else ""))
+                newer = [d.name for n, d in ckpt.checkpoint_steps(out / "checkpoints") if n > meta["step"]]
+                log(f"resuming from {start}" + (f" (the newer {', '.join(newer)} will be removed)" if newer else ""))
                 for key, old, new in changes:
                     log(f"resume: train.{key} {old!r} -> {new!r} from step {meta['step'] + 1}")
         dump_recipe(recipe, out / RUN_MARKER)
     resuming = D.broadcast_object(resuming)
     start = D.broadcast_object(str(start) if start is not None else None)
     D.barrier()
-    P.set_hint(f"continue with: plm pretrain RECIPE --out {out} --resume")
+    again = f"plm pretrain {recipe_arg if isinstance(recipe_arg, (str, os.PathLike)) else 'RECIPE'} --out {out}"
+    P.set_hint(f"continue with: {again} --resume")
 
     P.stage("while training the tokenizer" if not recipe.tokenizer.path else "while loading the tokenizer")
     tok = _tokenizer(recipe, out, info, log)
@@ -375,7 +376,7 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         kept = (f"checkpoint {summary['checkpoint']} saved" if summary.get("checkpoint")
                 else "no checkpoint (train.save_every=0)")
         log(f"stopped by {summary.get('signal', 'a signal')} at step {summary['step']}/{recipe.train.max_steps}; "
-            f"{kept}; continue with: plm pretrain RECIPE --out {out} --resume")
+            f"{kept}; continue with: {again} --resume")
     elif summary.get("final"):
         log(f"done in {summary['seconds']:.0f}s: {summary['final']}")
     return summary

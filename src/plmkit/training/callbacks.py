@@ -86,8 +86,9 @@ class JsonlLogger(Callback):
         _truncate_jsonl(self.out_dir / "metrics.jsonl", trainer.step)
         # The evaluation at the resumed step is kept only if the checkpoint knows it (else it runs again).
         last = getattr(trainer, "last_eval", None)
+        known = getattr(trainer, "_last_eval_known", True)
         _truncate_jsonl(self.out_dir / "eval.jsonl", trainer.step,
-                        keep_last_step=bool(last) and last.get("step") == trainer.step)
+                        keep_last_step=not known or (bool(last) and last.get("step") == trainer.step))
 
     def _write(self, name, record):
         from plmkit.training.checkpoint import dumps

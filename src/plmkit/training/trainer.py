@@ -657,6 +657,7 @@ class Trainer:
         self.bad_evals, self.bad_steps = meta["bad_evals"], meta["bad_steps"]
         self.skipped_steps = int(meta.get("skipped_steps", 0))
         self.last_eval = meta.get("last_eval") or None
+        self._last_eval_known = "last_eval" in meta  # False for checkpoints written before plmkit recorded it
         self.resumed_from = path
         r = self.info.rank
         ckpt.set_rng_state({**meta["rng"][r], "torch": tensors["rng_torch"][r], "cuda": tensors["rng_cuda"][r]})
