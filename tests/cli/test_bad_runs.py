@@ -459,6 +459,14 @@ def test_prepare_prints_progress_lines_when_not_a_terminal(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     beats = [ln for ln in r.stderr.splitlines() if ln.startswith("plm prepare: prepare: ")]
     assert beats and all(" MB (" in ln and "MB/s" in ln for ln in beats), r.stderr
+    # a stop by SIGTERM: where it stood (the progress position), nothing partial left
+    proc = _spawn(["prepare", *[str(big)] * 6, "--tokenizer", str(tmp_path / "tok"), "--out", "s3",
+                   "--shard-tokens", "100000"], tmp_path, every="0.000001")
+    head = _wait_for(proc, "plm prepare: prepare: ")
+    rc, err = _finish(proc, signal.SIGTERM, head)
+    assert rc == 130
+    _one_error(err, "plm prepare: stopped by SIGTERM at ", " MB (", "of prepare; s3 was not written")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s3")) == []
     env["PLMKIT_PROGRESS_EVERY"] = "soon"
     bad = subprocess.run([*cmd, str(tmp_path / "s2")], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2

@@ -37,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from plmkit import progress
     from plmkit.data import prepare
+
+    progress.set_hint(f"{args.out} was not written (nothing partial is kept): run the command again")
 
     def log(msg: str) -> None:
         if not args.quiet:
