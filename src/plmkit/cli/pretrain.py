@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoints are removed")
     parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="show a progress bar (default: only when stderr is a terminal)")
+                        help="show a progress bar (default: only when stderr is a terminal; elsewhere a plain "
+                             "line every PLMKIT_PROGRESS_EVERY seconds, 20 by default, 0 = none)")
 
 
 def run(args: argparse.Namespace) -> int:

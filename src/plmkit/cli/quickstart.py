@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (outside a terminal, plain progress lines come every "
+                        "PLMKIT_PROGRESS_EVERY seconds, 20 by default; 0 = none)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -311,7 +311,7 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
         _write_lines(tmp / "corpus" / "valid.txt", valid_docs)
 
         say(f"[1/4] training a WordPiece tokenizer (vocab {cfg.vocab_size:,})")
-        with P.Ticker("training the tokenizer", enabled=False if progress is False else None):
+        with P.Ticker("training the tokenizer"):
             tok = plmkit.train_tokenizer([str(tmp / "corpus" / "train.txt")], kind="wordpiece",
                                          vocab_size=cfg.vocab_size)
         tok.save(tmp / "tokenizer")
