@@ -74,8 +74,6 @@ def resume_changes(saved: Mapping[str, Any] | None, config: TrainConfig, step: i
     ``(key, old, new)``. A change that cannot be honoured -> UserError naming it and why."""
     if not saved:
         return []
-    import dataclasses
-
     new = dataclasses.asdict(config)
     changes = []
     for key, value in new.items():
@@ -733,7 +731,6 @@ class Trainer:
             while self.step < cfg.max_steps and not self.should_stop:
                 out = self.train_step()
                 step = self.step
-                interval["skipped"] = interval.get("skipped", 0) + int(out["skipped"])
                 if not out["skipped"]:
                     interval["loss"] += out["loss"]
                     interval["n"] += 1
