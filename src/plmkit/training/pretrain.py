@@ -271,6 +271,9 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
                                 f"({len(seq)}) to hold out any")
             valid[k] = Subset(seq, len(seq) - n_valid, len(seq))
             train[k] = Subset(seq, 0, len(seq) - n_valid)
+    from plmkit.objectives.views import static_views
+
+    train, valid = static_views([o for o, _ in objs], train, valid)  # mode: static -> pre-masked copies
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {recipe.model.preset or recipe.model.path}: {n_params / 1e6:.2f}M parameters; objectives "
         f"{', '.join(getattr(o, 'name', '?') for o, _ in objs)}; {sum(len(v) for v in train.values())} "
