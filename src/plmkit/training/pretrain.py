@@ -145,10 +145,14 @@ def _tokenizer(recipe: Recipe, out: Path, info: D.DistInfo, log: Callable[[str],
     return tok
 
 
-def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, log):
+def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, log, parallel: bool = False):
     from plmkit.data import TokenStore, prepare
+    from plmkit.data.parallel import prepare_parallel
 
-    if info.is_main:
+    if info.is_main and parallel:  # an objective reads sentence pairs (TLM): the files hold parallel text
+        m = prepare_parallel(files, tok, path)
+        log(f"{path.name} data: {m['input']['pairs']} sentence pairs, {m['num_tokens']} tokens")
+    elif info.is_main:
         m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, progress=False)
         log(f"{path.name} data: {m['num_tokens']} tokens in {m['num_documents']} documents")
     D.barrier()
@@ -165,6 +169,10 @@ def _views(store, kinds: set[str], recipe: Recipe) -> dict[str, Sequence]:
             out[kind] = store.documents(d.seq_len)
         elif kind == "sentence_pair":
             out[kind] = store.sentence_pairs(d.seq_len, seed=recipe.train.seed)
+        elif kind == "parallel":
+            from plmkit.data.parallel import ParallelPairs
+
+            out[kind] = ParallelPairs(store, d.seq_len)
         else:
             raise UserError(f"objective needs example_kind {kind!r}, which the token store does not provide")
     return out
@@ -257,11 +265,12 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
                         f"max_position_embeddings {max_pos}; lower data.seq_len or set "
                         f"model.overrides.max_position_embeddings")
 
-    train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log)
+    train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log, "parallel" in kinds)
     train = _views(train_store, kinds, recipe)
     valid: dict[str, Sequence] | None = None
     if recipe.data.valid:
-        valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log), kinds, recipe)
+        valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log, "parallel" in kinds),
+                       kinds, recipe)
     elif recipe.data.valid_fraction > 0:
         valid = {}
         for k, seq in train.items():
