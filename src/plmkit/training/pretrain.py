@@ -153,7 +153,8 @@ def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, 
         m = prepare_parallel(files, tok, path)
         log(f"{path.name} data: {m['input']['pairs']} sentence pairs, {m['num_tokens']} tokens")
     elif info.is_main:
-        m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, progress=False)
+        m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, format=recipe.data.format,
+                    text_field=recipe.data.text_field, progress=False)
         log(f"{path.name} data: {m['num_tokens']} tokens in {m['num_documents']} documents")
     D.barrier()
     return TokenStore(path, tokenizer=tok)
