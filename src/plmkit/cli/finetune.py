@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-pair-column", default=None, help="second text column for pair tasks")
     p.add_argument("--label-column", default=None, help="label column name (or index without header)")
     p.add_argument("--no-header", action="store_true", help="TSV/CSV files have no header row (columns by index)")
+    p.add_argument("--strip-digit-suffix", action=argparse.BooleanOptionalAction, default=None,
+                   help="NER: drop the word-segment digit after each character (Weibo NER's '我0'; "
+                        "default: on for --task weibo-ner, off otherwise)")
     p.add_argument("--train-articles", default=None, help="QA: slice of SQuAD articles for training, e.g. 0:36")
     p.add_argument("--dev-articles", default=None, help="QA: slice of SQuAD articles for evaluation, e.g. 36:")
     p.add_argument("--doc-stride", type=int, default=128, help="QA: overlap stride between context windows")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         regularizer=args.regularizer, reg_weight=args.reg_weight, ewc_from=args.ewc_from,
         self_distill=args.self_distill, distill_every=args.distill_every, early_exit=args.early_exit,
         exit_thresholds=_floats(args.exit_thresholds, "--exit-thresholds"), prefix=args.prefix, head_lr=args.head_lr,
-        eval_each_epoch=not args.no_epoch_eval, progress=args.progress)
+        eval_each_epoch=not args.no_epoch_eval, progress=args.progress, strip_digit_suffix=args.strip_digit_suffix)
     res = finetune(cfg)
     print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "
           f"trainable {res['trainable_params']:,} params; train {res['train_time_s']}s; {args.out}/eval.json")

@@ -87,6 +87,7 @@ class FinetuneConfig:
     eval_each_epoch: bool = True
     eval_batch_size: int = 64
     progress: bool | None = None
+    strip_digit_suffix: bool | None = None  # NER: drop Weibo's word-segment digit (None: the task's default)
     extra: dict = field(default_factory=dict)
 
 
@@ -111,6 +112,8 @@ def _spec(cfg) -> TaskSpec:
         over["label_column"] = cfg.label_column
     if getattr(cfg, "no_header", False):
         over["header"] = False
+    if getattr(cfg, "strip_digit_suffix", None) is not None:
+        over["strip_digit_suffix"] = cfg.strip_digit_suffix
     spec = get_task(cfg.task, **over)
     if spec.kind == "qa":
         tr, dv = parse_slice(cfg.train_articles), parse_slice(cfg.dev_articles)
@@ -492,7 +495,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                  "max_seq_len": cfg.max_seq_len, "doc_stride": cfg.doc_stride, "pad_id": E.special_ids(tok).pad,
                  "early_exit": cfg.early_exit, "regularizer": cfg.regularizer, "target_scale": target_scale, "spec": {
                      "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
-                     "label_column": spec.label_column, "header": spec.header},
+                     "label_column": spec.label_column, "header": spec.header,
+                     "strip_digit_suffix": spec.strip_digit_suffix},
                  "train_data": str(train_path.resolve()), "config": asdict(cfg)}
     save_checkpoint(out, model, tok, task_info)
     _atomic_json(out / "eval.json", result)
