@@ -11,17 +11,23 @@ gensim separates words (0.944)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from plmkit.classic.word2vec import train_word2vec
 
 
+def _data_dir() -> Path:
+    """$PLMKIT_DATA, else ``shared/data`` beside the repository (as tests/conftest.py's ``data_dir``)."""
+    return Path(os.environ.get("PLMKIT_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
 @pytest.fixture(scope="module")
 def sentences():
-    from conftest import data_dir
-
-    path = data_dir() / "wikitext-2" / "valid.txt"
+    path = _data_dir() / "wikitext-2" / "valid.txt"
     if not path.is_file():
         pytest.skip(f"WikiText-2 not found at {path}")
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.split()]

@@ -4,6 +4,7 @@ on the shipped English-Chinese Tatoeba pairs (skipped when the data is absent)."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,14 @@ from plmkit.objectives.base import IGNORE
 N_PAIRS = 3000
 
 
+def _data_dir() -> Path:
+    """$PLMKIT_DATA, else ``shared/data`` beside the repository (as tests/conftest.py's ``data_dir``)."""
+    return Path(os.environ.get("PLMKIT_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    from conftest import data_dir
-
-    src = data_dir() / "parallel" / "cmn-eng.tsv"
+    src = _data_dir() / "parallel" / "cmn-eng.tsv"
     if not src.is_file():
         pytest.skip(f"{src} not found (set PLMKIT_DATA)")
     d = tmp_path_factory.mktemp("tlm")

@@ -7,6 +7,7 @@ flag). Skipped when the shared data is absent."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,11 @@ from plmkit.tasks.specs import get_task, read_split, repair_bio, resolve_file
 
 PER_ORG_LOC = ["B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER", "O"]
 WEIBO = sorted(f"{b}-{t}.{k}" for b in "BI" for t in ("PER", "ORG", "LOC", "GPE") for k in ("NAM", "NOM")) + ["O"]
+
+
+def _data_dir() -> Path:
+    """$PLMKIT_DATA, else ``shared/data`` beside the repository (as tests/conftest.py's ``data_dir``)."""
+    return Path(os.environ.get("PLMKIT_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 def _chinese(shared_data: Path) -> Path:
@@ -79,9 +85,7 @@ def test_weibo_digit_suffix_and_bio_repair(shared_data):
 
 @pytest.fixture(scope="module")
 def tiny_zh(tmp_path_factory, request):
-    from conftest import data_dir
-
-    d = data_dir() / "chinese"
+    d = _data_dir() / "chinese"
     if not d.is_dir():
         pytest.skip(f"Chinese sets not found at {d}")
     w = tmp_path_factory.mktemp("zh")
