@@ -74,3 +74,26 @@ def test_bad_victim_and_attacker(workdir, ner_run, cls_run, tmp_path):
     rc = main(["attack", "--victim", str(workdir / "cls"), "--data", str(workdir / "dev.tsv"),
                "--attacker", f"embeddings:{vec}", "--out", str(tmp_path / "o")])
     assert rc == 2
+
+
+def test_mlm_substitutes_are_the_top_whole_words_at_the_position(workdir, tmp_path):
+    import plmkit
+    import torch
+
+    tok = plmkit.load_tokenizer(str(workdir / "model"))
+    torch.manual_seed(0)
+    mlm = plmkit.load("bert-tiny", vocab_size=len(tok)).eval()
+    mlm.save_pretrained(tmp_path / "mlm")
+    tok.save(tmp_path / "mlm")
+    subs = A.MLMSubstitutes(str(tmp_path / "mlm"), k=5)
+    words = "the movie was good".split()
+    ids = tok.encode(" ".join(words))
+    assert len(ids) == 6  # [CLS] + one piece per word + [SEP]
+    with torch.no_grad():
+        logits = mlm(torch.tensor([ids])).logits[0, 4]
+    vocab = {i: t for t, i in tok.get_vocab().items()}
+    ranked = [vocab[i] for i in logits.argsort(descending=True).tolist()
+              if i not in tok.all_special_ids and not vocab[i].startswith("##") and any(c.isalpha() for c in vocab[i])]
+    assert subs(words, 3) == ranked[:5]
+    with pytest.raises(UserError, match="no MLM head"):
+        A.MLMSubstitutes(str(workdir / "model"))
