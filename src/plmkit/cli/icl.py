@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=_positive, default=None,
                    help="prompt token limit (default: the model's position limit); earliest demonstrations dropped")
     p.add_argument("--limit", type=_positive, default=None, help="evaluate the first N dev examples only")
-    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--batch-size", type=_positive, default=8, help="rows per forward pass")
     p.add_argument("--no-share-prefix", action="store_true", help="re-encode the demonstrations for every example")
     p.add_argument("--cache-benchmark", type=int, default=0, metavar="N",
                    help="time N examples at the largest shot count with and without the shared prefix cache")

@@ -193,7 +193,9 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
 
     model = plmkit.load(cfg.model)
     num_outputs = NUM_OUTPUTS.get(spec.kind, len(labels))
-    mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha)
+    mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha,
+                          prompt_tokens=cfg.prompt_tokens, prompt_encoder=cfg.prompt_encoder,
+                          prompt_hidden=cfg.prompt_hidden)
     obj = TaskObjective(spec.kind, num_outputs, tok, pooling=cfg.pooling, scalar_mix=cfg.mode == "features",
                         early_exit=cfg.early_exit, target_scale=target_scale)
     obj.prepare(model)
