@@ -229,3 +229,13 @@ def test_cli_refusals_one_line_exit_2(tiny, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2, err
     assert len(err.splitlines()) == 1 and __import__("re").search(message, err), err
+
+
+@pytest.mark.parametrize("task", ["sst2", "rte", "mrpc", "cola"])
+def test_shipped_templates_fit_their_task(task):
+    from plmkit.tasks.specs import get_task
+
+    spec = get_task(task)
+    ts = load_templates([SST2.parent / task], labels=tuple(spec.labels), pair=spec.text_pair_column is not None,
+                        task=task)
+    assert len(ts) >= 2 and len({t.name for t in ts}) == len(ts)
