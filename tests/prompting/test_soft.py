@@ -54,6 +54,16 @@ def test_forward_with_cache_in_two_steps_equals_one_pass_and_prompt_matters(mode
         assert (plain(ids).logits - full).abs().max() > 1e-3
 
 
+def test_dropping_prefix_reparametrisation_keeps_outputs():
+    model = _llama("prefix-tuning")
+    ids = torch.randint(3, 1000, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(ids).logits
+        model.soft_prompt.drop_reparametrisation()
+        assert [n for n, _ in model.soft_prompt.named_parameters()] == ["prefix"]
+        torch.testing.assert_close(model(ids).logits, before)
+
+
 def test_prompt_tuning_equals_prepending_the_embeddings():
     """Independent computation: the virtual tokens as explicit inputs_embeds of the plain model."""
     model = _llama("prompt-tuning")
@@ -121,6 +131,10 @@ def test_finetune_saves_only_prompt_and_head_and_evaluate_reloads(mode, ft, work
     info = json.loads((out / "task.json").read_text())
     assert info["weights"] == "trained" and info["mode_config"]["prompt_tokens"] == 4
     assert (workdir / "model").resolve().as_posix() in info["base_model"]
+    if mode == "prefix-tuning":  # the reparametrising MLP was dropped: only the prefixes are saved
+        assert {k for k in keys if k.startswith("soft_prompt.")} == {"soft_prompt.prefix"}
+        assert info["mode_config"]["prefix_reparam"] is False
+        assert res["saved_prompt_params"] < res["trainable_params"]
     rc = main(["evaluate", "--checkpoint", str(out), "--data", str(workdir), "--out", str(tmp_path / "e.json")])
     assert rc == 0
     again = json.loads((tmp_path / "e.json").read_text())

@@ -95,14 +95,22 @@ class PTuning(nn.Module):
 
 
 class PrefixTuning(nn.Module):
-    """Per-layer key/value prefixes (L, 2, Nkv, k, D) through a reparametrising MLP."""
+    """Per-layer key/value prefixes (L, 2, Nkv, k, D) through a reparametrising MLP.
+
+    ``drop_reparametrisation()`` (after training) replaces the MLP and its inputs by the prefixes they
+    produce, as Li & Liang do: the saved checkpoint holds only ``prefix`` (``reparam=False`` rebuilds it).
+    """
 
     kind = "prefix"
 
-    def __init__(self, model, num_tokens: int, hidden: int = 512, seed: int = 0) -> None:
+    def __init__(self, model, num_tokens: int, hidden: int = 512, seed: int = 0, reparam: bool = True) -> None:
         super().__init__()
         cfg = model.config
         self.shape = (cfg.num_layers, 2, cfg.kv_heads, cfg.dim_per_head)
+        self.k = num_tokens
+        if not reparam:
+            self.prefix = nn.Parameter(torch.zeros(*self.shape[:3], num_tokens, self.shape[3]))
+            return
         g = torch.Generator().manual_seed(seed)
         H = cfg.hidden_size
         self.inputs = nn.Parameter(torch.randn(num_tokens, H, generator=g) * 0.02)
@@ -111,12 +119,27 @@ class PrefixTuning(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return self.inputs.shape[0]
+        return self.k
+
+    @property
+    def reparam(self) -> bool:
+        return not hasattr(self, "prefix")
 
     def prefixes(self) -> Tensor:
+        if not self.reparam:
+            return self.prefix
         L, two, N, D = self.shape
         x = self.mlp(self.inputs)  # (k, L*2*N*D)
         return x.view(-1, L, two, N, D).permute(1, 2, 3, 0, 4)  # (L, 2, Nkv, k, D)
+
+    @torch.no_grad()
+    def drop_reparametrisation(self) -> None:
+        """Keep only the prefixes the MLP produces now (the same outputs, far fewer saved parameters)."""
+        if not self.reparam:
+            return
+        value = self.prefixes().detach().clone()
+        del self.mlp, self.inputs
+        self.prefix = nn.Parameter(value)
 
 
 class PrefixCache:
@@ -240,7 +263,7 @@ def _new_cache(model, batch: int, length: int):
 
 
 def build_soft_prompt(model, mode: str, num_tokens: int, encoder: str = "lstm", hidden: int | None = None,
-                      seed: int = 0) -> nn.Module:
+                      seed: int = 0, reparam: bool = True) -> nn.Module:
     if num_tokens <= 0:
         raise UserError(f"--prompt-tokens must be positive, got {num_tokens}")
     if mode == "prompt-tuning":
@@ -248,5 +271,5 @@ def build_soft_prompt(model, mode: str, num_tokens: int, encoder: str = "lstm", 
     if mode == "p-tuning":
         return PTuning(model, num_tokens, encoder, hidden, seed)
     if mode == "prefix-tuning":
-        return PrefixTuning(model, num_tokens, hidden or 512, seed)
+        return PrefixTuning(model, num_tokens, hidden or 512, seed, reparam)
     raise UserError(f"unknown soft-prompt mode {mode!r}")

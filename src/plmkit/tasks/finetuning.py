@@ -107,6 +107,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if data.bad.count:
         result["skipped"] = data.bad.messages[:20]
     result["history"] = history
+    if cfg.mode == "prefix-tuning":  # Li & Liang: the reparametrising MLP is dropped after training
+        model.soft_prompt.drop_reparametrisation()
+        mode_cfg.prefix_reparam = False
+        result["saved_prompt_params"] = sum(p.numel() for p in model.soft_prompt.parameters())
     save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale))
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")

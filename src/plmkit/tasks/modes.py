@@ -55,6 +55,7 @@ class ModeConfig:
     prompt_tokens: int = 20  # soft prompts: virtual tokens / prefix length
     prompt_encoder: str = "lstm"  # p-tuning's prompt encoder: lstm | mlp
     prompt_hidden: int = 512  # prefix tuning's reparametrising MLP width (p-tuning's encoder width)
+    prefix_reparam: bool = True  # prefix tuning: False once the MLP was dropped (a saved checkpoint)
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -90,7 +91,8 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
     elif cfg.mode in SOFT_PROMPT_MODES:
         from plmkit.prompting.soft import attach, build_soft_prompt
 
-        attach(model, build_soft_prompt(model, cfg.mode, cfg.prompt_tokens, cfg.prompt_encoder, cfg.prompt_hidden))
+        attach(model, build_soft_prompt(model, cfg.mode, cfg.prompt_tokens, cfg.prompt_encoder, cfg.prompt_hidden,
+                                        reparam=cfg.prefix_reparam))
     trainable_mods = [model.heads] if hasattr(model, "heads") else []
     if cfg.mode in SOFT_PROMPT_MODES:
         trainable_mods.append(model.soft_prompt)
