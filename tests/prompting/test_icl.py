@@ -14,7 +14,7 @@ import torch
 
 import plmkit
 from plmkit.errors import UserError
-from plmkit.prompting.icl import ICLSettings, PromptBuilder, evaluate_icl, run_one, sample_demonstrations
+from plmkit.prompting.icl import ICLSettings, PromptBuilder, run_one, sample_demonstrations
 from plmkit.prompting.scoring import continuation_logprobs
 from plmkit.prompting.templates import load_templates, parse_template
 

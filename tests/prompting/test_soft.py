@@ -139,3 +139,14 @@ def test_finetune_saves_only_prompt_and_head_and_evaluate_reloads(mode, ft, work
     assert rc == 0
     again = json.loads((tmp_path / "e.json").read_text())
     assert again["accuracy"] == pytest.approx(res["accuracy"])
+
+
+def test_deepcopy_routes_through_its_own_prompt():
+    import copy
+
+    model = _llama("prompt-tuning")
+    twin = copy.deepcopy(model)
+    ids = torch.randint(3, 1000, (1, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        twin.soft_prompt.prompt.add_(1.0)
+        assert (twin(ids).logits - model(ids).logits).abs().max() > 1e-3

@@ -19,10 +19,9 @@ Both raw and calibrated predictions are kept, so one run reports both.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -24,6 +24,8 @@ Only the soft-prompt parameters train (``plmkit.tasks.modes`` freezes the rest).
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Any
 
 import torch
@@ -187,71 +189,73 @@ def _extend_mask(mask: Tensor | None, k: int, S: int) -> Tensor | None:
 
 
 def attach(model, module: nn.Module) -> None:
-    """Register ``module`` as ``model.soft_prompt`` and route the model's backbone through it."""
+    """Register ``module`` as ``model.soft_prompt`` and route the model's backbone through it (a bound
+    method on the instance, so ``copy.deepcopy(model)`` gets a copy routed through its own prompt)."""
     if hasattr(model, "soft_prompt"):
         raise UserError("this model already has a soft prompt attached")
     if not callable(getattr(model, "backbone", None)):
         raise UserError(f"soft prompts need a plmkit Transformer; {type(model).__name__} has no backbone()")
     model.soft_prompt = module
-    original = model.backbone
+    model.backbone = types.MethodType(_soft_backbone, model)
 
-    def backbone(input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 output_hidden_states=False, past_key_values=None, use_cache=False, inputs_embeds=None,
-                 attention_bias=None):
-        ref = input_ids if input_ids is not None else inputs_embeds
-        B, T = ref.shape[0], ref.shape[1]
-        k = module.num_tokens
-        cache = past_key_values
-        if module.kind == "prefix":
-            if isinstance(cache, PrefixCache):
-                cache = cache.inner
-            if cache is None and use_cache:
-                cache = _new_cache(model, B, T)
-            past = len(cache) if cache is not None else 0
-            if position_ids is None:
-                position_ids = model.default_position_ids(input_ids, T, past, ref.device)
-            view = PrefixCache(module.prefixes(), B, cache)
-            attention_mask = _extend_mask(attention_mask, k, k + past + T)
-            hidden, states, _ = original(input_ids, attention_mask, token_type_ids, position_ids,
-                                         output_hidden_states, view, use_cache, inputs_embeds, attention_bias)
-            return hidden, states, (cache if cache is not None else None)
-        # virtual tokens
+
+def _soft_backbone(model, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                   output_hidden_states=False, past_key_values=None, use_cache=False, inputs_embeds=None,
+                   attention_bias=None):
+    module = model.soft_prompt
+    original = functools.partial(type(model).backbone, model)
+    ref = input_ids if input_ids is not None else inputs_embeds
+    B, T = ref.shape[0], ref.shape[1]
+    k = module.num_tokens
+    cache = past_key_values
+    if module.kind == "prefix":
+        if isinstance(cache, PrefixCache):
+            cache = cache.inner
+        if cache is None and use_cache:
+            cache = _new_cache(model, B, T)
         past = len(cache) if cache is not None else 0
-        if past == 0:
-            if cache is None and use_cache:
-                cache = _new_cache(model, B, k + T)
-            if position_ids is None:
-                position_ids = model.default_position_ids(input_ids, T, 0, ref.device)
-            if position_ids.shape[0] != B:
-                position_ids = position_ids.expand(B, -1)
-            position_ids = torch.cat([torch.arange(k, device=ref.device).expand(B, -1) + model.config.position_offset,
-                                      position_ids + k], dim=1)
-            if inputs_embeds is None:
-                inputs_embeds = _word_embeddings(model)(input_ids)
-            virt = module.virtual().to(inputs_embeds.dtype)[None].expand(B, -1, -1)
-            inputs_embeds = torch.cat([virt, inputs_embeds], dim=1)
-            if token_type_ids is not None:
-                token_type_ids = torch.cat([token_type_ids[:, :1].expand(-1, k), token_type_ids], dim=1)
-            if attention_mask is not None and attention_mask.dim() == 2:
-                attention_mask = torch.cat([attention_mask.new_ones(B, k), attention_mask], dim=1)
-            elif attention_mask is not None:
-                raise UserError("prompt tuning supports (B, T) padding masks only")
-            if attention_bias is not None:
-                raise UserError("prompt tuning does not combine with an attention bias")
-            hidden, states, cache = original(None, attention_mask, token_type_ids, position_ids,
-                                             output_hidden_states, cache, use_cache, inputs_embeds, None)
-            hidden = hidden[:, k:]
-            if states is not None:
-                states = tuple(h[:, k:] for h in states)
-            return hidden, states, cache
-        # later decoding steps: the virtual tokens are in the cache
         if position_ids is None:
-            position_ids = model.default_position_ids(input_ids, T, past - k, ref.device)
-        attention_mask = _extend_mask(attention_mask, k, past + T)
-        return original(input_ids, attention_mask, token_type_ids, position_ids + k, output_hidden_states,
-                        cache, use_cache, inputs_embeds, attention_bias)
-
-    model.backbone = backbone
+            position_ids = model.default_position_ids(input_ids, T, past, ref.device)
+        view = PrefixCache(module.prefixes(), B, cache)
+        attention_mask = _extend_mask(attention_mask, k, k + past + T)
+        hidden, states, _ = original(input_ids, attention_mask, token_type_ids, position_ids,
+                                     output_hidden_states, view, use_cache, inputs_embeds, attention_bias)
+        return hidden, states, (cache if cache is not None else None)
+    # virtual tokens
+    past = len(cache) if cache is not None else 0
+    if past == 0:
+        if cache is None and use_cache:
+            cache = _new_cache(model, B, k + T)
+        if position_ids is None:
+            position_ids = model.default_position_ids(input_ids, T, 0, ref.device)
+        if position_ids.shape[0] != B:
+            position_ids = position_ids.expand(B, -1)
+        position_ids = torch.cat([torch.arange(k, device=ref.device).expand(B, -1) + model.config.position_offset,
+                                  position_ids + k], dim=1)
+        if inputs_embeds is None:
+            inputs_embeds = _word_embeddings(model)(input_ids)
+        virt = module.virtual().to(inputs_embeds.dtype)[None].expand(B, -1, -1)
+        inputs_embeds = torch.cat([virt, inputs_embeds], dim=1)
+        if token_type_ids is not None:
+            token_type_ids = torch.cat([token_type_ids[:, :1].expand(-1, k), token_type_ids], dim=1)
+        if attention_mask is not None and attention_mask.dim() == 2:
+            attention_mask = torch.cat([attention_mask.new_ones(B, k), attention_mask], dim=1)
+        elif attention_mask is not None:
+            raise UserError("prompt tuning supports (B, T) padding masks only")
+        if attention_bias is not None:
+            raise UserError("prompt tuning does not combine with an attention bias")
+        hidden, states, cache = original(None, attention_mask, token_type_ids, position_ids,
+                                         output_hidden_states, cache, use_cache, inputs_embeds, None)
+        hidden = hidden[:, k:]
+        if states is not None:
+            states = tuple(h[:, k:] for h in states)
+        return hidden, states, cache
+    # later decoding steps: the virtual tokens are in the cache
+    if position_ids is None:
+        position_ids = model.default_position_ids(input_ids, T, past - k, ref.device)
+    attention_mask = _extend_mask(attention_mask, k, past + T)
+    return original(input_ids, attention_mask, token_type_ids, position_ids + k, output_hidden_states,
+                    cache, use_cache, inputs_embeds, attention_bias)
 
 
 def _new_cache(model, batch: int, length: int):
