@@ -139,6 +139,14 @@ def test_finetune_saves_only_prompt_and_head_and_evaluate_reloads(mode, ft, work
     assert rc == 0
     again = json.loads((tmp_path / "e.json").read_text())
     assert again["accuracy"] == pytest.approx(res["accuracy"])
+    assert main(["predict", "--checkpoint", str(out), "--input", str(workdir / "dev.tsv"),
+                 "--out", str(tmp_path / "p.jsonl")]) == 0
+    preds = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    gold = [line.split("\t")[1] for line in (workdir / "dev.tsv").read_text().splitlines()[1:]]
+    assert len(preds) == len(gold)
+    key = next(k for k in ("label", "prediction") if k in preds[0])
+    acc = sum(str(p[key]) == g for p, g in zip(preds, gold)) / len(gold)
+    assert acc == pytest.approx(res["accuracy"])
 
 
 def test_deepcopy_routes_through_its_own_prompt():
