@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from plmkit.errors import UserError
 from plmkit.knowledge.edit import Request, common, covariance, edit, load_hparams, memit, rome, undo
@@ -206,7 +207,7 @@ def test_covariance_is_cached_on_disk_and_reused(llama, bpe_tok, corpus, tmp_pat
     ref, n = covariance.compute(s, bpe_tok, 1, [corpus], 300, 32, progress=False)
     assert n == 300
     torch.testing.assert_close(C1, ref.float().double())
-    monkeypatch.setattr(covariance, "compute", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(covariance, "compute_many", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     torch.testing.assert_close(covariance.layer_stats(s, bpe_tok, 1, corpus, 300, tmp_path, seq_len=32), C1)
     # uncentred second moment of the keys: equals an explicit E[k k^T] over the same tokens
     wins = list(covariance.token_windows(bpe_tok, [corpus], 300, 32))
@@ -220,6 +221,7 @@ def test_every_recipe_loads():
     files = sorted(root.glob("*.yaml"))
     assert files
     for f in files:
-        method = f.name.split("-")[0] if not f.name.startswith("ft-l") else "ft-l"
+        method = yaml.safe_load(f.read_text())["method"]
+        assert f.name.startswith(method + "-") and f.name[len(method) + 1:] in ("llama.yaml", "gpt2.yaml")
         hp = load_hparams(method, f)
         assert hp.layers

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN); FFN key-value memories."),
     "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
+    "edit": ("edit", "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."),
 }
 
 

@@ -83,25 +83,27 @@ def token_windows(tok: Any, files: list[Path], samples: int, seq_len: int):
 
 
 @torch.no_grad()
-def compute(struct: ModelStructure, tok: Any, layer: int, files: list[Path], samples: int, seq_len: int = 128,
-            progress: bool = True) -> tuple[Tensor, int]:
-    """(C = mean of k k^T over the tokens (I, I) float64, number of tokens)."""
+def compute_many(struct: ModelStructure, tok: Any, layers: list[int], files: list[Path], samples: int,
+                 seq_len: int = 128, progress: bool = True) -> tuple[dict[int, Tensor], int]:
+    """({layer: C = mean of k k^T over the tokens (I, I) float64}, number of tokens), in one pass."""
     from tqdm import tqdm
 
-    acc = torch.zeros(struct.intermediate_size, struct.intermediate_size, dtype=torch.float64)
+    layers = sorted(set(layers))
+    acc = {x: torch.zeros(struct.intermediate_size, struct.intermediate_size, dtype=torch.float64) for x in layers}
     count = 0
-    got: list[Tensor] = []
+    got: dict[int, Tensor] = {}
 
     class Stop(Exception):
         pass
 
     def grab(i: int, a: Tensor) -> None:
-        got.append(a[0])
-        raise Stop
+        got[i] = a[0]
+        if i == layers[-1]:
+            raise Stop
 
-    bar = tqdm(total=samples, desc=f"key covariance layer {layer}", unit="tok", disable=not progress,
+    bar = tqdm(total=samples, desc=f"key covariance layers {layers}", unit="tok", disable=not progress,
                mininterval=2.0)
-    with intervene(struct, "neurons", grab, layers=[layer]):
+    with intervene(struct, "neurons", grab, layers=layers):
         for ids, n_front in token_windows(tok, files, samples, seq_len):
             got.clear()
             x = torch.tensor([ids])
@@ -109,38 +111,68 @@ def compute(struct: ModelStructure, tok: Any, layer: int, files: list[Path], sam
                 struct.model(x, labels_mask=torch.zeros_like(x, dtype=torch.bool))
             except Stop:
                 pass
-            k = got[0][n_front:].double()  # (T, I)
-            acc += k.T @ k
-            count += k.shape[0]
-            bar.update(k.shape[0])
+            for layer in layers:
+                k = got[layer][n_front:].double()  # (T, I)
+                acc[layer] += k.T @ k
+            count += len(ids) - n_front
+            bar.update(len(ids) - n_front)
     bar.close()
     if count == 0:
         raise UserError("the statistics corpus gave no tokens")
-    return acc / count, count
+    return {x: a / count for x, a in acc.items()}, count
+
+
+def compute(struct: ModelStructure, tok: Any, layer: int, files: list[Path], samples: int, seq_len: int = 128,
+            progress: bool = True) -> tuple[Tensor, int]:
+    """(C = mean of k k^T over the tokens (I, I) float64, number of tokens) for one layer."""
+    cs, n = compute_many(struct, tok, [layer], files, samples, seq_len, progress)
+    return cs[layer], n
+
+
+def _path(struct: ModelStructure, layer: int, corpus: str | os.PathLike, files: list[Path], samples: int,
+          seq_len: int, stats_dir: str | os.PathLike | None) -> Path | None:
+    name = Path(corpus).name or "corpus"
+    key = f"L{layer}-{name}-n{samples}-s{seq_len}-{_fingerprint(struct, layer, files)}"
+    return Path(stats_dir) / f"{key}.safetensors" if stats_dir is not None else None
+
+
+def layer_stats_many(struct: ModelStructure, tok: Any, layers: list[int], corpus: str | os.PathLike, samples: int,
+                     stats_dir: str | os.PathLike | None, seq_len: int = 128, progress: bool = True,
+                     log: Callable[[str], None] = print) -> dict[int, Tensor]:
+    """{layer: C} (float64, (I, I)), each from the cache when there; the missing ones computed in one
+    pass over the corpus and cached."""
+    from safetensors.torch import load_file, save_file
+
+    files = corpus_files(corpus)
+    out: dict[int, Tensor] = {}
+    paths = {x: _path(struct, x, corpus, files, samples, seq_len, stats_dir) for x in layers}
+    for x, path in paths.items():
+        if path is not None and path.is_file():
+            try:
+                out[x] = load_file(str(path))["mom2"].double()
+            except Exception:
+                log(f"{path}: unreadable statistics cache, recomputing")
+    missing = [x for x in layers if x not in out]
+    if missing:
+        cs, count = compute_many(struct, tok, missing, files, samples, seq_len, progress)
+        for x in missing:
+            C = cs[x]
+            path = paths[x]
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                save_file({"mom2": C.float().contiguous()}, str(tmp), metadata={"tokens": str(count), "layer": str(x)})
+                os.replace(tmp, path)
+            # the cache holds float32: round the same way so a cached run equals the first one
+            out[x] = C.float().double()
+    return out
 
 
 def layer_stats(struct: ModelStructure, tok: Any, layer: int, corpus: str | os.PathLike, samples: int,
                 stats_dir: str | os.PathLike | None, seq_len: int = 128, progress: bool = True,
                 log: Callable[[str], None] = print) -> Tensor:
     """C for ``layer`` (float64, (I, I)), from the cache when there, else computed and cached."""
-    from safetensors.torch import load_file, save_file
-
-    files = corpus_files(corpus)
-    name = Path(corpus).name or "corpus"
-    key = f"L{layer}-{name}-n{samples}-s{seq_len}-{_fingerprint(struct, layer, files)}"
-    path = Path(stats_dir) / f"{key}.safetensors" if stats_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            return load_file(str(path))["mom2"].double()
-        except Exception:
-            log(f"{path}: unreadable statistics cache, recomputing")
-    C, count = compute(struct, tok, layer, files, samples, seq_len, progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"mom2": C.float().contiguous()}, str(tmp), metadata={"tokens": str(count), "layer": str(layer)})
-        os.replace(tmp, path)
-    return C.float().double() if path is not None else C
+    return layer_stats_many(struct, tok, [layer], corpus, samples, stats_dir, seq_len, progress, log)[layer]
 
 
 def solve(C: Tensor | None, k: Tensor) -> Tensor:
