@@ -51,7 +51,7 @@ Repeated B4 runs spread by about +-0.03 (the previous revision's two-thread run,
 0.81 / 0.96 / 1.24: contention, not the code). What the ratios are made of:
 - generation: each decoding step multiplies a few rows by every decoder weight and the (V, H) table, so it is
   the time to read the weights. plmkit decodes with cached contiguous (in, out) copies of them
-  (``plmkit.models.layers.decoding_weights``; BLAS reads them 1.3-1.7x faster than a transposed (out, in) operand
+  (``plmkit.models.kernels.decoding_weights``; BLAS reads them 1.3-1.7x faster than a transposed (out, in) operand
   at 4 rows; 2-7% faster generation even at batch 1-3), plus less per-step Python than HF's generate().
 - training: a B4 step is ~0.20 s forward, ~0.30 s backward and ~0.25 s optimizer (plmkit; HF ~0.20 / 0.40 / 0.25,
   measured by phase). The per-tensor AdamW of hf_baseline is the same code on both sides (a third of the step,

@@ -123,7 +123,7 @@ def ngram_rows(train, test) -> list[dict]:
 # embeddings; the char-level Tiny Shakespeare models keep light dropout.
 def neural_models(dataset: str, V: int, T: int) -> dict:
     from plmkit.models import load as load_model
-    from plmkit.models.recurrent import build
+    from plmkit.classic.recurrent import build
 
     if dataset == "wikitext2":
         return {
@@ -279,7 +279,8 @@ def train_neural(make, hp: dict, obj, train_ids, held_ids, test_ids, T, B, budge
 
 def train_elmo(vocab: WordVocab, train_ids, held_ids, test_ids, T, B, budget, lr, seed=0,
                save: str | None = None, extra_words: list[str] | None = None) -> dict:
-    from plmkit.models.recurrent import bilm_loss, build
+    from plmkit.classic.recurrent import build
+    from plmkit.objectives.bilm import bilm_loss
 
     torch.manual_seed(seed)
     model = build("elmo-small", vocab_size=len(vocab), hidden_size=384, lstm_size=192, dropout=0.3)

@@ -75,7 +75,7 @@ def test_bilm_objective_trains_elmo(tmp_path):
     import plmkit
     from plmkit.objectives.bilm import BiLM
     from plmkit.errors import UserError
-    from plmkit.models.recurrent import build
+    from plmkit.classic.recurrent import build
 
     (tmp_path / "t.txt").write_text(TRAIN * 20)
     tok = plmkit.train_tokenizer([str(tmp_path / "t.txt")], kind="char", vocab_size=0)

@@ -8,7 +8,7 @@ import torch
 import plmkit
 from plmkit.classic.elmo import save_elmo
 from plmkit.errors import UserError
-from plmkit.models.recurrent import ELMo, build
+from plmkit.classic.recurrent import ELMo, build
 
 VOCAB = ["<eos>", "<pad>", "<unk>", "the", "movie", "was"]
 

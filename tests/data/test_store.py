@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -221,7 +222,6 @@ def test_cli(tmp_path, shakespeare, capsys):
 
 MEMORY_SCRIPT = """
 import resource, sys
-sys.path.insert(0, {src!r})
 from plmkit.data import prepare
 from plmkit.tokenization import load_tokenizer
 tok = load_tokenizer(sys.argv[1])
@@ -236,13 +236,14 @@ def test_peak_memory_does_not_grow_with_corpus_size(tmp_path, bpe, shakespeare):
     text = shakespeare.read_text(encoding="utf-8")[:100_000]
     text = text[: text.rindex("\n") + 1]  # whole lines, so 20 copies hold exactly 20x the documents
     script = tmp_path / "mem.py"
-    script.write_text(MEMORY_SCRIPT.format(src=str(REPO / "src")))
+    script.write_text(MEMORY_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     rss = []
     for copies in (1, 20):
         f = tmp_path / f"c{copies}.txt"
         f.write_text(text * copies, encoding="utf-8")
         out = subprocess.run([sys.executable, str(script), str(tmp_path / "tok"), str(f), str(tmp_path / f"s{copies}")],
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True, env=env).stdout
         rss.append(int(out.split()[-1]) / 1024)  # MiB
     assert TokenStore(tmp_path / "s20").num_tokens == 20 * TokenStore(tmp_path / "s1").num_tokens
     assert rss[1] - rss[0] < 25, rss

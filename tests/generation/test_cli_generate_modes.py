@@ -36,11 +36,11 @@ def model_dir(request, tmp_path_factory):
         tok = train_tokenizer_from_iterator(TEXT, kind="bpe", style="gpt2", vocab_size=300, min_frequency=1)
         model = load("gpt2-tiny", vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     else:
-        from plmkit.models import presets_ext
+        from plmkit.models import presets
 
         tok = train_tokenizer_from_iterator(TEXT, kind="unigram", vocab_size=60, sentinels=0)
         assert (tok.pad_token_id, tok.eos_token_id) == (0, 1)  # T5's pad = decoder start, </s>
-        model = presets_ext.build("t5-tiny", vocab_size=len(tok))
+        model = presets.build("t5-tiny", vocab_size=len(tok))
         with torch.no_grad():  # large random weights: an untrained T5 would emit <pad> forever
             for n, p in model.named_parameters():
                 if "norm" not in n:

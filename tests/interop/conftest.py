@@ -1,4 +1,5 @@
-"""Interop tests: make the shared ``interop_cases`` helper importable from this folder.
+"""Interop tests. The shared ``interop_cases`` helper sits next to the tests: pytest's default
+(prepend) import mode puts this folder on ``sys.path``, so they import it by name.
 
 Every test module here starts with ``pytest.importorskip("transformers")`` so that, without the
 optional ``interop`` extra, the folder is skipped with that reason instead of failing.
@@ -6,7 +7,3 @@ optional ``interop`` extra, the folder is skipped with that reason instead of fa
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))

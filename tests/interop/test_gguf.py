@@ -150,6 +150,12 @@ def test_convert_gguf_to_hf_dir_with_tokenizer(tiny_gguf, tmp_path, capsys):
     ptok = gguf_tokenizer(path)
     assert ptok.encode(text, add_special_tokens=False) == ref_tok(text).input_ids
     assert ptok.decode(ptok.encode(text, add_special_tokens=False)) == text
+    # plmkit.load_tokenizer dispatches a .gguf file to interop (tokenization reads tokenizer files only)
+    assert plmkit.load_tokenizer(path).encode(text, add_special_tokens=False) == ref_tok(text).input_ids
+    from plmkit.tokenization import load_tokenizer as files_only
+
+    with pytest.raises(plmkit.UserError, match="GGUF file; load its tokenizer with plmkit.load_tokenizer"):
+        files_only(path)
 
     # a non-empty OUT_DIR is refused (exit 2, one line) unless --overwrite
     capsys.readouterr()

@@ -94,10 +94,10 @@ def test_unsupported_steps_name_the_fields(tmp_path):
 
 def test_plmkit_save_is_read_by_transformers_with_the_same_sparse_layers(tmp_path):
     """moe_every=2 with 3 layers had no num_sparse_* equivalent; the written step fields make it exact."""
-    from plmkit.models import presets_ext
+    from plmkit.models import presets
 
     torch.manual_seed(0)
-    ours = presets_ext.build("switch-tiny", vocab_size=V, hidden_dropout=0.0, attention_dropout=0.0,
+    ours = presets.build("switch-tiny", vocab_size=V, hidden_dropout=0.0, attention_dropout=0.0,
                              router_jitter_noise=0.0, expert_capacity=64, num_layers=3, num_decoder_layers=3,
                              moe_every=2).eval()
     ours.save_pretrained(tmp_path)

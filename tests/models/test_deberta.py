@@ -1,5 +1,5 @@
 """DeBERTa (plmkit.models.deberta): disentangled attention pieces, log buckets, the enhanced mask
-decoder, bad input. Parity with transformers: tests/interop/test_part2_deberta.py."""
+decoder, bad input. Parity with transformers: tests/interop/test_hf_deberta.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plmkit.errors import UserError
-from plmkit.models import presets_ext
+from plmkit.models import presets
 from plmkit.models.deberta import DebertaConfig, log_bucket_position, relative_positions
 
 
@@ -15,7 +15,7 @@ from plmkit.models.deberta import DebertaConfig, log_bucket_position, relative_p
 
 def _model(name="deberta-v3-tiny", **over):
     torch.manual_seed(0)
-    return presets_ext.build(name, hidden_dropout=0.0, attention_dropout=0.0, **over).eval()
+    return presets.build(name, hidden_dropout=0.0, attention_dropout=0.0, **over).eval()
 
 
 @pytest.mark.parametrize("name", ["deberta-tiny", "deberta-v3-tiny"])

@@ -1,4 +1,4 @@
-"""Decoding with cached transposed weights (``plmkit.models.layers.decoding_weights``): the same numbers
+"""Decoding with cached transposed weights (``plmkit.models.kernels.decoding_weights``): the same numbers
 as the plain path, the copy follows every change of the weight, nothing changes outside decoding."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.models import layers, load, presets_ext
-from plmkit.models.layers import decoding_weights, linear, release_decoding_weights, transposed_weight
+from plmkit.models import kernels, load, presets
+from plmkit.models.kernels import decoding_weights, linear, release_decoding_weights, transposed_weight
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_no_packing_outside_decoding_with_grad_or_many_rows():
     with decoding_weights(enabled=True):
         linear(torch.randn(2, 8), lin).sum().backward()  # grad enabled: autograd path
         with torch.no_grad():
-            linear(torch.randn(layers.PACK_MAX_ROWS + 1, 8), lin)  # too many rows
+            linear(torch.randn(kernels.PACK_MAX_ROWS + 1, 8), lin)  # too many rows
     assert release_decoding_weights() == 0
     assert lin.weight.grad is not None
 
@@ -52,7 +52,7 @@ def test_auto_mode_follows_the_size_limit(monkeypatch):
     m = nn.Linear(4, 4)
     with decoding_weights(m) as on:
         assert on
-    monkeypatch.setattr(layers, "PACK_AUTO_MAX_BYTES", 0)
+    monkeypatch.setattr(kernels, "PACK_AUTO_MAX_BYTES", 0)
     with decoding_weights(m) as on:
         assert not on
     with decoding_weights(m, enabled=True) as on:
@@ -73,7 +73,7 @@ def test_decoder_only_generate_same_tokens_with_and_without_packing(name):
 
 def test_seq2seq_generate_same_tokens_packed_after_training_steps():
     torch.manual_seed(0)
-    m = presets_ext.build("t5-tiny", hidden_dropout=0.0, attention_dropout=0.0)
+    m = presets.build("t5-tiny", hidden_dropout=0.0, attention_dropout=0.0)
     src = torch.randint(5, 1000, (3, 7))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     for _ in range(2):  # the cached copies must follow the optimizer's in-place updates

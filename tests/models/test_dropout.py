@@ -1,4 +1,4 @@
-"""plmkit.models.dropout: the cheaper CPU dropout mask keeps the statistics of F.dropout."""
+"""plmkit.models.kernels (dropout): the cheaper CPU dropout mask keeps the statistics of F.dropout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import plmkit
-from plmkit.models.dropout import MIN_NUMEL, Dropout, dropout, keep_mask
+from plmkit.models.kernels import MIN_NUMEL, Dropout, dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

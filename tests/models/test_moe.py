@@ -117,10 +117,10 @@ def test_moe_in_encoder_and_decoder_stacks(causal):
 
 
 def test_moe_in_encoder_decoder():
-    from plmkit.models import presets_ext
+    from plmkit.models import presets
 
     torch.manual_seed(0)
-    m = presets_ext.build("switch-tiny")
+    m = presets.build("switch-tiny")
     out = m(torch.randint(5, 1000, (2, 10)), decoder_input_ids=torch.randint(5, 1000, (2, 6)))
     # switch-tiny: 2 + 2 layers, layer 1 of each stack sparse
     assert out.expert_counts.shape == (2, 4)

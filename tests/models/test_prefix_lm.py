@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plmkit.errors import UserError
-from plmkit.models import presets_ext
+from plmkit.models import presets
 from plmkit.models.prefix_lm import glm_mask, unilm_mask
 
 
@@ -15,7 +15,7 @@ from plmkit.models.prefix_lm import glm_mask, unilm_mask
 
 def _unilm():
     torch.manual_seed(0)
-    return presets_ext.build("unilm-tiny", hidden_dropout=0.0, attention_dropout=0.0).eval()
+    return presets.build("unilm-tiny", hidden_dropout=0.0, attention_dropout=0.0).eval()
 
 
 def _run(m, ids, mask, **kw):
@@ -82,7 +82,7 @@ def test_unilm_modes_mix_per_example_and_padding_is_invisible():
 
 def test_glm_part_a_never_sees_part_b_and_part_b_is_causal():
     torch.manual_seed(0)
-    m = presets_ext.build("glm-tiny", hidden_dropout=0.0, attention_dropout=0.0).eval()
+    m = presets.build("glm-tiny", hidden_dropout=0.0, attention_dropout=0.0).eval()
     T, A = 10, 6
     ids = torch.randint(5, 1000, (1, T))
     pos = torch.zeros(1, 2, T, dtype=torch.long)
@@ -114,14 +114,9 @@ def test_glm_part_a_never_sees_part_b_and_part_b_is_causal():
     assert not torch.allclose(h[0, A:], h4[0, A:])
 
 
-def test_glm_and_unilm_objectives_train_their_backbones():
+def test_glm_and_unilm_objectives_train_their_backbones(objective_data):
     """The glm / unilm objectives (plmkit.objectives) accept these backbones and their loss falls."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "objectives"))
-    from objective_fixtures import trained_tokenizer, wikitext_lines
-
+    trained_tokenizer, wikitext_lines = objective_data.trained_tokenizer, objective_data.wikitext_lines
     from plmkit.objectives import build
 
     tok = trained_tokenizer("wordpiece", 2000)
@@ -138,7 +133,7 @@ def test_glm_and_unilm_objectives_train_their_backbones():
 def _train_objectives(tok, examples, build) -> None:
     for name, preset in (("glm", "glm-tiny"), ("unilm", "unilm-tiny")):
         torch.manual_seed(0)
-        m = presets_ext.build(preset, vocab_size=len(tok), mask_token_id=tok.mask_token_id,
+        m = presets.build(preset, vocab_size=len(tok), mask_token_id=tok.mask_token_id,
                               pad_token_id=tok.pad_token_id)
         obj = build(name, tokenizer=tok)
         obj.prepare(m)
@@ -159,6 +154,6 @@ def test_bad_masks_raise():
         unilm_mask(torch.tensor([5]), None, torch.ones(1, 4))
     with pytest.raises(UserError, match="source_len"):
         unilm_mask(torch.tensor([3]), None, torch.ones(1, 4))
-    m = presets_ext.build("glm-tiny")
+    m = presets.build("glm-tiny")
     with pytest.raises(UserError, match="position_ids"):
         m(torch.randint(5, 1000, (1, 4)), position_ids=torch.zeros(1, 3, 4, dtype=torch.long))

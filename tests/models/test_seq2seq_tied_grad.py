@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plmkit.models import presets_ext
-from plmkit.models.seq2seq import Seq2SeqCache
+from plmkit.models import presets
+from plmkit.models.cache import Seq2SeqCache
 
 
 
 def _pair(name: str):
     """(model on the tied path, identical copy forced onto the plain module path)."""
     torch.manual_seed(0)
-    m = presets_ext.build(name, hidden_dropout=0.0, attention_dropout=0.0).train()
+    m = presets.build(name, hidden_dropout=0.0, attention_dropout=0.0).train()
     ref = copy.deepcopy(m)
     ref._tied_state = lambda: None  # the nn.Embedding / LMHead modules, as before the fast path
     return m, ref
@@ -129,7 +129,7 @@ def test_no_tied_path_without_grad_or_under_autocast():
 
 def test_cached_position_bias_equals_per_step_bias():
     torch.manual_seed(0)
-    m = presets_ext.build("t5-tiny").eval()
+    m = presets.build("t5-tiny").eval()
     dec = m.decoder
     cache = Seq2SeqCache(m.config, batch_size=2, max_length=6)
     with torch.no_grad():

@@ -68,7 +68,8 @@ def test_forward_backward(flags):
             assert p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("name", sorted(k for k in PRESETS if k.endswith("-tiny") or "tiny-" in k))
+@pytest.mark.parametrize("name", sorted(k for k, p in PRESETS.items()
+                                         if p.kind == "transformer" and (k.endswith("-tiny") or "tiny-" in k)))
 def test_tiny_presets_run(name):
     torch.manual_seed(0)
     model = load(name).eval()
@@ -83,7 +84,7 @@ def test_real_size_presets_configs():
     # building the real sizes would be slow; check the configs and one real parameter count instead
     for name in ("bert-base", "bert-large", "roberta-base", "albert-base-v2", "electra-small",
                  "electra-small-generator", "electra-base", "gpt", "gpt2", "gpt2-medium", "smollm2-135m"):
-        assert ModelConfig.from_dict(PRESETS[name]).vocab_size > 1000
+        assert ModelConfig.from_dict(PRESETS[name].fields).vocab_size > 1000
     with torch.device("meta"):
         m = load("bert-base")
     # BertForPreTraining-style: 110M in the encoder + pooler (the tied decoder adds only its bias)

@@ -1,5 +1,5 @@
 """XLNet (plmkit.models.xlnet): two-stream attention over a permutation mask, target_mapping,
-segment recurrence memory, and the plm objective on top. Parity: tests/interop/test_part2_xlnet.py."""
+segment recurrence memory, and the plm objective on top. Parity: tests/interop/test_hf_xlnet.py."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from plmkit.errors import UserError
-from plmkit.models import presets_ext
+from plmkit.models import presets
 
 
 
 
 def _model(**over):
     torch.manual_seed(0)
-    return presets_ext.build("xlnet-tiny", hidden_dropout=0.0, attention_dropout=0.0, **over).eval()
+    return presets.build("xlnet-tiny", hidden_dropout=0.0, attention_dropout=0.0, **over).eval()
 
 
 def _order_masks(order: list[int], T: int) -> torch.Tensor:
@@ -88,20 +88,15 @@ def test_memory_extends_the_context():
     assert not torch.allclose(with_mem, with_other)
 
 
-def test_plm_objective_trains_xlnet():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "objectives"))
-    from objective_fixtures import trained_tokenizer, wikitext_lines
-
+def test_plm_objective_trains_xlnet(objective_data):
+    trained_tokenizer, wikitext_lines = objective_data.trained_tokenizer, objective_data.wikitext_lines
     from plmkit.objectives import build
 
     tok = trained_tokenizer("wordpiece", 2000)
     lines = [ln for ln in wikitext_lines() if len(ln) > 200][:48]
     examples = [tok.encode(ln)[:32] for ln in lines]
     torch.manual_seed(0)
-    m = presets_ext.build("xlnet-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    m = presets.build("xlnet-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
     obj = build("plm", tokenizer=tok)
     obj.prepare(m)
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
@@ -129,4 +124,4 @@ def test_bad_input():
     with pytest.raises(UserError, match="does not take"):
         m(torch.randint(10, 1000, (1, 4)), position_ids=torch.zeros(1, 4))
     with pytest.raises(ValueError, match="attn_type"):
-        presets_ext.build("xlnet-tiny", attn_type="both")
+        presets.build("xlnet-tiny", attn_type="both")

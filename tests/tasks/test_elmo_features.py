@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import plmkit
 from plmkit.classic.elmo import save_elmo
 from plmkit.cli.main import main
-from plmkit.models.recurrent import build
+from plmkit.classic.recurrent import build
 from plmkit.tasks.modes import ModeConfig, apply_mode
 from plmkit.tasks.objective import HEAD_NAME, TaskObjective
 from plmkit.tasks.checkpoint import recurrent_features

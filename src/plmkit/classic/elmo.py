@@ -30,7 +30,7 @@ def save_elmo(model: Any, tokens: Sequence[str], out_dir: str | Path, extra_word
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-    from plmkit.models.recurrent import ELMo
+    from plmkit.classic.recurrent import ELMo
 
     if not isinstance(model, ELMo):
         raise UserError(f"save_elmo needs an elmo-* model, got {type(model).__name__}")

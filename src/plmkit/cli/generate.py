@@ -94,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model).eval()  # first: a missing path or unknown preset gets load's precise message
     extra: dict[str, Any] = {}
     if args.pack_weights != "auto":
-        from plmkit.models.recurrent import _LMBase
+        from plmkit.classic.recurrent import RecurrentLM
 
-        if isinstance(model, _LMBase):
+        if isinstance(model, RecurrentLM):
             raise UserError(f"--pack-weights {args.pack_weights}: applies to Transformer models, "
                             f"not to the recurrent {model.config.family} LM")
         extra["pack_weights"] = args.pack_weights == "on"

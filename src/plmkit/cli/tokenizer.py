@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.errors import UserError
 
     if args.action == "encode":
-        from plmkit.tokenization import load_tokenizer
+        from plmkit import load_tokenizer  # also a .gguf file (plmkit.interop.gguf)
 
         tok = load_tokenizer(args.tokenizer)
         from plmkit.textio import read_stdin

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
 
-from plmkit import textio
+import plmkit.textio as textio
 from plmkit.errors import UserError, suggest
 
 _REPLACED = textio._REPLACED  # counter of replaced byte sequences (plmkit.textio)

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
-from plmkit.generation.cache import KVCache
 from plmkit.generation.search import beam_loop, sample_loop
-from plmkit.models.layers import decoding_weights
+from plmkit.models.cache import KVCache
+from plmkit.models.kernels import decoding_weights
 
 
 def _validate(model, input_ids: Tensor, attention_mask: Tensor | None, max_new_tokens: int,
@@ -146,7 +146,7 @@ def generate(
         use_cache: decode with the static KV cache (False recomputes the prefix: slow, for testing).
         generator: torch RNG for sampling (default: the global RNG).
         pack_weights: decode steps of <= 64 rows with cached transposed weight copies (faster on CPU, one
-            extra copy of the decoder's weights kept for later calls; ``plmkit.models.layers.decoding_weights``).
+            extra copy of the decoder's weights kept for later calls; ``plmkit.models.kernels.decoding_weights``).
             None: on when the parameters take <= 2 GiB. ``release_decoding_weights(model)`` frees the copy.
     Returns:
         (B, T + n) long tensor: prompt followed by the generated tokens (n <= max_new_tokens).

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.generation.search import beam_loop, sample_loop
-from plmkit.models.layers import decoding_weights
+from plmkit.models.cache import Seq2SeqCache
+from plmkit.models.kernels import decoding_weights
 
 
 class _DecoderStepper:
@@ -31,8 +32,6 @@ class _DecoderStepper:
 
     def __init__(self, model, enc: Tensor, enc_mask: Tensor | None, start: Tensor, capacity: int,
                  use_cache: bool) -> None:
-        from plmkit.models.seq2seq import Seq2SeqCache
-
         self.model, self.enc, self.enc_mask, self.use_cache = model, enc, enc_mask, use_cache
         self.ids = start  # (B, 1)
         self.cache = Seq2SeqCache(model.config, start.shape[0], capacity, start.device) if use_cache else None
@@ -93,7 +92,7 @@ def generate(
         decoder_start_token_id: default ``config.decoder_start_token_id``.
         forced_bos_token_id / forced_eos_token_id: default ``config.extra`` (BART checkpoints).
         pack_weights: decode steps of <= 64 rows with cached transposed weight copies (faster on CPU, one
-            extra copy of the decoder's weights kept for later calls; ``plmkit.models.layers.decoding_weights``).
+            extra copy of the decoder's weights kept for later calls; ``plmkit.models.kernels.decoding_weights``).
             None: on when the parameters take <= 2 GiB. ``release_decoding_weights(model)`` frees the copy.
         Other arguments as ``plmkit.generation.generate``.
     Returns:

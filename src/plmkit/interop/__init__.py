@@ -6,8 +6,11 @@
     convert("x.gguf", "out_dir")                    # ``plm convert``: HF-format dir, with the tokenizer
 
 Supported ``model_type``: bert, roberta, albert, electra (generator and discriminator), openai-gpt,
-gpt2, llama (this file and ``hf.py``); t5, bart, switch_transformers and deberta, deberta-v2 are
-dispatched to ``plmkit.interop.seq2seq`` and ``plmkit.interop.deberta``. Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
+gpt2, llama (this file and ``hf.py``); t5, bart, switch_transformers, deberta, deberta-v2 and xlnet
+are dispatched through ``LOADERS`` to ``seq2seq.py``, ``deberta.py`` and ``xlnet.py``; plmkit's own
+format (``native.py``: MASS, GLM, MoE, the classical LMs) likewise. ``FORMATS`` maps every model
+class to its (save, load) pair; ``model.save_pretrained`` reaches ``save_pretrained`` here through
+the hook that ``plmkit/__init__.py`` registers (``plmkit.models.hooks``). Heads found in a checkpoint (MLM, LM, pooler, NSP, SOP, ELECTRA discriminator) are
 loaded; heads the checkpoint's ``architectures`` promises but lacks, or that ``**overrides`` ask for
 (``head="mlm"``), keep their random initialisation and are named in one warning line. Missing or
 mis-shaped backbone tensors raise ``UserError`` naming the key and the shapes.
@@ -18,18 +21,22 @@ Name maps live in ``plmkit.interop.hf``; GGUF reading in ``plmkit.interop.gguf``
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from plmkit.errors import UserError, suggest
-from plmkit.interop import files as _files
-from plmkit.interop import hf as _hf
+import plmkit.interop.deberta as _deberta
+import plmkit.interop.files as _files
+import plmkit.interop.hf as _hf
+import plmkit.interop.native as _native
+import plmkit.interop.seq2seq as _seq2seq
+import plmkit.interop.xlnet as _xlnet
 
-__all__ = ["load_pretrained", "save_pretrained", "from_hf", "convert", "hf_config_of"]
+__all__ = ["load_pretrained", "save_pretrained", "save_hf", "from_hf", "convert", "hf_config_of", "FORMATS",
+           "LOADERS"]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -145,15 +152,6 @@ def from_hf(
     return model
 
 
-# (module, loader function) for model types outside ``hf.FAMILIES``; each module has MODEL_TYPES
-_OTHER_LOADERS = (
-    ("plmkit.interop.seq2seq", "load_seq2seq"),  # t5, bart, switch_transformers
-    ("plmkit.interop.deberta", "load_deberta"),  # deberta, deberta-v2
-    ("plmkit.interop.xlnet", "load_xlnet"),  # xlnet
-    ("plmkit.interop.native", "load_native"),  # plmkit's own format (MASS, GLM: no HF class)
-)
-
-
 def load_pretrained(path: str | Path, dtype: Any = None, **overrides: Any):
     """Load an HF-format directory or a llama ``.gguf`` file into a plmkit ``Transformer``.
 
@@ -172,14 +170,14 @@ def load_pretrained(path: str | Path, dtype: Any = None, **overrides: Any):
         p = p.parent
     if not p.is_dir():
         raise UserError(f"{path}: not a directory or .gguf file (expected an HF-format model directory)")
+    if _native.is_recurrent_dir(p):  # a classical LM (plmkit_family in config.json)
+        return _native.load_recurrent(p, **overrides)
     hf_cfg = _files.read_hf_config(p)
     model_type = hf_cfg.get("model_type")
-    known = list(_hf.FAMILIES)
-    for module_name, loader in _OTHER_LOADERS:  # families with their own model class and name map
-        module = importlib.import_module(module_name)
-        if model_type in module.MODEL_TYPES:
-            return getattr(module, loader)(p, dtype=dtype, **overrides)
-        known += list(module.MODEL_TYPES)
+    loader = LOADERS.get(model_type)
+    if loader is not None:  # families with their own model class and name map
+        return loader(p, dtype=dtype, **overrides)
+    known = list(_hf.FAMILIES) + list(LOADERS)
     if model_type not in _hf.FAMILIES:  # fail before reading weights
         raise UserError(f"{p / 'config.json'}: unknown model_type {model_type!r}{suggest(str(model_type), known)}; "
                         f"supported: {', '.join(known)}")
@@ -218,8 +216,8 @@ def hf_config_of(model) -> tuple[dict, str, frozenset[str]]:
     return hf_cfg, arch, parts
 
 
-def save_pretrained(model, out_dir: str | Path, dtype: Any = None) -> Path:
-    """Write ``model`` as an HF-format directory that ``transformers.AutoModel*`` loads back.
+def save_hf(model, out_dir: str | Path, dtype: Any = None) -> Path:
+    """Write a ``Transformer`` as an HF-format directory that ``transformers.AutoModel*`` loads back.
 
     Writes ``config.json`` + ``model.safetensors`` (+ ``generation_config.json`` for causal LMs),
     each atomically; other files in ``out_dir`` (a tokenizer) are kept, stale weight files of an
@@ -265,6 +263,63 @@ def save_pretrained(model, out_dir: str | Path, dtype: Any = None) -> Path:
                if getattr(cfg, k) is not None}
         _files.write_json(out / "generation_config.json", gen)
     return out
+
+
+def _save_seq2seq(model, out_dir: str | Path, **kwargs: Any) -> Path:
+    """T5 / BART / Switch in HF format; families without an HF class (MASS) and configs HF cannot
+    express (Switch with a capacity factor) in plmkit's own format, which ``load_pretrained`` reads back."""
+    if model.config.family not in _seq2seq.MODEL_TYPE_OF:
+        return _native.save_native(model, out_dir)
+    try:
+        _seq2seq.config_to_hf(model.config)
+    except UserError as e:  # e.g. Switch with a capacity factor instead of a fixed capacity
+        warnings.warn(f"{e}; writing plmkit's own format instead", stacklevel=3)
+        return _native.save_native(model, out_dir)
+    return _seq2seq.save_pretrained(model, out_dir, **kwargs)
+
+
+def _save_native(model, out_dir: str | Path, **_: Any) -> Path:
+    return _native.save_native(model, out_dir)
+
+
+def _save_recurrent(model, out_dir: str | Path, **_: Any) -> Path:
+    return _native.save_recurrent(model, out_dir)
+
+
+FORMATS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    # model class -> (save(model, out_dir, **kw), load(dir, dtype=None, **overrides))
+    "Transformer": (save_hf, load_pretrained),  # bert, roberta, albert, electra, gpt, gpt2, llama, unilm
+    "EncoderDecoder": (_save_seq2seq, load_pretrained),  # t5, bart, switch (HF); mass (native)
+    "DeBERTa": (_deberta.save_pretrained, _deberta.load_deberta),
+    "XLNet": (_xlnet.save_pretrained, _xlnet.load_xlnet),
+    "GLM": (_save_native, _native.load_native),  # no HF class
+    "MoETransformer": (_save_native, _native.load_native),  # HF has no decoder-/encoder-only Switch
+    "FFNNLM": (_save_recurrent, _native.load_recurrent),
+    "RNNLM": (_save_recurrent, _native.load_recurrent),
+    "ELMo": (_save_recurrent, _native.load_recurrent),
+}
+"""How each model class is written and read. ``save_pretrained`` looks the model's class up (its
+own, then its bases), ``load_pretrained`` reads ``config.json`` and picks the loader from ``LOADERS``."""
+
+LOADERS: dict[str, Callable[..., Any]] = {
+    **{t: _seq2seq.load_seq2seq for t in _seq2seq.MODEL_TYPES},  # t5, bart, switch_transformers
+    **{t: _deberta.load_deberta for t in _deberta.MODEL_TYPES},  # deberta, deberta-v2
+    **{t: _xlnet.load_xlnet for t in _xlnet.MODEL_TYPES},  # xlnet
+    **{t: _native.load_native for t in _native.MODEL_TYPES},  # plmkit's own format (MASS, GLM, ...)
+}
+"""``config.json`` ``model_type`` -> loader, for the types outside ``hf.FAMILIES`` (those go through
+``from_hf``). Classical LMs are recognised by ``"plmkit_family"`` instead (``native.is_recurrent_dir``)."""
+
+
+def save_pretrained(model, out_dir: str | Path, **kwargs: Any) -> Path:
+    """Write ``model`` in the format ``FORMATS`` gives its class (HF format where transformers has
+    the family, plmkit's own otherwise). ``kwargs`` (e.g. ``dtype``) go to the HF writers."""
+    for cls in type(model).__mro__:
+        entry = FORMATS.get(cls.__name__)
+        if entry is not None:
+            return entry[0](model, out_dir, **kwargs)
+    raise UserError(f"save_pretrained: no format for model class {type(model).__name__} "
+                    f"(known: {', '.join(FORMATS)})")
 
 
 def convert(src: str | Path, out_dir: str | Path, overwrite: bool = False, dtype: Any = "auto",

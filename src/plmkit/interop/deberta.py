@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from plmkit.errors import UserError
-from plmkit.interop import files as _files
+import plmkit.interop.files as _files
 from plmkit.interop.seq2seq import _expand
 
 MODEL_TYPES = ("deberta", "deberta-v2")

@@ -199,7 +199,7 @@ def gguf_tokenizer(path: str | Path):
     back with ``plmkit.load_tokenizer`` (so special tokens and the chat template come along)."""
     import tempfile
 
-    from plmkit.tokenization import load_tokenizer
+    from plmkit.tokenization.tokenizer import load_tokenizer
 
     hf_tok = load_gguf_tokenizer(path)
     with tempfile.TemporaryDirectory(prefix="plmkit-gguf-tok-") as d:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from plmkit.errors import UserError
-from plmkit.interop import files as _files
+import plmkit.interop.files as _files
 
 MODEL_TYPES = ("t5", "bart", "switch_transformers")
 FAMILY_OF = {"t5": "t5", "bart": "bart", "switch_transformers": "switch"}

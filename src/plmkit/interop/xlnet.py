@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from plmkit.errors import UserError
-from plmkit.interop import files as _files
+import plmkit.interop.files as _files
 
 MODEL_TYPES = ("xlnet",)
 _ACT = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_new", "silu": "silu", "swish": "silu"}

@@ -88,7 +88,7 @@ class ModelStructure:
         mlp = self.mlp(i)
         if getattr(mlp, "gated", False):
             return torch.nn.functional.silu(mlp.gate(x)) * mlp.up(x)
-        from plmkit.models.layers import ACTIVATIONS
+        from plmkit.models.kernels import ACTIVATIONS
 
         return ACTIVATIONS[mlp.activation](mlp.up(x))
 

@@ -1,37 +1,51 @@
-"""plmkit models: ``ModelConfig``, ``PRESETS``, the ``Transformer`` backbone and ``load``.
+"""plmkit models: ``ModelConfig``, the preset table, the model classes and ``load``.
 
 ``load(name_or_path, **overrides)``:
-- a preset name (``PRESETS``, e.g. "bert-base", "gpt2-tiny") -> randomly initialised ``Transformer``;
-- an HF-format directory or a ``.gguf`` file -> ``plmkit.interop.load_pretrained`` (weights + config);
-- a preset of the part-2 families (``plmkit.models.presets_ext``: T5, BART, Switch, UniLM, GLM, ...);
-- a classical LM preset registered by ``plmkit.models.recurrent`` (e.g. "lstm-small") or a directory
-  saved by it. Both modules are optional and imported lazily.
+- a preset name (``plmkit.models.presets.PRESETS``: "bert-base", "gpt2-tiny", "t5-small",
+  "lstm-small", ...) -> a randomly initialised model (``presets.build``);
+- an HF-format directory, a plmkit checkpoint directory or a ``.gguf`` file -> the ``load_path``
+  hook (``plmkit.interop.load_pretrained``, registered by ``plmkit/__init__.py``; see
+  ``plmkit.models.hooks``).
+
+This package is the leaf of plmkit: it imports only ``plmkit.models.*`` and ``plmkit.errors``.
+Its names are resolved on first use, so ``import plmkit`` (which registers the hooks in
+``plmkit.models.hooks``) imports neither torch nor the config and preset modules.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
-from plmkit.errors import UserError, suggest
-from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.presets import PRESETS, preset_config
+__all__ = ["ModelConfig", "ConfigError", "PRESETS", "Transformer", "TransformerOutput", "PretrainedModel",
+           "load", "from_config", "preset_config", "build_preset"]
 
-__all__ = ["ModelConfig", "ConfigError", "PRESETS", "Transformer", "TransformerOutput", "load",
-           "from_config", "preset_config"]
-
-
-def __getattr__(name: str):  # lazy: importing the config does not import the nn code
-    if name in ("Transformer", "TransformerOutput"):
-        from plmkit.models import transformer
-
-        return getattr(transformer, name)
-    raise AttributeError(name)
+_LAZY = {  # name -> (module, attribute)
+    "ModelConfig": ("config", "ModelConfig"), "ConfigError": ("config", "ConfigError"),
+    "PRESETS": ("presets", "PRESETS"), "preset_config": ("presets", "preset_config"),
+    "build_preset": ("presets", "build"), "Transformer": ("transformer", "Transformer"),
+    "TransformerOutput": ("transformer", "TransformerOutput"), "PretrainedModel": ("base", "PretrainedModel"),
+}
 
 
-def from_config(config: ModelConfig | dict) -> Any:
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(name)
+    module, attr = _LAZY[name]
+    if module == "config":
+        from plmkit.models import config as mod
+    elif module == "presets":
+        from plmkit.models import presets as mod
+    elif module == "transformer":
+        from plmkit.models import transformer as mod
+    else:
+        from plmkit.models import base as mod
+    return getattr(mod, attr)
+
+
+def from_config(config: Any) -> Any:
     """A randomly initialised ``Transformer`` for ``config`` (a ``ModelConfig`` or a dict of fields)."""
+    from plmkit.models.config import ModelConfig
     from plmkit.models.transformer import Transformer
 
     if isinstance(config, dict):
@@ -39,47 +53,29 @@ def from_config(config: ModelConfig | dict) -> Any:
     return Transformer(config)
 
 
-def _optional(module: str):
-    """Import ``module`` if it exists (other parts register models there), else None."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-
-
 def load(name_or_path: str | Path, **overrides: Any) -> Any:
     """Build a preset (random init) or load a checkpoint directory / GGUF file.
 
     Args:
-        name_or_path: preset name, HF-format directory, or ``.gguf`` file.
-        **overrides: ``ModelConfig`` fields to change, e.g. ``vocab_size=len(tok)``.
+        name_or_path: preset name, HF-format or plmkit checkpoint directory, or ``.gguf`` file.
+        **overrides: config fields to change, e.g. ``vocab_size=len(tok)``.
     Raises:
         UserError: unknown name (with a did-you-mean hint) or a path that is not a model.
     """
+    from plmkit.errors import UserError, suggest
+    from plmkit.models.hooks import hook
+    from plmkit.models.presets import PRESETS
+    from plmkit.models.presets import build as build_preset
+
     name = str(name_or_path)
     if isinstance(name_or_path, str) and name in PRESETS:
-        return from_config(preset_config(name, **overrides))
-    ext = _optional("plmkit.models.presets_ext")
-    ext_presets = getattr(ext, "PRESETS", {}) if ext is not None else {}
-    if isinstance(name_or_path, str) and name in ext_presets:
-        return ext.build(name, **overrides)
-    rec = _optional("plmkit.models.recurrent")
-    rec_presets = getattr(rec, "PRESETS", {}) if rec is not None else {}
-    if isinstance(name_or_path, str) and name in rec_presets:
-        return rec.build(name, **overrides)
+        return build_preset(name, **overrides)
     path = Path(name_or_path)
-    if path.is_dir() and rec is not None and hasattr(rec, "is_recurrent_dir") and rec.is_recurrent_dir(path):
-        return rec.load_pretrained(path, **overrides)
     if path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):
-        from plmkit.interop import load_pretrained
-
-        return load_pretrained(path, **overrides) if overrides else load_pretrained(path)
+        return hook("load_path")(path, **overrides)
     if path.suffix.lower() == ".gguf" or path.exists() or "/" in name or name.startswith("."):
         what = "does not exist" if not path.exists() else "is neither a directory nor a .gguf file"
         raise UserError(f"{name}: model path {what} (expected an HF-format directory or a .gguf file)")
-    choices = sorted(PRESETS) + sorted(ext_presets) + sorted(rec_presets)
-    raise UserError(f"unknown model {name!r}{suggest(name, choices)}: expected a preset "
+    raise UserError(f"unknown model {name!r}{suggest(name, sorted(PRESETS))}: expected a preset "
                     f"({', '.join(sorted(k for k in PRESETS if not k.endswith('-tiny'))[:8])}, ...), "
                     "an HF-format directory or a .gguf file")

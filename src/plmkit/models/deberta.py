@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +36,9 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.dropout import Dropout, dropout
+from plmkit.models.kernels import Dropout, dropout, linear
 from plmkit.models.layers import ATTENTION_TYPES, AttentionContext, SelfAttention
 from plmkit.models.transformer import Transformer
-
-try:
-    from plmkit.models.layers import linear
-except ImportError:  # pragma: no cover
-    def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
-        return F.linear(x, layer.weight, layer.bias)
 
 POS_ATT_TYPES = ("c2p", "p2c")
 
@@ -245,8 +238,3 @@ class DeBERTa(Transformer):
             out.logits = self.head(h[labels_mask.to(torch.bool)] if labels_mask is not None else h)
         self._emd_inputs = None
         return out
-
-    def save_pretrained(self, out_dir: Any, **kwargs: Any) -> Any:
-        from plmkit.interop.deberta import save_pretrained
-
-        return save_pretrained(self, out_dir, **kwargs)

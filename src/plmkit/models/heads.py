@@ -17,8 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.models.config import ModelConfig
-from plmkit.models.dropout import Dropout
-from plmkit.models.layers import ACTIVATIONS, linear
+from plmkit.models.kernels import ACTIVATIONS, Dropout, linear
 
 
 def masked_mean(h: Tensor, mask: Tensor | None) -> Tensor:

@@ -1,11 +1,15 @@
 """Building blocks shared by every Transformer in plmkit.
 
-Contents: norms (LayerNorm / RMSNorm), activations, position encodings (learned tables live in
+Contents: norms (LayerNorm / RMSNorm), position encodings (learned tables live in
 ``Embeddings``; sinusoidal tables and rotary embeddings here), ``Embeddings`` (token + position +
 token-type, optional LayerNorm and factorised projection), ``SelfAttention`` (fused q|k|v,
 multi-head or grouped-query, through ``F.scaled_dot_product_attention``), ``MLP`` (GELU / ReLU /
 SwiGLU), and ``Block`` (pre- or post-LN residual wiring), plus ``AttentionContext``: the per-forward
 state (mask, rotary tables, KV cache) that every layer reads.
+
+This file is the architecture; how its matrix products, activations and dropout are computed on
+CPU (oneDNN fused linear, decoding weight copies, cheaper dropout masks) is ``plmkit.models.kernels``
+(``linear`` and ``Dropout`` come from there).
 
 Extension points (so later families extend rather than fork the block):
 - ``ATTENTION_TYPES`` / ``MLP_TYPES`` map a name to a class; ``Block`` builds
@@ -26,19 +30,16 @@ variants, SwiGLU); Zhang & Sennrich 2019 (RMSNorm); Ainslie et al. 2023 (GQA); L
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from plmkit.models.config import ModelConfig
-from plmkit.models.dropout import Dropout
+from plmkit.models.kernels import Dropout, linear
 
 
 # ---------------------------------------------------------------------------- norms / activations
@@ -47,186 +48,6 @@ def make_norm(config: ModelConfig, dim: int) -> nn.Module:
     if config.norm == "rms":
         return nn.RMSNorm(dim, eps=config.layer_norm_eps)
     return nn.LayerNorm(dim, eps=config.layer_norm_eps)
-
-
-def _gelu_new(x: Tensor) -> Tensor:
-    return F.gelu(x, approximate="tanh")
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "gelu": F.gelu,  # exact (erf) GELU, BERT / HF "gelu"
-    "gelu_new": _gelu_new,  # tanh approximation, GPT-2 / ALBERT
-    "relu": F.relu,
-    "silu": F.silu,
-    "swiglu": F.silu,  # the gate's activation; MLP multiplies by up(x)
-}
-
-
-# ---------------------------------------------------------------------------- fast CPU linear
-# ``F.linear`` with a bias runs ``addmm``, which first copies the broadcast bias into the output and
-# then lets BLAS accumulate into it: one extra pass over every activation. oneDNN's
-# ``mkldnn._linear_pointwise`` (the kernel torch.compile's CPU backend emits) adds the bias and an
-# optional activation (GELU / SiLU / ReLU) inside the GEMM, ~1.5-2x faster for our shapes. Used on
-# CPU for fp32 and bf16; the backward is the usual two GEMMs. Elsewhere: plain F.linear.
-_POINTWISE: dict[str, tuple[str, str]] = {
-    "gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "relu": ("relu", ""), "silu": ("swish", ""),
-    "swiglu": ("swish", ""),
-}
-
-
-def _probe_onednn() -> bool:
-    try:
-        # A private generator: probing at import time must not advance the global RNG (a model built
-        # right after ``torch.manual_seed`` gets the same weights whether or not this module was imported).
-        g = torch.Generator().manual_seed(0)
-        x, w, b = torch.randn(3, 4, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, generator=g)
-        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-        return torch.backends.mkldnn.is_available() and bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
-    except Exception:  # noqa: BLE001 - any failure means: not available in this build
-        return False
-
-
-FAST_LINEAR = _probe_onednn()
-
-
-def _cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
-    """The compute dtype for the oneDNN path, or None when it does not apply."""
-    if not FAST_LINEAR or x.device.type != "cpu" or weight.device.type != "cpu":
-        return None
-    if torch.compiler.is_compiling():  # inductor cannot trace the oneDNN op: plain F.linear there
-        return None
-    if torch.is_autocast_enabled("cpu"):
-        dt = torch.get_autocast_dtype("cpu")
-        return dt if dt in (torch.bfloat16, torch.float32) else None
-    if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16):
-        return x.dtype
-    return None
-
-
-# ---------------------------------------------------------------------------- decoding weights
-# A decoding step multiplies a few rows (batch x beams) by every weight matrix: the time is reading
-# the weights. BLAS reads a (out, in) weight used as ``x @ W.T`` slower than the same weight stored
-# as a contiguous (in, out) matrix, and oneDNN is no better: T5-small shapes, one thread, 2048x512
-# at 4 rows 0.29 -> 0.16 ms, at 16 rows 0.39 -> 0.26; the 32128x512 table at 4 rows 4.4 -> 3.4 ms.
-# At 1-3 rows MKL's ``x @ W.T`` is a matrix-vector kernel that matches the copy when the weight is
-# cache-hot, but in the decoding loop (weights streamed from memory) the copy still wins: T5-small
-# generate, 32 tokens, 2-7% faster at batch 1-3, ~30% at batch 4. So inside ``decoding_weights()``
-# (what ``generate`` enters) ``linear`` multiplies PACK_MIN_ROWS..PACK_MAX_ROWS rows by such a
-# transposed copy, made once per weight and kept until the weight changes (its storage or version
-# counter), so repeated generate calls on a fixed model pay the copy once. The cost is one extra copy
-# of the weights that decoding touches; ``release_decoding_weights`` frees it,
-# ``generate(..., pack_weights=False)`` never makes it. Outside the context nothing changes.
-PACK_MIN_ROWS = 1
-PACK_MAX_ROWS = 64
-PACK_AUTO_MAX_BYTES = 2 * 1024 ** 3
-"""``pack_weights=None`` (generate's default) packs when the model's parameters take at most this
-many bytes, so the copy never doubles the memory of a large model unasked."""
-_PACKING: contextvars.ContextVar[bool] = contextvars.ContextVar("plmkit_decoding_weights", default=False)
-_PACKED: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> (data_ptr, _version, transposed copy)
-
-
-@contextlib.contextmanager
-def decoding_weights(model: nn.Module | None = None, enabled: bool | None = None) -> Iterator[bool]:
-    """Use cached (in, out) weight copies for few-row linears inside the block (see above).
-
-    ``enabled=None`` decides from ``model``'s parameter bytes (<= ``PACK_AUTO_MAX_BYTES``); yields
-    whether packing is on."""
-    if enabled is None:
-        enabled = model is not None and sum(
-            p.numel() * p.element_size() for p in model.parameters()) <= PACK_AUTO_MAX_BYTES
-    token = _PACKING.set(bool(enabled))
-    try:
-        yield bool(enabled)
-    finally:
-        _PACKING.reset(token)
-
-
-def transposed_weight(weight: Tensor) -> Tensor:
-    """``weight.t()`` as a contiguous tensor, cached until ``weight`` is modified or replaced."""
-    hit = _PACKED.get(weight)
-    if hit is not None and hit[0] == weight.data_ptr() and hit[1] == weight._version:
-        return hit[2]
-    with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
-        wt = weight.detach().t().contiguous()
-    _PACKED[weight] = (weight.data_ptr(), weight._version, wt)
-    return wt
-
-
-def release_decoding_weights(model: nn.Module | None = None) -> int:
-    """Drop the cached decoding copies of ``model``'s weights (all, when None); returns bytes freed."""
-    keys = list(_PACKED.keys()) if model is None else [p for p in model.parameters() if p in _PACKED]
-    freed = 0
-    for k in keys:
-        freed += _PACKED[k][2].numel() * _PACKED[k][2].element_size()
-        del _PACKED[k]
-    return freed
-
-
-def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
-    """``F.linear`` through the cached transposed weight, or None when packing does not apply."""
-    if (not _PACKING.get() or torch.is_grad_enabled()
-            or not PACK_MIN_ROWS * x.shape[-1] <= x.numel() <= PACK_MAX_ROWS * x.shape[-1]
-            or x.device.type != "cpu" or x.dtype != weight.dtype or weight.dim() != 2
-            or torch.compiler.is_compiling()):
-        return None
-    x2 = x.reshape(-1, x.shape[-1])
-    wt = transposed_weight(weight)
-    y = torch.mm(x2, wt) if bias is None else torch.addmm(bias.to(x.dtype), x2, wt)
-    return y.view(*x.shape[:-1], wt.shape[1])
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """``linear`` (and ``relu(linear)``: the ReLU runs inside the GEMM and its backward masks the
-    gradient with the saved output, so no separate activation pass and no pre-activation kept)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, dtype, relu=False):
-        xc, wc = x.to(dtype), weight.to(dtype)
-        bc = bias.to(dtype) if bias is not None else None
-        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        y = torch.ops.mkldnn._linear_pointwise(xc, wc, bc, "relu" if relu else "none", [], "")
-        ctx.save_for_backward(xc, wc, y if relu else None)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        xc, wc, y = ctx.saved_tensors
-        if y is not None:  # d relu(z) / dz = [z > 0] = [y > 0]
-            grad = torch.ops.aten.threshold_backward(grad, y, 0)
-        g = grad.to(wc.dtype)
-        g2 = g.reshape(-1, g.shape[-1])  # (N, out)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = (g @ wc).to(ctx.dtypes[0])  # (..., in)
-        if ctx.needs_input_grad[1]:
-            gw = (g2.t() @ xc.reshape(-1, xc.shape[-1])).to(ctx.dtypes[1])  # (out, in)
-        if ctx.dtypes[2] is not None and ctx.needs_input_grad[2]:
-            gb = g2.sum(0, dtype=torch.float32).to(ctx.dtypes[2])
-        return gx, gw, gb, None, None
-
-
-def linear(x: Tensor, layer: nn.Linear, activation: str | None = None) -> Tensor:
-    """``act(layer(x))``, through oneDNN's fused linear on CPU when available (same numbers).
-
-    A layer that is not a plain ``nn.Linear`` (a LoRA / quantised / pruned wrapper, a subclass) or
-    that carries forward hooks is called as a module, so wrappers and hooks are never bypassed."""
-    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
-        y = layer(x)
-        return ACTIVATIONS[activation](y) if activation else y
-    y = _packed_linear(x, layer.weight, layer.bias)
-    if y is not None:
-        return ACTIVATIONS[activation](y) if activation else y
-    dtype = _cpu_dtype(x, layer.weight)
-    if dtype is None or x.numel() <= 4 * x.shape[-1]:  # <= 4 rows (decoding): BLAS is 1.1-3x faster there
-        y = F.linear(x, layer.weight, layer.bias)
-        return ACTIVATIONS[activation](y) if activation else y
-    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
-        fused = activation == "relu"  # the one activation whose backward needs only the output
-        y = _OneDNNLinear.apply(x, layer.weight, layer.bias, dtype, fused)
-        return ACTIVATIONS[activation](y) if activation and not fused else y
-    b = layer.bias.to(dtype) if layer.bias is not None else None
-    attr, algo = _POINTWISE[activation] if activation else ("none", "")
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), layer.weight.to(dtype), b, attr, [], algo)
 
 
 # ---------------------------------------------------------------------------- positions
@@ -272,7 +93,7 @@ class AttentionContext:
 
     mask: bool (B|1, 1, T, S) "may attend" mask, or None. is_causal: let SDPA apply the causal mask
     itself (only when there is no past and no explicit mask). rotary: (cos, sin) tables or None.
-    cache: a ``KVCache`` (``plmkit.generation.cache``) or None. bias: additive float attention bias
+    cache: a ``KVCache`` (``plmkit.models.cache``) or None. bias: additive float attention bias
     or None (relative-position families). encoder_states / encoder_mask: for cross-attention.
     """
 

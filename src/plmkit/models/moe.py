@@ -241,13 +241,6 @@ def _moe_transformer_classes():
             """Router losses of the last forward with their coefficients; the Trainer adds ``coef * loss``."""
             return auxiliary_losses(self)
 
-        def save_pretrained(self, out_dir: Any, **kwargs: Any) -> Any:
-            """HF's classes have no Switch decoder-only / encoder-only model: plmkit's native format
-            (config.json + model.safetensors with every router and expert tensor)."""
-            from plmkit.interop.native import save_native
-
-            return save_native(self, out_dir)
-
         def forward(self, *args: Any, **kwargs: Any) -> "MoEOutput":
             reset_router_stats(self)
             out = super().forward(*args, **kwargs)

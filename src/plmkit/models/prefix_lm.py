@@ -119,18 +119,3 @@ class GLM(Transformer):
         emb = self.embeddings.word(input_ids) + self.block_position(position_ids[:, 1]) / self.config.embedding_scale
         return super().forward(None, attention_mask, token_type_ids, position_ids[:, 0], inputs_embeds=emb,
                                **kwargs)
-
-    def save_pretrained(self, out_dir: Any, **kwargs: Any) -> Any:
-        """GLM has no Hugging Face class: plmkit's own format (``plmkit.interop.native``)."""
-        from plmkit.interop.native import save_native
-
-        return save_native(self, out_dir)
-
-
-def build(kind: str, config: ModelConfig):
-    """A randomly initialised model for a part-2 preset kind ("unilm" | "glm")."""
-    if kind == "unilm":
-        return Transformer(config)
-    if kind == "glm":
-        return GLM(config)
-    raise UserError(f"unknown prefix-LM kind {kind!r}: expected 'unilm' or 'glm'")

@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from plmkit.errors import UserError
+from plmkit.models.base import PretrainedModel
+from plmkit.models.cache import Seq2SeqCache
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.dropout import Dropout, dropout
+from plmkit.models.kernels import Dropout, TiedGrad, TiedHead, TiedLookup, dropout, linear
 from plmkit.models.layers import (ATTENTION_TYPES, MLP, MLP_TYPES, AttentionContext, Block,
-                                  Embeddings, SelfAttention, linear, make_norm)
+                                  Embeddings, SelfAttention, make_norm)
 
 SEQ2SEQ_FAMILIES = ("t5", "bart", "mass", "switch")
 
@@ -252,137 +252,7 @@ class RelativePositionBias(nn.Embedding):
         return super().forward(b).permute(2, 0, 1).unsqueeze(0)  # (1, Nh, T, S)
 
 
-# ---------------------------------------------------------------------------- tied word table
-# T5 / BART use one (V, H) word table three times: encoder lookup, decoder lookup, LM head. With
-# ``nn.Embedding`` each lookup's backward allocates and zeroes a dense (V, H) gradient, and autograd
-# sums the three dense gradients out of place: four fresh 16M-float tensors (page faults included)
-# and five passes over them per step, ~15% of a T5-small training step on CPU (transformers pays the
-# same). Here the head's backward makes the one dense gradient and keeps it (returning None for the
-# table), each lookup's backward adds its rows into it in place (``index_add_``), and the last lookup
-# returns it: the parameter receives the same sum as before, as one contribution, so other uses of
-# the table (if any) still add theirs the usual way.
-_TABLE_GRAD_STORAGE = WeakIdKeyDictionary()  # tied table -> a tensor on the storage its last .grad used
-
-
-def _same_layout(t: Tensor | None, ref: Tensor) -> bool:
-    """``t`` exists and has ``ref``'s shape, dtype and device."""
-    return t is not None and t.shape == ref.shape and t.dtype == ref.dtype and t.device == ref.device
-
-
-def _table_grad_buffer(weight: Tensor) -> Tensor | None:
-    """A (V, H) tensor on the storage the table's previous ``.grad`` used, when nothing else uses it any
-    more (``zero_grad(set_to_none=True)`` dropped it): the head's backward writes the new gradient there
-    instead of into fresh memory, which on CPU costs ~20 ms of page faults per step for T5-small's 16M
-    floats (allocations over 32 MB are fresh mmaps). None when the storage is still referenced (a live
-    ``.grad``, gradient accumulation, a caller's reference): then a fresh tensor is used. The cost: that
-    one (V, H) block stays allocated while the table lives, also between steps."""
-    alias = _TABLE_GRAD_STORAGE.get(weight)
-    if not _same_layout(alias, weight):
-        return None
-    storage = alias.untyped_storage()
-    try:
-        users = torch._C._storage_Use_Count(storage._cdata)  # the alias + this Python storage object
-    except AttributeError:  # pragma: no cover - private API gone: always fresh memory
-        return None
-    if users > 2:
-        return None
-    return alias.new_empty(0).set_(storage, 0, weight.shape, (weight.shape[1], 1))
-
-
-class _TiedGrad:
-    """What the tied head and lookups of one forward share: the head's dense table gradient of the
-    backward under way (``gw``) until the last lookup has added its rows and returned it."""
-
-    __slots__ = ("gw", "lookups", "pending")
-
-    def __init__(self) -> None:
-        self.gw: Tensor | None = None
-        self.lookups = 0  # tied lookups in this forward
-        self.pending = 0  # lookups still to add their rows in this backward
-
-
-class _TiedHead(torch.autograd.Function):
-    """``hidden @ weight.T`` whose backward leaves its (V, H) weight gradient to the lookups (``_TiedGrad``)."""
-
-    @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, state: _TiedGrad) -> Tensor:
-        ctx.save_for_backward(hidden, weight)
-        ctx.state = state
-        return F.linear(hidden, weight)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        hidden, weight = ctx.saved_tensors
-        gh = grad @ weight if ctx.needs_input_grad[0] else None
-        g2, h2 = grad.reshape(-1, grad.shape[-1]), hidden.reshape(-1, hidden.shape[-1])  # (N, V), (N, H)
-        gw = _table_grad_buffer(weight)
-        if gw is not None:
-            torch.mm(g2.t(), h2, out=gw)  # (V, H), into the previous step's (released) gradient memory
-        else:
-            gw = torch.mm(g2.t(), h2)  # (V, H), contiguous
-            if not _same_layout(_TABLE_GRAD_STORAGE.get(weight), gw):
-                # a second tensor object on its storage, not a view: autograd still sees one reference
-                # to ``gw`` and hands it to .grad without a copy
-                _TABLE_GRAD_STORAGE[weight] = gw.new_empty(0).set_(gw.untyped_storage(), 0, gw.shape, gw.stride())
-        if ctx.state.lookups == 0:  # nothing to hand it to (cannot happen through EncoderDecoder.forward)
-            return gh, gw, None
-        ctx.state.gw, ctx.state.pending = gw, ctx.state.lookups
-        return gh, None, None
-
-
-class _TiedLookup(torch.autograd.Function):
-    """``F.embedding(ids, weight)`` for the tied table. Backward: adds its rows into the head's gradient
-    of this backward pass; the last lookup returns that gradient, the others None. When the head is not
-    part of the backward (the loss did not use the logits) it returns the usual dense gradient."""
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, ids: Tensor, padding_idx: int | None, state: _TiedGrad) -> Tensor:
-        ctx.save_for_backward(ids)
-        ctx.num_rows, ctx.padding_idx, ctx.state = weight.shape[0], padding_idx, state
-        state.lookups += 1
-        return F.embedding(ids, weight, padding_idx)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (ids,) = ctx.saved_tensors
-        flat, rows = ids.reshape(-1), grad.reshape(-1, grad.shape[-1])  # (N,), (N, H)
-        if ctx.padding_idx is not None:  # nn.Embedding never updates the padding row
-            rows = rows.masked_fill((flat == ctx.padding_idx)[:, None], 0.0)
-        state = ctx.state
-        if state.gw is None:
-            return rows.new_zeros(ctx.num_rows, rows.shape[1]).index_add_(0, flat, rows), None, None, None
-        state.gw.index_add_(0, flat, rows.to(state.gw.dtype))
-        state.pending -= 1
-        if state.pending > 0:
-            return None, None, None, None
-        gw, state.gw = state.gw, None  # no reference left here: autograd hands it to .grad without a copy
-        return gw, None, None, None
-
-
-# ---------------------------------------------------------------------------- cache / outputs
-class Seq2SeqCache:
-    """Decoder cache: ``self_cache`` (static ``KVCache`` for self-attention) + ``cross`` (one
-    (k, v) pair per decoder layer, computed from the encoder output on the first step)."""
-
-    def __init__(self, config: Seq2SeqConfig, batch_size: int, max_length: int, device=None) -> None:
-        from plmkit.generation.cache import KVCache
-
-        self.self_cache = KVCache(config.decoder_layers, batch_size, config.kv_heads, config.dim_per_head,
-                                  max_length, device)
-        self.cross: list[tuple[Tensor, Tensor] | None] = [None] * config.decoder_layers
-        self.position_bias: Tensor | None = None  # (1, Nh, n, n) decoder relative bias, built once (no grad)
-
-    def __len__(self) -> int:
-        return len(self.self_cache)
-
-    def reorder(self, index: Tensor, same_source: bool = False) -> None:
-        """Beam search: row i becomes old row ``index[i]``. ``same_source`` (rows only move within
-        a group sharing one encoder input) leaves the cross keys/values untouched."""
-        self.self_cache.reorder(index)
-        if not same_source:
-            self.cross = [None if kv is None else (kv[0][index], kv[1][index]) for kv in self.cross]
-
-
+# ---------------------------------------------------------------------------- outputs
 @dataclass
 class Seq2SeqOutput:
     """What ``EncoderDecoder.forward`` returns."""
@@ -524,7 +394,7 @@ class LMHead(nn.Module):
 
 
 # ---------------------------------------------------------------------------- model
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(PretrainedModel):
     """Encoder-decoder Transformer (see module docstring). ``forward`` follows the ``Transformer``
     contract plus ``decoder_input_ids`` / ``decoder_attention_mask`` / ``encoder_outputs``."""
 
@@ -547,7 +417,7 @@ class EncoderDecoder(nn.Module):
         self.head = LMHead(config) if config.head is not None else None
         if config.final_logits_bias:
             self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size))
-        self.heads = nn.ModuleDict()
+        self.init_heads()
         self.init_weights()
         self.tie_weights()
 
@@ -574,16 +444,6 @@ class EncoderDecoder(nn.Module):
         if self.head is not None and self.config.tie_word_embeddings:
             self.head.decoder.weight = self.shared.weight
 
-    def add_head(self, name: str, module: nn.Module, init: bool = True, replace: bool = False) -> nn.Module:
-        if name in self.heads and not replace:
-            raise ValueError(f"model already has a head named {name!r} (pass replace=True to swap it)")
-        if init:
-            self.init_weights(module)
-        p = next(self.parameters())
-        module.to(device=p.device, dtype=p.dtype)
-        self.heads[name] = module
-        return module
-
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
 
@@ -595,48 +455,13 @@ class EncoderDecoder(nn.Module):
         """Encoder + decoder layers."""
         return self.config.num_layers + self.config.decoder_layers
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """[embeddings, encoder layers..., decoder layers..., everything else]; each parameter once."""
-        seen: set[int] = set()
+    def embedding_parameters(self):
+        return (list(self.shared.parameters()) + list(self.encoder.embeddings.parameters())
+                + list(self.decoder.embeddings.parameters()))
 
-        def take(params) -> list[nn.Parameter]:
-            out = [p for p in params if id(p) not in seen]
-            seen.update(id(p) for p in out)
-            return out
-
-        groups = [take(list(self.shared.parameters()) + list(self.encoder.embeddings.parameters())
-                       + list(self.decoder.embeddings.parameters()))]
-        groups += [take(layer.parameters()) for layer in self.encoder.layers]
-        groups += [take(layer.parameters()) for layer in self.decoder.layers]
-        groups.append(take(self.parameters()))
-        return groups
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, out_dir: str | Path, **kwargs: Any) -> Path:
-        """HF-format directory (config.json + model.safetensors) that transformers loads back
-        (T5 / BART / Switch); families without an HF class (MASS) are written in plmkit's own
-        format (``plmkit.interop.native``), which ``plmkit.models.load`` reads back."""
-        import warnings
-
-        from plmkit.interop.native import save_native
-        from plmkit.interop.seq2seq import MODEL_TYPE_OF, config_to_hf, save_pretrained
-
-        if self.config.family not in MODEL_TYPE_OF:
-            return save_native(self, out_dir)
-        try:
-            config_to_hf(self.config)
-        except UserError as e:  # e.g. Switch with a capacity factor instead of a fixed capacity
-            warnings.warn(f"{e}; writing plmkit's own format instead", stacklevel=2)
-            return save_native(self, out_dir)
-        return save_pretrained(self, out_dir, **kwargs)
-
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Encoder-decoder decoding; see ``plmkit.generation.seq2seq.generate``."""
-        from plmkit.generation.seq2seq import generate
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+    def layer_modules(self) -> list[nn.Module]:
+        """Encoder layers, then decoder layers."""
+        return list(self.encoder.layers) + list(self.decoder.layers)
 
     def shift_right(self, labels: Tensor) -> Tensor:
         """Teacher-forcing decoder inputs: [start, labels[:-1]] with -100 replaced by pad."""
@@ -676,7 +501,7 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                output_hidden_states: bool = False, inputs_embeds: Tensor | None = None,
-               _tied: _TiedGrad | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+               _tied: TiedGrad | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         """Encoder output (B, S, H) (+ per-layer states when asked)."""
         self._check_ids(input_ids, "input_ids", self._limit())
         self._check_mask(attention_mask, input_ids, "attention_mask")
@@ -688,9 +513,9 @@ class EncoderDecoder(nn.Module):
         return self.encoder(input_ids, attention_mask, output_hidden_states=output_hidden_states,
                             inputs_embeds=inputs_embeds)
 
-    def _tied_state(self) -> _TiedGrad | None:
-        """A fresh ``_TiedGrad`` when this forward's head and word lookups go through ``_TiedHead`` /
-        ``_TiedLookup``: the head is the plain bias-free Linear tied to the word table, neither it nor the
+    def _tied_state(self) -> TiedGrad | None:
+        """A fresh ``TiedGrad`` when this forward's head and word lookups go through ``TiedHead`` /
+        ``TiedLookup``: the head is the plain bias-free Linear tied to the word table, neither it nor the
         table carries hooks or options, both stacks read that table, the table is trained, on CPU, without
         autocast and not under ``torch.compile``; None otherwise (the modules run as usual)."""
         w, emb, head = self.shared.weight, self.shared, self.head
@@ -702,10 +527,10 @@ class EncoderDecoder(nn.Module):
                 or emb.sparse or self.encoder.embeddings.word is not emb or self.decoder.embeddings.word is not emb
                 or any(m._forward_hooks or m._forward_pre_hooks for m in (emb, head, head.decoder))):
             return None
-        return _TiedGrad()
+        return TiedGrad()
 
-    def _tied_lookup(self, ids: Tensor, state: _TiedGrad) -> Tensor:
-        return _TiedLookup.apply(self.shared.weight, ids, self.shared.padding_idx, state)
+    def _tied_lookup(self, ids: Tensor, state: TiedGrad) -> Tensor:
+        return TiedLookup.apply(self.shared.weight, ids, self.shared.padding_idx, state)
 
     @staticmethod
     def encoder_key_mask(attention_mask: Tensor | None) -> Tensor | None:
@@ -715,14 +540,14 @@ class EncoderDecoder(nn.Module):
         am = attention_mask.to(torch.bool)
         return None if bool(am.all()) else am[:, None, None, :]
 
-    def head_logits(self, hidden: Tensor, _tied: _TiedGrad | None = None) -> Tensor:
+    def head_logits(self, hidden: Tensor, _tied: TiedGrad | None = None) -> Tensor:
         """LM head on any (..., H) decoder hidden tensor (T5's output scaling and BART's bias included)."""
         if self.head is None:
             raise UserError(f"model family {self.config.family!r} has no LM head (config.head=None)")
         if self.config.scale_decoder_outputs:
             hidden = hidden * (self.config.hidden_size ** -0.5)
         if _tied is not None:
-            logits = _TiedHead.apply(hidden, self.shared.weight, _tied)
+            logits = TiedHead.apply(hidden, self.shared.weight, _tied)
         else:
             logits = self.head(hidden)
         if self.config.final_logits_bias:

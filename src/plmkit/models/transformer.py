@@ -9,10 +9,10 @@ Topology (fields of ``ModelConfig`` in brackets)::
               ─► final_norm (pre-LN only)                      = last_hidden_state (B, T, H)
               ─► head: "mlm" transform+decoder | "lm" decoder  = logits (B, T, V) or (N, V)
               ─► pooler (tanh over token 0)                    = pooled (B, H)
-              heads: ModuleDict of objective / task heads (``add_head``)
+              heads: ModuleDict of objective / task heads (``add_head``, ``PretrainedModel``)
 
 The model never computes a loss. With ``labels_mask`` the head runs only on the selected rows.
-``past_key_values`` is a ``plmkit.generation.cache.KVCache`` updated in place.
+``past_key_values`` is a ``plmkit.models.cache.KVCache`` updated in place.
 
 References: Vaswani et al. 2017; Devlin et al. 2019 (BERT); Radford et al. 2018/2019 (GPT, GPT-2);
 Liu et al. 2019 (RoBERTa); Lan et al. 2020 (ALBERT); Clark et al. 2020 (ELECTRA);
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.models.base import PretrainedModel
+from plmkit.models.cache import KVCache
 from plmkit.models.config import ModelConfig
 from plmkit.models.heads import build_head, Pooler
 from plmkit.models.layers import AttentionContext, Block, Embeddings, RotaryEmbedding, make_norm
@@ -46,7 +47,7 @@ class TransformerOutput:
     past_key_values: Any = None
 
 
-class Transformer(nn.Module):
+class Transformer(PretrainedModel):
     """Encoder or decoder Transformer configured by a ``ModelConfig`` (see module docstring)."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -61,7 +62,7 @@ class Transformer(nn.Module):
         if config.pooler:
             self.pooler = Pooler(config)
         self.head = build_head(config)
-        self.heads = nn.ModuleDict()
+        self.init_heads()
         self.init_weights()
         self.tie_weights()
 
@@ -100,21 +101,6 @@ class Transformer(nn.Module):
         """Share ``head.decoder.weight`` with ``embeddings.word.weight`` when configured."""
         if self.head is not None and self.config.tie_word_embeddings:
             self.head.decoder.weight = self.embeddings.word.weight
-
-    def add_head(self, name: str, module: nn.Module, init: bool = True, replace: bool = False) -> nn.Module:
-        """Attach an objective/task head as ``heads.<name>`` (moved to the model's device/dtype).
-
-        ``init`` applies the model's weight initialisation to it; an existing name raises unless
-        ``replace``.
-        """
-        if name in self.heads and not replace:
-            raise ValueError(f"model already has a head named {name!r} (pass replace=True to swap it)")
-        if init:
-            self.init_weights(module)
-        p = next(self.parameters())
-        module.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None)
-        self.heads[name] = module
-        return module
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word
@@ -157,40 +143,12 @@ class Transformer(nn.Module):
         """Number of layer applications (``config.num_layers``)."""
         return self.config.num_layers
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """[embeddings, layer 0, ..., layer K-1, everything else (final norm, pooler, heads)].
+    def embedding_parameters(self):
+        return self.embeddings.parameters()
 
-        K is the number of distinct layer modules (1 with ALBERT sharing). Each parameter appears once.
-        """
-        seen: set[int] = set()
-
-        def take(params) -> list[nn.Parameter]:
-            out = []
-            for p in params:
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-            return out
-
-        groups = [take(self.embeddings.parameters())]
-        groups += [take(layer.parameters()) for layer in self.layers]
-        groups.append(take(self.parameters()))
-        return groups
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, out_dir: str | Path, **kwargs: Any) -> Any:
-        """Write an HF-format directory (config.json + model.safetensors) via ``plmkit.interop``."""
-        from plmkit.interop import save_pretrained
-
-        return save_pretrained(self, out_dir, **kwargs)
-
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Decode with a KV cache; see ``plmkit.generation.generate`` for the arguments."""
-        from plmkit.generation import generate
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+    def layer_modules(self) -> list[nn.Module]:
+        """The distinct layer modules (one with ALBERT's sharing)."""
+        return list(self.layers)
 
     # ------------------------------------------------------------------ forward
     def head_logits(self, hidden: Tensor) -> Tensor:
@@ -297,8 +255,6 @@ class Transformer(nn.Module):
         B, T = ref.shape[0], ref.shape[1]
         cache = past_key_values
         if cache is None and use_cache:
-            from plmkit.generation.cache import KVCache
-
             cache = KVCache(cfg.num_layers, B, cfg.kv_heads, cfg.dim_per_head, T, ref.device)
         past = len(cache) if cache is not None else 0
         if position_ids is None:

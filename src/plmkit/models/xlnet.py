@@ -25,16 +25,17 @@ transformers ``modeling_xlnet.py`` (v5) for the numerics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.models.base import PretrainedModel
 from plmkit.models.config import ConfigError, ModelConfig
-from plmkit.models.dropout import Dropout
+from plmkit.models.kernels import Dropout
 from plmkit.models.layers import MLP, make_norm
+from plmkit.models.seq2seq import LMHead
 
 
 @dataclass(kw_only=True)
@@ -168,7 +169,7 @@ class XLNetLayer(nn.Module):
         return self._ff(h), g
 
 
-class XLNet(nn.Module):
+class XLNet(PretrainedModel):
     """XLNet backbone + tied LM head (``head.decoder`` with bias). See the module docstring."""
 
     def __init__(self, config: XLNetConfig) -> None:
@@ -182,11 +183,9 @@ class XLNet(nn.Module):
         self.dropout = Dropout(config.hidden_dropout)
         self.head = None
         if config.head is not None:
-            from plmkit.models.seq2seq import LMHead
-
             self.head = LMHead(config)
             self.head.decoder.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.heads = nn.ModuleDict()
+        self.init_heads()
         self.init_weights()
         if self.head is not None and config.tie_word_embeddings:
             self.head.decoder.weight = self.word.weight
@@ -215,37 +214,16 @@ class XLNet(nn.Module):
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def embedding_parameters(self):
+        return [self.word.weight, self.mask_emb]
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        seen: set[int] = set()
-
-        def take(ps):
-            out = [p for p in ps if id(p) not in seen]
-            seen.update(id(p) for p in out)
-            return out
-
-        return [take([self.word.weight, self.mask_emb])] + [take(l.parameters()) for l in self.layers] + \
-            [take(self.parameters())]
-
-    def add_head(self, name: str, module: nn.Module, init: bool = True, replace: bool = False) -> nn.Module:
-        if name in self.heads and not replace:
-            raise ValueError(f"model already has a head named {name!r} (pass replace=True to swap it)")
-        if init:
-            self.init_weights(module)
-        self.heads[name] = module.to(self.word.weight.device)
-        return module
+    def layer_modules(self) -> list[nn.Module]:
+        return list(self.layers)
 
     def head_logits(self, hidden: Tensor) -> Tensor:
         if self.head is None:
             raise UserError("this XLNet has no LM head (config.head=None)")
         return self.head(hidden)
-
-    def save_pretrained(self, out_dir: str | Path, **kwargs: Any) -> Path:
-        from plmkit.interop.xlnet import save_pretrained
-
-        return save_pretrained(self, out_dir, **kwargs)
 
     def _masks(self, B: int, T: int, M: int, attention_mask, perm_mask, device):
         """(mask_h, mask_g): (B, T, M + T) bool, True = may NOT attend (or None)."""

@@ -115,7 +115,7 @@ class RTD(Objective):
         return self._mlm.make_batch(examples)
 
     def build_generator(self, model: Any) -> Any:
-        from plmkit import models
+        import plmkit.models as models
 
         c = self.config
         if c.generator is not None:

@@ -262,7 +262,7 @@ def _model(recipe: Recipe, tok, log):
 
 
 def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
-    from plmkit import objectives as O
+    import plmkit.objectives as O
 
     out = []
     for spec in recipe.objective:

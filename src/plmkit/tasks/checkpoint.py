@@ -59,8 +59,8 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
 
     if task_info["weights"] == "all" and not base_weights:
         mc = task_info["model_config"]
-        if "plmkit_family" in mc:  # a classical LM (FFNN / RNN / LSTM / ELMo), plmkit.models.recurrent
-            from plmkit.models.recurrent import build as build_recurrent
+        if "plmkit_family" in mc:  # a classical LM (FFNN / RNN / LSTM / ELMo), plmkit.classic.recurrent
+            from plmkit.classic.recurrent import build as build_recurrent
 
             model = build_recurrent(mc)
         else:
@@ -75,10 +75,10 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
 
 
 def recurrent_features(model, mode: str) -> None:
-    """Features mode on a classical LM (ELMo, plmkit.models.recurrent): the scalar mix standardises
+    """Features mode on a classical LM (ELMo, plmkit.classic.recurrent): the scalar mix standardises
     each layer first (char-CNN / LSTM states are not normalised; issue #9), and the frozen LM's
     softmax, which the head never reads, is not computed. Must run after ``obj.prepare(model)``."""
-    from plmkit.models.recurrent import RecurrentConfig
+    from plmkit.classic.recurrent import RecurrentConfig
 
     if mode != "features" or not isinstance(getattr(model, "config", None), RecurrentConfig):
         return

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.models.dropout import Dropout
+from plmkit.models.kernels import Dropout
 from plmkit.models.heads import ScalarMix, masked_mean
 
 

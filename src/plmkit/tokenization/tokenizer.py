@@ -493,17 +493,17 @@ def _gpt2_from_files(vocab: Path, merges: Path) -> _Backend:
 
 
 def load_tokenizer(path: str | os.PathLike, **kwargs: Any) -> Tokenizer:
-    """Load ``tokenizer.json``, an HF tokenizer directory, a BERT ``vocab.txt``, GPT-2 ``vocab.json`` or a ``.gguf`` file.
+    """Load ``tokenizer.json``, an HF tokenizer directory, a BERT ``vocab.txt`` or GPT-2 ``vocab.json``.
 
     Keyword arguments override ``Tokenizer`` fields (``model_max_length``, ``chinese_words``).
+    The tokenizer of a ``.gguf`` file is rebuilt by ``plmkit.interop.gguf`` (``plmkit.load_tokenizer``
+    dispatches there): this package reads tokenizer files only.
     """
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such tokenizer file or directory")
-    if p.suffix == ".gguf":  # the tokenizer is rebuilt from the GGUF metadata (needs transformers)
-        from plmkit.interop.gguf import gguf_tokenizer
-
-        return gguf_tokenizer(p)
+    if p.suffix == ".gguf":
+        raise UserError(f"{p}: a GGUF file; load its tokenizer with plmkit.load_tokenizer (plmkit.interop.gguf)")
     folder = p if p.is_dir() else p.parent
     if p.is_dir():
         if (p / "tokenizer.json").is_file():

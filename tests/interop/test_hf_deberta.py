@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from plmkit.interop.deberta import load_deberta  # noqa: E402
-from plmkit.models import presets_ext  # noqa: E402
+from plmkit.models import presets  # noqa: E402
 
 
 
@@ -72,7 +72,7 @@ def test_hf_to_plmkit(case, tmp_path):
 @pytest.mark.parametrize("name", ["deberta-tiny", "deberta-v3-tiny"])
 def test_plmkit_to_hf(name, tmp_path):
     torch.manual_seed(0)
-    ours = presets_ext.build(name, vocab_size=60, hidden_dropout=0.0, attention_dropout=0.0, emd_layers=0)
+    ours = presets.build(name, vocab_size=60, hidden_dropout=0.0, attention_dropout=0.0, emd_layers=0)
     _randomise(ours)
     if name == "deberta-tiny":  # v1 has no key bias / pos_proj bias
         with torch.no_grad():

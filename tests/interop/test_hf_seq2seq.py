@@ -11,7 +11,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from plmkit.interop.seq2seq import load_seq2seq  # noqa: E402
-from plmkit.models import presets_ext  # noqa: E402
+from plmkit.models import presets  # noqa: E402
 
 
 
@@ -93,8 +93,8 @@ def test_hf_to_plmkit_logits_and_generation(kind, tmp_path):
 def test_plmkit_to_hf(name, tmp_path):
     torch.manual_seed(0)
     over = {"expert_capacity": 3} if name == "switch-tiny" else {}
-    ours = presets_ext.build(name, vocab_size=V, hidden_dropout=0.0, attention_dropout=0.0, router_jitter_noise=0.0,
-                             **over) if name == "switch-tiny" else presets_ext.build(
+    ours = presets.build(name, vocab_size=V, hidden_dropout=0.0, attention_dropout=0.0, router_jitter_noise=0.0,
+                             **over) if name == "switch-tiny" else presets.build(
         name, vocab_size=V, hidden_dropout=0.0, attention_dropout=0.0)
     if name == "t5-v1_1-tiny":
         # transformers 5 always ties T5's lm_head to the embeddings; an untied plmkit head is written
@@ -130,12 +130,12 @@ def test_bad_checkpoints_raise(tmp_path):
 
 @pytest.mark.parametrize("name", ["mass-tiny", "glm-tiny", "switch-tiny", "t5-tiny"])
 def test_save_and_load_round_trip_through_plmkit_load(name, tmp_path):
-    """Every part-2 model saves with save_pretrained and comes back through plmkit.models.load
+    """Every encoder-decoder, DeBERTa, XLNet and prefix-LM model saves with save_pretrained and comes back through plmkit.models.load
     (HF format where transformers has the class, plmkit's native format otherwise)."""
     from plmkit.models import load
 
     torch.manual_seed(0)
-    m = presets_ext.build(name).eval()  # switch-tiny: capacity factor, no HF equivalent -> native format
+    m = presets.build(name).eval()  # switch-tiny: capacity factor, no HF equivalent -> native format
     m.save_pretrained(tmp_path)
     back = load(tmp_path)
     assert type(back) is type(m)

@@ -4,7 +4,9 @@ Contents
 --------
 - ``RecurrentConfig``: one flat, JSON-serialisable config for the four families
   (``family`` = "ffnn" | "rnn" | "lstm" | "elmo"); ``PRESETS`` (``ffnn-small``, ``rnn-small``,
-  ``lstm-small``, ``elmo-small`` and ``-tiny`` variants); ``build`` / ``load_pretrained``.
+  ``lstm-small``, ``elmo-small`` and ``-tiny`` variants: the "recurrent" entries of the one preset
+  table, ``plmkit.models.presets``); ``build``. Saving and loading are ``plmkit.interop.native``'s
+  ``save_recurrent`` / ``load_recurrent`` (``model.save_pretrained`` and ``plmkit.load(dir)`` reach them).
 - ``FFNNLM`` (Bengio et al. 2003): y = b + W x + U tanh(d + H x), x the concatenated embeddings
   of the n-1 previous tokens. It runs on (B, T) windows by unfolding a context at every position
   (positions before the start see a learned start vector), so the ``clm`` objective trains it.
@@ -17,8 +19,11 @@ Contents
   the L+1 layers [x; x], [f_1; b_1], [f_2; b_2] that ``ScalarMix`` combines.
 - ``plmkit.models.heads.ScalarMix``: gamma * sum_j softmax(s)_j h_j,
   the task-specific ELMo mix that the fine-tuning feature mode puts over these layers.
-- ``bilm_logits`` / ``bilm_loss``: forward + backward LM losses of an ELMo model (a helper for
-  training scripts and a ``bilm`` objective; models themselves never compute a loss).
+- The biLM loss of ELMo is ``plmkit.objectives.bilm.bilm_loss`` (models never compute a loss).
+
+Every class derives from ``plmkit.models.base.PretrainedModel`` (heads, ``add_head``,
+``layer_groups``, ``num_parameters``, ``save_pretrained``); this package sits above ``models`` and
+``plmkit/__init__.py`` registers ``build`` as the builder of the "recurrent" presets.
 
 All models follow the forward contract of docs/CONTRACTS.md: ``model(input_ids,
 attention_mask=None, labels_mask=None, output_hidden_states=False, past_key_values=None,
@@ -44,12 +49,7 @@ References
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -57,7 +57,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from plmkit.errors import UserError, suggest
-from plmkit.models.dropout import Dropout
+from plmkit.models.base import PretrainedModel
+from plmkit.models.kernels import Dropout
+from plmkit.models.presets import PRESETS as _PRESETS
 
 FAMILIES = ("ffnn", "rnn", "lstm", "elmo")
 FORMAT = "plmkit-recurrent-1"
@@ -148,24 +150,8 @@ class RecurrentConfig:
         return RecurrentConfig.from_dict({**dataclasses.asdict(self), **overrides}, source="overrides")
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "ffnn-small": dict(family="ffnn", vocab_size=10000, embedding_size=128, hidden_size=256, context_size=4,
-                       dropout=0.2),
-    "rnn-small": dict(family="rnn", vocab_size=10000, embedding_size=256, hidden_size=256, num_layers=1,
-                      dropout=0.3, tie_word_embeddings=True),
-    "lstm-small": dict(family="lstm", vocab_size=10000, embedding_size=256, hidden_size=256, num_layers=2,
-                       dropout=0.3, tie_word_embeddings=True),
-    "elmo-small": dict(family="elmo", vocab_size=10000, hidden_size=256, lstm_size=512, num_layers=2,
-                       char_filters=[[1, 32], [2, 32], [3, 64], [4, 128], [5, 128]], dropout=0.1),
-    "ffnn-tiny": dict(family="ffnn", vocab_size=1000, embedding_size=16, hidden_size=32, context_size=3),
-    "rnn-tiny": dict(family="rnn", vocab_size=1000, embedding_size=32, hidden_size=32, num_layers=1,
-                     tie_word_embeddings=True),
-    "lstm-tiny": dict(family="lstm", vocab_size=1000, embedding_size=32, hidden_size=32, num_layers=2,
-                      tie_word_embeddings=True),
-    "elmo-tiny": dict(family="elmo", vocab_size=1000, hidden_size=32, lstm_size=16, num_layers=2,
-                      char_embedding_size=8, char_filters=[[1, 8], [2, 8], [3, 16]], num_highway=1,
-                      max_chars_per_token=12),
-}
+PRESETS: dict[str, dict[str, Any]] = {name: p.fields for name, p in _PRESETS.items() if p.kind == "recurrent"}
+"""The recurrent presets of ``plmkit.models.presets`` (name -> ``RecurrentConfig`` fields)."""
 
 
 # ----------------------------------------------------------------------------- outputs, mix
@@ -183,22 +169,26 @@ class RecurrentOutput:
 
 
 # ----------------------------------------------------------------------------- base class
-class _LMBase(nn.Module):
-    """What every recurrent LM shares: heads, layer groups, save/load, generation."""
+class RecurrentLM(PretrainedModel):
+    """What the recurrent LMs add to ``PretrainedModel``: their uniform initialisation and a
+    generation loop whose cache is the recurrent state."""
 
     config: RecurrentConfig
 
     def __init__(self, config: RecurrentConfig) -> None:
         super().__init__()
         self.config = config
-        self.heads = nn.ModuleDict()
+        self.init_heads()
 
     @property
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def add_head(self, name: str, module: nn.Module) -> None:
-        self.heads[name] = module
+    def init_weights(self, module: nn.Module | None = None) -> None:
+        """The whole model: uniform(-r, r) matrices, zero biases. A head passed to ``add_head`` keeps
+        its own PyTorch initialisation (as these models always did)."""
+        if module is None:
+            self._init_uniform()
 
     def _init_uniform(self) -> None:
         r = self.config.initializer_range
@@ -208,40 +198,6 @@ class _LMBase(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """[embeddings, layer 0, ..., layer L-1, output layer + heads] (each parameter exactly once)."""
-        groups = [list(self._embedding_params())]
-        for layer in self._layer_modules():
-            groups.append(list(layer.parameters()))
-        seen = {id(p) for g in groups for p in g}
-        groups.append([p for p in self.parameters() if id(p) not in seen])
-        return groups
-
-    def save_pretrained(self, out_dir: str | os.PathLike, **_: Any) -> None:
-        """Write config.json (with ``"plmkit_family"``) + model.safetensors, atomically (DIR.tmp-XXXX, rename)."""
-        from safetensors.torch import save_model
-
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp-"))
-        try:
-            cfg = self.config.to_dict()
-            if len(self.heads):
-                cfg["plmkit_extra_heads"] = sorted(self.heads)
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            save_model(self, str(tmp / "model.safetensors"))
-            if out.exists():
-                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".old-"))
-                os.replace(out, old / "x")
-                os.replace(tmp, out)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-
-    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  num_beams: int = 1, repetition_penalty: float = 1.0, eos_token_id: int | None = None,
@@ -294,18 +250,12 @@ class _LMBase(nn.Module):
         return seq
 
     # subclasses
-    def _embedding_params(self):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _layer_modules(self) -> list[nn.Module]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     @staticmethod
     def _select(logits_fn, h: torch.Tensor, labels_mask: torch.Tensor | None) -> torch.Tensor:
         return logits_fn(h[labels_mask]) if labels_mask is not None else logits_fn(h)
 
 
-def _check_ids(model: _LMBase, input_ids: torch.Tensor) -> None:
+def _check_ids(model: RecurrentLM, input_ids: torch.Tensor) -> None:
     if input_ids.dim() != 2:
         raise UserError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
     if input_ids.numel() and (int(input_ids.max()) >= model.config.vocab_size or int(input_ids.min()) < 0):
@@ -313,7 +263,7 @@ def _check_ids(model: _LMBase, input_ids: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------- FFNN
-class FFNNLM(_LMBase):
+class FFNNLM(RecurrentLM):
     """Bengio et al. (2003): P(w_t+1 | w_t-n+2..w_t) = softmax(b + W x + U tanh(d + H x)).
 
     At position t the context x is [C(w_t-n+2); ...; C(w_t)] ((n-1) E); positions before the
@@ -341,10 +291,10 @@ class FFNNLM(_LMBase):
         c = self.config
         return c.hidden_size + (c.context_size * c.embedding_size if c.direct_connections else 0)
 
-    def _embedding_params(self):
+    def embedding_parameters(self):
         return [self.embed.weight, self.start]
 
-    def _layer_modules(self):
+    def layer_modules(self):
         return [self.hidden]
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -383,7 +333,7 @@ class FFNNLM(_LMBase):
 
 
 # ----------------------------------------------------------------------------- RNN / LSTM
-class RNNLM(_LMBase):
+class RNNLM(RecurrentLM):
     """Elman RNN (``family="rnn"``) or LSTM (``family="lstm"``) LM: embed -> L recurrent layers -> softmax."""
 
     def __init__(self, config: RecurrentConfig) -> None:
@@ -410,10 +360,10 @@ class RNNLM(_LMBase):
         if c.tie_word_embeddings:
             self.output.weight = self.embed.weight
 
-    def _embedding_params(self):
+    def embedding_parameters(self):
         return [self.embed.weight]
 
-    def _layer_modules(self):
+    def layer_modules(self):
         return list(self.layers)
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -483,7 +433,7 @@ def token_char_ids(tokens: list[str], max_chars: int) -> torch.Tensor:
     return out
 
 
-class ELMo(_LMBase):
+class ELMo(RecurrentLM):
     """ELMo biLM: char-CNN token encoder, forward and backward L-layer LSTMs with projections and
     residual connections above the first layer, one softmax shared by both directions.
 
@@ -538,10 +488,10 @@ class ELMo(_LMBase):
         """The character embedding (ELMo has no token embedding table)."""
         return self.char_cnn.char_embed
 
-    def _embedding_params(self):
+    def embedding_parameters(self):
         return list(self.char_cnn.parameters())
 
-    def _layer_modules(self):
+    def layer_modules(self):
         return [nn.ModuleList([f, b]) for f, b in zip(self.forward_layers, self.backward_layers)]
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -606,36 +556,11 @@ class ELMo(_LMBase):
         return RecurrentOutput(last_hidden_state=top, logits=logits, hidden_states=hs, backward_logits=back)
 
 
-def bilm_logits(model: ELMo, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(forward logits, backward logits), each (B, T, V): position t predicts t + 1 / t - 1."""
-    out = model(input_ids, attention_mask=attention_mask)
-    return out.logits, out.backward_logits
-
-
-def bilm_loss(model: ELMo, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean of the forward and backward token cross-entropies (Peters et al. 2018, eq. in sec. 3.1).
-
-    Returns (loss, {"fwd_loss", "bwd_loss", "fwd_ppl", "bwd_ppl"}).
-    """
-    fwd, bwd = bilm_logits(model, input_ids, attention_mask)
-    valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    pair = valid[:, 1:] & valid[:, :-1]  # (B, T-1) positions with both neighbours real
-    lf = F.cross_entropy(fwd[:, :-1][pair].float(), input_ids[:, 1:][pair])
-    lb = F.cross_entropy(bwd[:, 1:][pair].float(), input_ids[:, :-1][pair])
-    loss = (lf + lb) / 2
-    lf_, lb_ = lf.detach(), lb.detach()
-    m = {"fwd_loss": float(lf_), "bwd_loss": float(lb_),
-         "fwd_ppl": float(torch.exp(lf_)), "bwd_ppl": float(torch.exp(lb_))}
-    return loss, m
-
-
 # ----------------------------------------------------------------------------- build / load
-_CLASSES = {"ffnn": FFNNLM, "rnn": RNNLM, "lstm": RNNLM, "elmo": ELMo}
+MODEL_CLASSES = {"ffnn": FFNNLM, "rnn": RNNLM, "lstm": RNNLM, "elmo": ELMo}
 
 
-def build(name_or_config: str | RecurrentConfig | dict, **overrides: Any) -> _LMBase:
+def build(name_or_config: str | RecurrentConfig | dict, **overrides: Any) -> RecurrentLM:
     """A randomly initialised model from a preset name, a ``RecurrentConfig`` or a dict of fields.
 
     ``overrides`` change config fields (``build("lstm-small", vocab_size=len(tok))``); unknown
@@ -650,47 +575,7 @@ def build(name_or_config: str | RecurrentConfig | dict, **overrides: Any) -> _LM
         cfg = RecurrentConfig.from_dict({**name_or_config, **overrides})
     else:
         cfg = name_or_config.replace(**overrides) if overrides else name_or_config
-    model = _CLASSES[cfg.family](cfg)
+    model = MODEL_CLASSES[cfg.family](cfg)
     if isinstance(name_or_config, str):
         model.name = name_or_config
-    return model
-
-
-def is_recurrent_dir(path: str | os.PathLike) -> bool:
-    """True when ``path/config.json`` was written by a recurrent model (has ``"plmkit_family"``)."""
-    p = Path(path) / "config.json"
-    if not p.is_file():
-        return False
-    try:
-        return json.loads(p.read_text()).get("plmkit_family") in FAMILIES
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
-
-
-def load_pretrained(path: str | os.PathLike, **overrides: Any) -> _LMBase:
-    """Load a directory written by ``save_pretrained`` (config.json + model.safetensors)."""
-    from safetensors.torch import load_model
-
-    d = Path(path)
-    cfg_path, w_path = d / "config.json", d / "model.safetensors"
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise UserError(f"{d}: expected config.json and model.safetensors of a recurrent plmkit model")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{cfg_path}: invalid JSON ({e})") from None
-    if raw.get("plmkit_family") not in FAMILIES:
-        raise UserError(f"{cfg_path}: not a recurrent plmkit model (no 'plmkit_family' in {FAMILIES})")
-    heads = raw.pop("plmkit_extra_heads", [])
-    if heads:
-        raise UserError(f"{cfg_path}: saved with extra heads {heads}; rebuild them with add_head() and "
-                        "load the weights with safetensors.torch.load_model(model, path, strict=False)")
-    cfg = RecurrentConfig.from_dict(raw, source=str(cfg_path))
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    model = _CLASSES[cfg.family](cfg)
-    missing, unexpected = load_model(model, str(w_path), strict=False)
-    if unexpected or [k for k in missing if k != "output.weight" or not cfg.tie_word_embeddings]:
-        raise UserError(f"{w_path}: weights do not match the config (missing {list(missing)[:3]}, "
-                        f"unexpected {list(unexpected)[:3]})")
     return model

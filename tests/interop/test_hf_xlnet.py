@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from plmkit.interop.xlnet import load_xlnet  # noqa: E402
-from plmkit.models import presets_ext  # noqa: E402
+from plmkit.models import presets  # noqa: E402
 
 
 
@@ -64,7 +64,7 @@ def test_hf_to_plmkit(kw, tmp_path):
 
 def test_plmkit_to_hf(tmp_path):
     torch.manual_seed(0)
-    ours = presets_ext.build("xlnet-tiny", vocab_size=50, hidden_dropout=0.0, attention_dropout=0.0, mem_len=4)
+    ours = presets.build("xlnet-tiny", vocab_size=50, hidden_dropout=0.0, attention_dropout=0.0, mem_len=4)
     _randomise(ours)
     ours.eval().save_pretrained(tmp_path)
     hf = transformers.XLNetLMHeadModel.from_pretrained(tmp_path).eval()

@@ -1,4 +1,5 @@
-"""Tests for plmkit.models.recurrent: FFNN / RNN / LSTM LMs, ELMo biLM, ScalarMix."""
+"""Tests for plmkit.classic.recurrent: FFNN / RNN / LSTM LMs, ELMo biLM, ScalarMix; their checkpoint
+format (plmkit.interop.native) and the biLM loss (plmkit.objectives.bilm)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import torch.nn.functional as F
 
 from plmkit.errors import UserError
 from plmkit.models.heads import ScalarMix
-from plmkit.models.recurrent import (PRESETS, ELMo, RecurrentConfig, bilm_loss, build,
-                                     is_recurrent_dir, load_pretrained)
+from plmkit.classic.recurrent import PRESETS, ELMo, RecurrentConfig, build
+from plmkit.interop.native import is_recurrent_dir
+from plmkit.interop.native import load_recurrent as load_pretrained
+from plmkit.objectives.bilm import bilm_loss
 
 CAUSAL = ["ffnn-tiny", "rnn-tiny", "lstm-tiny"]
 ALL = CAUSAL + ["elmo-tiny"]

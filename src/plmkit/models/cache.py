@@ -1,4 +1,9 @@
-"""``KVCache``: a preallocated (static) key/value cache written in place.
+"""Decoding caches: ``KVCache`` (decoder-only models) and ``Seq2SeqCache`` (encoder-decoders).
+
+They live with the models because the attention layers write into them; ``plmkit.generation``
+creates and reorders them and never the reverse.
+
+``KVCache``: a preallocated (static) key/value cache written in place.
 
 One tensor per keys and values, shaped (L, B, Nkv, S_max, D), so that a decoding step writes
 ``k[layer, :, :, pos:pos+T]`` in place and attention reads the view ``k[layer, :, :, :pos+T]``:
@@ -12,6 +17,8 @@ batched generation), so later steps need not pass the whole attention mask again
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -99,3 +106,24 @@ class KVCache:
     def __repr__(self) -> str:
         return (f"KVCache(layers={self.num_layers}, batch={self.batch_size}, length={self.length}, "
                 f"capacity={self.capacity})")
+
+
+class Seq2SeqCache:
+    """Decoder cache: ``self_cache`` (static ``KVCache`` for self-attention) + ``cross`` (one
+    (k, v) pair per decoder layer, computed from the encoder output on the first step)."""
+
+    def __init__(self, config: Any, batch_size: int, max_length: int, device=None) -> None:
+        self.self_cache = KVCache(config.decoder_layers, batch_size, config.kv_heads, config.dim_per_head,
+                                  max_length, device)
+        self.cross: list[tuple[Tensor, Tensor] | None] = [None] * config.decoder_layers
+        self.position_bias: Tensor | None = None  # (1, Nh, n, n) decoder relative bias, built once (no grad)
+
+    def __len__(self) -> int:
+        return len(self.self_cache)
+
+    def reorder(self, index: Tensor, same_source: bool = False) -> None:
+        """Beam search: row i becomes old row ``index[i]``. ``same_source`` (rows only move within
+        a group sharing one encoder input) leaves the cross keys/values untouched."""
+        self.self_cache.reorder(index)
+        if not same_source:
+            self.cross = [None if kv is None else (kv[0][index], kv[1][index]) for kv in self.cross]
