@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from plmkit.knowledge.edit import common
+import plmkit.knowledge.edit.common as common
 from plmkit.knowledge.structure import ModelStructure
 
 

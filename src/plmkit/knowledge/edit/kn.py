@@ -15,7 +15,7 @@ from typing import Any
 
 from plmkit.errors import UserError
 from plmkit.knowledge import neurons as kn
-from plmkit.knowledge.edit import common
+import plmkit.knowledge.edit.common as common
 from plmkit.knowledge.structure import ModelStructure
 
 

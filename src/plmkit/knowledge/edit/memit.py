@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from plmkit.knowledge.edit import common
+import plmkit.knowledge.edit.common as common
 from plmkit.knowledge.structure import ModelStructure, intervene
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from plmkit.knowledge.edit import common
+import plmkit.knowledge.edit.common as common
 from plmkit.knowledge.edit.covariance import solve
 from plmkit.knowledge.structure import ModelStructure
 
