@@ -122,3 +122,19 @@ def test_bad_input_is_one_line_and_exit_2(setup, capsys, extra, msg):
     err = capsys.readouterr().err
     assert rc == 2
     assert msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_layers_from_a_trace_summary(tmp_path):
+    from plmkit.cli.edit import layers_from_trace
+    from plmkit.errors import UserError
+
+    curve = [0.0, 0.1, 0.05, 0.3, 0.2, 0.0]
+    summary = {"average": {"mlp_window": {"last subject token": curve}}, "average_known": None}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert layers_from_trace(str(tmp_path / "summary.json"), "rome", 6) == [3]
+    assert layers_from_trace(str(tmp_path / "summary.json"), "memit", 6) == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="6 layers traced, the model has 4"):
+        layers_from_trace(str(tmp_path / "summary.json"), "rome", 4)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="summary.json of 'plm trace'"):
+        layers_from_trace(str(tmp_path / "bad.json"), "rome", 6)
