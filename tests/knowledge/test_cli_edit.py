@@ -138,3 +138,11 @@ def test_layers_from_a_trace_summary(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(UserError, match="summary.json of 'plm trace'"):
         layers_from_trace(str(tmp_path / "bad.json"), "rome", 6)
+
+
+def test_start_selects_later_records(setup):
+    from plmkit.knowledge.edit.evaluate import read_cases
+
+    kind, cases, skipped = read_cases(setup / "cf.json", 1, start=1)
+    assert kind == "counterfact" and [c.id for c in cases] == [1] and not skipped
+    assert [c.id for c in read_cases(setup / "cf.json", None, start=1)[1]] == [1, 2]

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="summary.json of 'plm trace': edit at the peak MLP effect of the last subject token")
     g = p.add_argument_group("evaluation")
     g.add_argument("--data", default=None, help="CounterFact (EasyEdit layout) or zsRE JSON file")
-    g.add_argument("--n", type=int, default=None, help="use the first N records")
+    g.add_argument("--n", type=int, default=None, help="use N records (the first N, or from --start)")
+    g.add_argument("--start", type=int, default=0, help="index of the first record used (to continue a run)")
     g.add_argument("--batch-size", type=int, default=1, help="edits applied at once (then measured and undone)")
     g.add_argument("--fluency-tokens", type=int, default=100,
                    help="tokens sampled for the fluency (n-gram entropy) score; 0 skips it")
@@ -105,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--prompt needs --subject and --target")
         request = common.Request(args.prompt, args.subject, args.target, args.target_true).validate("--prompt")
     else:
-        kind, cases, skipped = ev.read_cases(args.data, args.n)
+        if args.start < 0:
+            raise UserError(f"--start must be >= 0, got {args.start}")
+        kind, cases, skipped = ev.read_cases(args.data, args.n, args.start)
         if not cases:
             raise UserError(f"{args.data}: no editable record among the first {args.n or 'all'} "
                             f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else ''})")
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     report.write_jsonl(out / "cases.jsonl", rows)
     report.write_json(out / "details.json", {
         "method": args.method, "model": str(args.model), "data": str(args.data), "kind": kind,
-        "n_cases": len(rows), "n_skipped": len(skipped), "skipped": skipped, "batch_size": args.batch_size,
+        "start": args.start, "n_cases": len(rows), "n_skipped": len(skipped), "skipped": skipped,
+        "batch_size": args.batch_size,
         "layers": hp.layers, "hparams": hp_dict, "fluency_tokens": args.fluency_tokens,
         "covariance": None if cov is None else {"corpus": args.stats_corpus, "samples": args.stats_samples,
                                                 "seq_len": args.stats_seq_len, "seconds": cov_info},

@@ -86,7 +86,11 @@ def token_windows(tok: Any, files: list[Path], samples: int, seq_len: int):
 def compute_many(struct: ModelStructure, tok: Any, layers: list[int], files: list[Path], samples: int,
                  seq_len: int = 128, progress: bool = True) -> tuple[dict[int, Tensor], int]:
     """({layer: C = mean of k k^T over the tokens (I, I) float64}, number of tokens), in one pass."""
+    import sys
+
     from tqdm import tqdm
+
+    from plmkit.progress import Heartbeat
 
     layers = sorted(set(layers))
     acc = {x: torch.zeros(struct.intermediate_size, struct.intermediate_size, dtype=torch.float64) for x in layers}
@@ -101,8 +105,12 @@ def compute_many(struct: ModelStructure, tok: Any, layers: list[int], files: lis
         if i == layers[-1]:
             raise Stop
 
-    bar = tqdm(total=samples, desc=f"key covariance layers {layers}", unit="tok", disable=not progress,
+    show_bar = progress and sys.stderr.isatty()
+    bar = tqdm(total=samples, desc=f"key covariance layers {layers}", unit="tok", disable=not show_bar,
                mininterval=2.0)
+    # outside a terminal: a plain line every PLMKIT_PROGRESS_EVERY seconds instead of the bar
+    beat = Heartbeat(f"key covariance layers {layers}", samples, "token", enabled=None if progress else False,
+                     bar_shown=show_bar)
     with intervene(struct, "neurons", grab, layers=layers):
         for ids, n_front in token_windows(tok, files, samples, seq_len):
             got.clear()
@@ -116,6 +124,7 @@ def compute_many(struct: ModelStructure, tok: Any, layers: list[int], files: lis
                 acc[layer] += k.T @ k
             count += len(ids) - n_front
             bar.update(len(ids) - n_front)
+            beat.update(count)
     bar.close()
     if count == 0:
         raise UserError("the statistics corpus gave no tokens")

@@ -53,8 +53,8 @@ class Case:
     locality_target: str
 
 
-def read_cases(path: str | Path, n: int | None = None) -> tuple[str, list[Case], list[dict]]:
-    """("counterfact" | "zsre", cases, skipped [{id, reason}]): the first ``n`` records of the file.
+def read_cases(path: str | Path, n: int | None = None, start: int = 0) -> tuple[str, list[Case], list[dict]]:
+    """("counterfact" | "zsre", cases, skipped [{id, reason}]): ``n`` records of the file from index ``start``.
 
     Records a method cannot edit (subject not in the prompt, empty or unchanged target) are skipped
     and counted, never dropped silently."""
@@ -73,7 +73,7 @@ def read_cases(path: str | Path, n: int | None = None) -> tuple[str, list[Case],
                         f"nor zsRE ({', '.join(ZSRE_KEYS)})")
     keys = CF_KEYS if kind == "counterfact" else ZSRE_KEYS
     cases, skipped = [], []
-    for k, r in enumerate(rows[:n] if n else rows):
+    for k, r in enumerate(rows[start: start + n] if n else rows[start:], start=start):
         missing = [x for x in keys if not isinstance(r, dict) or x not in r]
         if missing:
             raise UserError(f"{path}: record {k}: missing key(s) {', '.join(missing)}")
