@@ -10,7 +10,13 @@ import torch
 
 from plmkit.cli.main import main
 
-from conftest import TEXT, tiny
+import plmkit
+
+
+def tiny(name, tok, seed=0, **kw):
+    """A small random model of ``name`` for ``tok`` (as tests/knowledge/conftest.py builds them)."""
+    torch.manual_seed(seed)
+    return plmkit.load(name, vocab_size=len(tok), bos_token_id=None, eos_token_id=None, **kw).eval()
 
 CF = [{"case_id": i, "prompt": f"{s} is located in", "target_new": new, "subject": s, "ground_truth": true,
        "rephrase_prompt": f"the city {s} is located in", "locality_prompt": f"{o} is located in",
@@ -23,14 +29,14 @@ ZSRE = [{"subject": "Paris", "src": "Which country is Paris in?", "pred": "Franc
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, bpe_tok):
+def setup(tmp_path_factory, bpe_tok, text_lines):
     root = tmp_path_factory.mktemp("edit")
     model = tiny("llama-tiny", bpe_tok, seed=2, num_layers=4)
     model.save_pretrained(root / "model")
     bpe_tok.save(root / "model")
     (root / "cf.json").write_text(json.dumps(CF))
     (root / "zsre.json").write_text(json.dumps(ZSRE))
-    (root / "corpus.txt").write_text("\n".join(TEXT))
+    (root / "corpus.txt").write_text("\n".join(text_lines))
     return root
 
 

@@ -13,7 +13,13 @@ from plmkit.errors import UserError
 from plmkit.knowledge.edit import Request, common, covariance, edit, load_hparams, memit, rome, undo
 from plmkit.knowledge.structure import locate
 
-from conftest import TEXT, tiny
+import plmkit
+
+
+def tiny(name, tok, seed=0, **kw):
+    """A small random model of ``name`` for ``tok`` (as tests/knowledge/conftest.py builds them)."""
+    torch.manual_seed(seed)
+    return plmkit.load(name, vocab_size=len(tok), bos_token_id=None, eos_token_id=None, **kw).eval()
 
 REQ = Request("Paris is located in", "Paris", "Japan", "France")
 FAST_V = {"steps": 6, "lr": 0.5}
@@ -27,9 +33,9 @@ def llama(bpe_tok):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def corpus(tmp_path_factory, text_lines) -> Path:
     p = tmp_path_factory.mktemp("corpus") / "text.txt"
-    p.write_text("\n".join(TEXT * 3))
+    p.write_text("\n".join(text_lines * 3))
     return p
 
 
