@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.cli.neurons import parse_layers
     from plmkit.errors import UserError
     from plmkit.knowledge import report
-    from plmkit.knowledge.edit import USES_COVARIANCE, common, covariance, edit, load_hparams
+    from plmkit.knowledge.edit import USES_COVARIANCE, common, covariance, load_hparams
     from plmkit.knowledge.edit import evaluate as ev
     from plmkit.knowledge.loading import load_for_knowledge
 
