@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
     "icl": ("icl", "Zero/few-shot in-context evaluation with prompt templates, verbalizers and contextual calibration."),
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
+    "edit": ("edit", "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."),
 }
 
 
