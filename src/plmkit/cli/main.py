@@ -36,7 +36,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "word2vec": ("word2vec", "Train word2vec (CBOW / skip-gram) and query similar words and analogies."),
     "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN); FFN key-value memories."),
     "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
+    "icl": ("icl", "Zero/few-shot in-context evaluation with prompt templates, verbalizers and contextual calibration."),
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
+    "edit": ("edit", "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."),
     "analyze": ("analyze", "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks."),
     "attack": ("attack", "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."),
 }
