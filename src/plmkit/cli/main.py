@@ -36,6 +36,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("probe", "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN); FFN key-value memories."),
     "trace": ("trace", "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."),
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
+    "distill": ("distill", "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses)."),
+    "quantize": ("quantize", "Quantize a fine-tuned checkpoint's linear layers (dynamic int8, weight-only int8 / int4)."),
+    "prune": ("prune", "Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude."),
 }
 
 
