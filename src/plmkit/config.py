@@ -102,7 +102,10 @@ class TrainConfig:
     early_stopping_patience: int = field(default=0, metadata=bound(NON_NEGATIVE))
     """Stop when the held-out loss has not improved for N evaluations; 0 = off."""
     max_bad_steps: int = field(default=5, metadata=bound(POSITIVE))
-    """Abort after this many consecutive steps with a NaN/inf loss or gradient (each is skipped)."""
+    """With ``skip_nonfinite``: abort after this many consecutive skipped (NaN/inf) steps."""
+    skip_nonfinite: bool = False
+    """A step whose loss or gradient norm is NaN/inf: False = stop the run there (exit 3, last checkpoint kept,
+    no final/); True = skip its update and count it (``skipped_steps`` in metrics.jsonl)."""
     progress: bool | None = None
     """Show a tqdm progress bar; None = only when stderr is a terminal."""
     tensorboard: bool = True

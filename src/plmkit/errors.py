@@ -21,3 +21,13 @@ def suggest(name: str, choices) -> str:
 
     best = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean {best[0]!r}?)" if best else ""
+
+
+class Interrupted(Exception):
+    """A run stopped by a signal (Ctrl-C / SIGTERM) after keeping what it could.
+
+    The message says where it stopped and how to continue; the CLI prints it as one line
+    (``plm <command>: stopped: <message>``) and exits with code 130.
+    """
+
+    exit_code = 130

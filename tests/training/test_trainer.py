@@ -130,19 +130,52 @@ class _NaNAfter(TinyCLM):
         return loss, m
 
 
-def test_nan_steps_are_skipped_then_abort(tmp_path):
+def test_nan_steps_are_skipped_then_abort_when_asked(tmp_path):
     torch.manual_seed(0)
     model = TinyLM(dropout=0.0)
     # Micro-batch calls 4..5 are NaN: 2 skipped steps, training continues and weights stay finite.
-    trainer = Trainer(model, _NaNAfter(4, 6), make_data(), _cfg(max_steps=8))
-    with pytest.warns(RuntimeWarning, match="NaN/inf; skipping"):
-        trainer.fit()
+    trainer = Trainer(model, _NaNAfter(4, 6), make_data(), _cfg(max_steps=8, skip_nonfinite=True, log_every=1),
+                      out_dir=tmp_path)
+    summary = trainer.fit()
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert trainer.step == 8
-    trainer = Trainer(TinyLM(), _NaNAfter(1), make_data(), _cfg(max_steps=50, max_bad_steps=3))
-    with pytest.warns(RuntimeWarning), pytest.raises(TrainingDiverged, match="3 consecutive steps"):
+    assert trainer.step == 8 and summary["skipped_steps"] == 2
+    rows = [json.loads(x, parse_constant=_no_constant) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in rows] == [0, 0, 0, 1, 2, 2, 2, 2]
+    assert rows[3]["loss"] is None and rows[2]["loss"] > 0  # a step with only skipped updates has no loss
+    trainer = Trainer(TinyLM(), _NaNAfter(1), make_data(), _cfg(max_steps=50, max_bad_steps=3, skip_nonfinite=True))
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
         trainer.fit()
     assert trainer.step == 2
+
+
+def _no_constant(name):
+    raise AssertionError(f"non-strict JSON constant {name} in a .jsonl file")
+
+
+def test_nan_loss_stops_at_that_step_and_keeps_the_last_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(TinyLM(), _NaNAfter(7), make_data(), _cfg(max_steps=20, save_every=3, log_every=1),
+                      out_dir=tmp_path)
+    with pytest.raises(TrainingDiverged, match="loss is NaN/inf at step 7; the last good checkpoint .*step-6") as e:
+        trainer.fit()
+    assert e.value.exit_code == 3 and "\n" not in str(e.value)
+    assert trainer.step == 6 and not (tmp_path / "final").exists()
+    assert [d.name for _, d in ckpt.checkpoint_steps(tmp_path / "checkpoints")] == ["step-3", "step-6"]
+    ckpt.read_state(tmp_path / "checkpoints" / "step-6")  # intact
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=_no_constant)
+
+
+def test_nan_weights_are_never_written(tmp_path):
+    """A finite loss whose update makes the weights inf (huge LR) at the very last step: no final/."""
+    torch.manual_seed(0)
+    trainer = Trainer(TinyLM(), TinyCLM(), make_data(), _cfg(max_steps=2, save_every=1), out_dir=tmp_path)
+    trainer.add_callback("on_step_end", lambda tr, step: [p.data.fill_(float("inf")) for p in
+                                                          list(tr.model.parameters())[:1]] if step == 2 else None)
+    with pytest.raises(TrainingDiverged, match="weights are NaN/inf after step 2"):
+        trainer.fit()
+    assert not (tmp_path / "final").exists() and not (tmp_path / "checkpoints" / "step-2").exists()
+    assert ckpt.latest_checkpoint(tmp_path / "checkpoints").name == "step-1"
 
 
 def test_interrupt_saves_checkpoint_and_stops(tmp_path):
@@ -287,3 +320,22 @@ def test_several_weighted_objectives_and_data_views():
     assert logs[0]["loss"] == pytest.approx(logs[0]["clm/loss"] + 0.5 * logs[0]["other/loss"], rel=1e-6)
     with pytest.raises(UserError, match="no data for objective"):
         Trainer(TinyLM(), [Other()], {"window": make_data()}, _cfg())
+
+
+def test_resume_applies_changed_settings_from_the_first_resumed_step(tmp_path):
+    """lr / weight_decay / betas changed on resume reach the optimizer groups before the first resumed step
+    (the schedule is re-evaluated with the new peak); seed / optimizer changes are refused."""
+    torch.manual_seed(0)
+    Trainer(TinyLM(), TinyCLM(), make_data(), _cfg(max_steps=4, save_every=4, lr=1e-3), out_dir=tmp_path).fit()
+    t = Trainer(TinyLM(), TinyCLM(), make_data(),
+                _cfg(max_steps=8, save_every=4, lr=1e-2, weight_decay=0.2, beta2=0.99), out_dir=tmp_path)
+    t.load_checkpoint(tmp_path / "checkpoints" / "step-4")
+    assert {k for k, _, _ in t.resume_changes} == {"max_steps", "lr", "weight_decay", "beta2"}
+    lrs = [g["lr"] for g in t.optimizer.param_groups]
+    assert lrs == pytest.approx([1e-2 * (1 - 4 / 8)] * len(lrs))  # linear decay at step 4 of 8, new peak
+    assert {g["weight_decay"] for g in t.optimizer.param_groups} == {0.2, 0.0}
+    assert all(g["betas"] == (0.9, 0.99) for g in t.optimizer.param_groups)
+    for bad in ({"seed": 5}, {"optimizer": "lamb"}, {"max_steps": 3}):
+        t = Trainer(TinyLM(), TinyCLM(), make_data(), _cfg(**{"max_steps": 8, **bad}), out_dir=tmp_path)
+        with pytest.raises(UserError, match=f"train.{next(iter(bad))}"):
+            t.load_checkpoint(tmp_path / "checkpoints" / "step-4")

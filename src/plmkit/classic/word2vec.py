@@ -412,6 +412,10 @@ def _train(sentences: Iterable[Sequence[str]], cfg: Word2VecConfig, progress: bo
         if est_per_epoch is None:
             est_per_epoch = n_ex
         total_ex = est_per_epoch * cfg.epochs
+        if epoch == 0:
+            from plmkit.progress import Heartbeat
+
+            beat = Heartbeat("word2vec training", total_ex, "example", enabled=None if progress else False)
         ex_t = [torch.from_numpy(a) for a in ex]
         loss_sum, loss_n = 0.0, 0
         for start in range(0, n_ex, cfg.batch_size):
@@ -462,6 +466,8 @@ def _train(sentences: Iterable[Sequence[str]], cfg: Word2VecConfig, progress: bo
                 upd = grad_h[:, None, :].expand(-1, ctx.shape[1], -1)[mask]
                 syn0.index_add_(0, rows, upd * (cap / hits0.clamp(min=cap))[rows][:, None])
             examples_seen += B
+            beat.update(examples_seen, epoch=f"{epoch + 1}/{cfg.epochs}",
+                        loss=f"{loss_sum / max(loss_n, 1):.4f}")
         losses.append(loss_sum / max(loss_n, 1))
         if progress:
             import sys

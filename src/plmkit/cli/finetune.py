@@ -24,12 +24,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from plmkit import progress
     from plmkit.tasks.finetuning import finetune
 
     cfg = config_from_args(args)
+    progress.set_hint("fine-tuning does not resume: run the command again")
+    progress.stage("while reading and encoding the data")
     res = finetune(cfg)
     print(f"{res['task']} ({res['mode']}): {res['main_metric']} = {res[res['main_metric']]:.4f}; "
           f"trainable {res['trainable_params']:,} params; train {res['train_time_s']}s; {cfg.out}/eval.json")
+    if res.get("interrupted"):
+        print(f"plm finetune: stopped by {res.get('stop_signal', 'a signal')} at step {res['train_steps']}/"
+              f"{res['planned_steps']}; the model trained so far and its dev scores are in {cfg.out} (eval.json "
+              f"says \"interrupted\": true); fine-tuning does not resume: run the command again to train fully",
+              file=sys.stderr)
+        return 130
     return 0
 
 

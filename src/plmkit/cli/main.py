@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 # command name -> (module under plmkit.cli, one-line purpose)
@@ -90,18 +91,50 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    from plmkit import progress
+    from plmkit.errors import Interrupted
+
+    progress.reset()
+    progress.set_program(f"plm {args.command}")
+    signame = ["SIGINT"]
+    old_handlers = _install_signals(signame)
     try:
+        progress.interval()  # a malformed PLMKIT_PROGRESS_EVERY fails here, before any work
         rc = args._run(args)
     except UserError as e:
         print(f"plm {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        print(f"plm {args.command}: stopped: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print(f"plm {args.command}: interrupted", file=sys.stderr)
+        # A stop by signal outside a loop that stops gracefully: say where the work stood and what to do.
+        where = progress.where()
+        hint = progress.hint() or "nothing was finished; run the command again"
+        print(f"plm {args.command}: stopped by {signame[0]}{' ' + where if where else ''}; {hint}",
+              file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
     return int(rc or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _install_signals(signame: list[str]) -> dict:
+    """SIGTERM raises KeyboardInterrupt like Ctrl-C does (the trainer catches both and stops after a step;
+    elsewhere the CLI prints one line); ``signame[0]`` records which signal it was. Returns the old handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        signame[0] = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
+    return old

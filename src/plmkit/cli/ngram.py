@@ -66,9 +66,12 @@ def _sentences(files, chars: bool, lowercase: bool, errors: str = "strict"):
 
 
 def run(args: argparse.Namespace) -> int:
+    from plmkit import progress
     from plmkit.classic import ngram as ng
 
     if args.ngram_command == "train":
+        progress.set_hint("n-gram training does not resume: run the command again")
+        progress.stage("while reading the text")
         if args.order < 1:
             raise UserError(f"--order must be >= 1, got {args.order}")
         if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -80,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
             sents = TokenStore(args.store).documents()
         else:
             sents = _sentences(args.text, args.chars, args.lowercase, args.encoding_errors)
+        progress.stage(f"while counting {args.order}-grams")
         counts = ng.NgramCounts.build(sents, args.order, min_count=args.min_count, add_unk=args.add_unk)
         options = {"k": args.k, "discount": args.discount}
         lm = ng.build_model(counts, args.method, **options)
         out = Path(args.out)
+        progress.stage(f"while writing {out}")
+        progress.set_hint(f"{out} may be incomplete: run the command again")
         out.mkdir(parents=True, exist_ok=True)
         counts.save(out / "counts.json.gz")
         meta = {"method": args.method, "order": args.order,
@@ -95,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.order}-gram {args.method}: {s['sentences']} sentences, {s['tokens']} tokens, vocabulary "
               f"{s['vocab_size']}, n-grams {s['ngrams']}, counts ~{s['memory_mb']} MB, "
               f"{time.perf_counter() - t0:.1f}s -> {out}" + (" (+ model.arpa)" if lm.is_backoff else ""))
+        progress.stage("while scoring --eval files")
+        progress.set_hint(f"{out} is complete; run 'plm ngram eval {out} --text FILE' for the perplexities")
         for f in args.eval:
             total, n, oov = lm.score_sentences(_sentences([f], args.chars, args.lowercase, args.encoding_errors))
             ppl = math.inf if total == -math.inf else math.exp(-total / n)

@@ -38,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from plmkit import progress
     from plmkit.data import prepare
+
+    progress.set_hint(f"{args.out} was not written (nothing partial is kept): run the command again")
 
     def log(msg: str) -> None:
         if not args.quiet:
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         errors=args.errors, format=args.format, dtype=args.dtype, shard_tokens=args.shard_tokens,
         num_workers=args.workers, words=not args.no_words, sentences=not args.no_sentences,
         overwrite=args.overwrite, progress=True if args.progress else (None if not args.quiet else False), log=log,
+        heartbeat=not args.quiet,
     )
     inp = m["input"]
     if not args.quiet:

@@ -33,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=arg(float, POSITIVE), default=d.lr, help="peak learning rate (cosine schedule)")
     p.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=d.seed, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (outside a terminal, plain progress lines come every "
+                        "PLMKIT_PROGRESS_EVERY seconds, 20 by default; 0 = none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                            max_chars=args.max_chars, vocab_size=args.vocab_size, seq_len=args.seq_len,
                            mlm_steps=args.mlm_steps, clm_steps=args.clm_steps, batch_size=args.batch_size,
                            lr=args.lr, seed=args.seed, encoding_errors=args.encoding_errors)
-    summary = run_quickstart(args.out, cfg, overwrite=args.overwrite, progress=False if args.no_progress else True)
+    # Bars on a terminal; elsewhere (logs, nohup, CI) plain progress lines every PLMKIT_PROGRESS_EVERY seconds.
+    summary = run_quickstart(args.out, cfg, overwrite=args.overwrite, progress=False if args.no_progress else None)
     for name in ("mlm", "clm"):
         s = summary[name]
         print(f"{name}: held-out perplexity {s['ppl_before']:.2f} -> {s['ppl_after']:.2f}")

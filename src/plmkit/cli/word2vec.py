@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if args.w2v_command == "train":
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out}: is a directory; expected the path of the vectors file to write")
+        from plmkit import progress
+
+        progress.set_hint(f"{args.out} was not written; word2vec training does not resume: run the command again")
+        progress.stage("while reading the text")
         sents = []
         for f in args.text:
             p = Path(f)

@@ -281,11 +281,13 @@ def prepare(
     overwrite: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    heartbeat: bool = True,
 ) -> dict:
     """Tokenize ``inputs`` into a token store at ``out_dir``; returns the manifest (also ``out_dir/manifest.json``).
 
     ``tokenizer``: a ``plmkit.tokenization.Tokenizer`` or a path for ``load_tokenizer``.
-    ``progress``: tqdm bar on stderr (``None`` = only when stderr is a terminal).
+    ``progress``: tqdm bar on stderr (``None`` = only when stderr is a terminal). ``heartbeat``: without a bar
+    and with stderr not a terminal, a plain progress line every ``PLMKIT_PROGRESS_EVERY`` seconds.
     """
     from plmkit.tokenization import Tokenizer, load_tokenizer
 
@@ -331,6 +333,10 @@ def prepare(
 
             bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare",
                        disable=False, dynamic_ncols=True, smoothing=0.1)
+        from plmkit.progress import Heartbeat
+
+        beat = Heartbeat("prepare", total_bytes, "byte", bar_shown=bar is not None,
+                         enabled=None if heartbeat else False, scale=1e6, unit_label="MB")
         writer = _ShardWriter(tmp, dt, shard_tokens)
         empty = 0
         consumed = [0]  # input bytes read so far; the bar advances when the batch they fed is written
@@ -345,6 +351,7 @@ def prepare(
             ids, flags, lengths = result
             empty += int(np.count_nonzero(lengths == 0))
             writer.add(ids, flags, lengths)
+            beat.update(mark, tokens=f"{writer.n_tokens:,}")
             if bar is not None and mark > shown[0]:
                 bar.update(mark - shown[0])
                 shown[0] = mark

@@ -183,6 +183,16 @@ def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, overwrite: bool) ->
     return action == "resume"
 
 
+def _old_train_section(marker: Path) -> dict | None:
+    """The ``train`` section of the run's recipe.yaml (for checkpoints that predate ``train_config``)."""
+    try:
+        old = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    train = old.get("train") if isinstance(old, dict) else None
+    return train if isinstance(train, dict) else None
+
+
 def _tokenizer(recipe: Recipe, out: Path, log: Callable[[str], None], reuse: bool = True):
     """The run's tokenizer, in memory: ``tokenizer.path``, the one an earlier attempt of this run saved, or a
     newly trained one (saved by :func:`_save_tokenizer` once the whole run set-up is valid)."""
@@ -197,10 +207,13 @@ def _tokenizer(recipe: Recipe, out: Path, log: Callable[[str], None], reuse: boo
     files = t.train.files or recipe.data.train
     log(f"training a {t.train.kind} tokenizer (vocab {t.train.vocab_size or 'all characters'}) on "
         f"{len(files)} file(s)")
+    from plmkit.progress import Ticker
+
     try:
-        return train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
-                               special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
-                               errors=recipe.data.encoding_errors, log=log, **t.train.options)
+        with Ticker(f"training a {t.train.kind} tokenizer"):  # liveness lines in logs
+            return train_tokenizer(files, kind=t.train.kind, vocab_size=t.train.vocab_size,
+                                   special_tokens=t.train.special_tokens, doc_sep=recipe.data.doc_sep,
+                                   errors=recipe.data.encoding_errors, log=log, **t.train.options)
     except TypeError as e:  # an unknown key in tokenizer.train.options
         raise UserError(f"tokenizer.train.options: {e}") from None
 
@@ -306,7 +319,8 @@ def _remove_fresh_run(out: Path, created: bool) -> None:
 def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os.PathLike, *,
                     overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False,
                     progress: bool | None = None, log: Callable[[str], None] | None = None,
-                    callbacks: list | None = None, encoding_errors: str | None = None) -> dict[str, Any]:
+                    callbacks: list | None = None, encoding_errors: str | None = None,
+                    resume_from: str | None = None) -> dict[str, Any]:
     """Train the tokenizer (if asked), prepare the data, build model + objective(s) and run the Trainer.
 
     Args:
@@ -314,7 +328,11 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
             (relative paths against its folder).
         out_dir: the run directory (refused if it holds another run, unless ``resume`` or ``overwrite``).
         overrides: dotted ``KEY=VALUE`` strings (``train.lr=3e-4``).
-        resume: continue from the newest complete checkpoint in ``out_dir``.
+        resume: continue from the newest complete checkpoint in ``out_dir`` (a damaged one is refused with the
+            newest intact one named). Train settings changed since the checkpoint apply from the first resumed
+            step (one log line each); ``train.seed`` / ``train.optimizer`` changes are refused.
+        resume_from: continue from this checkpoint (``step-N``, ``N`` or a path) instead; implies ``resume``.
+            Newer checkpoints are removed (the resumed run replays their steps).
         progress: tqdm bar on stderr (None: recipe's ``train.progress``, else only on a terminal).
         log: where one-line progress messages go (default: stderr, rank 0 only).
         encoding_errors: "strict" / "replace": how non-UTF-8 bytes in the recipe file and the data are read
@@ -327,9 +345,12 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         The trainer's summary plus ``run_dir``, ``seconds``, ``num_parameters``, ``train_examples``,
         ``valid_examples``.
     """
-    from plmkit.training.trainer import Trainer
+    from plmkit import progress as P
+    from plmkit.training import checkpoint as ckpt
+    from plmkit.training.trainer import Trainer, resume_changes
 
     t0 = time.time()
+    resume = resume or resume_from is not None
     info = D.init_distributed()
     recipe_arg, recipe = recipe, _as_recipe(recipe, list(overrides or []), encoding_errors)
     if progress is not None:
@@ -339,9 +360,24 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
     check_paths(recipe)
     check_model(recipe, *_source_lines(recipe_arg, encoding_errors))
     out = Path(out_dir).resolve()
+    if resume_from is not None and info.is_main and not (out / RUN_MARKER).is_file():
+        raise UserError(f"--resume-from {resume_from}: --out {out} holds no run to resume")
     action = check_run_dir(out, recipe, resume, overwrite) if info.is_main else None
     action = D.broadcast_object(action)
     resuming = action == "resume"
+    start = None
+    if resuming and info.is_main:  # checked before anything is written: a damaged checkpoint, a change that cannot apply
+        start, meta = ckpt.resume_point(out / "checkpoints", resume_from)
+        if start is not None:
+            saved = meta.get("train_config") or _old_train_section(out / RUN_MARKER)
+            changes = resume_changes(saved, recipe.train, meta["step"])
+            newer = [d.name for n, d in ckpt.checkpoint_steps(out / "checkpoints") if n > meta["step"]]
+            log(f"resuming from {start}" + (f" (the newer {', '.join(newer)} will be removed)" if newer else ""))
+            for key, old, new in changes:
+                log(f"resume: train.{key} {old!r} -> {new!r} from step {meta['step'] + 1}")
+    start = D.broadcast_object(str(start) if start is not None else None)
+    again = f"plm pretrain {recipe_arg if isinstance(recipe_arg, (str, os.PathLike)) else 'RECIPE'} --out {out}"
+    P.set_hint(f"continue with: {again} --resume")
     # Import the model and objective code before seeding: an import that draws from the global RNG (e.g. a
     # kernel probe at import time) would otherwise make the first run in a process differ from later ones.
     import plmkit.models.transformer  # noqa: F401
@@ -351,6 +387,7 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
     try:
         if info.is_main:
             # Validate before writing: the tokenizer (trained in memory), the model, the objectives.
+            P.stage("while training the tokenizer" if not recipe.tokenizer.path else "while loading the tokenizer")
             tok = _tokenizer(recipe, out, log, reuse=action != "overwrite")
             model, objs, kinds = _build(recipe, tok, log)
             if action == "overwrite":
@@ -365,6 +402,7 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
             tok = load_tokenizer(recipe.tokenizer.path or out / "tokenizer")
             model, objs, kinds = _build(recipe, tok, log)
 
+        P.stage("while preparing the data")
         train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log)
         train = _views(train_store, kinds, recipe)
         valid: dict[str, Sequence] | None = None
@@ -389,14 +427,13 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         f"training examples" + (f", {sum(len(v) for v in valid.values())} held out" if valid else ""))
     if recipe.train.eval_every and not valid:
         log("no held-out data (data.valid or data.valid_fraction): no evaluation")
-    if resuming:
-        from plmkit.training.checkpoint import latest_checkpoint
-
-        last = latest_checkpoint(out / "checkpoints")
-        log(f"resuming from {last}" if last else "--resume: no complete checkpoint yet; starting from step 0")
+    if resuming and start is None:
+        log("--resume: no complete checkpoint yet; starting from step 0")
+    P.stage("while building the model")
     trainer = Trainer(model, objs, train, recipe.train, callbacks=callbacks, out_dir=out, eval_data=valid,
                       tokenizer=tok)
-    summary = trainer.fit(resume=resuming)
+    trainer.name = "pretraining"
+    summary = trainer.fit(resume=Path(start) if start is not None else False)
     summary.update({"run_dir": str(out), "seconds": round(time.time() - t0, 1), "num_parameters": n_params,
                     "train_examples": sum(len(v) for v in train.values()),
                     "valid_examples": sum(len(v) for v in valid.values()) if valid else 0})
@@ -404,7 +441,10 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         log(f"step {summary['step']}: held-out loss {summary['eval_loss']:.4f}"
             + (f", perplexity {summary['eval_ppl']:.2f}" if "eval_ppl" in summary else ""))
     if summary.get("interrupted"):
-        log(f"interrupted at step {summary['step']}; checkpoint saved; continue with --resume")
+        kept = (f"checkpoint {summary['checkpoint']} saved" if summary.get("checkpoint")
+                else "no checkpoint (train.save_every=0)")
+        log(f"stopped by {summary.get('signal', 'a signal')} at step {summary['step']}/{recipe.train.max_steps}; "
+            f"{kept}; continue with: {again} --resume")
     elif summary.get("final"):
         log(f"done in {summary['seconds']:.0f}s: {summary['final']}")
     return summary

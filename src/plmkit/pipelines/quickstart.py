@@ -166,11 +166,29 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise UserError(f"--out {out}: cannot create {parent}: {e.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: {parent} is not writable")
+    _remove_stale_partials(parent, out.name)
     tmp = parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     return tmp
+
+
+def _remove_stale_partials(parent: Path, name: str) -> None:
+    """Remove ``.NAME.partial-PID`` directories left by killed runs (whose process no longer exists)."""
+    for d in parent.glob(f".{name}.partial-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            alive = int(pid) != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _write_lines(path: Path, docs: list[str]) -> None:
@@ -276,6 +294,8 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
     from plmkit.data import TokenStore, prepare
     from plmkit.objectives import build
     from plmkit.config import TrainConfig
+    from plmkit import progress as P
+    from plmkit.errors import Interrupted
     from plmkit.training.trainer import Trainer
 
     cfg = cfg or QuickstartConfig()
@@ -283,6 +303,8 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
     t_start = time.time()
     name, docs, corpus_stats = read_corpus(cfg, say)  # before creating anything
     tmp = _prepare_out(out, overwrite)
+    P.set_hint(f"nothing was kept ({out} is written only when the quickstart completes); run the command "
+               f"again to start over")
     try:
         torch.manual_seed(cfg.seed)
         train_docs, valid_docs = split_documents(docs)
@@ -293,9 +315,11 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
         _write_lines(tmp / "corpus" / "valid.txt", valid_docs)
 
         say(f"[1/4] training a WordPiece tokenizer (vocab {cfg.vocab_size:,})")
-        tok = plmkit.train_tokenizer([str(tmp / "corpus" / "train.txt")], kind="wordpiece",
-                                     vocab_size=cfg.vocab_size)
+        with P.Ticker("training the tokenizer"):
+            tok = plmkit.train_tokenizer([str(tmp / "corpus" / "train.txt")], kind="wordpiece",
+                                         vocab_size=cfg.vocab_size)
         tok.save(tmp / "tokenizer")
+        P.stage("while preparing the data")
         prepare([tmp / "corpus" / "train.txt"], tok, tmp / "data" / "train", doc_sep="line", progress=progress)
         prepare([tmp / "corpus" / "valid.txt"], tok, tmp / "data" / "valid", doc_sep="line", progress=progress)
         train_store, valid_store = TokenStore(tmp / "data" / "train"), TokenStore(tmp / "data" / "valid")
@@ -328,9 +352,14 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
             run_dir = tmp / obj_name
             trainer = Trainer(model, obj, train_store.windows(window), train_cfg, out_dir=run_dir,
                               eval_data=valid_store.windows(window), tokenizer=tok)
+            trainer.name = f"{obj_name.upper()} pretraining"
+            P.stage(f"while evaluating before {trainer.name}")
             before = trainer.evaluate()
             t0 = time.time()
             fit = trainer.fit()
+            if fit.get("interrupted"):  # Ctrl-C / SIGTERM: the trainer stopped after a step
+                raise Interrupted(f"{fit.get('signal', 'a signal')} at step {fit['step']}/{steps} of "
+                                  f"{trainer.name}; {P.hint()}")
             after = {"ppl": fit["eval_ppl"], "loss": fit["eval_loss"]}  # the trainer evaluates at the end
             with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
                 last_logged = [json.loads(line) for line in f][-1]
@@ -345,6 +374,7 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
             models[obj_name] = model
 
         say("[4/4] samples")
+        P.stage("while sampling")
         summary["fill_mask"] = fill_mask_samples(models["mlm"], tok, valid_docs, cfg.samples, cfg.seed)
         summary["generation"] = generation_samples(models["clm"], tok, valid_docs, cfg.samples, cfg.seed)
         for s in summary["fill_mask"]:
@@ -369,9 +399,14 @@ def run_quickstart(out: str | os.PathLike, cfg: QuickstartConfig | None = None, 
         summary["seconds"] = round(time.time() - t_start, 1)
         with open(tmp / "summary.json", "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        from plmkit.training.checkpoint import _exchange
+
+        if out.exists() and _exchange(tmp, out):  # --overwrite: no moment without OUT (Linux)
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old run
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -88,6 +88,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                               "train_examples": len(data.train), "dev_examples": len(data.dev),
                               "train_steps": summary["step"], "planned_steps": train_cfg.max_steps,
                               "interrupted": bool(summary.get("interrupted")),
+                              **({"stop_signal": summary["signal"]} if summary.get("interrupted") else {}),
                               "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu)}
     if cfg.early_exit:
         result.update(_train_off_ramps(cfg, model, obj, feats.train, train_cfg, logs, tok))
@@ -261,6 +262,7 @@ def train(cfg: FinetuneConfig, spec: TaskSpec, model, obj, tok, data: TaskData, 
 
     trainer = Trainer(model, obj, feats.train, train_cfg, out_dir=None, tokenizer=tok,
                       callbacks=[JsonlLogger(logs), FunctionCallback("on_step_end", dev_eval)])
+    trainer.name = "fine-tuning"
     t0, c0 = time.perf_counter(), time.process_time()
     summary = trainer.fit()
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0

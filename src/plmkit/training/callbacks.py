@@ -49,17 +49,21 @@ class FunctionCallback(Callback):
         setattr(self, hook, fn)
 
 
-def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop records logged after ``max_step`` (written by a run that was killed after its last checkpoint)."""
+def _truncate_jsonl(path: Path, max_step: int, keep_last_step: bool = True) -> None:
+    """Drop records logged after ``max_step`` (written by a run that was killed after its last checkpoint);
+    records at ``max_step`` itself too unless ``keep_last_step`` (at most one of them is kept)."""
     if not path.exists():
         return
     kept = []
+    at_max = False
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= max_step:
-                kept.append(line)
+            step = json.loads(line).get("step", 0)
         except ValueError:
             break  # a torn last line from a kill
+        if step < max_step or (step == max_step and keep_last_step and not at_max):
+            kept.append(line)
+            at_max = at_max or step == max_step
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
     os.replace(tmp, path)
@@ -79,12 +83,18 @@ class JsonlLogger(Callback):
 
     def on_train_begin(self, trainer) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "eval.jsonl"):
-            _truncate_jsonl(self.out_dir / name, trainer.step)
+        _truncate_jsonl(self.out_dir / "metrics.jsonl", trainer.step)
+        # The evaluation at the resumed step is kept only if the checkpoint knows it (else it runs again).
+        last = getattr(trainer, "last_eval", None)
+        known = getattr(trainer, "_last_eval_known", True)
+        _truncate_jsonl(self.out_dir / "eval.jsonl", trainer.step,
+                        keep_last_step=not known or (bool(last) and last.get("step") == trainer.step))
 
     def _write(self, name, record):
+        from plmkit.training.checkpoint import dumps
+
         f = self._file(name)
-        f.write(json.dumps(record) + "\n")
+        f.write(dumps(record) + "\n")  # strict JSON: NaN / inf are written as null
         f.flush()
 
     def on_log(self, trainer, logs) -> None:
@@ -131,24 +141,34 @@ class TensorBoardLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar on stderr: step / max_steps with loss, tokens/s and ETA."""
+    """A tqdm bar on stderr: step / max_steps with loss, tokens/s and ETA. When no bar is shown and stderr is
+    not a terminal, a plain line every ``PLMKIT_PROGRESS_EVERY`` seconds instead (:mod:`plmkit.progress`)."""
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.bar = None
+        self.beat = None
 
     def on_train_begin(self, trainer) -> None:
         from tqdm.auto import tqdm
 
+        from plmkit.progress import Heartbeat
+
         self.bar = tqdm(total=trainer.config.max_steps, initial=trainer.step, disable=not self.enabled,
                         desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.beat = Heartbeat(getattr(trainer, "name", "training"), trainer.config.max_steps, "step",
+                              start=trainer.step, bar_shown=self.enabled)
 
     def on_step_end(self, trainer, step) -> None:
         self.bar.update(1)
+        self.beat.update(step)
 
     def on_log(self, trainer, logs) -> None:
-        self.bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{logs.get('tokens_per_s', 0):.0f}",
-                             refresh=False)
+        loss = logs.get("loss")
+        self.bar.set_postfix(loss=f"{loss:.4f}" if loss is not None else "-",
+                             tok_s=f"{logs.get('tokens_per_s', 0):.0f}", refresh=False)
+        self.beat.fields["loss"] = f"{loss:.4f}" if loss is not None else "-"
+        self.beat.fields["tok/s"] = f"{logs.get('tokens_per_s', 0):.0f}"
 
     def on_eval(self, trainer, metrics) -> None:
         if self.enabled:

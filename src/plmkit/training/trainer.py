@@ -35,6 +35,7 @@ torchtitan (wrapping applied from outside the model); ULMFiT (Howard & Ruder 201
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
@@ -56,7 +57,41 @@ from plmkit.training.optim import GradualUnfreezer, build_optimizer, build_sched
 
 
 class TrainingDiverged(UserError):
-    """The loss or gradients stayed NaN/inf for ``max_bad_steps`` consecutive steps."""
+    """The loss, the gradient norm or the weights turned NaN/inf (exit code 3; the last checkpoint is kept)."""
+
+    exit_code = 3
+
+
+# Train settings a resume cannot change, and why (any other change applies from the first resumed step).
+FIXED_ON_RESUME = {
+    "seed": "it fixes the order of the data: a new seed would repeat or skip examples of the current epoch",
+    "optimizer": "the saved optimizer state belongs to the old optimizer",
+}
+
+
+def resume_changes(saved: Mapping[str, Any] | None, config: TrainConfig, step: int) -> list[tuple[str, Any, Any]]:
+    """The train settings that differ from the checkpoint's (``saved``: its ``train_config``), as
+    ``(key, old, new)``. A change that cannot be honoured -> UserError naming it and why."""
+    if not saved:
+        return []
+    new = dataclasses.asdict(config)
+    changes = []
+    for key, value in new.items():
+        if key not in saved or key == "progress":  # display only (set by --progress / the terminal)
+            continue
+        old = saved[key]
+        if isinstance(value, tuple):
+            value = list(value)
+        if old == value:
+            continue
+        if key in FIXED_ON_RESUME:
+            raise UserError(f"train.{key}: cannot change on resume ({old!r} in the checkpoint, {value!r} now): "
+                            f"{FIXED_ON_RESUME[key]}; start a new run (--overwrite or another --out)")
+        changes.append((key, old, value))
+    if config.max_steps < step:
+        raise UserError(f"train.max_steps: {config.max_steps} is below the checkpoint's step {step}; "
+                        f"resume with train.max_steps >= {step}")
+    return changes
 
 
 class _Cursor:
@@ -279,6 +314,7 @@ class Trainer:
         self.dtype = autocast_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
 
+        self.name = "training"  # what progress lines and stop messages call this run
         self.step = 0
         self.should_stop = False
         self.stop_reason = ""
@@ -286,8 +322,12 @@ class Trainer:
         self.best_step: int | None = None
         self.bad_evals = 0
         self.bad_steps = 0
+        self.skipped_steps = 0
         self.last_eval: dict | None = None
+        self.resumed_from: Path | None = None
+        self.resume_changes: list[tuple[str, Any, Any]] = []
         self._stop_signal = False
+        self._stop_signum: int | None = None
         self._last_saved_step: int | None = None
 
         self.cursors = [_Cursor(len(_source(data, n, o)), config.seed + 7 * i, config.batch_size, self.info)
@@ -409,16 +449,22 @@ class Trainer:
                 self.optimizer.step()
             self.bad_steps = 0
         else:
+            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+            if not cfg.skip_nonfinite:
+                self.optimizer.zero_grad(set_to_none=True)
+                raise TrainingDiverged(f"the {what} is NaN/inf at step {self.step + 1}; "
+                                       f"{self._kept()}; lower train.lr, or set train.skip_nonfinite=true "
+                                       f"to skip such steps")
             self.bad_steps += 1
+            self.skipped_steps += 1
             if self.scaler is not None:
                 self.scaler.update()
-            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-            warnings.warn(f"step {self.step + 1}: {what} is NaN/inf; skipping the update "
-                          f"({self.bad_steps}/{cfg.max_bad_steps} in a row)", RuntimeWarning, stacklevel=2)
+            # counted in metrics.jsonl (skipped_steps) and the summary; no warning per step
             if self.bad_steps >= cfg.max_bad_steps:
+                self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingDiverged(
-                    f"training diverged: the {what} was NaN/inf for {self.bad_steps} consecutive steps "
-                    f"(at step {self.step + 1}); lower train.lr, set train.clip_grad_norm, or use train.precision=fp32")
+                    f"the {what} was NaN/inf for {self.bad_steps} consecutive steps (at step {self.step + 1}); "
+                    f"{self._kept()}; lower train.lr, set train.clip_grad_norm, or use train.precision=fp32")
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[-1]["lr"]
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" after a skipped step
@@ -498,10 +544,31 @@ class Trainer:
                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return self.optimizer.state_dict()
 
+    def _kept(self) -> str:
+        """What survives a divergence, for its one-line message."""
+        if self.out_dir is None:
+            return "no model was written"
+        last = ckpt.latest_checkpoint(self.checkpoint_root)
+        if last is None:
+            return "no checkpoint was written yet and final/ is not written"
+        return f"the last good checkpoint {last} is kept and final/ is not written"
+
+    def _check_weights(self) -> None:
+        """TrainingDiverged if any parameter is NaN/inf: such weights are never written."""
+        bad = next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
+        if self.info.enabled:
+            flag = torch.tensor([float(bad is not None)], dtype=torch.float64, device=self.device)
+            if float(D.all_reduce_sum(flag)[0]) > 0 and bad is None:
+                bad = "(on another rank)"
+        if bad is not None:
+            raise TrainingDiverged(f"the weights are NaN/inf after step {self.step} ({bad}); {self._kept()}; "
+                                   f"lower train.lr or set train.clip_grad_norm")
+
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-N`` (all ranks must call; rank 0 writes). Returns its path on rank 0."""
         if self.out_dir is None:
             return None
+        self._check_weights()
         final = self.checkpoint_root / f"step-{self.step}"
         module = self._model_state_for_save()
         opt_state = self._optimizer_state()
@@ -513,6 +580,8 @@ class Trainer:
                 "best_eval": self.best_eval, "best_step": self.best_step, "bad_evals": self.bad_evals,
                 "bad_steps": self.bad_steps, "world_size": self.info.world_size,
                 "rng": [{"python": r["python"], "numpy": r["numpy"]} for r in rngs],
+                "skipped_steps": self.skipped_steps, "last_eval": ckpt.finite_json(self.last_eval),
+                "train_config": ckpt.finite_json(dataclasses.asdict(self.config)),
             }
             tensors = {"optimizer": opt_state, "scheduler": self.scheduler.state_dict(),
                        "scaler": self.scaler.state_dict() if self.scaler else {},
@@ -536,12 +605,23 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore the whole training state from a ``step-N`` directory (on every rank)."""
+        """Restore the whole training state from a ``step-N`` directory (on every rank).
+
+        Train settings changed since the checkpoint (``self.config`` vs its ``train_config``) apply from the
+        first resumed step, as if they had always been set (the LR schedule is re-evaluated at the resumed
+        step with the new values); they are listed in ``self.resume_changes``. See :data:`FIXED_ON_RESUME`.
+        """
         path = Path(path)
         tensors, meta = ckpt.read_state(path)
         if meta["world_size"] != self.info.world_size:
             raise UserError(f"{path}: saved by {meta['world_size']} processes, resuming with "
                             f"{self.info.world_size}; exact resume needs the same world size")
+        if len(meta["cursors"]) != len(self.cursors):
+            raise UserError(f"{path}: saved with {len(meta['cursors'])} objective(s), resuming with "
+                            f"{len(self.cursors)}")
+        self.resume_changes = resume_changes(meta.get("train_config"), self.config, meta["step"])
+        # Hyper-parameters of the optimizer groups come from the current config, not from the checkpoint.
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         if self.info.enabled and self.config.distributed == "fsdp":
             from safetensors.torch import load_file
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
@@ -552,8 +632,20 @@ class Trainer:
             set_optimizer_state_dict(self.model, self.optimizer, tensors["optimizer"], options=opts)
         else:
             ckpt.load_native_weights(self.model, path / "model_state.safetensors")
-            self.optimizer.load_state_dict(tensors["optimizer"])
+            try:
+                self.optimizer.load_state_dict(tensors["optimizer"])
+            except (ValueError, KeyError) as e:
+                raise ckpt.DamagedCheckpoint(path, f"trainer_state.pt: the optimizer state does not fit the "
+                                                   f"model ({e})") from None
+        for g, f in zip(self.optimizer.param_groups, fresh):
+            g.update(f)
         self.scheduler.load_state_dict(tensors["scheduler"])
+        # The LR of the next step under the current settings (the saved one was computed with the old ones).
+        lrs = [base * self.scheduler._mult(self.scheduler.last_epoch) for base in self.scheduler.base_lrs] \
+            if hasattr(self.scheduler, "_mult") else [g["lr"] for g in self.optimizer.param_groups]
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr
+        self.scheduler._last_lr = list(lrs)
         if self.scaler is not None and tensors["scaler"]:
             self.scaler.load_state_dict(tensors["scaler"])
         for c, s in zip(self.cursors, meta["cursors"]):
@@ -561,6 +653,10 @@ class Trainer:
         self.step = meta["step"]
         self.best_eval, self.best_step = meta["best_eval"], meta["best_step"]
         self.bad_evals, self.bad_steps = meta["bad_evals"], meta["bad_steps"]
+        self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self.last_eval = meta.get("last_eval") or None
+        self._last_eval_known = "last_eval" in meta  # False for checkpoints written before plmkit recorded it
+        self.resumed_from = path
         r = self.info.rank
         ckpt.set_rng_state({**meta["rng"][r], "torch": tensors["rng_torch"][r], "cuda": tensors["rng_cuda"][r]})
 
@@ -568,6 +664,7 @@ class Trainer:
         """Write ``RUN/final`` (HF-format model + tokenizer + summary); all ranks call, rank 0 writes."""
         if self.out_dir is None:
             return None
+        self._check_weights()
         module = self._model_state_for_save()
         path = None
         if self.info.is_main:
@@ -588,6 +685,7 @@ class Trainer:
             if self._stop_signal and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self._stop_signal = True
+            self._stop_signum = signum
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -601,14 +699,21 @@ class Trainer:
         checkpoint in ``out_dir`` if there is one; a path: from that checkpoint. Returns a summary dict."""
         cfg = self.config
         if self.out_dir is not None and self.info.is_main:
+            ckpt.clean_partial(self.out_dir)  # .final.tmp-* of a kill while final/ was written
             ckpt.clean_partial(self.checkpoint_root)
         D.barrier()
         start = None
         if resume:
-            start = Path(resume) if not isinstance(resume, bool) else (
-                ckpt.latest_checkpoint(self.checkpoint_root) if self.out_dir is not None else None)
+            if not isinstance(resume, bool):
+                start = Path(resume)
+            elif self.out_dir is not None:
+                start, _ = ckpt.resume_point(self.checkpoint_root)  # a damaged newest one -> UserError
         if start is not None:
             self.load_checkpoint(start)
+            if self.out_dir is not None and self.info.is_main and start.parent.resolve() == \
+                    self.checkpoint_root.resolve():
+                ckpt.discard_after(self.checkpoint_root, self.step)  # they would be replayed anyway
+            D.barrier()
         else:
             import random
 
@@ -636,11 +741,13 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == cfg.max_steps or self._stop_signal:
                     now = time.perf_counter()
                     n = max(interval["n"], 1)
-                    logs = {"step": step, "loss": interval["loss"] / n if interval["n"] else float("nan"),
+                    logs = {"step": step, "loss": interval["loss"] / n if interval["n"] else None,
                             "lr": out["lr"], "tokens_per_s": interval["tokens"] / max(now - interval["t"], 1e-9),
                             "elapsed_s": round(now - self._t0, 3)}
                     if "grad_norm" in out:
-                        logs["grad_norm"] = out["grad_norm"]
+                        logs["grad_norm"] = out["grad_norm"] if math.isfinite(out["grad_norm"]) else None
+                    if cfg.skip_nonfinite:
+                        logs["skipped_steps"] = self.skipped_steps
                     logs.update({k: v / n for k, v in interval["metrics"].items()})
                     self._emit("on_log", logs)
                     interval = {"loss": 0.0, "n": 0, "tokens": 0, "metrics": {}, "t": time.perf_counter()}
@@ -662,6 +769,12 @@ class Trainer:
             self._maybe_eval()
         summary: dict[str, Any] = {"step": self.step, "interrupted": interrupted,
                                    "stop_reason": self.stop_reason or ("done" if not interrupted else "")}
+        if interrupted:
+            summary["signal"] = signal.Signals(self._stop_signum).name if self._stop_signum else "SIGINT"
+            if self._last_saved_step == self.step and self.out_dir is not None:
+                summary["checkpoint"] = str(self.checkpoint_root / f"step-{self.step}")
+        if cfg.skip_nonfinite:
+            summary["skipped_steps"] = self.skipped_steps
         if self.last_eval is not None:
             summary.update({f"eval_{k}": v for k, v in self.last_eval.items() if k != "step"})
         if self.best_step is not None:
