@@ -99,3 +99,24 @@ def test_quantizing_twice_exits_2(run_quantize, workdir, capsys):
     assert run_quantize("q_once", "q_twice", "--method", "dynamic-int8") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "already quantized" in err, err
+
+
+def test_fake_quant_straight_through():
+    from plmkit.compression.quantization import fake_quant_int8
+
+    x = torch.tensor([0.1, -0.5, 1.27], requires_grad=True)
+    y = fake_quant_int8(x)
+    assert y.tolist() == pytest.approx([0.1, -0.5, 1.27], abs=0.01 / 2 + 1e-6)  # scale 1.27 / 127 = 0.01
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_qat_int8_trains_and_stores_dynamic_int8(run_quantize, workdir):
+    from plmkit.tasks.checkpoint import load_checkpoint
+
+    assert run_quantize("cls", "q_qat", "--method", "qat-int8", "--data", str(workdir), "--epochs", "1",
+                        "--lr", "1e-3", "--batch-size", "16") == 0
+    res = json.loads((workdir / "q_qat" / "eval.json").read_text())
+    assert res["train_steps"] == 10 and 0 <= res["accuracy"] <= 1
+    model, _, info, _ = load_checkpoint(workdir / "q_qat")
+    assert info["compression"]["quantization"]["qat"] and type(model.layers[0].attn.qkv).__name__ == "DynamicInt8Linear"

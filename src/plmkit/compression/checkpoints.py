@@ -110,3 +110,48 @@ def prune_checkpoint(path: str, out: str, method: str, amount: float, scope: str
     res = _write(out, model, tok, info, record, path, options)
     res["parameters"] = sum(p.numel() for p in model.parameters())
     return res
+
+
+def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: float = 2e-5, batch_size: int = 32,
+                   max_train_examples: int | None = None, seed: int = 1) -> dict[str, Any]:
+    """``qat-int8``: fine-tune ``path`` on its task's training data through fake int8 rounding (straight-through
+    estimator, Q8BERT), then store it as ``dynamic-int8`` in ``out``. Dev accuracy goes to ``OUT/eval.json``."""
+    import time
+
+    from plmkit.compression.quantization import convert_qat, prepare_qat
+    from plmkit.tasks.checkpoint import write_json_atomic
+    from plmkit.tasks.config import FinetuneConfig
+    from plmkit.tasks.data import task_spec
+    from plmkit.tasks.finetuning import _seed_everything, encode_task_data, read_task_data, train, training_config
+    from plmkit.tasks.inference import run_model
+    from plmkit.tasks.scoring import score
+
+    model, obj, info, tok = _load_full(path)
+    if (info.get("compression") or {}).get("quantization"):
+        raise UserError(f"{path}: is already quantized ({info['compression']['quantization']['method']}); "
+                        "quantize the fp32 checkpoint instead")
+    if not data:
+        raise UserError("--method qat-int8 fine-tunes: give --data DIR (the task's train/dev files)")
+    _seed_everything(seed)
+    fcfg = FinetuneConfig(**{**info["config"], "data": data, "out": out, "mode": "full", "epochs": epochs, "lr": lr,
+                             "batch_size": batch_size, "max_train_examples": max_train_examples, "seed": seed,
+                             "early_exit": False, "regularizer": None, "self_distill": 0.0, "eval_each_epoch": False})
+    spec = task_spec(fcfg)
+    tdata = read_task_data(fcfg, spec)
+    tdata.labels = list(info["labels"])
+    feats = encode_task_data(fcfg, spec, tok, tdata)
+    names = prepare_qat(model)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "logs").mkdir(exist_ok=True)
+    train_cfg = training_config(fcfg, model, len(feats.train))
+    summary, _, train_time, _ = train(fcfg, spec, model, obj, tok, tdata, feats, train_cfg, Path(out) / "logs")
+    model.eval()
+    record = convert_qat(model, names)
+    t0 = time.perf_counter()
+    metrics = score(spec, tdata.labels, tdata.dev, feats.dev, run_model(model, obj, feats.dev, 64))
+    res = _write(out, model, tok, info, {"quantization": record}, path,
+                 {"quantize": "qat-int8", "epochs": epochs, "lr": lr, "max_train_examples": max_train_examples})
+    res.update(metrics, train_steps=summary["step"], train_time_s=round(train_time, 1),
+               eval_time_s=round(time.perf_counter() - t0, 1))
+    write_json_atomic(Path(out) / "eval.json", {k: v for k, v in res.items() if k != "compression"})
+    return res

@@ -105,6 +105,8 @@ class DistillConfig:
     """AdamW weight decay"""
     progress: bool | None = None
     """show a progress bar (default: only when stderr is a terminal)"""
+    encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
+    """non-UTF-8 bytes in the data files: stop at the first (file:line, byte offset) or read them as U+FFFD"""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -342,7 +344,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                              "max_train_examples": cfg.max_train_examples, "max_eval_examples": cfg.max_eval_examples,
                              "seed": cfg.seed, "warmup": cfg.warmup, "weight_decay": cfg.weight_decay,
                              "progress": cfg.progress, "early_exit": False, "regularizer": None, "self_distill": 0.0,
-                             "head_lr": None, "eval_each_epoch": False})
+                             "head_lr": None, "eval_each_epoch": False,
+                             "encoding_errors": cfg.encoding_errors})
     spec = task_spec(fcfg)
     data = read_task_data(fcfg, spec)
     unknown = sorted(set(data.labels) - set(info["labels"]))

@@ -11,6 +11,9 @@ plmkit calls them directly on tensors it stores itself:
   (through a qint8 tensor: torch 2.13 warns that quantized-dtype tensors are deprecated, so this path
   goes when they do; ``weight-int8`` uses no quantized dtype).
 - ``weight-int8``: int8 weights per output channel, fp32 activations: ``torch._weight_int8pack_mm``.
+- ``qat-int8`` (``plmkit.compression.checkpoints.qat_checkpoint``): Q8BERT-style fine-tuning through
+  fake int8 rounding of weights and activations with straight-through gradients (:class:`FakeQuantLinear`),
+  then converted to ``dynamic-int8``.
 - ``weight-int4``: 4-bit weights, asymmetric, per group of ``group_size`` input channels, two per byte;
   dequantized to fp32 for each matrix product (storage compression; no int4 CPU GEMM is used).
 
@@ -225,3 +228,47 @@ def swap_in_empty(model: nn.Module, record: dict) -> None:
     if record.get("embeddings"):
         w = model.embeddings.word
         model.embeddings.word = Int8Embedding(w.num_embeddings, w.embedding_dim, w.padding_idx)
+
+
+# ---------------------------------------------------------------------------- quantization-aware training
+def fake_quant_int8(x: Tensor, dim: int | None = None) -> Tensor:
+    """Symmetric int8 rounding with a straight-through gradient (Q8BERT): forward ``round(x / s) * s``,
+    backward the identity. ``dim=None``: one scale for the tensor; else one per slice along ``dim``."""
+    a = x.detach().abs()
+    amax = a.amax() if dim is None else a.amax(dim=tuple(i for i in range(x.dim()) if i != dim), keepdim=True)
+    s = (amax / 127.0).clamp_min(1e-12)
+    q = torch.round(x / s).clamp(-127, 127) * s
+    return x + (q - x).detach()
+
+
+class FakeQuantLinear(nn.Linear):
+    """An ``nn.Linear`` that trains through int8 rounding of its weight (per output channel) and its input
+    (per tensor), straight-through; ``DynamicInt8Linear.from_linear`` converts it after training."""
+
+    @classmethod
+    def wrap(cls, lin: nn.Linear) -> "FakeQuantLinear":
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.in_features, m.out_features = lin.in_features, lin.out_features
+        m.weight, m.bias = lin.weight, lin.bias
+        return m
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(fake_quant_int8(x), fake_quant_int8(self.weight, 0), self.bias)
+
+
+def prepare_qat(model: nn.Module) -> list[str]:
+    """Swap the blocks' linears for :class:`FakeQuantLinear` (same parameters), in place."""
+    if any(isinstance(m, (*QUANTIZED.values(), Int8Embedding)) for m in model.modules()):
+        raise UserError("the model is already quantized; quantize the fp32 checkpoint instead")
+    names = quantizable(model)
+    for name in names:
+        _set(model, name, FakeQuantLinear.wrap(model.get_submodule(name)))
+    return names
+
+
+def convert_qat(model: nn.Module, names: list[str]) -> dict:
+    """Replace the trained :class:`FakeQuantLinear` modules by :class:`DynamicInt8Linear`."""
+    for name in names:
+        _set(model, name, DynamicInt8Linear.from_linear(model.get_submodule(name)))
+    return {"method": "dynamic-int8", "modules": names, "group_size": 32, "embeddings": False, "qat": True}
