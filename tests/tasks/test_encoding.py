@@ -3,7 +3,6 @@ NER labels, truncation flags (the finetune recipes in recipes/finetune/ are chec
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

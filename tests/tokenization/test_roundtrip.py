@@ -14,7 +14,6 @@ import pytest
 
 from plmkit.cli.main import main as plm
 from plmkit.tokenization import load_tokenizer
-from plmkit.tokenization.train import train_tokenizer
 from tests.tokenization.conftest import need
 
 # spaces, runs of spaces, tabs, blank lines, CRLF, trailing whitespace, non-ASCII, CJK, emoji (+ modifier)

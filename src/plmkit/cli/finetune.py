@@ -120,15 +120,12 @@ def read_recipe(path: Path, encoding_errors: str = "strict") -> dict[str, Any]:
     return out
 
 
-def _package_dir(name: str, recipe) -> str:
-    """The checkpoint folder of an installed package: ``<package>/model`` if present, else the package folder."""
-    import importlib
-
+def _package_dir(name: str, where) -> str:
+    """``pkg:NAME`` -> the checkpoint folder of the installed package (``plmkit.packages``), errors naming ``where``."""
     from plmkit.errors import UserError
+    from plmkit.packages import package_dir
 
     try:
-        mod = importlib.import_module(name)
-    except ImportError:
-        raise UserError(f"{recipe}: package {name!r} is not installed (pip install {name.replace('_', '-')})") from None
-    base = Path(mod.__file__).resolve().parent
-    return str(base / "model" if (base / "model").is_dir() else base)
+        return package_dir(name)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None

@@ -2,6 +2,7 @@
 
     plm prepare --tokenizer tok/ --out store/ corpus.txt folder/ data.jsonl.gz
     plm prepare --tokenizer tok/ --out store/ --doc-sep blank input.txt --encoding-errors replace
+    plm prepare --tokenizer tok/ --out pairs/ --parallel cmn-eng.tsv      # or two aligned files (TLM)
 
 The store layout and readers are described in ``plmkit.data.store``; the manifest is
 ``OUT/manifest.json``. Re-running with the same inputs and tokenizer does nothing; a store built
@@ -35,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--parallel", action="store_true",
+                   help="inputs are sentence pairs: .tsv files (source<TAB>target) or two line-aligned files; "
+                        "each pair is stored for the TLM objective (plmkit.data.parallel)")
+    p.add_argument("--langs", default=None, help="with --parallel: names of the two sides, e.g. en,zh (recorded)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +52,18 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"plm prepare: {msg}", file=sys.stderr)
 
+    if args.parallel:
+        from plmkit.data.parallel import prepare_parallel
+
+        m = prepare_parallel(args.inputs, args.tokenizer, args.out, dtype=args.dtype, overwrite=args.overwrite,
+                             languages=args.langs.split(",") if args.langs else None, log=log)
+        if not args.quiet:
+            print(json.dumps({k: m[k] for k in ("num_tokens", "num_documents", "dtype", "languages")} | m["input"]))
+        return 0
+    if args.langs:
+        from plmkit.errors import UserError
+
+        raise UserError("--langs goes with --parallel")
     m = prepare(
         args.inputs, args.tokenizer, args.out, doc_sep=args.doc_sep, text_field=args.text_field,
         errors=args.errors, format=args.format, dtype=args.dtype, shard_tokens=args.shard_tokens,

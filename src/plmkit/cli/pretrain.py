@@ -10,7 +10,6 @@ Ctrl-C / SIGTERM (a checkpoint was saved; continue with ``--resume``).
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = "Pretrain any backbone with any objective from a YAML recipe (resumable, torchrun-ready)."
 

@@ -8,6 +8,8 @@ size. Document boundaries (``CorpusConfig.doc_sep``):
 * ``"blank"``: documents are runs of non-blank lines separated by blank lines (inner newlines kept);
 * JSONL files (``.jsonl`` / ``.jsonl.gz``, or ``format="jsonl"``): one document per record, the
   string in ``text_field``.
+* ``format="tsv"``: a header line naming tab-separated columns, then one document per row, the
+  column named ``text_field`` (e.g. the ``sentence`` column of a GLUE file, labels left out).
 
 Bad input raises ``UserError`` with one line: missing paths, binary files (a NUL byte in the
 first 8 KiB), non-UTF-8 bytes (file, line and byte offset of the first bad byte, read by the one
@@ -41,16 +43,16 @@ class CorpusConfig:
     """JSONL field that holds the document text."""
     errors: Literal["strict", "replace"] = "strict"
     """Non-UTF-8 bytes: ``strict`` stops with file + byte offset; ``replace`` uses U+FFFD and counts."""
-    format: Literal["auto", "text", "jsonl"] = "auto"
-    """``auto``: JSONL for ``.jsonl``/``.jsonl.gz`` names, plain text otherwise."""
+    format: Literal["auto", "text", "jsonl", "tsv"] = "auto"
+    """``auto``: JSONL for ``.jsonl``/``.jsonl.gz`` names, plain text otherwise; ``tsv``: a headed TSV's column."""
 
     def __post_init__(self) -> None:
         if self.doc_sep not in ("line", "blank"):
             raise UserError(f"doc_sep must be 'line' or 'blank', got {self.doc_sep!r}")
         if self.errors not in ("strict", "replace"):
             raise UserError(f"errors must be 'strict' or 'replace', got {self.errors!r}")
-        if self.format not in ("auto", "text", "jsonl"):
-            raise UserError(f"format must be 'auto', 'text' or 'jsonl', got {self.format!r}")
+        if self.format not in ("auto", "text", "jsonl", "tsv"):
+            raise UserError(f"format must be 'auto', 'text', 'jsonl' or 'tsv', got {self.format!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +137,20 @@ def iter_file_documents(path: Path, config: CorpusConfig, on_bytes: Callable[[in
             if not isinstance(text, str):
                 raise UserError(f"{path}:{lineno}: field {key!r} must be a string, got {type(text).__name__}")
             yield text
+    elif config.format == "tsv":
+        header = next(lines, None)
+        cols = header.split("\t") if header is not None else []
+        if config.text_field not in cols:
+            hint = suggest(config.text_field, cols) or f" (columns: {', '.join(cols[:8]) or 'none'})"
+            raise UserError(f"{path}:1: no column {config.text_field!r} in the header{hint}; set the text field")
+        k = cols.index(config.text_field)
+        for lineno, line in enumerate(lines, 2):
+            if not line.strip():
+                continue
+            row = line.split("\t")
+            if len(row) <= k:
+                raise UserError(f"{path}:{lineno}: {len(row)} columns, expected at least {k + 1}")
+            yield row[k].strip()
     elif config.doc_sep == "line":
         yield from lines
     else:

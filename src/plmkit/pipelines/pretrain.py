@@ -229,12 +229,16 @@ def _save_tokenizer(tok, out: Path) -> None:
     os.replace(tmp, tok_dir)
 
 
-def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, log):
+def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, log, parallel: bool = False):
     from plmkit.data import TokenStore, prepare
+    from plmkit.data.parallel import prepare_parallel
 
-    if info.is_main:
+    if info.is_main and parallel:  # an objective reads sentence pairs (TLM): the files hold parallel text
+        m = prepare_parallel(files, tok, path)
+        log(f"{path.name} data: {m['input']['pairs']} sentence pairs, {m['num_tokens']} tokens")
+    elif info.is_main:
         m = prepare(files, tok, path, doc_sep=recipe.data.doc_sep, errors=recipe.data.encoding_errors,
-                    progress=False)
+                    format=recipe.data.format, text_field=recipe.data.text_field, progress=False)
         log(f"{path.name} data: {m['num_tokens']} tokens in {m['num_documents']} documents")
     D.barrier()
     return TokenStore(path, tokenizer=tok)
@@ -250,6 +254,10 @@ def _views(store, kinds: set[str], recipe: Recipe) -> dict[str, Sequence]:
             out[kind] = store.documents(d.seq_len)
         elif kind == "sentence_pair":
             out[kind] = store.sentence_pairs(d.seq_len, seed=recipe.train.seed)
+        elif kind == "parallel":
+            from plmkit.data.parallel import ParallelPairs
+
+            out[kind] = ParallelPairs(store, d.seq_len)
         else:
             raise UserError(f"objective needs example_kind {kind!r}, which the token store does not provide")
     return out
@@ -296,7 +304,7 @@ def _build(recipe: Recipe, tok, log) -> tuple[Any, list, set[str]]:
     model = _model(recipe, tok, log)
     objs = _objectives(recipe, tok, model)
     kinds = {getattr(o, "example_kind", "window") for o, _ in objs}
-    unknown = kinds - {"window", "document", "sentence_pair"}
+    unknown = kinds - {"window", "document", "sentence_pair", "parallel"}
     if unknown:
         raise UserError(f"objective needs example_kind {sorted(unknown)[0]!r}, which the token store does not provide")
     _check_seq_len(recipe, model)
@@ -403,11 +411,13 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
             model, objs, kinds = _build(recipe, tok, log)
 
         P.stage("while preparing the data")
-        train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log)
+        parallel = "parallel" in kinds
+        train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log, parallel)
         train = _views(train_store, kinds, recipe)
         valid: dict[str, Sequence] | None = None
         if recipe.data.valid:
-            valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log), kinds, recipe)
+            valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log, parallel),
+                           kinds, recipe)
         elif recipe.data.valid_fraction > 0:
             valid = {}
             for k, seq in train.items():
@@ -421,6 +431,9 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
         if info.is_main and not resuming and out.is_dir():
             _remove_fresh_run(out, created)  # a run that never started leaves nothing behind
         raise
+    from plmkit.objectives.views import static_views
+
+    train, valid = static_views([o for o, _ in objs], train, valid)  # mode: static -> pre-masked copies
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {recipe.model.preset or recipe.model.path}: {n_params / 1e6:.2f}M parameters; objectives "
         f"{', '.join(getattr(o, 'name', '?') for o, _ in objs)}; {sum(len(v) for v in train.values())} "

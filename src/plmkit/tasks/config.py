@@ -134,6 +134,8 @@ class FinetuneConfig:
     """batch size of dev evaluation"""
     progress: bool | None = None
     """show a progress bar (default: only when stderr is a terminal)"""
+    strip_digit_suffix: bool | None = None
+    """NER: drop the word-segment digit after each character (Weibo NER's '我0'; default: on for weibo-ner)"""
     extra: dict = field(default_factory=dict, metadata={"cli": False})
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})

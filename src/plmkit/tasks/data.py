@@ -29,6 +29,8 @@ def task_spec(cfg) -> TaskSpec:
         over["label_column"] = cfg.label_column
     if getattr(cfg, "no_header", False):
         over["header"] = False
+    if getattr(cfg, "strip_digit_suffix", None) is not None:
+        over["strip_digit_suffix"] = cfg.strip_digit_suffix
     spec = get_task(cfg.task, **over)
     if spec.kind == "qa":
         tr, dv = parse_slice(cfg.train_articles), parse_slice(cfg.dev_articles)

@@ -280,7 +280,8 @@ def task_info(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, mode_cfg
             "max_seq_len": cfg.max_seq_len, "doc_stride": cfg.doc_stride, "pad_id": E.special_ids(tok).pad,
             "early_exit": cfg.early_exit, "regularizer": cfg.regularizer, "target_scale": target_scale, "spec": {
                 "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
-                "label_column": spec.label_column, "header": spec.header},
+                "label_column": spec.label_column, "header": spec.header,
+                "strip_digit_suffix": spec.strip_digit_suffix},
             "train_data": str(data.train_path.resolve()), "config": asdict(cfg)}
 
 

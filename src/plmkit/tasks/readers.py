@@ -361,7 +361,8 @@ def read_conll(
                 continue
             tok = cols[token_column]
             if strip_digit_suffix and len(tok) > 1 and tok[-1].isdigit():
-                tok = tok[:-1]
+                # the segment position can have two digits ("e12"); a digit character keeps itself ("312" -> "3")
+                tok = tok.rstrip("0123456789") or tok[0]
             tokens.append(tok)
             tags.append(cols[tag_column] if labelled else "O")
             lines_of.append(lineno)

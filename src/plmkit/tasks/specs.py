@@ -79,6 +79,42 @@ TASKS: dict[str, TaskSpec] = {
     "text2text": TaskSpec("text2text", "text2text", metrics=("accuracy", "exact_match")),
 }
 
+# Chinese sets as shipped in ../shared/data/chinese (see its README for the releases and their gaps).
+NER_METRICS = dict(metrics=("f1", "precision", "recall"), main_metric="f1")
+TASKS.update({
+    # ChnSentiCorp (LUGE release): label<TAB>text_a (dev adds a qid column); test has no labels.
+    "chnsenticorp": TaskSpec("chnsenticorp", "classification", "train.tsv", "dev.tsv", text_column="text_a",
+                             metrics=("accuracy", "f1_macro")),
+    # Weibo NER (He & Sun's revised BIO, 17 tags over PER/ORG/LOC/GPE x .NAM/.NOM): char+segment digit<TAB>tag;
+    # the digit is dropped by default (--no-strip-digit-suffix keeps it). 8 training sentences (and 4 of test)
+    # have an I- tag that does not continue its entity; it starts one, as conlleval reads it (repair_bio).
+    "weibo-ner": TaskSpec("weibo-ner", "token", "weiboNER_2nd_conll.train", "weiboNER_2nd_conll.dev",
+                          strip_digit_suffix=True, extra={"repair_bio": True}, **NER_METRICS),
+    # MSRA NER (SIGHAN 2006): only the test file ships; the first 80% of its sentences train, the rest evaluate.
+    "msra-ner": TaskSpec("msra-ner", "token", "msra_test_bio.txt", "msra_test_bio.txt",
+                         extra={"train_part": (0.0, 0.8), "dev_part": (0.8, 1.0)}, **NER_METRICS),
+    # People's Daily 1998 NER: the train split does not ship; its dev split trains, its test split evaluates.
+    "peoples-daily-ner": TaskSpec("peoples-daily-ner", "token", "example.dev", "example.test", **NER_METRICS),
+})
+
+
+def repair_bio(tags: list[str]) -> list[str]:
+    """BIO2 tags with every ``I-X`` that does not continue an ``X`` entity turned into ``B-X`` (conlleval's reading)."""
+    out: list[str] = []
+    for t in tags:
+        if t.startswith("I-") and not (out and out[-1][2:] == t[2:] and out[-1][:2] in ("B-", "I-")):
+            t = "B-" + t[2:]
+        out.append(t)
+    return out
+
+
+def _part(examples: list, part: tuple[float, float] | None) -> list:
+    """The sentences between two fractions of a file (a fixed, documented split of a one-file release)."""
+    if part is None:
+        return examples
+    n = len(examples)
+    return examples[round(part[0] * n): round(part[1] * n)]
+
 
 def get_task(name: str, **overrides) -> TaskSpec:
     """Look up a task by name and apply overrides (None values are ignored)."""
@@ -109,7 +145,16 @@ def read_split(spec: TaskSpec, path: Path, split: str, bad: BadRows | None = Non
                                   spec.label_column if labelled else None, header=spec.header,
                                   label_type=label_type, bad=bad)
     if spec.kind == "token":
-        return readers.read_conll(path, strip_digit_suffix=spec.strip_digit_suffix, labelled=labelled, bad=bad)
+        repair = bool(spec.extra.get("repair_bio"))
+        rows = readers.read_conll(path, strip_digit_suffix=spec.strip_digit_suffix, labelled=labelled,
+                                  validate_bio=not repair, bad=bad)
+        if repair and labelled:
+            for r in rows:
+                r.tags = repair_bio(r.tags)
+        own = spec.train_file if split == "train" else spec.dev_file
+        if labelled and isinstance(own, str) and path.name == own:  # the task's own one-file split
+            rows = _part(rows, spec.extra.get(f"{split}_part"))
+        return rows
     if spec.kind == "qa":
         arts = spec.train_articles if split == "train" else spec.dev_articles
         return readers.read_squad(path, articles=arts, bad=bad)
