@@ -120,13 +120,11 @@ def test_distilbert_layers():
 
 
 def _distill(workdir, out, *flags):
-    from conftest import one_thread
     from plmkit.cli.main import main
 
     argv = ["distill", "--teacher", str(workdir / "cls"), "--data", str(workdir), "--out", str(workdir / out),
             "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", *flags]
-    with one_thread():
-        return main(argv)
+    return main(argv)
 
 
 @pytest.mark.parametrize("method", ["distilbert", "tinybert", "pkd", "minilm"])

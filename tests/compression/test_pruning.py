@@ -66,12 +66,10 @@ def test_magnitude_prune_global_and_per_layer():
 
 @pytest.fixture(scope="module")
 def run_prune(cls_run, workdir):
-    from conftest import one_thread
     from plmkit.cli.main import main
 
     def run(out, *flags):
-        with one_thread():
-            return main(["prune", "--model", str(workdir / "cls"), "--out", str(workdir / out), *flags])
+        return main(["prune", "--model", str(workdir / "cls"), "--out", str(workdir / out), *flags])
     return run
 
 

@@ -56,12 +56,10 @@ def test_model_quantization_and_refusing_twice():
 
 @pytest.fixture(scope="module")
 def run_quantize(cls_run, workdir):
-    from conftest import one_thread
     from plmkit.cli.main import main
 
     def run(src, out, *flags):
-        with one_thread():
-            return main(["quantize", "--model", str(workdir / src), "--out", str(workdir / out), *flags])
+        return main(["quantize", "--model", str(workdir / src), "--out", str(workdir / out), *flags])
     return run
 
 
