@@ -118,3 +118,13 @@ def test_qat_int8_trains_and_stores_dynamic_int8(run_quantize, workdir):
     assert res["train_steps"] == 10 and 0 <= res["accuracy"] <= 1
     model, _, info, _ = load_checkpoint(workdir / "q_qat")
     assert info["compression"]["quantization"]["qat"] and type(model.layers[0].attn.qkv).__name__ == "DynamicInt8Linear"
+
+
+def test_int4_kernel_matches_the_dequantized_weight():
+    torch.manual_seed(0)
+    q = WeightInt4Linear.from_linear(torch.nn.Linear(128, 64), 32)
+    x = torch.randn(2, 3, 128)
+    with torch.no_grad():
+        want = torch.nn.functional.linear(x, q.dequantized_weight(), q.bias)
+        torch.testing.assert_close(q(x), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(q(x.double()), want.double(), atol=1e-5, rtol=1e-5)  # the dequantized path

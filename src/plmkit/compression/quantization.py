@@ -15,7 +15,9 @@ plmkit calls them directly on tensors it stores itself:
   fake int8 rounding of weights and activations with straight-through gradients (:class:`FakeQuantLinear`),
   then converted to ``dynamic-int8``.
 - ``weight-int4``: 4-bit weights, asymmetric, per group of ``group_size`` input channels, two per byte;
-  dequantized to fp32 for each matrix product (storage compression; no int4 CPU GEMM is used).
+  fp32 inputs on CPU go through ATen's int4 GEMM (``_weight_int4pack_mm_for_cpu``, the kernel torchao's
+  CPU int4 path uses, for groups of 32 / 64 / 128 / 256; the packed layout is made from the stored nibbles
+  on first use), other inputs and group sizes through the dequantized weight.
 
 Quantized modules keep plain int8 / uint8 / fp32 tensors as buffers, so a quantized checkpoint is a normal
 ``weights.safetensors`` (no pickles) and reloads without re-quantizing (:func:`swap_in_empty` builds empty
@@ -145,7 +147,28 @@ class WeightInt4Linear(nn.Module):
         q = torch.stack((p & 15, p >> 4), dim=-1).view(self.out_features, -1, self.group_size).float()
         return ((q - self.weight_zero[..., None]) * self.weight_scale[..., None]).view(self.out_features, -1)
 
+    def _packed(self) -> tuple[Tensor, Tensor]:
+        """The weight in the layout of ATen's int4 CPU GEMM and its (groups, N, 2) scales and zeros, made from
+        the stored tensors on first use (that kernel computes ``(q - 8) * scale + zero``, so its zero is
+        ``(8 - zero) * scale`` of ours)."""
+        key = tuple(t._version for t in (self.weight_uint4x2, self.weight_scale, self.weight_zero))
+        if getattr(self, "_cache_key", None) != key:
+            p = self.weight_uint4x2
+            q = torch.stack((p & 15, p >> 4), dim=-1).view(self.out_features, -1).to(torch.int32)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+            sz = torch.stack([self.weight_scale.t(), ((8 - self.weight_zero) * self.weight_scale).t()], -1)
+            self._cache, self._cache_key = (packed, sz.contiguous()), key
+        return self._cache
+
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and self.group_size in (32, 64, 128, 256):
+            shape = x.shape
+            packed, sz = self._packed()
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).contiguous(), packed,
+                                                          self.group_size, sz)
+            if self.bias is not None:
+                y = y + self.bias
+            return y.view(*shape[:-1], self.out_features)
         return F.linear(x, self.dequantized_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
