@@ -123,3 +123,23 @@ def test_trace_cli(model_dirs, tmp_path, capsys):
     assert "fact 1: subject 'Paris' not found in prompt 'Rome is in'" in capsys.readouterr().err
     assert main(["trace", "--model", str(model_dirs["bert"]), "--facts", str(path), "--out", str(out)]) == 2
     assert "needs a causal LM" in capsys.readouterr().err
+
+
+def test_trace_known_only_keeps_the_facts_the_model_predicts(model_dirs, gpt2, bpe_tok, tmp_path, capsys):
+    prompt = "Paris is located in"
+    ids = [0] + bpe_tok.encode(prompt, add_special_tokens=False)
+    with torch.no_grad():
+        top = int(gpt2(torch.tensor([ids])).logits[0, -1].argmax())
+    word = bpe_tok.decode([top]).strip()
+    if not word or bpe_tok.encode(" " + word, add_special_tokens=False)[0] != top:
+        pytest.skip("the tiny model's top-1 is not a word-start token")
+    facts = [{"prompt": PROMPT, "subject": SUBJECT, "attribute": "zzz"},
+             {"known_id": 9, "prompt": prompt, "subject": "Paris", "attribute": word}]
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(facts))
+    out = tmp_path / "known"
+    assert main(["trace", "--model", str(model_dirs["gpt2"]), "--facts", str(path), "--n", "1", "--known-only",
+                 "--samples", "1", "--kinds", "hidden", "--no-plots", "--out", str(out)]) == 0
+    summ = json.loads((out / "summary.json").read_text())
+    assert summ["n_facts"] == summ["n_known"] == 1 and summ["n_scanned"] == 2
+    assert (out / "facts" / "9.json").is_file()

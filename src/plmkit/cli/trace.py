@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=10, help="layers restored together in the *_window kinds")
     p.add_argument("--kinds", default="hidden,mlp,attn,mlp_window,attn_window",
                    help="comma-separated kinds among hidden, mlp, attn, mlp_window, attn_window")
+    p.add_argument("--known-only", action="store_true",
+                   help="trace the first N facts whose object is the model's top-1 prediction (ROME's setting)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--batch-size", type=int, default=256, help="rows per batched forward")
     p.add_argument("--no-plots", action="store_true", help="skip the per-fact heatmap PNGs")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if k not in tr.KINDS:
             raise UserError(f"--kinds: unknown kind {k!r}: expected some of {', '.join(tr.KINDS)}")
     level, relative = parse_noise(args.noise)
-    facts = read_facts(args.facts, args.n)
+    facts = read_facts(args.facts, None if args.known_only else args.n)
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
     if struct.kind != "lm":
         raise UserError(f"{args.model}: causal tracing needs a causal LM (this model has an {struct.kind} head)")
@@ -99,7 +101,20 @@ def run(args: argparse.Namespace) -> int:
             prepared.append(tr.prepare_fact(tok, f["prompt"], f["subject"], f["attribute"]))
         except UserError as e:
             raise UserError(f"{args.facts}: fact {k}: {e}") from None
-    if relative:
+    scanned = len(prepared)
+    if args.known_only:
+        keep = []
+        with torch.inference_mode():
+            for k, f in enumerate(prepared):
+                if int(struct.model(torch.tensor([f.ids])).logits[0, -1].argmax()) == f.target_id:
+                    keep.append(k)
+                if len(keep) == args.n:
+                    scanned = k + 1
+                    break
+        facts, prepared = [facts[k] for k in keep], [prepared[k] for k in keep]
+        print(f"{len(keep)} of the first {scanned} facts are known (object = top-1 prediction)", flush=True)
+        if not keep:
+            raise UserError(f"{args.facts}: the model predicts none of the facts' objects first (try without --known-only)")
         if args.noise_corpus:
             texts = [t for t in Path(args.noise_corpus).read_text(encoding="utf-8").splitlines() if t.strip()]
         else:
@@ -112,37 +127,48 @@ def run(args: argparse.Namespace) -> int:
     (out / "facts").mkdir(parents=True, exist_ok=True)
     tracer = tr.Tracer(struct, noise, samples=args.samples, window=args.window, seed=args.seed,
                        batch_size=args.batch_size)
-    traces, times = [], []
+    traces: list[dict] = []
+    times: list[float] = []
+    cpu: list[float] = []
+
+    def write_summary() -> dict:
+        """summary.json + summary.png over the facts traced so far (rewritten after each fact)."""
+        known = [t for t in traces if t["known"]]
+        summary = {
+            "model": str(args.model), "n_facts": len(traces), "n_requested": len(facts), "n_known": len(known),
+            "known_only": args.known_only, "n_scanned": scanned,
+            "noise": noise, "embedding_std": std, "noise_arg": args.noise, "samples": args.samples,
+            "window": args.window, "kinds": list(kinds), "seconds_per_fact": sum(times) / len(times),
+            "cpu_seconds_per_fact": sum(cpu) / len(cpu), "threads": torch.get_num_threads(),
+            "mean_p_clean": sum(t["p_clean"] for t in traces) / len(traces),
+            "mean_p_corrupt": sum(t["p_corrupt"] for t in traces) / len(traces),
+            "classes": list(tr.CLASSES),
+            "average": {k: tr.average_by_class(traces, k, struct.num_layers) for k in kinds},
+            "average_known": {k: tr.average_by_class(known, k, struct.num_layers) for k in kinds} if known else None,
+        }
+        report.write_json(out / "summary.json", summary)
+        tr.plot_summary(out / "summary.png", summary["average"],
+                        f"average indirect effect over {len(traces)} facts ({Path(args.model).name})")
+        return summary
+
     for k, (raw, f) in enumerate(zip(facts, prepared)):
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         with torch.inference_mode():
             res = tracer.trace(f, kinds)
         times.append(time.time() - t0)
+        cpu.append(time.process_time() - c0)
         fid = str(raw.get("known_id", raw.get("case_id", k)))
         res.update(id=fid, prompt=f.prompt, subject=f.subject, target=" " + f.target.strip(),
                    tokens=[tok.decode([i]) for i in f.ids], subject_range=list(f.subject_range),
-                   top1=tok.decode([res["top1_id"]]), seconds=round(times[-1], 2))
+                   top1=tok.decode([res["top1_id"]]), seconds=round(times[-1], 2), cpu_seconds=round(cpu[-1], 2))
         report.write_json(out / "facts" / f"{fid}.json", res)
         if not args.no_plots:
             tr.plot_fact(out / "facts" / f"{fid}.png", res)
         traces.append(res)
+        summary = write_summary()
         print(f"[{k + 1}/{len(facts)}] {f.prompt!r} -> {res['target']!r}: p clean {res['p_clean']:.3f}, "
-              f"corrupted {res['p_corrupt']:.3f}, {'known' if res['known'] else 'not top-1'}, {times[-1]:.1f}s",
-              flush=True)
-    known = [t for t in traces if t["known"]]
-    summary = {
-        "model": str(args.model), "n_facts": len(traces), "n_known": len(known),
-        "noise": noise, "embedding_std": std, "noise_arg": args.noise, "samples": args.samples,
-        "window": args.window, "seconds_per_fact": sum(times) / len(times),
-        "mean_p_clean": sum(t["p_clean"] for t in traces) / len(traces),
-        "mean_p_corrupt": sum(t["p_corrupt"] for t in traces) / len(traces),
-        "classes": list(tr.CLASSES),
-        "average": {k: tr.average_by_class(traces, k, struct.num_layers) for k in kinds},
-        "average_known": {k: tr.average_by_class(known, k, struct.num_layers) for k in kinds} if known else None,
-    }
-    report.write_json(out / "summary.json", summary)
-    tr.plot_summary(out / "summary.png", summary["average"],
-                    f"average indirect effect over {len(traces)} facts ({Path(args.model).name})")
+              f"corrupted {res['p_corrupt']:.3f}, {'known' if res['known'] else 'not top-1'}, {times[-1]:.1f}s "
+              f"({cpu[-1]:.1f}s CPU)", flush=True)
     for kind in kinds:
         avg = summary["average"][kind]
         for c in ("last subject token", "last token"):
@@ -150,5 +176,6 @@ def run(args: argparse.Namespace) -> int:
             if ys:
                 y, i = max(ys)
                 print(f"{kind:12s} {c:20s} peak {y:+.4f} at layer {i}")
-    print(f"{summary['seconds_per_fact']:.1f}s per fact; wrote {out / 'summary.json'}")
+    print(f"{summary['seconds_per_fact']:.1f}s per fact ({summary['cpu_seconds_per_fact']:.1f}s CPU); "
+          f"wrote {out / 'summary.json'}")
     return 0

@@ -106,6 +106,12 @@ class FinetuneConfig:
     """LoRA rank r"""
     lora_alpha: float = field(default=16.0, metadata=bound(POSITIVE))
     """LoRA scale alpha"""
+    prompt_tokens: int = field(default=20, metadata=bound(POSITIVE))
+    """soft prompts: number of virtual tokens (prompt / p-tuning) or prefix length (prefix-tuning)"""
+    prompt_encoder: str = field(default="lstm", metadata={"choices": lambda: ["lstm", "mlp"]})
+    """p-tuning: the prompt encoder"""
+    prompt_hidden: int = field(default=512, metadata=bound(POSITIVE))
+    """prefix-tuning: width of the reparametrising MLP (p-tuning: of the prompt encoder)"""
     regularizer: str | None = field(default=None, metadata={"choices": lambda: ["l2sp", "ewc"]})
     """pull weights towards the start (L2-SP) or a previous task (EWC)"""
     reg_weight: float = field(default=0.01, metadata=bound(NON_NEGATIVE))

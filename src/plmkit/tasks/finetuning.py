@@ -108,6 +108,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if data.bad.count:
         result["skipped"] = data.bad.messages[:20]
     result["history"] = history
+    if cfg.mode == "prefix-tuning":  # Li & Liang: the reparametrising MLP is dropped after training
+        model.soft_prompt.drop_reparametrisation()
+        mode_cfg.prefix_reparam = False
+        result["saved_prompt_params"] = sum(p.numel() for p in model.soft_prompt.parameters())
     save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale))
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
@@ -194,7 +198,9 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
 
     model = plmkit.load(cfg.model)
     num_outputs = NUM_OUTPUTS.get(spec.kind, len(labels))
-    mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha)
+    mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha,
+                          prompt_tokens=cfg.prompt_tokens, prompt_encoder=cfg.prompt_encoder,
+                          prompt_hidden=cfg.prompt_hidden)
     obj = TaskObjective(spec.kind, num_outputs, tok, pooling=cfg.pooling, scalar_mix=cfg.mode == "features",
                         early_exit=cfg.early_exit, target_scale=target_scale)
     obj.prepare(model)

@@ -8,6 +8,8 @@ Modes (``--mode``):
 - ``adapter``: Houlsby adapters + layer norms + head train (Houlsby et al. 2019).
 - ``pals``: projected attention layers + layer norms + head train (Stickland & Murray 2019).
 - ``lora``: LoRA on W_q, W_v + head train (Hu et al. 2021).
+- ``prompt-tuning`` / ``p-tuning`` / ``prefix-tuning``: soft prompts (``plmkit.prompting.soft``: Lester
+  et al. 2021; Liu et al. 2021; Li & Liang 2021) + the task head train; the backbone is frozen.
 - ``ulmfit``: full fine-tuning with discriminative LR (decay 1/2.6 per layer), slanted triangular
   LR and gradual unfreezing (Howard & Ruder 2018) -- these are Trainer options, set here.
 
@@ -36,7 +38,8 @@ from torch import nn
 
 import plmkit.tasks.adapters as adapters
 
-MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit")
+MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit", "prompt-tuning", "p-tuning", "prefix-tuning")
+SOFT_PROMPT_MODES = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
 
 @dataclass
@@ -49,6 +52,10 @@ class ModeConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     train_norms: bool = True  # adapters / PALs also train the layer norms (Houlsby et al.)
+    prompt_tokens: int = 20  # soft prompts: virtual tokens / prefix length
+    prompt_encoder: str = "lstm"  # p-tuning's prompt encoder: lstm | mlp
+    prompt_hidden: int = 512  # prefix tuning's reparametrising MLP width (p-tuning's encoder width)
+    prefix_reparam: bool = True  # prefix tuning: False once the MLP was dropped (a saved checkpoint)
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -81,7 +88,14 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
         adapters.add_pals(model, H, size, heads)
     elif cfg.mode == "lora":
         adapters.add_lora(model, H, cfg.lora_rank, cfg.lora_alpha)
-    trainable_mods = [model.heads]
+    elif cfg.mode in SOFT_PROMPT_MODES:
+        from plmkit.prompting.soft import attach, build_soft_prompt
+
+        attach(model, build_soft_prompt(model, cfg.mode, cfg.prompt_tokens, cfg.prompt_encoder, cfg.prompt_hidden,
+                                        reparam=cfg.prefix_reparam))
+    trainable_mods = [model.heads] if hasattr(model, "heads") else []
+    if cfg.mode in SOFT_PROMPT_MODES:
+        trainable_mods.append(model.soft_prompt)
     if cfg.mode in ("adapter", "pals"):
         for name, mod in model.named_modules():
             if isinstance(mod, (adapters.Adapter, adapters.ProjectedAttention)) or name == "pals":

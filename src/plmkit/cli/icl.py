@@ -1,0 +1,142 @@
+"""``plm icl``: zero/few-shot in-context evaluation of a causal LM with prompt templates.
+
+    plm icl --model M --task sst2 --data ../shared/data/glue/SST-2 --template recipes/prompts/sst2
+            --shots 0,1,4,8 --seeds 5 [--balanced] [--score sum|mean|pmi] [--calibrate] [--chat]
+            [--limit N] [--cache-benchmark N] --out DIR
+
+Writes ``DIR/metrics.json`` (``by_shots`` / ``calibrated_by_shots``: mean, std and min over seeds and
+templates per shot count; ``by_template``; ``scoring`` states how labels were scored) and
+``DIR/predictions.jsonl`` (one line per template, shot count, seed and example, with the number of
+demonstrations actually used). Conventions: ``plmkit.prompting.icl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "Zero/few-shot in-context evaluation with prompt templates, verbalizers and contextual calibration."
+TASKS = ("sst2", "rte", "mrpc", "cola", "classification", "pair")
+
+
+def _shots(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated shot counts like 0,1,4,8, got {value!r}") from None
+    if not out or any(v < 0 for v in out):
+        raise argparse.ArgumentTypeError(f"expected non-negative shot counts like 0,1,4,8, got {value!r}")
+    return list(dict.fromkeys(out))
+
+
+def _positive(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="causal LM: HF-format directory, .gguf file or preset")
+    p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's)")
+    p.add_argument("--task", required=True, choices=TASKS, help="task (data layout and labels)")
+    p.add_argument("--data", required=True, help="task data directory (train + dev files)")
+    p.add_argument("--template", required=True, nargs="+", help="template YAML files or directories of them")
+    p.add_argument("--shots", type=_shots, default=[0, 1, 4, 8], help="comma-separated demonstration counts")
+    p.add_argument("--seeds", type=_positive, default=5, help="demonstration seeds per shot count (0, 1, ...)")
+    p.add_argument("--balanced", action="store_true", help="class-balanced demonstrations")
+    p.add_argument("--score", choices=("sum", "mean", "pmi"), default="sum", help="label scoring")
+    p.add_argument("--calibrate", action="store_true", help="also report contextual calibration (Zhao et al. 2021)")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
+    p.add_argument("--single-token", action="store_true", help="require one-token verbalizers")
+    p.add_argument("--max-length", type=_positive, default=None,
+                   help="prompt token limit (default: the model's position limit); earliest demonstrations dropped")
+    p.add_argument("--limit", type=_positive, default=None, help="evaluate the first N dev examples only")
+    p.add_argument("--batch-size", type=_positive, default=8, help="rows per forward pass")
+    p.add_argument("--no-share-prefix", action="store_true", help="re-encode the demonstrations for every example")
+    p.add_argument("--cache-benchmark", type=int, default=0, metavar="N",
+                   help="time N examples at the largest shot count with and without the shared prefix cache")
+    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import plmkit
+    from plmkit.errors import UserError
+    from plmkit.prompting.chat import require_chat_template
+    from plmkit.prompting.icl import ICLSettings, PromptBuilder, evaluate_icl, prefix_cache_benchmark, \
+        sample_demonstrations
+    from plmkit.prompting.templates import load_templates
+    from plmkit.tasks.specs import get_task, read_split, resolve_file
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = get_task(args.task)
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UserError(f"--data {data}: not a directory")
+    train = read_split(spec, resolve_file(data, spec.train_file, "training"), "train")
+    dev = read_split(spec, resolve_file(data, spec.dev_file, "dev"), "dev")
+    if args.limit:
+        dev = dev[: args.limit]
+    labels = tuple(spec.labels) if spec.labels else tuple(sorted({e.label for e in train}))
+    pair = spec.text_pair_column is not None
+    templates = load_templates(args.template, labels=labels, pair=pair, task=args.task)
+    chat = require_chat_template(args.tokenizer or args.model) if args.chat else None
+
+    model = plmkit.load(args.model)
+    cfg = model.config
+    if not getattr(cfg, "causal", False) or getattr(cfg, "head", None) != "lm":
+        raise UserError(f"{args.model}: plm icl scores continuations with a causal LM; this is a "
+                        f"{getattr(cfg, 'family', type(model).__name__)!r} model without a causal LM head")
+    model.eval()
+    tok = plmkit.load_tokenizer(args.tokenizer or args.model)
+    max_length = args.max_length or (cfg.max_position_embeddings - getattr(cfg, "position_offset", 0))
+    positive = "1" if spec.name == "mrpc" else None
+    s = ICLSettings(shots=args.shots, seeds=args.seeds, balanced=args.balanced, score=args.score,
+                    chat_template=chat, max_length=max_length, batch_size=args.batch_size,
+                    share_prefix=not args.no_share_prefix, single_token=args.single_token,
+                    metrics=tuple(spec.metrics), positive_label=positive)
+    for k in args.shots:  # refuse impossible shot counts before any scoring
+        sample_demonstrations(train, k, 0, labels, args.balanced)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"plm icl: {args.task}, {len(dev)} dev / {len(train)} train examples, templates "
+          f"{', '.join(t.name for t in templates)}, shots {args.shots}, seeds {args.seeds}, score {args.score}")
+    with torch.inference_mode():
+        result = evaluate_icl(model, tok, templates, train, dev, labels, s, out / "predictions.jsonl")
+        if args.cache_benchmark > 0:
+            k = max(args.shots)
+            b = PromptBuilder(tok, templates[0], chat)
+            demos = sample_demonstrations(train, k, 0, labels, args.balanced)
+            result["prefix_cache"] = prefix_cache_benchmark(model, b, demos, dev[: args.cache_benchmark], labels,
+                                                            args.batch_size)
+            pc = result["prefix_cache"]
+            print(f"prefix cache: {pc['examples']} examples, {k} shots ({pc['prefix_tokens']} prefix tokens): "
+                  f"{pc['seconds_shared_prefix']}s shared vs {pc['seconds_reencoded_prefix']}s re-encoded "
+                  f"= {pc['speedup']}x (max |diff| {pc['max_abs_logprob_diff']:.2e})")
+    if not args.calibrate:
+        result.pop("calibrated_by_shots")
+        for v in result["by_template"].values():
+            v.pop("calibrated")
+        for r in result["runs"]:
+            r.pop("calibrated_metrics")
+    result.update({"model": str(args.model), "task": args.task, "threads": torch.get_num_threads()})
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "metrics.json")
+    for k, v in result["by_shots"].items():
+        main = spec.main_metric
+        line = f"shots {k}: {main} {v[main]:.4f} ± {v[main + '_std']:.4f} (min {v[main + '_min']:.4f}, {v['runs']} runs)"
+        if args.calibrate:
+            c = result["calibrated_by_shots"][k]
+            line += f" | calibrated {c[main]:.4f} ± {c[main + '_std']:.4f} (min {c[main + '_min']:.4f})"
+        print(line)
+    print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+    return 0

@@ -1,0 +1,128 @@
+"""Editing what a causal LM knows (issue 17): ROME, MEMIT, FT, FT+L and knowledge-neuron edits.
+
+One interface for every method::
+
+    from plmkit.knowledge.edit import Request, edit, undo, load_hparams
+    hp = load_hparams("rome", "recipes/editing/rome-llama.yaml", layers=[4])
+    delta = edit(model, [Request(prompt, subject, " Rome")], "rome", hp, tokenizer=tok, covariance={4: C})
+    ...                      # the model is edited in place
+    undo(model, delta)       # every touched parameter back bit for bit
+
+``delta`` (``common.Delta``) holds each touched parameter's original values and its exact change,
+and ``delta.info`` the provenance (method, layers, norms, the v* optimisation curve).
+Modules: ``rome``, ``memit``, ``ft`` (FT and FT+L), ``kn``; ``covariance`` (key statistics),
+``evaluate`` (CounterFact / zsRE metrics), ``common`` (requests, keys, v*). Conventions: docs/EDITING.md.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from plmkit.errors import UserError
+from plmkit.knowledge.edit import common, ft, kn, memit, rome
+from plmkit.knowledge.edit.common import Delta, Request, undo
+from plmkit.knowledge.structure import locate
+
+METHODS = ("rome", "memit", "ft", "ft-l", "kn")
+PARAMS = {"rome": rome.ROMEParams, "memit": memit.MEMITParams, "ft": ft.FTParams, "ft-l": ft.FTParams,
+          "kn": kn.KNParams}
+USES_COVARIANCE = ("rome", "memit")
+
+
+def load_hparams(method: str, source: str | Path | dict | None = None, **overrides: Any) -> Any:
+    """The method's hyper-parameters from a YAML file (or dict), with ``overrides`` (None values ignored)."""
+    if method not in METHODS:
+        raise UserError(f"unknown editing method {method!r}; expected one of {', '.join(METHODS)}")
+    where = str(source) if source is not None else method
+    data: dict[str, Any] = {}
+    if isinstance(source, dict):
+        data = dict(source)
+    elif source is not None:
+        import yaml
+
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"{path}: hyper-parameter file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping of hyper-parameters")
+        declared = data.pop("method", method)
+        if declared != method:
+            raise UserError(f"{path}: method: {declared!r}, but --method is {method!r}")
+        data.pop("notes", None)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    cls = PARAMS[method]
+    if method == "ft-l":
+        data.setdefault("norm_constraint", 5e-4)  # ROME's FT+L setting for GPT-2
+    v = data.pop("v", None)
+    hp = common.dataclass_from(cls, data, where)
+    if v is not None:
+        if not hasattr(hp, "v"):
+            raise UserError(f"{where}: unknown key(s) v")
+        if not isinstance(v, dict):
+            raise UserError(f"{where}: v: expected a mapping of v* optimisation settings")
+        hp.v = common.dataclass_from(common.VParams, v, f"{where}: v")
+    if method == "ft-l" and hp.norm_constraint <= 0:
+        raise UserError(f"{where}: ft-l needs norm_constraint > 0 (the L-inf bound delta)")
+    if method == "ft" and hp.norm_constraint:
+        raise UserError(f"{where}: norm_constraint is FT+L's bound; use --method ft-l")
+    return hp
+
+
+def edit(model: nn.Module, requests: list[Request | dict], method: str, hparams: Any, *, tokenizer: Any,
+         covariance: dict[int, Tensor] | None = None) -> Delta:
+    """Edit ``model`` in place so that each request's prompt continues with its new target.
+
+    ``covariance``: {layer: C = E[k k^T]} for ROME / MEMIT (``covariance.layer_stats``); missing layers
+    or None with ``hparams.covariance`` true raise. Returns the exact ``Delta`` (see ``undo``).
+    Raises UserError for a request that cannot be edited (subject not in the prompt, empty target,
+    target equal to the true object) or layers out of range; nothing is changed then.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown editing method {method!r}; expected one of {', '.join(METHODS)}")
+    struct = locate(model)
+    if struct.kind != "lm":
+        raise UserError("editing needs a causal LM (the new object is read from the next-token distribution)")
+    reqs = [(r if isinstance(r, Request) else Request.from_dict(r, f"request {k}")).validate(f"request {k}")
+            for k, r in enumerate(requests)]
+    if not reqs:
+        raise UserError("no edit requests")
+    layers = hparams.layers
+    if not layers:
+        raise UserError(f"{method}: no layers to edit; pass --layers, --trace or a recipe with layers")
+    common.check_layers(struct, layers, "layers")
+    if method == "rome" and len(layers) != 1:
+        raise UserError(f"rome edits one layer, got layers {layers}; use memit for a range")
+    if method in USES_COVARIANCE and hparams.covariance:
+        missing = [x for x in layers if not covariance or x not in covariance]
+        if missing:
+            raise UserError(f"{method}: no key covariance for layer(s) {missing}; pass --stats-corpus "
+                            "or --no-covariance")
+    rec = common.Recorder(model)
+    info: dict[str, Any] = {"method": method, "layers": list(layers)}
+    t0 = time.time()
+    try:
+        with common.frozen(model):
+            if method == "rome":
+                rome.apply(struct, tokenizer, reqs, hparams, covariance, rec, info)
+            elif method == "memit":
+                memit.apply(struct, tokenizer, reqs, hparams, covariance, rec, info)
+            elif method in ("ft", "ft-l"):
+                ft.apply(struct, tokenizer, reqs, hparams, rec, info)
+            else:
+                kn.apply(struct, tokenizer, reqs, hparams, rec, info)
+    except BaseException:
+        rec.restore()
+        raise
+    info["seconds"] = round(time.time() - t0, 3)
+    return rec.finish(**info)
+
+
+__all__ = ["METHODS", "Delta", "Request", "edit", "load_hparams", "undo"]

@@ -1,0 +1,427 @@
+"""What every editing method shares: requests, exact deltas (undo bit for bit), tokens, keys and v*.
+
+Conventions (see ``plmkit.knowledge.structure``):
+- The edited matrix of layer l is the FFN value matrix ``W = down(l).weight`` (H x I). Its *key* at a
+  token is the input of ``down`` there (I,), i.e. the FFN intermediate activation; its *value* ``W k``
+  (+ bias) is the MLP output (H,) added to the residual stream.
+- A request's target is scored as the tokens of ``" " + target`` after the prompt (CounterFact's and
+  zsRE's objects have no leading space; the prompts end without one).
+- The subject's *last token* is the last token whose characters overlap the subject's first occurrence
+  in the prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from plmkit.errors import UserError
+from plmkit.knowledge.lama import front_specials
+from plmkit.knowledge.structure import ModelStructure, intervene
+
+
+# ------------------------------------------------------------------------------------------ requests
+@dataclass
+class Request:
+    """One fact to write: ``prompt`` mentions ``subject`` and should continue with ``target_new``."""
+
+    prompt: str
+    subject: str
+    target_new: str
+    target_true: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "request") -> "Request":
+        try:
+            return cls(prompt=d["prompt"], subject=d["subject"], target_new=d["target_new"],
+                       target_true=d.get("target_true"))
+        except KeyError as e:
+            raise UserError(f"{where}: missing key {e.args[0]!r} (expected prompt, subject, target_new"
+                            "[, target_true])") from None
+
+    def validate(self, where: str = "request") -> "Request":
+        """Refuse (UserError, one line) what cannot be edited."""
+        for k in ("prompt", "subject", "target_new"):
+            if not isinstance(getattr(self, k), str):
+                raise UserError(f"{where}: {k} must be a string, got {type(getattr(self, k)).__name__}")
+        if not self.subject.strip():
+            raise UserError(f"{where}: empty subject")
+        if not self.target_new.strip():
+            raise UserError(f"{where}: empty target for prompt {self.prompt!r}")
+        if self.subject not in self.prompt:
+            raise UserError(f"{where}: subject {self.subject!r} not found in prompt {self.prompt!r}")
+        if self.target_true is not None and self.target_true.strip() == self.target_new.strip():
+            raise UserError(f"{where}: the new target {self.target_new!r} is the true object already "
+                            f"(nothing to edit for {self.prompt!r})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "subject": self.subject, "target_new": self.target_new,
+                "target_true": self.target_true}
+
+
+# ------------------------------------------------------------------------------------------ deltas
+@dataclass
+class Delta:
+    """The exact change an edit made: for each touched parameter its original values and new - old.
+
+    ``undo`` copies ``original`` back, so the weights are restored bit for bit (``new - delta`` would
+    not be, in floating point). ``info`` holds the provenance (method, layers, norms).
+    """
+
+    original: dict[str, Tensor] = field(default_factory=dict)
+    delta: dict[str, Tensor] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def norms(self) -> dict[str, float]:
+        return {k: float(v.double().norm()) for k, v in self.delta.items()}
+
+
+def param_name(model: torch.nn.Module, p: Tensor) -> str:
+    for n, q in model.named_parameters(remove_duplicate=False):
+        if q is p:
+            return n
+    raise ValueError("parameter not found in the model")
+
+
+class Recorder:
+    """Snapshot parameters before an edit; ``finish()`` returns the ``Delta`` of what changed."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.saved: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def watch(self, p: Tensor) -> Tensor:
+        name = param_name(self.model, p)
+        if name not in self.saved:
+            self.saved[name] = (p, p.detach().clone())
+        return p
+
+    def finish(self, **info: Any) -> Delta:
+        d = Delta(info=dict(info))
+        for name, (p, orig) in self.saved.items():
+            d.original[name] = orig
+            d.delta[name] = p.detach().float() - orig.float()
+        d.info.setdefault("delta_norm", {k: round(v, 6) for k, v in d.norms().items()})
+        return d
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, orig in self.saved.values():
+                p.copy_(orig)
+
+
+def undo(model: torch.nn.Module, delta: Delta) -> None:
+    """Restore the parameters an edit changed to their exact original values."""
+    with torch.no_grad():
+        for name, orig in delta.original.items():
+            model.get_parameter(name).copy_(orig)
+
+
+def add_(p: Tensor, upd: Tensor) -> None:
+    with torch.no_grad():
+        p.add_(upd.to(p.dtype))
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter requires grad inside (restored after)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+# ------------------------------------------------------------------------------------------ tokens
+def target_ids(tok: Any, target: str) -> list[int]:
+    ids = list(tok.encode(" " + target.strip(), add_special_tokens=False))
+    if not ids:
+        raise UserError(f"target {target!r} has no tokens")
+    return ids
+
+
+@dataclass
+class Encoded:
+    """A prompt's ids (front specials + text) and the index of the subject's last token (or -1)."""
+
+    ids: list[int]
+    subject_last: int
+
+
+def encode(tok: Any, text: str, subject: str | None = None, char_start: int | None = None) -> Encoded:
+    """Token ids of ``text`` for a causal LM and the position of ``subject``'s last token.
+
+    ``char_start``: where the subject starts in ``text`` (default: its first occurrence)."""
+    front = front_specials(tok)
+    body = list(tok.encode(text, add_special_tokens=False))
+    ids = front + body
+    if subject is None:
+        return Encoded(ids, -1)
+    start = text.find(subject) if char_start is None else char_start
+    if start < 0:
+        raise UserError(f"subject {subject!r} not found in prompt {text!r}")
+    end = start + len(subject)
+    last = None
+    prev = 0
+    for i in range(len(body)):
+        hi = len(tok.decode(body[: i + 1]))
+        if hi > start and prev < end:
+            last = i
+        prev = hi
+        if prev >= end and last is not None:
+            break
+    if last is None:
+        raise UserError(f"subject {subject!r} covers no token of prompt {text!r}")
+    return Encoded(ids, len(front) + last)
+
+
+def pad_batch(seqs: list[list[int]], pad: int = 0) -> tuple[Tensor, Tensor]:
+    """Right-padded (B, T) ids and attention mask."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(s)
+        mask[b, : len(s)] = 1
+    return ids, mask
+
+
+def logits_at(struct: ModelStructure, seqs: list[list[int]], positions: list[list[int]]) -> list[Tensor]:
+    """Logits (n_b, V) at the given positions of each sequence (one batched forward, only those rows)."""
+    ids, mask = pad_batch(seqs)
+    sel = torch.zeros_like(ids, dtype=torch.bool)
+    for b, ps in enumerate(positions):
+        sel[b, ps] = True
+    out = struct.model(ids, attention_mask=mask, labels_mask=sel).logits.float()  # (N, V) row-major
+    res, k = [], 0
+    for b, ps in enumerate(positions):
+        # rows of sel come in increasing position order within a sequence
+        order = sorted(range(len(ps)), key=lambda j: ps[j])
+        rows = out[k: k + len(ps)]
+        back = torch.empty_like(rows)
+        for r, j in enumerate(order):
+            back[j] = rows[r]
+        res.append(back)
+        k += len(ps)
+    return res
+
+
+def target_logprobs(struct: ModelStructure, prompt_ids: list[list[int]], targets: list[list[int]]) -> Tensor:
+    """Full log P(target tokens | prompt) for each (prompt, target) pair: (N,) summed over the tokens."""
+    seqs = [p + t[:-1] for p, t in zip(prompt_ids, targets)]
+    pos = [list(range(len(p) - 1, len(p) - 1 + len(t))) for p, t in zip(prompt_ids, targets)]
+    out = []
+    for lg, t in zip(logits_at(struct, seqs, pos), targets):
+        lp = lg.log_softmax(-1)
+        out.append(lp[torch.arange(len(t)), torch.tensor(t)].sum())
+    return torch.stack(out)
+
+
+def target_token_accuracy(struct: ModelStructure, prompt_ids: list[list[int]], targets: list[list[int]]) -> list[float]:
+    """Teacher-forced token accuracy of each target (argmax == target token), ROME's zsRE measure."""
+    seqs = [p + t[:-1] for p, t in zip(prompt_ids, targets)]
+    pos = [list(range(len(p) - 1, len(p) - 1 + len(t))) for p, t in zip(prompt_ids, targets)]
+    return [float((lg.argmax(-1) == torch.tensor(t)).float().mean())
+            for lg, t in zip(logits_at(struct, seqs, pos), targets)]
+
+
+# ------------------------------------------------------------------------------------------ contexts
+_CONTEXTS: dict[tuple, list[str]] = {}
+
+
+def context_templates(struct: ModelStructure, tok: Any, n: int, length: int, seed: int = 0) -> list[str]:
+    """``["{}"]`` + ``n`` templates ``"<sampled text>. {}"`` (ROME's random prefixes: the model samples
+    ``length`` tokens after a few common opening words, top-k 5). Sampled once per (model, n, length,
+    seed) and reused, so every edit of a run sees the same prefixes."""
+    key = (id(struct.model), n, length, seed)
+    if key in _CONTEXTS:
+        return _CONTEXTS[key]
+    out = ["{}"]
+    if n > 0:
+        from plmkit.generation import generate
+
+        starts = ["The", "Therefore", "Because", "I", "You", "It", "When", "In"]
+        g = torch.Generator().manual_seed(seed)
+        for i in range(n):
+            ids = torch.tensor([encode(tok, starts[i % len(starts)]).ids])
+            with torch.no_grad():
+                gen = generate(struct.model, ids, max_new_tokens=length, do_sample=True, top_k=5,
+                               generator=g, pack_weights=False)
+            text = tok.decode(gen[0, ids.shape[1]:].tolist()) if gen.shape[1] > ids.shape[1] else ""
+            text = (starts[i % len(starts)] + text).replace("{", " ").replace("}", " ").replace("\n", " ")
+            out.append(text.strip() + ". {}")
+    _CONTEXTS[key] = out
+    return out
+
+
+def in_context(template: str, prompt: str, subject: str) -> tuple[str, int]:
+    """(text, char index of the subject inside the prompt part)."""
+    head = template.index("{}")
+    text = template.replace("{}", prompt)
+    return text, head + prompt.index(subject)
+
+
+# ------------------------------------------------------------------------------------------ keys
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def keys_at(struct: ModelStructure, layer: int, seqs: list[list[int]], positions: list[int]) -> Tensor:
+    """The FFN keys (input of ``down``) of ``layer`` at one position per sequence: (B, I).
+
+    The forward stops right after ``layer``'s FFN intermediate activation is read."""
+    got: list[Tensor] = []
+
+    def grab(i: int, a: Tensor) -> None:
+        got.append(a[torch.arange(a.shape[0]), torch.tensor(positions)].float())
+        raise _Stop
+
+    ids, mask = pad_batch(seqs)
+    with intervene(struct, "neurons", grab, layers=[layer]):
+        try:
+            struct.model(ids, attention_mask=mask, labels_mask=torch.zeros_like(ids, dtype=torch.bool))
+        except _Stop:
+            pass
+    return got[0]
+
+
+def subject_key(struct: ModelStructure, tok: Any, layer: int, req: Request, templates: list[str]) -> Tensor:
+    """k*: the mean key at the subject's last token over the prompt in every context template (I,)."""
+    encs = [encode(tok, *in_context(t, req.prompt, req.subject)[:1], subject=req.subject,
+                   char_start=in_context(t, req.prompt, req.subject)[1]) for t in templates]
+    return keys_at(struct, layer, [e.ids for e in encs], [e.subject_last for e in encs]).mean(0)
+
+
+def value_output(struct: ModelStructure, layer: int, k: Tensor) -> Tensor:
+    """What ``down`` of ``layer`` makes of the key ``k``: W k (+ bias), float (H,)."""
+    down = struct.down(layer)
+    out = down.weight.detach().float() @ k.float()
+    if down.bias is not None:
+        out = out + down.bias.detach().float()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ v* / z*
+@dataclass
+class VParams:
+    """The optimisation of the residual shift delta that makes the model say the new target (ROME's v*)."""
+
+    steps: int = 20
+    lr: float = 0.5
+    kl_factor: float = 0.0625
+    weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    nll_stop: float = 0.05
+
+
+def optimise_delta(struct: ModelStructure, tok: Any, req: Request, site: str, layer: int,
+                   templates: list[str], vp: VParams, log: list[dict] | None = None) -> tuple[Tensor, Tensor]:
+    """delta (H,) added to ``site`` ("mlp": the MLP output, "layer": the block output) of ``layer`` at the
+    subject's last token of every rewriting prompt, and the clean value there (H,) for the plain prompt.
+
+    Loss (ROME eq. 4): mean NLL of the new target's tokens after the prompt in each context template
+    + ``kl_factor`` x KL(P_clean || P_edited) of the next token after "{subject} is a" (the "essence")
+    + ``weight_decay`` x ||delta||^2 / ||clean value||^2; after each Adam step ||delta|| is clamped to
+    ``clamp_norm_factor`` x ||clean value||. Stops early when the NLL < ``nll_stop``. ``log`` receives
+    one {step, nll, kl, norm} per step (the optimisation curve)."""
+    tgt = target_ids(tok, req.target_new)
+    rows, pos_subj, pos_tgt = [], [], []
+    for t in templates:
+        text, cs = in_context(t, req.prompt, req.subject)
+        e = encode(tok, text, req.subject, cs)
+        rows.append(e.ids + tgt[:-1])
+        pos_subj.append(e.subject_last)
+        pos_tgt.append(list(range(len(e.ids) - 1, len(e.ids) - 1 + len(tgt))))
+    kl_text = f"{req.subject} is a"
+    ke = encode(tok, kl_text, req.subject, 0)
+    rows.append(ke.ids)
+    pos_subj.append(ke.subject_last)
+    n_rw = len(templates)
+    ids, mask = pad_batch(rows)
+    sel = torch.zeros_like(ids, dtype=torch.bool)
+    for b in range(n_rw):
+        sel[b, pos_tgt[b]] = True
+    sel[n_rw, len(ke.ids) - 1] = True
+    tgt_t = torch.tensor(tgt * n_rw)
+    b_idx, s_idx = torch.arange(len(rows)), torch.tensor(pos_subj)
+
+    clean: list[Tensor] = []
+
+    def read(i: int, out: Tensor) -> None:
+        clean.append(out[0, pos_subj[0]].detach().float().clone())
+
+    with torch.no_grad(), intervene(struct, site, read, layers=[layer]):
+        ref = struct.model(ids, attention_mask=mask, labels_mask=sel).logits.float()
+    init_kl = ref[-1:].log_softmax(-1)
+    base_norm = clean[0].norm()
+    delta = torch.zeros(struct.hidden_size, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=vp.lr)
+
+    where = torch.zeros(ids.shape + (1,))
+    where[b_idx, s_idx] = 1.0
+
+    def shift(i: int, out: Tensor) -> Tensor:
+        return out + (where * delta).to(out.dtype)
+
+    for step in range(vp.steps):
+        opt.zero_grad()
+        with intervene(struct, site, shift, layers=[layer]):
+            lg = struct.model(ids, attention_mask=mask, labels_mask=sel).logits.float()
+        lp = lg[:-1].log_softmax(-1)
+        nll = -lp[torch.arange(len(tgt_t)), tgt_t].sum() / n_rw / len(tgt)
+        kl = torch.nn.functional.kl_div(lg[-1:].log_softmax(-1), init_kl, log_target=True, reduction="batchmean")
+        wd = delta.norm() ** 2 / base_norm ** 2
+        loss = nll + vp.kl_factor * kl + vp.weight_decay * wd
+        if log is not None:
+            log.append({"step": step, "nll": round(float(nll.detach()), 5), "kl": round(float(kl.detach()), 5),
+                        "norm": round(float(delta.detach().norm()), 4)})
+        if float(nll.detach()) < vp.nll_stop:
+            break
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            lim = vp.clamp_norm_factor * base_norm
+            if delta.norm() > lim:
+                delta.mul_(lim / delta.norm())
+    return delta.detach(), clean[0]
+
+
+def dataclass_from(cls: type, d: dict[str, Any] | None, where: str) -> Any:
+    """``cls(**d)`` with one-line errors for unknown keys or wrong types."""
+    d = dict(d or {})
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(names))}")
+    out = {}
+    for k, v in d.items():
+        default = getattr(cls(), k) if k != "layers" else None
+        if k == "layers":
+            if v is not None and not (isinstance(v, list) and all(isinstance(x, int) for x in v) and v):
+                raise UserError(f"{where}: layers must be a non-empty list of integers, got {v!r}")
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise UserError(f"{where}: {k} must be true/false, got {v!r}")
+        elif isinstance(default, (int, float)) and not isinstance(v, bool) and isinstance(v, (int, float)):
+            v = type(default)(v) if not (isinstance(default, int) and isinstance(v, float)) else v
+            if isinstance(default, int) and isinstance(v, float):
+                raise UserError(f"{where}: {k} must be an integer, got {v!r}")
+        elif isinstance(default, (int, float)):
+            raise UserError(f"{where}: {k} must be a number, got {v!r}")
+        out[k] = v
+    return cls(**out)
+
+
+def check_layers(struct: ModelStructure, layers: list[int], where: str = "layers") -> list[int]:
+    bad = [x for x in layers if not 0 <= x < struct.num_layers]
+    if bad or not layers:
+        raise UserError(f"{where} {layers}: out of range; the model has layers 0..{struct.num_layers - 1}")
+    return list(layers)

@@ -1,0 +1,218 @@
+"""CounterFact and zsRE evaluation of an editing method (ROME's definitions, on the EasyEdit fields).
+
+CounterFact (``prompt``, ``subject``, ``target_new``, ``ground_truth``, ``rephrase_prompt``,
+``locality_prompt``, ``locality_ground_truth``), with full log-probabilities of the object strings
+(the sum over the tokens of " " + object after the prompt):
+- ES (efficacy score): fraction of cases with P(new) > P(true) on the prompt; EM (efficacy magnitude):
+  mean of P(new) - P(true) there;
+- PS / PM: the same on the rephrased prompt;
+- NS (neighborhood score): fraction of locality prompts (another subject with the true object) where
+  P(true) > P(new) still holds; NM: mean of P(true) - P(new) there;
+- S: harmonic mean of ES, PS, NS;
+- fluency: ROME's generation entropy: a continuation of the prompt is sampled (top-k 5, ``fluency_tokens``
+  new tokens, the same seed before and after the edit) and scored by the weighted mean of its bi- and
+  tri-gram entropies (weights 2/3 and 4/3, bits, over lower-cased words). ROME's tables print 100 x it.
+
+zsRE (``src``, ``subject``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans``): ROME's Table 1:
+efficacy / paraphrase = teacher-forced token accuracy of the new answer ``alt`` after the question /
+its rephrasing; specificity = token accuracy of ``loc_ans`` after ``loc``.
+
+Every score is reported for the unedited model and after the edit (each case edited, measured and
+undone, or ``batch_size`` cases at once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from plmkit.errors import UserError
+from plmkit.knowledge.edit import common, edit, undo
+from plmkit.knowledge.structure import ModelStructure
+
+CF_KEYS = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
+           "locality_ground_truth")
+ZSRE_KEYS = ("src", "subject", "alt", "answers", "rephrase", "loc", "loc_ans")
+
+
+@dataclass
+class Case:
+    id: Any
+    request: common.Request
+    rephrase: str
+    locality: str
+    locality_target: str
+
+
+def read_cases(path: str | Path, n: int | None = None, start: int = 0) -> tuple[str, list[Case], list[dict]]:
+    """("counterfact" | "zsre", cases, skipped [{id, reason}]): ``n`` records of the file from index ``start``.
+
+    Records a method cannot edit (subject not in the prompt, empty or unchanged target) are skipped
+    and counted, never dropped silently."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+        raise UserError(f"{path}: expected a JSON list of CounterFact or zsRE records")
+    kind = "counterfact" if "rephrase_prompt" in rows[0] else "zsre" if "src" in rows[0] else None
+    if kind is None:
+        raise UserError(f"{path}: record 0 is neither CounterFact (EasyEdit: {', '.join(CF_KEYS)}) "
+                        f"nor zsRE ({', '.join(ZSRE_KEYS)})")
+    keys = CF_KEYS if kind == "counterfact" else ZSRE_KEYS
+    cases, skipped = [], []
+    for k, r in enumerate(rows[start: start + n] if n else rows[start:], start=start):
+        missing = [x for x in keys if not isinstance(r, dict) or x not in r]
+        if missing:
+            raise UserError(f"{path}: record {k}: missing key(s) {', '.join(missing)}")
+        if kind == "counterfact":
+            cid = r.get("case_id", k)
+            req = common.Request(r["prompt"], r["subject"], r["target_new"], r["ground_truth"])
+            case = Case(cid, req, r["rephrase_prompt"], r["locality_prompt"], r["locality_ground_truth"])
+        else:
+            cid = k
+            true = r["answers"][0] if isinstance(r["answers"], list) and r["answers"] else r.get("pred")
+            req = common.Request(r["src"], r["subject"], r["alt"], true)
+            case = Case(cid, req, r["rephrase"], r["loc"], r["loc_ans"])
+        try:
+            req.validate(f"{path}: record {k}")
+        except UserError as e:
+            skipped.append({"id": cid, "reason": str(e)})
+            continue
+        cases.append(case)
+    return kind, cases, skipped
+
+
+# ------------------------------------------------------------------------------------------ scores
+@torch.no_grad()
+def counterfact_scores(struct: ModelStructure, tok: Any, c: Case) -> dict[str, float]:
+    r = c.request
+    new, true = common.target_ids(tok, r.target_new), common.target_ids(tok, r.target_true)
+    loc_true = common.target_ids(tok, c.locality_target)
+    prompts = [common.encode(tok, p).ids for p in (r.prompt, c.rephrase, c.locality)]
+    lp = common.target_logprobs(struct, [prompts[0], prompts[0], prompts[1], prompts[1], prompts[2], prompts[2]],
+                                [new, true, new, true, new, loc_true]).tolist()
+    p = [math.exp(x) for x in lp]
+    return {"es": float(lp[0] > lp[1]), "em": p[0] - p[1], "ps": float(lp[2] > lp[3]), "pm": p[2] - p[3],
+            "ns": float(lp[5] > lp[4]), "nm": p[5] - p[4],
+            "logp": {"prompt_new": lp[0], "prompt_true": lp[1], "rephrase_new": lp[2], "rephrase_true": lp[3],
+                     "locality_new": lp[4], "locality_true": lp[5]}}
+
+
+@torch.no_grad()
+def zsre_scores(struct: ModelStructure, tok: Any, c: Case) -> dict[str, float]:
+    r = c.request
+    new, loc = common.target_ids(tok, r.target_new), common.target_ids(tok, c.locality_target)
+    prompts = [common.encode(tok, p).ids for p in (r.prompt, c.rephrase, c.locality)]
+    acc = common.target_token_accuracy(struct, prompts, [new, new, loc])
+    return {"efficacy": acc[0], "paraphrase": acc[1], "specificity": acc[2]}
+
+
+def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
+    """ROME's generation entropy: mean over n of weight_n x the entropy (bits) of the n-gram frequencies."""
+    words = re.findall(r"\w+|[^\w\s]", text.lower())
+    vals = []
+    for n, w in zip(ns, weights):
+        grams = Counter(tuple(words[i: i + n]) for i in range(len(words) - n + 1))
+        total = sum(grams.values())
+        h = -sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0
+        vals.append(w * h)
+    return sum(vals) / len(vals)
+
+
+@torch.no_grad()
+def sample_continuation(struct: ModelStructure, tok: Any, prompt: str, tokens: int, seed: int) -> str:
+    from plmkit.generation import generate
+
+    ids = torch.tensor([common.encode(tok, prompt).ids])
+    out = generate(struct.model, ids, max_new_tokens=tokens, do_sample=True, top_k=5,
+                   generator=torch.Generator().manual_seed(seed), pack_weights=False)
+    return tok.decode(out[0, ids.shape[1]:].tolist())
+
+
+def scores(kind: str, struct: ModelStructure, tok: Any, c: Case, fluency_tokens: int, seed: int) -> dict[str, Any]:
+    if kind == "zsre":
+        return zsre_scores(struct, tok, c)
+    out = counterfact_scores(struct, tok, c)
+    if fluency_tokens > 0:
+        text = sample_continuation(struct, tok, c.request.prompt, fluency_tokens, seed)
+        out["fluency"] = ngram_entropy(text)
+        out["generation"] = text
+    return out
+
+
+def harmonic(xs: list[float]) -> float:
+    return 0.0 if any(x <= 0 for x in xs) else len(xs) / sum(1 / x for x in xs)
+
+
+def summarize(kind: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    def mean(k: str) -> float | None:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    if kind == "zsre":
+        return {k: mean(k) for k in ("efficacy", "paraphrase", "specificity")}
+    out = {k: mean(k) for k in ("es", "ps", "ns")}
+    out["s"] = harmonic([out["es"], out["ps"], out["ns"]]) if rows else None
+    out["fluency"] = mean("fluency")
+    return out
+
+
+def details(kind: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The magnitudes (EM, PM, NM) and counts that metrics.json's fixed shape leaves out."""
+    if kind == "zsre":
+        return {"n": len(rows)}
+    vals = {k: [r[k] for r in rows] for k in ("em", "pm", "nm")}
+    return {**{k: (sum(v) / len(v) if v else None) for k, v in vals.items()}, "n": len(rows)}
+
+
+def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: str, hparams: Any,
+        cov: dict[int, torch.Tensor] | None, batch_size: int = 1, fluency_tokens: int = 100, seed: int = 0,
+        log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo."""
+    rows: list[dict[str, Any]] = []
+    edit_seconds = 0.0
+    for b in range(0, len(cases), batch_size):
+        chunk = cases[b: b + batch_size]
+        pre = [scores(kind, struct, tok, c, fluency_tokens, _seed(seed, c.id)) for c in chunk]
+        t0 = time.time()
+        delta = edit(struct.model, [c.request for c in chunk], method, hparams, tokenizer=tok, covariance=cov)
+        dt = time.time() - t0
+        edit_seconds += dt
+        post = [scores(kind, struct, tok, c, fluency_tokens, _seed(seed, c.id)) for c in chunk]
+        undo(struct.model, delta)
+        for c, a, z in zip(chunk, pre, post):
+            rows.append({"id": c.id, "request": c.request.to_dict(), "rephrase": c.rephrase, "locality": c.locality,
+                         "locality_target": c.locality_target, "unedited": a, "edited": z,
+                         "edit_seconds": round(dt / len(chunk), 3), "delta_norm": delta.info.get("delta_norm"),
+                         "v_curve": _last_curve(delta.info, chunk.index(c))})
+        head = ", ".join(f"{k} {v:.2f}" for k, v in summarize(kind, [r["edited"] for r in rows]).items()
+                         if isinstance(v, float))
+        log(f"[{len(rows)}/{len(cases)}] edited {len(chunk)} in {dt:.1f}s; running edited: {head}")
+    metrics = {"unedited": summarize(kind, [r["unedited"] for r in rows]),
+               "edited": summarize(kind, [r["edited"] for r in rows]),
+               "seconds_per_edit": edit_seconds / max(1, len(rows))}
+    return metrics, rows
+
+
+def _seed(seed: int, cid: Any) -> int:
+    return seed + zlib.crc32(str(cid).encode()) % 100_000
+
+
+def _last_curve(info: dict[str, Any], i: int) -> Any:
+    curves = info.get("v_curve") or info.get("nll_curve")
+    if isinstance(curves, list) and curves and isinstance(curves[0], list):
+        return curves[i] if i < len(curves) else None
+    return curves

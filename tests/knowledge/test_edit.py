@@ -1,0 +1,233 @@
+"""ROME / MEMIT / FT / FT+L / KN editing on tiny models: closed forms, exact undo, bounds, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from plmkit.errors import UserError
+from plmkit.knowledge.edit import Request, common, covariance, edit, load_hparams, memit, rome, undo
+from plmkit.knowledge.structure import locate
+
+import plmkit
+
+
+def tiny(name, tok, seed=0, **kw):
+    """A small random model of ``name`` for ``tok`` (as tests/knowledge/conftest.py builds them)."""
+    torch.manual_seed(seed)
+    return plmkit.load(name, vocab_size=len(tok), bos_token_id=None, eos_token_id=None, **kw).eval()
+
+REQ = Request("Paris is located in", "Paris", "Japan", "France")
+FAST_V = {"steps": 6, "lr": 0.5}
+# random tiny models have tiny MLP outputs: the paper's decay / clamp (relative to them) would pin delta
+STRONG_V = {"steps": 15, "weight_decay": 0.0, "clamp_norm_factor": 1e4}
+
+
+@pytest.fixture()
+def llama(bpe_tok):
+    return tiny("llama-tiny", bpe_tok, seed=1, num_layers=4)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, text_lines) -> Path:
+    p = tmp_path_factory.mktemp("corpus") / "text.txt"
+    p.write_text("\n".join(text_lines * 3))
+    return p
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(model, snap) -> None:
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snap[k]), k
+
+
+def covs(struct, tok, corpus, layers):
+    return {x: covariance.compute(struct, tok, x, [corpus], samples=600, seq_len=32, progress=False)[0]
+            for x in layers}
+
+
+def test_rank_one_equals_constrained_least_squares_solved_independently():
+    g = np.random.default_rng(0)
+    H, I = 5, 7
+    W = g.normal(size=(H, I))
+    k = g.normal(size=I)
+    v = g.normal(size=H)
+    A = g.normal(size=(I, 3 * I))
+    C = A @ A.T / (3 * I)
+    upd = rome.rank_one(torch.tensor(W), torch.tensor(k), torch.tensor(v - W @ k), torch.tensor(C)).numpy()
+    # independent: for each output row minimise d^T C d subject to d . k = r_i (KKT system)
+    kkt = np.block([[2 * C, k[:, None]], [k[None, :], np.zeros((1, 1))]])
+    for i in range(H):
+        sol = np.linalg.solve(kkt, np.concatenate([np.zeros(I), [v[i] - W[i] @ k]]))
+        np.testing.assert_allclose(upd[i], sol[:I], rtol=1e-9, atol=1e-12)
+    # C = I: the plain projection r k^T / |k|^2
+    eye = rome.rank_one(torch.tensor(W), torch.tensor(k), torch.tensor(v - W @ k), None).numpy()
+    np.testing.assert_allclose(eye, np.outer(v - W @ k, k) / (k @ k), rtol=1e-12)
+
+
+def test_rome_maps_the_key_to_v_star_leaves_orthogonal_keys_and_undoes_bit_for_bit(llama, bpe_tok, corpus):
+    s = locate(llama)
+    layer = 1
+    C = covs(s, bpe_tok, corpus, [layer])
+    hp = load_hparams("rome", {"layers": [layer], "n_context": 2, "context_length": 4, "v": FAST_V})
+    snap = snapshot(llama)
+    W0 = s.down(layer).weight.detach().double().clone()
+    delta = edit(llama, [REQ], "rome", hp, tokenizer=bpe_tok, covariance=C)
+    k, v_star = delta.info["k_star"][0], delta.info["v_star"][0]
+    W1 = s.down(layer).weight.detach().double()
+    torch.testing.assert_close(common.value_output(s, layer, k).double(), v_star.double(), rtol=1e-4, atol=1e-4)
+    assert (v_star - (W0 @ k.double()).float()).norm() > 1e-3  # the edit moved it
+    j = torch.randn(k.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ck = torch.linalg.solve(C[layer], k.double())
+    j = j - (j @ ck) / (k.double() @ ck) * k.double()  # j^T C^-1 k* = 0
+    torch.testing.assert_close(W1 @ j, W0 @ j, rtol=1e-4, atol=1e-5)
+    assert (W1 @ k.double() - W0 @ k.double()).norm() > 1e-3
+    assert [n for n in delta.original] == [common.param_name(llama, s.down(layer).weight)]
+    undo(llama, delta)
+    assert_same(llama, snap)
+
+
+def test_v_star_optimisation_lowers_the_new_target_nll(llama, bpe_tok):
+    hp = load_hparams("rome", {"layers": [0], "n_context": 1, "context_length": 3, "v": STRONG_V}, covariance=False)
+    d = edit(llama, [REQ], "rome", hp, tokenizer=bpe_tok)
+    (curve,) = d.info["v_curve"]
+    assert curve[-1]["nll"] < curve[0]["nll"] - 0.05
+    undo(llama, d)
+
+
+def test_memit_one_edit_one_layer_is_rome_scaled_by_q_over_lambda_plus_q(llama, bpe_tok, corpus):
+    g = torch.Generator().manual_seed(0)
+    K = torch.randn(1, 6, dtype=torch.float64, generator=g)
+    r = torch.randn(1, 4, dtype=torch.float64, generator=g)
+    A = torch.randn(6, 18, dtype=torch.float64, generator=g)
+    C = A @ A.T / 18
+    lam = 3.0
+    q = K[0] @ torch.linalg.solve(C, K[0])
+    torch.testing.assert_close(memit.layer_update(K, r, C, lam),
+                               rome.rank_one(None, K[0], r[0], C) * q / (lam + q), rtol=1e-10, atol=1e-12)
+    # several keys, lambda -> 0: every key gets exactly its residual (least squares with n < I)
+    Kn = torch.randn(3, 6, dtype=torch.float64, generator=g)
+    Rn = torch.randn(3, 4, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(memit.layer_update(Kn, Rn, C, 1e-9) @ Kn.T, Rn.T, rtol=1e-6, atol=1e-6)
+    # end to end: the same v* optimisation (no decay / clamp, which are relative to different norms)
+    s = locate(llama)
+    Cs = covs(s, bpe_tok, corpus, [1])
+    v = {"steps": 5, "weight_decay": 0.0, "clamp_norm_factor": 1e6}
+    snap = snapshot(llama)
+    d_rome = edit(llama, [REQ], "rome", load_hparams("rome", {"layers": [1], "n_context": 1, "context_length": 3,
+                                                                 "v": v}), tokenizer=bpe_tok, covariance=Cs)
+    undo(llama, d_rome)
+    lam = 50.0
+    d_memit = edit(llama, [REQ], "memit", load_hparams("memit", {"layers": [1], "n_context": 1, "context_length": 3,
+                                                                   "v": v, "mom2_weight": lam}),
+                   tokenizer=bpe_tok, covariance=Cs)
+    undo(llama, d_memit)
+    assert_same(llama, snap)
+    k = d_rome.info["k_star"][0].double()
+    q = float(k @ torch.linalg.solve(Cs[1], k))
+    (name,) = d_rome.delta
+    torch.testing.assert_close(d_memit.delta[name].double(), d_rome.delta[name].double() * q / (lam + q),
+                               rtol=2e-3, atol=1e-6)
+
+
+def test_memit_batch_over_layers_writes_several_facts(llama, bpe_tok, corpus):
+    s = locate(llama)
+    C = covs(s, bpe_tok, corpus, [0, 1])
+    reqs = [REQ, Request("Berlin is located in", "Berlin", "Spain", "Germany")]
+    hp = load_hparams("memit", {"layers": [0, 1], "n_context": 1, "context_length": 3, "mom2_weight": 1.0,
+                                "v": STRONG_V})
+    snap = snapshot(llama)
+    delta = edit(llama, reqs, "memit", hp, tokenizer=bpe_tok, covariance=C)
+    assert len(delta.delta) == 2
+    assert len(delta.info["v_curve"]) == 2
+    undo(llama, delta)
+    assert_same(llama, snap)
+
+
+@pytest.mark.parametrize("bound", [1e-3, 2e-2])
+def test_ft_l_never_exceeds_the_bound_while_ft_does(llama, bpe_tok, bound):
+    s = locate(llama)
+    W0 = s.down(1).weight.detach().clone()
+    hp = load_hparams("ft-l", {"layers": [1], "steps": 10, "lr": 0.05, "norm_constraint": bound, "nll_stop": 0.0})
+    delta = edit(llama, [REQ], "ft-l", hp, tokenizer=bpe_tok)
+    dev = (s.down(1).weight.detach() - W0).abs().max().item()
+    assert bound * 0.5 < dev <= bound * (1 + 1e-6)
+    undo(llama, delta)
+    assert torch.equal(s.down(1).weight, W0)
+    d_ft = edit(llama, [REQ], "ft", load_hparams("ft", {"layers": [1], "steps": 10, "lr": 0.05, "nll_stop": 0.0}),
+                tokenizer=bpe_tok)
+    assert (s.down(1).weight.detach() - W0).abs().max().item() > 2 * bound
+    undo(llama, d_ft)
+
+
+def test_kn_edit_moves_value_vectors_and_undoes(llama, bpe_tok):
+    s = locate(llama)
+    snap = snapshot(llama)
+    hp = load_hparams("kn", {"layers": [0, 1], "steps": 4, "n_context": 2, "context_length": 3})
+    delta = edit(llama, [REQ], "kn", hp, tokenizer=bpe_tok)
+    (neurons,) = delta.info["neurons"]
+    assert neurons
+    e = 8 * s.word_embeddings.weight[common.target_ids(bpe_tok, "Japan")[0]] - \
+        s.word_embeddings.weight[common.target_ids(bpe_tok, "France")[0]]
+    layer, i = neurons[0]
+    name = common.param_name(llama, s.down(layer).weight)
+    torch.testing.assert_close(delta.delta[name][:, i], e.detach().float() * sum(
+        1 for n in neurons if n == [layer, i]), rtol=1e-5, atol=1e-5)
+    undo(llama, delta)
+    assert_same(llama, snap)
+
+
+@pytest.mark.parametrize("req, match", [
+    (Request("Paris is located in", "Rome", "Japan"), "not found in prompt"),
+    (Request("Paris is located in", "Paris", "  "), "empty target"),
+    (Request("Paris is located in", "Paris", "France", "France"), "true object already"),
+])
+def test_bad_requests_are_refused_and_nothing_changes(llama, bpe_tok, req, match):
+    snap = snapshot(llama)
+    with pytest.raises(UserError, match=match):
+        edit(llama, [req], "rome", load_hparams("rome", {"layers": [0]}, covariance=False), tokenizer=bpe_tok)
+    assert_same(llama, snap)
+
+
+def test_layer_out_of_range_and_missing_covariance(llama, bpe_tok):
+    with pytest.raises(UserError, match="out of range"):
+        edit(llama, [REQ], "rome", load_hparams("rome", {"layers": [4]}), tokenizer=bpe_tok)
+    with pytest.raises(UserError, match="no key covariance"):
+        edit(llama, [REQ], "rome", load_hparams("rome", {"layers": [1]}), tokenizer=bpe_tok)
+    with pytest.raises(UserError, match="unknown key"):
+        load_hparams("rome", {"layer": 3})
+
+
+def test_covariance_is_cached_on_disk_and_reused(llama, bpe_tok, corpus, tmp_path, monkeypatch):
+    s = locate(llama)
+    C1 = covariance.layer_stats(s, bpe_tok, 1, corpus, 300, tmp_path, seq_len=32, progress=False)
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1
+    ref, n = covariance.compute(s, bpe_tok, 1, [corpus], 300, 32, progress=False)
+    assert n == 300
+    torch.testing.assert_close(C1, ref.float().double())
+    monkeypatch.setattr(covariance, "compute_many", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    torch.testing.assert_close(covariance.layer_stats(s, bpe_tok, 1, corpus, 300, tmp_path, seq_len=32), C1)
+    # uncentred second moment of the keys: equals an explicit E[k k^T] over the same tokens
+    wins = list(covariance.token_windows(bpe_tok, [corpus], 300, 32))
+    ks = torch.cat([common.keys_at(s, 1, [w], [t]) for w, front in wins for t in range(front, len(w))])
+    assert len(ks) == 300
+    torch.testing.assert_close(ref, (ks.double().T @ ks.double()) / len(ks), rtol=1e-6, atol=1e-8)
+
+
+def test_every_recipe_loads():
+    root = Path(__file__).resolve().parents[2] / "recipes" / "editing"
+    files = sorted(root.glob("*.yaml"))
+    assert files
+    for f in files:
+        method = yaml.safe_load(f.read_text())["method"]
+        assert f.name.startswith(method + "-") and f.name[len(method) + 1:].startswith(("llama", "gpt2"))
+        hp = load_hparams(method, f)
+        assert hp.layers
