@@ -334,7 +334,8 @@ def test_pretrain_and_tokenizer_non_utf8_hint_works(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "pretrain", "quickstart", "tokenizer train",
-                                     "prepare", "ngram train", "ngram eval", "word2vec train", "word2vec analogy"])
+                                     "prepare", "ngram train", "ngram eval", "word2vec train", "word2vec analogy",
+                                     "distill"])
 def test_every_command_that_reads_text_takes_the_hinted_option(command):
     """The hint ``pass --encoding-errors replace`` names an option that each of these commands accepts."""
     parser = build_parser(command.split()[0])

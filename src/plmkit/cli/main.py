@@ -41,6 +41,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edit": ("edit", "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."),
     "analyze": ("analyze", "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks."),
     "attack": ("attack", "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."),
+    "distill": ("distill", "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses)."),
+    "quantize": ("quantize", "Quantize a fine-tuned checkpoint's linear layers (dynamic int8, weight-only int8 / int4)."),
+    "prune": ("prune", "Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude."),
 }
 
 

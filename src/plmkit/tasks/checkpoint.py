@@ -116,6 +116,10 @@ def load_checkpoint(path: str | Path):
     info = json.loads((path / "task.json").read_text(encoding="utf-8"))
     info["model_config"] = json.loads((path / "model_config.json").read_text(encoding="utf-8"))
     model, obj = build_model(info, base_weights=info["weights"] != "all")
+    if info.get("compression"):  # pruned / quantized (plm prune, plm quantize): reshape before loading
+        from plmkit.compression.structure import restore
+
+        restore(model, info["compression"])
     state = load_file(str(path / "weights.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or (info["weights"] == "all" and missing):
