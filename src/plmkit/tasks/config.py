@@ -33,6 +33,12 @@ def _mode_names() -> list[str]:
     return list(MODES)
 
 
+def _pooling_names() -> list[str]:
+    from plmkit.tasks.pooling import POOLINGS
+
+    return list(POOLINGS)
+
+
 def column(value: str):
     """A column name from the command line; pure digits mean a column index (files without header)."""
     return int(value) if value.isdigit() else value
@@ -86,8 +92,10 @@ class FinetuneConfig:
     """QA: slice of SQuAD articles for evaluation, e.g. 36:"""
     doc_stride: int = 128
     """QA: overlap stride between context windows"""
-    pooling: str = field(default="pooler", metadata={"choices": lambda: ["pooler", "cls", "mean"]})
-    """sequence pooling for the head"""
+    pooling: str = field(default="auto", metadata={"choices": _pooling_names})
+    """sequence pooling for the head; auto: what a sentence-transformers checkpoint declares
+    (1_Pooling/config.json), else the family's usual one (BERT/ALBERT pooler, RoBERTa/ELECTRA first token,
+    GPT/Llama/XLNet last token, ELMo mean); eval.json records the choice"""
     warmup: float = 0.1
     """fraction of steps of linear warm-up"""
     weight_decay: float = 0.01
