@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_classification_full(workdir, cls_run):
     res = cls_run
     assert res["accuracy"] >= 0.9 and res["trainable_params"] == res["total_params"]
+    # CPU seconds of training: spent (a broken measurement gives 0), and at most what the threads could spend
+    assert 0.05 <= res["train_cpu_s"] <= res["threads"] * res["train_time_s"] + 0.5, res
     assert res["history"][0]["step"] < res["history"][-1]["step"]  # per-epoch dev scores
     log = [json.loads(x) for x in (workdir / "cls" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]  # the Trainer's training curve falls
@@ -46,7 +48,7 @@ def test_modes_train_and_reload(workdir, ft, mode, capsys):
 
 
 def test_regularisers(workdir, ft, cls_run, cls_b_run):
-    assert cls_b_run["accuracy"] >= 0.5  # L2-SP towards the start (the ensembles of test_evaluate.py use it)
+    assert cls_b_run["accuracy"] >= 0.9  # L2-SP towards the start (the ensembles of test_evaluate.py use it)
     ft("cls_sd", "--self-distill", "1.0", "--distill-every", "5")
     res = ft("cls_ewc", "--regularizer", "ewc", "--ewc-from", str(workdir / "cls"), "--reg-weight", "0.01")
     assert res["accuracy"] >= 0.8
@@ -106,7 +108,23 @@ def test_text2text_on_a_tiny_t5(workdir):
     log = [json.loads(x) for x in (workdir / "t2t" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert all(e["generated"] in ("0", "1") for e in res["examples"]), res["examples"]
-    assert res["accuracy"] == res["exact_match"] and res["accuracy"] >= 0.45
+    # The dev score is what greedy decoding really gives: decode every dev row again with a hand-written greedy
+    # loop over the saved model's forward pass (not model.generate) and score it against the gold labels.
+    # Known gap: a bound on the accuracy itself would sit at chance, since this tiny random T5 ends predicting
+    # one label for every row (majority rate 0.525 at lr 3e-3 and 1e-2, BART-tiny too at 1e-3; its loss stalls
+    # at the label entropy), so this check cannot see a scorer that permutes the gold labels.
+    saved = plmkit.load(str(workdir / "t2t" / "model")).eval()
+    dev = [line.split("\t") for line in (workdir / "dev.tsv").read_text().splitlines()[1:]]
+    eos, hits = tok.sep_token_id, 0
+    with torch.no_grad():
+        for text, gold in dev:
+            src = torch.tensor([tok(f"sentiment: {text}", add_special_tokens=False)["input_ids"] + [eos]])
+            out = [saved.config.decoder_start_token_id]
+            while len(out) <= 8 and (len(out) == 1 or out[-1] != eos):
+                logits = saved(src, attention_mask=torch.ones_like(src), decoder_input_ids=torch.tensor([out])).logits
+                out.append(int(logits[0, -1].argmax()))
+            hits += tok.decode([t for t in out[1:] if t != eos], skip_special_tokens=True).strip() == gold.strip()
+    assert res["accuracy"] == res["exact_match"] == pytest.approx(hits / len(dev)) and res["dev_examples"] == len(dev)
     assert res["examples"][0]["input"].startswith("sentiment")
     assert main(["finetune", "--task", "text2text", "--model", str(workdir / "model"), "--data", str(workdir), "--out",
                  str(workdir / "t2t_bad")]) == 2  # an encoder-only model is refused with one line

@@ -37,6 +37,12 @@ def _mode_names() -> list[str]:
     return list(MODES)
 
 
+def _pooling_names() -> list[str]:
+    from plmkit.tasks.pooling import POOLINGS
+
+    return list(POOLINGS)
+
+
 def column(value: str):
     """A column name from the command line; pure digits mean a column index (files without header)."""
     return int(value) if value.isdigit() else value
@@ -58,8 +64,10 @@ class FinetuneConfig:
     """adaptation mode"""
     epochs: float = field(default=2.0, metadata=bound(POSITIVE))
     """training epochs (fractions allowed)"""
-    lr: float = field(default=2e-5, metadata=bound(POSITIVE))
-    """peak learning rate"""
+    lr: float = field(default=5e-5, metadata=bound(POSITIVE))
+    """peak learning rate; 5e-5 (HF run_glue's default) is for pretrained checkpoints, small ones included
+    (MiniLM: see README's table); a randomly initialised model (a preset name) learns little at a fine-tuning
+    rate: give it a from-scratch rate, 1e-4 to 1e-3 (the tests' tiny random BERT uses 2e-3)"""
     batch_size: int = field(default=32, metadata=bound(POSITIVE))
     """examples per batch"""
     max_seq_len: int = field(default=128, metadata=bound(at_least(4)))
@@ -90,8 +98,10 @@ class FinetuneConfig:
     """QA: slice of SQuAD articles for evaluation, e.g. 36:"""
     doc_stride: int = field(default=128, metadata=bound(POSITIVE))
     """QA: overlap stride between context windows"""
-    pooling: str = field(default="pooler", metadata={"choices": lambda: ["pooler", "cls", "mean"]})
-    """sequence pooling for the head"""
+    pooling: str = field(default="auto", metadata={"choices": _pooling_names})
+    """sequence pooling for the head; auto: what a sentence-transformers checkpoint declares
+    (1_Pooling/config.json), else the family's usual one (BERT/ALBERT pooler, RoBERTa/ELECTRA first token,
+    GPT/Llama/XLNet last token, ELMo mean); eval.json records the choice"""
     warmup: float = field(default=0.1, metadata=bound(FRACTION))
     """fraction of steps of linear warm-up"""
     weight_decay: float = field(default=0.01, metadata=bound(NON_NEGATIVE))

@@ -42,11 +42,13 @@ from plmkit.tasks.data import check_token_labels, encode, label_list, subsample,
 from plmkit.tasks.inference import early_exit_curve, run_model
 from plmkit.tasks.modes import EWC, L2SP, ModeConfig, SelfDistillation, apply_mode, count_parameters, diagonal_fisher
 from plmkit.tasks.objective import TaskObjective
+from plmkit.tasks.pooling import resolve_pooling
 from plmkit.tasks.readers import BadRows, check_labels
 from plmkit.tasks.scoring import score
 from plmkit.tasks.specs import TaskSpec, check_known_labels, get_task, read_split, resolve_file
 
 NUM_OUTPUTS = {"regression": 1, "qa": 2, "multiple_choice": 1}  # other kinds: one output per label
+POOLED_KINDS = ("classification", "regression", "multilabel", "multiple_choice")  # heads that pool (--pooling)
 
 
 def _cpu_fields(cpu_s: float) -> dict[str, Any]:
@@ -85,6 +87,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     logs.mkdir(exist_ok=True)
     summary, history, train_time, train_cpu = train(cfg, spec, model, obj, tok, data, feats, train_cfg, logs)
     result: dict[str, Any] = {"task": spec.name, "mode": cfg.mode, **params,
+                              **({"pooling": obj.pooling, "pooling_source": obj.pooling_source}
+                                 if spec.kind in POOLED_KINDS else {}),
                               "train_examples": len(data.train), "dev_examples": len(data.dev),
                               "train_steps": summary["step"], "planned_steps": train_cfg.max_steps,
                               "interrupted": bool(summary.get("interrupted")),
@@ -112,7 +116,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         model.soft_prompt.drop_reparametrisation()
         mode_cfg.prefix_reparam = False
         result["saved_prompt_params"] = sum(p.numel() for p in model.soft_prompt.parameters())
-    save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale))
+    save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale,
+                                                obj.pooling))
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
     return result
@@ -201,8 +206,12 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
     mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha,
                           prompt_tokens=cfg.prompt_tokens, prompt_encoder=cfg.prompt_encoder,
                           prompt_hidden=cfg.prompt_hidden)
-    obj = TaskObjective(spec.kind, num_outputs, tok, pooling=cfg.pooling, scalar_mix=cfg.mode == "features",
+    pooling, why = resolve_pooling(cfg.pooling, cfg.model, model)
+    if spec.kind in POOLED_KINDS:
+        _log(f"pooling {pooling} ({why})")
+    obj = TaskObjective(spec.kind, num_outputs, tok, pooling=pooling, scalar_mix=cfg.mode == "features",
                         early_exit=cfg.early_exit, target_scale=target_scale)
+    obj.pooling_source = why
     obj.prepare(model)
     recurrent_features(model, cfg.mode)
     if cfg.early_exit:  # keep the off-ramps out of stage 1 (apply_mode may unfreeze heads: freeze again)
@@ -278,10 +287,11 @@ def train(cfg: FinetuneConfig, spec: TaskSpec, model, obj, tok, data: TaskData, 
 
 
 def task_info(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, mode_cfg: ModeConfig, num_outputs: int,
-              target_scale) -> dict[str, Any]:
-    """What ``task.json`` records: enough to rebuild the model and read the task's data again."""
+              target_scale, pooling: str | None = None) -> dict[str, Any]:
+    """What ``task.json`` records: enough to rebuild the model and read the task's data again
+    (``pooling``: the head's resolved pooling, never "auto"; ``config`` keeps the options as given)."""
     return {"task": spec.name, "kind": spec.kind, "labels": data.labels, "num_outputs": num_outputs,
-            "mode": cfg.mode, "mode_config": asdict(mode_cfg), "pooling": cfg.pooling,
+            "mode": cfg.mode, "mode_config": asdict(mode_cfg), "pooling": pooling or cfg.pooling,
             "base_model": str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model,
             "max_seq_len": cfg.max_seq_len, "doc_stride": cfg.doc_stride, "pad_id": E.special_ids(tok).pad,
             "early_exit": cfg.early_exit, "regularizer": cfg.regularizer, "target_scale": target_scale, "spec": {

@@ -25,6 +25,22 @@ from plmkit.models.kernels import Dropout
 from plmkit.models.heads import ScalarMix, masked_mean
 
 
+def pool_states(h: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """(B, T, H) states -> (B, H): "mean" / "max" over the real tokens, "last" real token, else the first."""
+    if pooling == "mean":
+        return masked_mean(h, attention_mask)
+    if pooling == "max":
+        if attention_mask is None:
+            return h.max(dim=1).values
+        return h.masked_fill(~attention_mask.bool().unsqueeze(-1), torch.finfo(h.dtype).min).max(dim=1).values
+    if pooling == "last":
+        if attention_mask is None:
+            return h[:, -1]
+        last = (attention_mask.long().sum(dim=1) - 1).clamp_min(0)  # (B,)
+        return h[torch.arange(h.size(0), device=h.device), last]
+    return h[:, 0]
+
+
 class SequenceHead(nn.Module):
     """Pool the sequence to one vector, then ``dropout -> [dense -> tanh] -> linear`` to C outputs.
 
@@ -32,7 +48,9 @@ class SequenceHead(nn.Module):
         hidden_size: H.
         num_outputs: C (1 for regression and multiple-choice scoring).
         pooling: "pooler" (the backbone's BERT pooler, falling back to "cls" when absent),
-            "cls" (first token's vector) or "mean" (masked mean over tokens).
+            "cls" (first token's vector), "mean" (masked mean over tokens), "max" (masked max over
+            tokens, per feature) or "last" (the last real token: right padding assumed).
+            ``plmkit.tasks.pooling`` resolves the CLI's "auto" to one of these.
         num_states: when set, an ELMo :class:`ScalarMix` over that many hidden states replaces
             the last hidden state (feature-based mode); the head then gets a hidden layer.
         dropout: dropout before the classifier.
@@ -40,8 +58,8 @@ class SequenceHead(nn.Module):
 
     def __init__(self, hidden_size: int, num_outputs: int, pooling: str = "pooler", num_states: int | None = None, dropout: float = 0.1):
         super().__init__()
-        if pooling not in ("pooler", "cls", "mean"):
-            raise ValueError(f"pooling must be pooler, cls or mean, got {pooling!r}")
+        if pooling not in ("pooler", "cls", "mean", "max", "last"):
+            raise ValueError(f"pooling must be pooler, cls, mean, max or last, got {pooling!r}")
         self.pooling = pooling
         self.scalar_mix = ScalarMix(num_states) if num_states else None
         self.dropout = Dropout(dropout)
@@ -52,12 +70,10 @@ class SequenceHead(nn.Module):
     def pool(self, out, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.scalar_mix is not None:
             h = self.scalar_mix(out.hidden_states, attention_mask)  # (B, T, H)
-            return masked_mean(h, attention_mask) if self.pooling == "mean" else h[:, 0]
+            return pool_states(h, attention_mask, self.pooling)
         if self.pooling == "pooler" and getattr(out, "pooled", None) is not None:
             return out.pooled  # (B, H)
-        if self.pooling == "mean":
-            return masked_mean(out.last_hidden_state, attention_mask)
-        return out.last_hidden_state[:, 0]
+        return pool_states(out.last_hidden_state, attention_mask, self.pooling)
 
     def forward(self, out, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.dropout(self.pool(out, attention_mask))

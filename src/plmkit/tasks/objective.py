@@ -46,6 +46,7 @@ class TaskObjective:
         self.num_outputs = num_outputs
         self.pad_id = special_ids(tokenizer).pad
         self.pooling = pooling
+        self.pooling_source = "given"  # why this pooling (``plmkit.tasks.pooling.resolve_pooling``)
         self.scalar_mix = scalar_mix
         self.dropout = dropout
         self.early_exit = early_exit
