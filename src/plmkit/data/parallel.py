@@ -36,6 +36,7 @@ from plmkit.data.store import (
     SENT,
     VERSION,
     View,
+    install_store,
     _input_fingerprint,
     _read_manifest,
     _ShardWriter,
@@ -155,13 +156,7 @@ def prepare_parallel(inputs: str | os.PathLike | Sequence[str | os.PathLike], to
             "seconds": round(time.time() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        install_store(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -238,6 +238,18 @@ class _ShardWriter:
         return self.shards
 
 
+def install_store(tmp: Path, out: Path) -> None:
+    """Move the finished store ``tmp`` to ``out``, replacing an older store there (moved aside first, then
+    removed, so ``out`` never holds a mix of the two)."""
+    if out.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+        os.replace(out, trash / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
 def _input_fingerprint(paths: list[Path], options: dict) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -422,13 +434,7 @@ def prepare(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        install_store(tmp, out)
     except BaseException:
         if bar is not None:
             bar.close()
