@@ -25,7 +25,7 @@ import os
 import sys
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from plmkit.errors import UserError
 
@@ -136,6 +136,26 @@ def iter_lines(path: str | os.PathLike, errors: str = "strict") -> Iterator[str]
 def read_text(path: str | os.PathLike, errors: str = "strict") -> str:
     """A whole text file as one string (``.gz`` too; line ends kept as they are)."""
     return "".join(iter_text_blocks(path, errors))
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """A whole JSON file: one-line ``UserError`` when it is missing (``{path}: {what} not found``), not UTF-8
+    (file:line, byte offset) or not valid JSON."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: {what} not found")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:  # JSON is UTF-8 by definition (RFC 8259): no --encoding-errors here
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{p}:{line}: invalid UTF-8 at byte {e.start}") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise UserError(f"{p}: not valid JSON ({e})") from None
 
 
 def read_stdin() -> str:

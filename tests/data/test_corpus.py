@@ -83,3 +83,20 @@ def test_empty_binary_missing(tmp_path):
         expand_inputs(tmp_path / "dir")
     with pytest.raises(UserError, match="doc_sep"):
         CorpusConfig(doc_sep="para")
+
+
+def test_read_json_one_line_errors(tmp_path):
+    from plmkit.textio import read_json
+
+    good = tmp_path / "good.json"
+    good.write_text('[{"a": "é"}]', encoding="utf-8")
+    assert read_json(good) == [{"a": "é"}]
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'[1,\n2,\n\xff]')
+    with pytest.raises(UserError, match=r"bad.json:3: invalid UTF-8 at byte 7$"):
+        read_json(bad)
+    (tmp_path / "broken.json").write_text("[1,", encoding="utf-8")
+    with pytest.raises(UserError, match="broken.json: not valid JSON"):
+        read_json(tmp_path / "broken.json")
+    with pytest.raises(UserError, match="missing.json: facts file not found"):
+        read_json(tmp_path / "missing.json", "facts file")

@@ -36,18 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_facts(path: str, n: int) -> list[dict]:
-    import json
     from pathlib import Path
 
     from plmkit.errors import UserError
+    from plmkit.textio import read_json
 
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: facts file not found")
-    try:
-        rows = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{p}: not valid JSON ({e})") from None
+    rows = read_json(p, "facts file")
     if not isinstance(rows, list):
         raise UserError(f"{p}: expected a JSON list of facts")
     out = []

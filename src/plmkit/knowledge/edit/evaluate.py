@@ -23,7 +23,6 @@ undone, or ``batch_size`` cases at once).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -38,6 +37,7 @@ import torch
 from plmkit.errors import UserError
 from plmkit.knowledge.edit import common, edit, undo
 from plmkit.knowledge.structure import ModelStructure
+from plmkit.textio import read_json
 
 CF_KEYS = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
            "locality_ground_truth")
@@ -59,12 +59,7 @@ def read_cases(path: str | Path, n: int | None = None, start: int = 0) -> tuple[
     Records a method cannot edit (subject not in the prompt, empty or unchanged target) are skipped
     and counted, never dropped silently."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: data file not found")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    rows = read_json(path, "data file")
     if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
         raise UserError(f"{path}: expected a JSON list of CounterFact or zsRE records")
     kind = "counterfact" if "rephrase_prompt" in rows[0] else "zsre" if "src" in rows[0] else None
