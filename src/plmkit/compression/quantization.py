@@ -46,8 +46,10 @@ def _int8_per_row(w: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
-class DynamicInt8Linear(nn.Module):
-    """int8 weight per output channel; activations quantized on the fly (FBGEMM dynamic linear)."""
+class _Int8PerRowLinear(nn.Module):
+    """What both int8 linears hold: an int8 weight with one scale per output channel, and an fp32 bias."""
+
+    kind = "int8"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
@@ -55,11 +57,9 @@ class DynamicInt8Linear(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-        self._packed = None
-        self._packed_key = None
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear) -> "DynamicInt8Linear":
+    def from_linear(cls, lin: nn.Linear):
         m = cls(lin.in_features, lin.out_features, lin.bias is not None)
         q, s = _int8_per_row(lin.weight.detach().float())
         m.weight_int8.copy_(q)
@@ -67,6 +67,20 @@ class DynamicInt8Linear(nn.Module):
         if lin.bias is not None:
             m.bias.copy_(lin.bias.detach().float())
         return m
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}"
+
+
+class DynamicInt8Linear(_Int8PerRowLinear):
+    """int8 weight per output channel; activations quantized on the fly (FBGEMM dynamic linear)."""
+
+    kind = "dynamic int8"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self._packed = None
+        self._packed_key = None
 
     def _pack(self):
         key = (self.weight_int8.data_ptr(), self.weight_int8._version, self.weight_scale._version)
@@ -85,21 +99,11 @@ class DynamicInt8Linear(nn.Module):
         y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._pack(), True)
         return y.view(*shape[:-1], self.out_features).to(x.dtype)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, dynamic int8"
 
-
-class WeightInt8Linear(nn.Module):
+class WeightInt8Linear(_Int8PerRowLinear):
     """int8 weight per output channel, fp32 activations (``torch._weight_int8pack_mm``)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out_features))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-
-    from_linear = classmethod(DynamicInt8Linear.from_linear.__func__)
+    kind = "weight-only int8"
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -108,9 +112,6 @@ class WeightInt8Linear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.view(*shape[:-1], self.out_features).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, weight-only int8"
 
 
 class WeightInt4Linear(nn.Module):
