@@ -423,11 +423,57 @@ class EncoderDecoder(PretrainedModel):
 
     # ------------------------------------------------------------------ construction helpers
     def init_weights(self, module: nn.Module | None = None) -> None:
-        """N(0, initializer_range) for Linear / Embedding weights, zero biases, unit norms
-        (T5's per-shape factors matter little at the sizes plmkit trains; HF checkpoints load exactly)."""
+        """N(0, initializer_range) for Linear / Embedding weights, zero biases, unit norms; a whole T5 or
+        Switch model then gets Mesh TensorFlow's per-shape scales (:meth:`_t5_init`). New heads added
+        later (``module`` given) keep N(0, initializer_range)."""
+        self._normal_init(self if module is None else module)
+        if module is None and self.config.family in ("t5", "switch"):
+            self._t5_init()
+
+    def _t5_init(self) -> None:
+        """T5's initialisation, as transformers' T5 / SwitchTransformers ``_init_weights`` (factor 1):
+        embeddings and an untied LM head N(0, 1); attention q N(0, (H d_kv)^-1/2), k and v N(0, H^-1/2),
+        o N(0, (Nh d_kv)^-1/2); feed-forward in (and gate) N(0, H^-1/2), out N(0, d_ff^-1/2) (experts' out
+        N(0, H^-1/2) as transformers has it); router N(0, 1); relative position biases N(0, H^-1/2).
+
+        T5 scores attention without 1/sqrt(d) and scales the tied output by H^-1/2, so with BERT's N(0, 0.02)
+        everywhere its attention starts uniform and its logits near zero: a 2-layer T5 trained from that
+        init never learns a keyword-to-label toy task (loss stuck at the label entropy after 80 epochs,
+        in plmkit and in transformers alike on the same weights), while from this init it learns it in 5."""
+        from plmkit.models.moe import SwitchFFN
+
+        cfg = self.config
+        H, d_kv, d_ff = cfg.hidden_size, cfg.dim_per_head, cfg.intermediate_size
+        q_dim = cfg.num_heads * d_kv
+        experts = {id(e) for s in self.modules() if isinstance(s, SwitchFFN) for e in s.experts}
+        with torch.no_grad():
+            self.shared.weight.normal_(0.0, 1.0)
+            if self.head is not None and not cfg.tie_word_embeddings:
+                self.head.decoder.weight.normal_(0.0, 1.0)
+            for m in self.modules():
+                if isinstance(m, ScaledSelfAttention):
+                    w = m.qkv.weight  # rows: q | k | v
+                    w[:q_dim].normal_(0.0, (H * d_kv) ** -0.5)
+                    w[q_dim:].normal_(0.0, H ** -0.5)
+                    m.o.weight.normal_(0.0, q_dim ** -0.5)
+                elif isinstance(m, CrossAttention):
+                    m.q.weight.normal_(0.0, (H * d_kv) ** -0.5)
+                    m.kv.weight.normal_(0.0, H ** -0.5)
+                    m.o.weight.normal_(0.0, q_dim ** -0.5)
+                elif isinstance(m, RelativePositionBias):
+                    m.weight.normal_(0.0, H ** -0.5)
+                elif isinstance(m, SwitchFFN):
+                    m.router.weight.normal_(0.0, 1.0)
+                elif isinstance(m, MLP):
+                    for name in ("up", "gate"):
+                        if hasattr(m, name):
+                            getattr(m, name).weight.normal_(0.0, H ** -0.5)
+                    m.down.weight.normal_(0.0, (H if id(m) in experts else d_ff) ** -0.5)
+
+    def _normal_init(self, root: nn.Module) -> None:
         std = self.config.initializer_range
         with torch.no_grad():
-            for m in (self if module is None else module).modules():
+            for m in root.modules():
                 if isinstance(m, (nn.Linear, nn.Embedding)):
                     m.weight.normal_(0.0, std)
                     if isinstance(m, nn.Linear) and m.bias is not None:
