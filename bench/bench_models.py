@@ -169,7 +169,8 @@ def gen_case(bsz):
 
     def run():
         with torch.no_grad(), hb.amp_ctx(torch):
-            res["out"] = model.generate(prompt, attention_mask=mask, max_new_tokens=hb.GEN_NEW_TOKENS)
+            res["out"] = model.generate(prompt, attention_mask=mask, max_new_tokens=hb.GEN_NEW_TOKENS,
+                                        eos_token_id=[])  # transformers' side has EOS off too
 
     times = hb.timed(run, hb.GEN_WARMUP, hb.GEN_ITERS)
     assert res["out"].shape == (bsz, hb.GEN_PROMPT + hb.GEN_NEW_TOKENS), res["out"].shape

@@ -83,6 +83,14 @@ def test_eos_stops_rows_and_pads(gpt2):
     # once every row has finished, generation stops early
     single = gpt2.generate(ids[:1], max_new_tokens=10, eos_token_id=eos)
     assert single.shape[1] == 7 + first + 1
+    # without eos_token_id the config's EOS stops a row (as transformers does); [] never stops early
+    old = gpt2.config.eos_token_id
+    try:
+        gpt2.config.eos_token_id = eos
+        assert torch.equal(gpt2.generate(ids[:1], max_new_tokens=10), single)
+        assert torch.equal(gpt2.generate(ids[:1], max_new_tokens=10, eos_token_id=[]), free[:1])
+    finally:
+        gpt2.config.eos_token_id = old
 
 
 def test_sampling_follows_the_filtered_distribution(gpt2):

@@ -141,7 +141,8 @@ def generate(
         num_beams: beam search width (> 1; not with do_sample or a streamer).
         repetition_penalty: CTRL penalty on tokens already present (prompt included).
         eos_token_id: stop a row when it emits this id (or any id of a list); the call stops when all rows
-            have. pad_token_id fills finished rows (default: config pad, else the eos id, else 0).
+            have. Default (None): ``config.eos_token_id``, as transformers does; ``[]`` never stops early.
+            pad_token_id fills finished rows (default: config pad, else the eos id, else 0).
         streamer: ``put(tokens)/end()`` object or callable receiving the (B,) new tokens each step.
         use_cache: decode with the static KV cache (False recomputes the prefix: slow, for testing).
         generator: torch RNG for sampling (default: the global RNG).
@@ -154,6 +155,8 @@ def generate(
     input_ids = _validate(model, input_ids, attention_mask, max_new_tokens, num_beams, temperature, top_p,
                           top_k, repetition_penalty)
     cfg = model.config
+    if eos_token_id is None:
+        eos_token_id = getattr(cfg, "eos_token_id", None)
     eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
     if pad_token_id is None:
         pad_token_id = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else 0)
