@@ -32,6 +32,30 @@ def test_classification_full(workdir, cls_run):
     assert log[-1]["loss"] < log[0]["loss"]  # the Trainer's training curve falls
 
 
+def test_lm_head_is_dropped_for_task_heads(workdir, ft):
+    """A base model with an MLM head (a `plm pretrain` output, BERT with its MLM head): fine-tuning drops that head,
+    so no (B, T, V) logits are computed per step, counted as trainable or saved; the checkpoint reloads."""
+    from safetensors import safe_open
+
+    from plmkit.tasks.checkpoint import load_checkpoint
+
+    tok = plmkit.load_tokenizer(str(workdir / "model"))
+    torch.manual_seed(0)
+    bert = plmkit.load("bert-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    assert bert.head is not None
+    bert.save_pretrained(workdir / "with_mlm")
+    tok.save(workdir / "with_mlm")
+    res = ft("cls_mlm", "--epochs", "1", "--model", str(workdir / "with_mlm"))
+    n_head = sum(p.numel() for p in bert.head.parameters() if p is not bert.embeddings.word.weight)
+    with safe_open(str(workdir / "cls_mlm" / "weights.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("head.")]
+    assert json.loads((workdir / "cls_mlm" / "model_config.json").read_text())["head"] is None
+    model, *_ = load_checkpoint(workdir / "cls_mlm")
+    assert model.head is None and model(torch.tensor([[5, 6, 7]])).logits is None
+    n_task = sum(p.numel() for p in model.heads.parameters())
+    assert res["total_params"] == sum(p.numel() for p in model.parameters()) == bert.num_parameters() - n_head + n_task
+
+
 @pytest.mark.parametrize("mode", ["features", "adapter", "pals", "lora", "ulmfit"])
 def test_modes_train_and_reload(workdir, ft, mode, capsys):
     # a frozen *random* tiny backbone: mean pooling keeps the keyword signal (the pooler is frozen too)

@@ -121,6 +121,8 @@ def load_checkpoint(path: str | Path):
 
         restore(model, info["compression"])
     state = load_file(str(path / "weights.safetensors"))
+    if getattr(model, "head", True) is None:  # checkpoints written before drop_lm_head kept the LM/MLM head
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or (info["weights"] == "all" and missing):
         raise UserError(f"{path}/weights.safetensors: does not match the model (missing {sorted(missing)[:3]}, "

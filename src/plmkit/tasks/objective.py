@@ -34,6 +34,19 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
+def drop_lm_head(model) -> None:
+    """Remove a Transformer's LM/MLM head (``model.head``, ``config.head``): task heads read hidden states only,
+    and with the head kept every forward also computed (B, T, V) logits (a checkpoint from ``plm pretrain``
+    or a GPT-2 / BERT-with-MLM-head model) and counted the head among the trainable parameters. The
+    fine-tuned checkpoint's ``model_config.json`` then says ``head: null``. Classical recurrent LMs keep
+    theirs (their features mode skips it through ``recurrent_features``)."""
+    from plmkit.classic.recurrent import RecurrentConfig
+
+    if isinstance(getattr(model, "head", None), nn.Module) and not isinstance(model.config, RecurrentConfig):
+        model.head = None
+        model.config.head = None
+
+
 class TaskObjective:
     """Batch builder + loss of one task (kind, number of outputs, head options)."""
 
@@ -67,7 +80,9 @@ class TaskObjective:
         return SequenceHead(hidden_size, outputs, self.pooling, states, self.dropout)
 
     def prepare(self, model) -> None:
-        """Add the task head (and DeeBERT off-ramps) to ``model.heads``, unless already there."""
+        """Add the task head (and DeeBERT off-ramps) to ``model.heads``, unless already there, and drop the
+        model's LM/MLM head (:func:`drop_lm_head`)."""
+        drop_lm_head(model)
         H, L = model.config.hidden_size, model.num_layers
         if HEAD_NAME not in getattr(model, "heads", {}):
             model.add_head(HEAD_NAME, self.build_head(H, L))
