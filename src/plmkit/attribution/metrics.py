@@ -20,3 +20,17 @@ def recall_at_k(ranked_ids: Sequence[int], gold_ids: Iterable[int], k: int) -> f
     if not gold:
         return 0.0
     return len(gold.intersection(int(i) for i in list(ranked_ids)[:k])) / len(gold)
+
+
+def first_gold_rank(scores, gold_ids: Iterable[int]) -> int:
+    """1-based rank of the best-ranked gold id when all examples are sorted by ``scores`` (descending,
+    ties by smaller id, as :func:`plmkit.attribution.bm25.top_k`), without sorting everything."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=np.float64)
+    gold = np.unique(np.asarray(list(gold_ids), dtype=np.int64))
+    if not len(gold):
+        raise ValueError("no gold ids")
+    best = s[gold].max()
+    first = gold[s[gold] == best].min()
+    return int((s > best).sum() + (s[:first] == best).sum() + 1)
