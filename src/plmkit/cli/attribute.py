@@ -274,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
             S = None
             idx, tr = bm25(), tracin()
             e0, d0 = tr.example_seconds, tr.examples_done
-            ranked = [rerank(idx, tr, q, max(args.rerank_k, args.top_k))[: args.top_k] for q in queries]
+            reranked = [rerank(idx, tr, q, max(args.rerank_k, args.top_k)) for q in queries]
+            ranked = [r[: args.top_k] for r in reranked]
             throughput["bm25+tracin"] = {
                 "rerank_k": args.rerank_k, "seconds": round(time.perf_counter() - t0, 3),
                 "examples_per_s": round((tr.examples_done - d0) / max(tr.example_seconds - e0, 1e-9), 2)}
@@ -287,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
                                         "score": float(s) if np.isfinite(s) else None,
                                         "text": ex.text(i)}, ensure_ascii=False) + "\n")
         if gold:
-            by_id = {q.id: rows for q, rows in zip(queries, ranked)}
+            by_id = {q.id: rows for q, rows in zip(queries, reranked if S is None else ranked)}
             if S is not None:  # the rank of the first gold example over the full training set
                 full = {q.id: s for q, s in zip(queries, S)}
                 mrrs = [1.0 / first_gold_rank(full[q.id], q.proponents) for q in gold]
