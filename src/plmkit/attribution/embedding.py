@@ -4,8 +4,9 @@ Each example (its stored token ids, no special tokens, truncated to ``max_len``)
 (``prompt + " " + target``, tokenized the same way) is run through the model; the hidden states of
 ``layer`` (0 = the embedding output, L = the last layer; default ``L // 2``, a middle layer) are
 averaged over the real tokens. The example vectors are computed once and stored as a float16
-``np.memmap`` of shape (N, H) (``path``; a sidecar ``PATH.json`` records N, H, the layer and the
-model, and a finished file is reused by ``EmbeddingIndex.build`` when they match). Scores are
+``np.memmap`` of shape (N, H) (``path``, written to a temporary name and renamed when complete; a
+sidecar ``PATH.json`` records N, H, the layer, the length limit and a checksum of the weights, and a
+finished file is reused by ``EmbeddingIndex.build`` when they all match). Scores are
 cosine similarities computed in float32.
 """
 
@@ -114,26 +115,32 @@ class EmbeddingIndex:
                 return cls(model, tokenizer, vec, layer, max_len, float(old.get("seconds", 0.0)))
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
-        vec = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, H))
-        lengths = _lengths(examples)
-        if max_len:
-            lengths = np.minimum(lengths, max_len)
-        order = np.argsort(lengths, kind="stable")
-        i = 0
-        while i < n:
-            T = max(1, int(lengths[order[min(n - 1, i)]]))
-            j = i + 1
-            while j < n and (j - i + 1) * max(1, int(lengths[order[j]])) <= batch_tokens:
-                j += 1
-            idx = order[i:j]
-            seqs = [examples.input_ids(int(k))[:max_len] if max_len else examples.input_ids(int(k)) for k in idx]
-            seqs = [s if s else [0] for s in seqs]
-            vec[idx] = mean_pooled(model, seqs, layer).numpy().astype(np.float16)
-            if progress is not None:
-                progress(j - i)
-            i = j
-            del T
-        vec.flush()
+        meta_path.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # renamed into place when complete
+        vec = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(n, H))
+        try:
+            lengths = _lengths(examples)
+            if max_len:
+                lengths = np.minimum(lengths, max_len)
+            order = np.argsort(lengths, kind="stable")
+            i = 0
+            while i < n:
+                j = i + 1
+                while j < n and (j - i + 1) * max(1, int(lengths[order[j]])) <= batch_tokens:
+                    j += 1
+                idx = order[i:j]
+                seqs = [examples.input_ids(int(k))[:max_len] if max_len else examples.input_ids(int(k)) for k in idx]
+                seqs = [s if s else [0] for s in seqs]
+                vec[idx] = mean_pooled(model, seqs, layer).numpy().astype(np.float16)
+                if progress is not None:
+                    progress(j - i)
+                i = j
+            vec.flush()
+            del vec
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)  # readers of an older file keep their copy (a new inode)
         seconds = time.perf_counter() - t0
         meta_path.write_text(json.dumps({**meta, "done": True, "seconds": round(seconds, 3)}), encoding="utf-8")
         vec = np.memmap(path, dtype=np.float16, mode="r", shape=(n, H))

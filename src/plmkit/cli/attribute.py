@@ -79,7 +79,7 @@ def _add_bench_commands(p: argparse.ArgumentParser) -> None:
         if fn is not None:
             sp = subs.add_parser(name, help=f"plm attribute {name} (see plm attribute {name} --help)",
                                  add_help=False)
-            sp.add_argument("argv", nargs=argparse.REMAINDER)
+            sp.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of plm attribute {name}")
             sp.set_defaults(_sub_main=fn)
 
 
