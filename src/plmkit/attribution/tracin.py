@@ -382,7 +382,7 @@ class TracIn:
             for s in range(0, len(pos), bs):
                 p = pos[s: s + bs]
                 g = self._batch_grads(fn, [self._example_seq(i) for i in ids[p]])
-                dot = sum(q.double() @ e.double().T for q, e in zip(qg[c], g))  # (Q, B)
+                dot = sum((q @ e.T).double() for q, e in zip(qg[c], g))  # (Q, B): float32 GEMMs, float64 sum
                 out[:, p] += lr * dot.numpy()
         self.example_seconds += time.perf_counter() - t0
         self.examples_done += len(ids)
