@@ -83,3 +83,34 @@ def test_bad_input_is_one_line_exit_2(tmp_path_factory, tmp_path, capsys):
     far.write_text('{"id": 1, "prompt": "a", "target": "b", "proponents": [99]}\n')
     assert "proponent 99 is not an example id" in _error(capsys, base + ["--queries", str(far)])
     assert "exactly one of --run" in _error(capsys, ["attribute", "--queries", str(q), "--out", "x"])
+
+
+@pytest.mark.parametrize("style", ["main_functions", "add_subcommands"])
+def test_bench_and_forget_are_dispatched_to_attribute_bench(monkeypatch, style):
+    """``plm attribute bench|forget ...`` goes to plmkit.cli.attribute_bench (either interface of the contract)."""
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("plmkit.cli.attribute_bench")
+    if style == "main_functions":
+        fake.main_bench = lambda argv: calls.append(("bench", argv)) or 0
+        fake.main_forget = lambda argv: calls.append(("forget", argv)) or 3
+    else:
+        def add_subcommands(subs):
+            b = subs.add_parser("bench", help="build the benchmark")
+            b.add_argument("--size", default="small", help="size")
+            b.set_defaults(_run=lambda a: calls.append(("bench", a.size)) or 0)
+            f = subs.add_parser("forget", help="remove and retrain")
+            f.add_argument("--k", type=int, default=1, help="k")
+            f.set_defaults(_run=lambda a: calls.append(("forget", a.k)) or 3)
+        fake.add_subcommands = add_subcommands
+    monkeypatch.setitem(sys.modules, "plmkit.cli.attribute_bench", fake)
+    if style == "main_functions":
+        assert main(["attribute", "bench", "--size", "full", "--out", "x"]) == 0
+        assert main(["attribute", "forget", "--k", "5"]) == 3
+        assert calls == [("bench", ["--size", "full", "--out", "x"]), ("forget", ["--k", "5"])]
+    else:
+        assert main(["attribute", "bench", "--size", "full"]) == 0
+        assert main(["attribute", "forget", "--k", "5"]) == 3
+        assert calls == [("bench", "full"), ("forget", 5)]

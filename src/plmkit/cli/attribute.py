@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                "checkpoints)")
     p.add_argument("--model", default=None, help="instead of --run: a model (HF-format / plmkit checkpoint "
                                                  "directory); TracIn then uses this one model with lr 1")
-    p.add_argument("--tokenizer", default=None, help="tokenizer for --model (default: the model's own)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer for --model (None: the model's own)")
     p.add_argument("--corpus", nargs="+", default=None,
                    help="training text files (one example per document) or a token store directory; with "
                         "--run: checked against the run's token store (default: the run's data.train)")
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=100, help="ranked examples written per query and method")
     p.add_argument("--max-len", type=int, default=None, help="truncate examples to this many tokens")
     p.add_argument("--layer", type=int, default=None,
-                   help="embedding: hidden-state index (0 = embeddings .. num_layers); default num_layers // 2")
+                   help="embedding: hidden-state index (0 = embeddings .. num_layers; None: num_layers // 2)")
     p.add_argument("--bm25-index", default=None, help="load this saved BM25 index instead of building one")
     p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1")
     p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b")
@@ -49,12 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TracIn: random projection size d (0 = exact gradient dot products)")
     p.add_argument("--seed", type=int, default=0, help="TracIn: projection seed")
     p.add_argument("--tracin-layers", default=None,
-                   help="TracIn: comma-separated transformer layer indices to differentiate (default: all "
-                        "parameters)")
+                   help="TracIn: comma-separated transformer layer indices to differentiate (None, and no "
+                        "--tracin-params: all parameters)")
     p.add_argument("--tracin-params", default=None,
                    help="TracIn: comma-separated fnmatch patterns of parameter names (e.g. 'layers.1.mlp.*')")
     p.add_argument("--checkpoints", default=None,
-                   help="TracIn: comma-separated checkpoint steps to use (default: every one the run kept)")
+                   help="TracIn: comma-separated checkpoint steps to use (None: every one the run kept)")
     p.add_argument("--rerank-k", type=int, default=100, help="bm25+tracin: BM25 candidates reranked per query")
     p.add_argument("--out", default=None, help="output directory")
     _add_bench_commands(p)
@@ -77,8 +77,9 @@ def _add_bench_commands(p: argparse.ArgumentParser) -> None:
     for name in ("bench", "forget"):
         fn = getattr(mod, f"main_{name}", None)
         if fn is not None:
+            # no option prefix: every argument (--help included) is passed on to main_NAME(argv)
             sp = subs.add_parser(name, help=f"plm attribute {name} (see plm attribute {name} --help)",
-                                 add_help=False)
+                                 add_help=False, prefix_chars="\x00")
             sp.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of plm attribute {name}")
             sp.set_defaults(_sub_main=fn)
 
@@ -158,11 +159,14 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.attribution.queries import check_proponents
     from plmkit.errors import UserError
 
-    if getattr(args, "attribute_command", None):
+    if getattr(args, "attribute_command", None):  # plm attribute bench|forget (plmkit.cli.attribute_bench)
         sub = getattr(args, "_sub_main", None)
         if sub is not None:
             return int(sub(list(args.argv)) or 0)
-        return int(args._run_sub(args) or 0) if hasattr(args, "_run_sub") else 0
+        fn = getattr(args, "func", None)  # add_subcommands may set_defaults(_run=...) (called directly) or func
+        if fn is None:
+            raise UserError(f"plm attribute {args.attribute_command}: the sub-command set no function to run")
+        return int(fn(args) or 0)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods:
         if m not in METHODS:
