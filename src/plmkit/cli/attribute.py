@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer for --model (None: the model's own)")
     p.add_argument("--corpus", nargs="+", default=None,
                    help="training text files (one example per document) or a token store directory; with "
-                        "--run: checked against the run's token store (default: the run's data.train)")
+                        "--run: checked against the run's token store (None: the run's data.train)")
     p.add_argument("--doc-sep", choices=("line", "blank"), default="line",
                    help="document separator of --corpus files (with --model; a run uses its recipe's)")
     p.add_argument("--queries", default=None, help="JSONL: {id, prompt, target[, proponents]} per line")
