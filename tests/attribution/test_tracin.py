@@ -58,8 +58,11 @@ def test_query_loss_is_on_the_target_tokens_only():
     assert [l != -100 for l in labels] == [False, True, True, True, False]
 
 
-def test_projected_scores_correlate_with_exact_ones():
-    """Bound tested: Spearman >= 0.9 between projected (d = 512) and exact scores on 40 examples."""
+@pytest.mark.parametrize("projection", ["kronecker", "gaussian"])
+def test_projected_scores_correlate_with_exact_ones(projection):
+    """Bound tested: Spearman between projected (d = 512) and exact scores on 40 examples (20,800 parameters)
+    >= 0.9 on average over seeds 0-4 and >= 0.85 for each (measured: kronecker mean 0.94, min 0.90;
+    gaussian mean 0.93, min 0.87)."""
     rng = np.random.default_rng(0)
     words = ["paris", "france", "cat", "dog", "snow", "the", "is", "in", "a", "berlin", "june", "story"]
     texts = [" ".join(rng.choice(words, size=rng.integers(2, 8))) for _ in range(40)]
@@ -67,14 +70,30 @@ def test_projected_scores_correlate_with_exact_ones():
     ex = TrainingExamples.from_texts(texts, CharTok())
     q = Query("q", "paris is in", "france")
     exact = TracIn([(model, 1.0)], CharTok(), ex).scores(q)
-    proj = TracIn([(model, 1.0)], CharTok(), ex, proj_dim=512, seed=3).scores(q)
+
+    def proj(seed, **kw):
+        return TracIn([(model, 1.0)], CharTok(), ex, proj_dim=512, seed=seed, projection=projection, **kw).scores(q)
+
     rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    rho = np.corrcoef(rank(exact), rank(proj))[0, 1]
-    assert rho >= 0.9, rho
-    again = TracIn([(model, 1.0)], CharTok(), ex, proj_dim=512, seed=3).scores(q)
-    np.testing.assert_array_equal(proj, again)  # seeded
-    other = TracIn([(model, 1.0)], CharTok(), ex, proj_dim=512, seed=4).scores(q)
-    assert not np.array_equal(proj, other)
+    rhos = [np.corrcoef(rank(exact), rank(proj(seed)))[0, 1] for seed in range(5)]
+    assert np.mean(rhos) >= 0.9 and min(rhos) >= 0.85, rhos
+    p = proj(3)
+    np.testing.assert_array_equal(p, proj(3))  # seeded
+    assert not np.array_equal(p, proj(4))
+    # matrices regenerated chunk by chunk (nothing cached) are the same matrices
+    np.testing.assert_allclose(proj(3, proj_cache=0), p, rtol=1e-4, atol=1e-6 * np.abs(p).max())
+
+
+def test_projection_is_unbiased_on_average():
+    """Averaged over 30 seeds, projected dot products at d = 64 approach the exact ones (both kinds)."""
+    model = _tiny(2)
+    ex = TrainingExamples.from_texts(TEXTS[:4], CharTok())
+    q = Query("q", "paris is in", "france")
+    exact = TracIn([(model, 1.0)], CharTok(), ex).scores(q)
+    for projection in ("kronecker", "gaussian"):
+        mean = np.mean([TracIn([(model, 1.0)], CharTok(), ex, proj_dim=64, seed=s, projection=projection).scores(q)
+                        for s in range(30)], axis=0)
+        assert np.abs(mean - exact).max() <= 0.25 * np.abs(exact).max(), (projection, mean, exact)
 
 
 def test_run_checkpoints_lrs_and_sum(tmp_path_factory):

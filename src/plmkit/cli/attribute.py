@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b")
     p.add_argument("--proj-dim", type=int, default=0,
                    help="TracIn: random projection size d (0 = exact gradient dot products)")
+    p.add_argument("--projection", choices=("kronecker", "gaussian"), default="kronecker",
+                   help="TracIn with --proj-dim: per weight matrix A^T G C with small Gaussian A, C, or a dense "
+                        "Gaussian matrix per parameter (plmkit.attribution.tracin)")
     p.add_argument("--seed", type=int, default=0, help="TracIn: projection seed")
     p.add_argument("--tracin-layers", default=None,
                    help="TracIn: comma-separated transformer layer indices to differentiate (None, and no "
@@ -233,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
             from plmkit.attribution import TracIn
 
             kw = dict(layers=tlayers, params=tparams, proj_dim=args.proj_dim or None, seed=args.seed,
-                      max_len=args.max_len)
+                      max_len=args.max_len, projection=args.projection)
             if args.run:
                 built["tracin"] = TracIn.from_run(args.run, examples=ex, checkpoints=steps, **kw)
             else:
@@ -270,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
             ranked = [top_k(s, args.top_k) for s in S]
             throughput["tracin"] = {
                 "checkpoints": tr.steps, "lrs": tr.lrs, "proj_dim": tr.proj_dim,
+                "projection": tr.projection if tr.proj_dim else None,
                 "selected_parameters": tr.num_selected, "seconds": round(time.perf_counter() - t0, 3),
                 "examples_per_s": round(tr.examples_done / max(tr.example_seconds, 1e-9), 2)}
         else:  # bm25+tracin: only the reranked top --rerank-k has scores
