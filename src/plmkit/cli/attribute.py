@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="plmkit pretraining run directory (its token store, tokenizer, "
                                                "checkpoints)")
     p.add_argument("--model", default=None, help="instead of --run: a model (HF-format / plmkit checkpoint "
-                                                 "directory); TracIn then uses this one model with lr 1")
+                                                 "directory, pkg:NAME); TracIn then uses this one model with lr 1")
     p.add_argument("--tokenizer", default=None, help="tokenizer for --model (None: the model's own)")
     p.add_argument("--corpus", nargs="+", default=None,
                    help="training text files (one example per document) or a token store directory; with "
@@ -117,8 +117,6 @@ def _examples(args):
 
     if not corpus:
         raise UserError("--model needs --corpus (training text files or a token store)")
-    if not Path(args.model).exists():
-        raise UserError(f"--model {args.model}: no such file or directory")
     tok = load_tokenizer(args.tokenizer or args.model)
     if is_store:
         return TrainingExamples.from_store(corpus[0], tok, max_len=args.max_len)
@@ -153,6 +151,19 @@ def _final_model(run: Path):
     raise UserError(f"--run {run}: no final/ model and no checkpoint to embed with")
 
 
+def _model_path(value: str | None) -> str | None:
+    """``pkg:NAME`` (a checkpoint shipped in an installed package) -> its folder; other values unchanged."""
+    if value and value.startswith("pkg:"):
+        from plmkit.errors import UserError
+        from plmkit.packages import package_dir
+
+        try:
+            return package_dir(value[4:])
+        except UserError as e:
+            raise UserError(f"--model: {e}") from None
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -178,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--method: expected one or more of {', '.join(METHODS)}")
     if bool(args.run) == bool(args.model):
         raise UserError("pass exactly one of --run RUN_DIR and --model M (with --corpus)")
+    args.model = _model_path(args.model)
+    args.tokenizer = _model_path(args.tokenizer)
     for flag in ("queries", "out"):
         if not getattr(args, flag):
             raise UserError(f"--{flag} is required")
