@@ -51,5 +51,8 @@ def test_memmap_is_reused_and_layer_checked(tmp_path):
     np.testing.assert_array_equal(np.asarray(a.vectors), np.asarray(b.vectors))
     c = EmbeddingIndex.build(model, tok, ex, layer=3, path=tmp_path / "e.f16")  # another layer: recomputed
     assert not np.array_equal(np.asarray(c.vectors), np.asarray(a.vectors))
+    d = EmbeddingIndex.build(model, tok, TrainingExamples.from_texts(TEXTS[::-1], tok), layer=3, path=tmp_path / "e.f16")
+    np.testing.assert_allclose(np.asarray(d.vectors, dtype=np.float32), np.asarray(c.vectors, dtype=np.float32)[::-1],
+                               atol=1e-3)  # other texts (same N): recomputed, not reused
     with pytest.raises(UserError, match="hidden states 0..4"):
         EmbeddingIndex.build(model, tok, ex, layer=5, path=tmp_path / "x.f16")

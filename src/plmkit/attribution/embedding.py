@@ -5,8 +5,9 @@ Each example (its stored token ids, no special tokens, truncated to ``max_len``)
 ``layer`` (0 = the embedding output, L = the last layer; default ``L // 2``, a middle layer) are
 averaged over the real tokens. The example vectors are computed once and stored as a float16
 ``np.memmap`` of shape (N, H) (``path``, written to a temporary name and renamed when complete; a
-sidecar ``PATH.json`` records N, H, the layer, the length limit and a checksum of the weights, and a
-finished file is reused by ``EmbeddingIndex.build`` when they all match). Scores are
+sidecar ``PATH.json`` records N, H, the layer, the length limit, a checksum of the weights and a
+fingerprint of the examples (store checksums or texts), and a finished file is reused by
+``EmbeddingIndex.build`` when they all match). Scores are
 cosine similarities computed in float32.
 """
 
@@ -104,7 +105,7 @@ class EmbeddingIndex:
         meta_path = Path(f"{path}.json")
         meta = {"num_examples": n, "hidden_size": H, "layer": layer, "max_len": max_len,
                 "model": getattr(model, "name_or_path", None) or type(model).__name__,
-                "params_checksum": _checksum(model)}
+                "params_checksum": _checksum(model), "examples": _examples_fingerprint(examples)}
         if path.is_file() and meta_path.is_file():
             try:
                 old = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -181,12 +182,25 @@ class EmbeddingIndex:
         return _top_k(self.scores(query), k)
 
 
-def _checksum(model: Any) -> float:
-    """A cheap fingerprint of the weights (sum of a few parameters), to refuse a stale memmap."""
+def _checksum(model: Any) -> list[float]:
+    """A cheap fingerprint of all the weights (count, sum, sum of squares), to refuse a stale memmap."""
     with torch.no_grad():
-        total = 0.0
-        for i, p in enumerate(model.parameters()):
-            if i >= 8:
-                break
-            total += float(p.detach().double().sum())
-    return round(total, 6)
+        n, total, sq = 0, 0.0, 0.0
+        for p in model.parameters():
+            x = p.detach().double()
+            n, total, sq = n + x.numel(), total + float(x.sum()), sq + float((x * x).sum())
+    return [n, round(total, 6), round(sq, 6)]
+
+
+def _examples_fingerprint(examples: Any) -> str:
+    """sha256 of what the examples are: the token store's shard checksums, or all the texts."""
+    import hashlib
+
+    h = hashlib.sha256()
+    store = getattr(examples, "store", None)
+    if store is not None:
+        h.update(json.dumps([sh.get("sha256") for sh in store.manifest["shards"]], sort_keys=True).encode())
+    else:
+        for t in examples.texts():
+            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
