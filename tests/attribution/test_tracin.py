@@ -16,10 +16,11 @@ TEXTS = ["the cat sat on the mat", "a dog", "paris is in france", "x", "berlin i
          "snow in june", "france has paris", "the end of the story is near"]
 
 
-def _tiny(seed=0):
+def _tiny(seed=0, preset="gpt2-tiny"):
     torch.manual_seed(seed)
-    return load("gpt2-tiny", vocab_size=50, hidden_size=32, num_heads=2, intermediate_size=64,
-                max_position_embeddings=64).eval()
+    extra = {"num_kv_heads": 1} if preset == "llama-tiny" else {}
+    return load(preset, vocab_size=50, hidden_size=32, num_heads=2, intermediate_size=64,
+                max_position_embeddings=64, **extra).eval()
 
 
 def _reference_grad(model, ids, labels, names):
@@ -32,9 +33,9 @@ def _reference_grad(model, ids, labels, names):
                       for n in names]).double()
 
 
-@pytest.mark.parametrize("layers", [None, [1]])
-def test_one_checkpoint_is_lr_times_dot_of_single_example_gradients(layers):
-    model = _tiny()
+@pytest.mark.parametrize("preset, layers", [("gpt2-tiny", None), ("gpt2-tiny", [1]), ("llama-tiny", None)])
+def test_one_checkpoint_is_lr_times_dot_of_single_example_gradients(preset, layers):
+    model = _tiny(preset=preset)
     ex = TrainingExamples.from_texts(TEXTS, CharTok())
     lr = 0.0123
     tr = TracIn([(model, lr)], CharTok(), ex, layers=layers)
@@ -143,3 +144,10 @@ def test_lr_follows_the_schedule_of_the_checkpoint(tmp_path_factory, tmp_path):
     lrs = [lr for _, _, lr in run_checkpoints(run)]
     # linear: lr * (1 - (t - 1) / 40)
     assert lrs == pytest.approx([0.01 * (1 - 9 / 40), 0.01 * (1 - 19 / 40)])
+
+
+def test_an_encoder_is_refused():
+    torch.manual_seed(0)
+    bert = load("bert-tiny", vocab_size=50).eval()
+    with pytest.raises(UserError, match="needs a causal LM"):
+        TracIn([(bert, 1.0)], CharTok(), TrainingExamples.from_texts(TEXTS, CharTok()))
