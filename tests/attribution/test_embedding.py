@@ -56,3 +56,15 @@ def test_memmap_is_reused_and_layer_checked(tmp_path):
                                atol=1e-3)  # other texts (same N): recomputed, not reused
     with pytest.raises(UserError, match="hidden states 0..4"):
         EmbeddingIndex.build(model, tok, ex, layer=5, path=tmp_path / "x.f16")
+
+
+def test_every_layer_matches_the_full_forward():
+    """Layers below the last stop the pass early (a hook); every layer equals output_hidden_states."""
+    from plmkit.attribution.embedding import mean_pooled
+
+    model, tok = _model(), CharTok()
+    seqs = [tok.encode(t) for t in TEXTS[:4]]
+    for layer in range(5):
+        got = mean_pooled(model, seqs, layer).double().numpy()
+        want = np.stack([_direct(model, s, layer) for s in seqs])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -59,10 +59,44 @@ def mean_pooled(model: Any, seqs: list[list[int]], layer: int) -> torch.Tensor:
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
         mask[i, : len(s)] = 1
-    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, labels_mask=torch.zeros_like(mask))
-    h = out.hidden_states[layer].float()  # (B, T, H)
+    h = _stop_early(model, layer, ids, mask)
+    if h is None:
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                    labels_mask=torch.zeros_like(mask))
+        h = out.hidden_states[layer]
+    h = h.float()  # (B, T, H)
     m = mask.unsqueeze(-1).float()
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_early(model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """Hidden states after ``layer`` blocks without running the blocks above it (a forward hook on block
+    ``layer - 1`` takes its output and stops the pass), or None where that does not apply: the last
+    layer (its entry is the final-normed output), the embedding output, shared (ALBERT) layers, or a
+    model without a ``layers`` list."""
+    layers = getattr(model, "layers", None)
+    cfg = model.config
+    if (not isinstance(layers, torch.nn.ModuleList) or getattr(cfg, "share_layers", False)
+            or not 0 < layer < int(cfg.num_layers) or len(layers) != int(cfg.num_layers)):
+        return None
+    got: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        got.append(output)
+        raise _Stop
+
+    handle = layers[layer - 1].register_forward_hook(hook)
+    try:
+        model(input_ids=ids, attention_mask=mask, labels_mask=torch.zeros_like(mask))
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return got[0] if got and isinstance(got[0], torch.Tensor) else None
 
 
 class EmbeddingIndex:
