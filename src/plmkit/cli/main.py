@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "icl": ("icl", "Zero/few-shot in-context evaluation with prompt templates, verbalizers and contextual calibration."),
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
     "edit": ("edit", "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."),
+    "attribute": ("attribute", "Trace facts to training examples: BM25, embedding similarity, TracIn over a run's checkpoints."),
     "analyze": ("analyze", "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks."),
     "attack": ("attack", "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."),
     "distill": ("distill", "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses)."),
