@@ -68,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pr.add_argument("--no-control", action="store_true", help="skip the control tasks")
     pr.add_argument("--l2", type=float, default=1e-3, help="L2 weight of the probe")
     pr.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations per probe")
+    pr.add_argument("--probe", default="linear", choices=["linear", "mlp"], help="probe family")
+    pr.add_argument("--hidden", type=int, default=256, help="--probe mlp: hidden units of its one hidden layer")
+    pr.add_argument("--lama", default=None,
+                    help="plm probe lama --layers output (DIR or its metrics.json): its P@1-by-layer curve on the plot")
     at = sub.add_parser("attention", help="attention maps, a head view, per-head statistics and syntax-like heads",
                         description="Attention maps (PNG, HTML head view) of --text; per-head statistics over CoNLL-2003 "
                                     "(--data, with chunk-relation accuracies) or a text file (--corpus), after Clark et al. 2019.",
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     for t in tasks:
         if t not in P.TASKS:
             raise UserError(f"--tasks: unknown task {t!r}; expected some of {', '.join(P.TASKS)}")
-    for name in ("train_sentences", "test_sentences", "max_iter"):
+    for name in ("train_sentences", "test_sentences", "max_iter", "hidden"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     train = P.read_conll(str(data / "train.txt"), args.train_sentences)
@@ -149,10 +153,14 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.analysis.features import check_layers, num_states
 
     check_layers(layers, num_states(model))
+    lama = P.read_lama_curve(args.lama, check_layers(layers, num_states(model))) if args.lama else None
     tok = load_tokenizer_for(model_arg, args.tokenizer)
     res = P.probe_layers(model, tok, train, test, tasks, layers, control=not args.no_control, l2=args.l2,
-                         max_iter=args.max_iter, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len)
+                         max_iter=args.max_iter, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len,
+                         hidden=args.hidden if args.probe == "mlp" else 0)
     res.update(model=args.model, data=str(data))
+    if lama is not None:
+        res["lama"] = lama
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probe.json", res)
     P.plot(res, str(out / "probe.png"), Path(args.model).name or args.model)
