@@ -383,7 +383,7 @@ def plot_statistics(res: dict, path: str, title: str) -> None:
                       "next": "to next token", "entropy": "entropy (nats)"}[k], fontsize=8)
         ax.set_xlabel("layer", fontsize=7)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.04)
     save_figure(fig, path)
 
 
@@ -403,6 +403,8 @@ def plot_syntax(res: dict, path: str, title: str) -> None:
         ax.set_ylabel("layer", fontsize=7)
         ax.set_yticks(range(acc.shape[0]))
         ax.set_yticklabels(range(1, acc.shape[0] + 1), fontsize=6)
+        ax.set_xticks(range(acc.shape[1]))
+        ax.set_xticklabels(range(acc.shape[1]), fontsize=6)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.06)
     save_figure(fig, path)
