@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."
+HELP = ("BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example; "
+        "--defend: adversarial training, then attack again.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
