@@ -53,7 +53,7 @@ def check_supported(model: Any) -> None:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         params = {}
-    if "output_attentions" not in params:
+    if "output_attentions" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise UserError(f"{type(model).__name__}: this model does not return attention probabilities "
                         "(no output_attentions); attention analysis needs a plmkit Transformer")
 
