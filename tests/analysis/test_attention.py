@@ -101,7 +101,7 @@ def _reference(model_dir: Path, rows):
     tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     model = transformers.BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
-    acc = {k: np.zeros((L, H)) for k in ("cls", "sep", "punct", "prev", "next", "entropy", "uniform_entropy")}
+    acc = {k: np.zeros((L, H)) for k in ("cls", "sep", "first", "punct", "prev", "next", "entropy", "uniform_entropy")}
     cnt = {k: 0 for k in acc}
     hits = {r: np.zeros((L, H)) for r in A.RELATIONS}
     n_inst = {r: 0 for r in A.RELATIONS}
@@ -120,6 +120,7 @@ def _reference(model_dir: Path, rows):
                 a = att[li][h]
                 for i in range(T):
                     acc["cls"][li, h] += a[i, 0] if special[0] else 0.0
+                    acc["first"][li, h] += a[i, 0]
                     acc["sep"][li, h] += sum(a[i, j] for j in range(1, T) if special[j])
                     acc["punct"][li, h] += sum(a[i, j] for j in range(T) if punct[j])
                     acc["entropy"][li, h] += -sum(p * math.log(p) for p in a[i] if p > 0)
@@ -141,7 +142,7 @@ def _reference(model_dir: Path, rows):
                         others = [j for j in range(n) if j != i]
                         best = max(others, key=lambda j: W[i, j])
                         hits[r][li, h] += best == g
-        for k in ("cls", "sep", "punct", "entropy", "uniform_entropy"):
+        for k in ("cls", "sep", "first", "punct", "entropy", "uniform_entropy"):
             cnt[k] += T
         cnt["prev"] += T - 1
         cnt["next"] += T - 1
@@ -233,6 +234,24 @@ def test_cli_bad_input_is_one_line_exit_2(workdir, tmp_path, capsys):
         rc = main(["analyze", "attention", "--model", m, *argv, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_causal_model_keeps_only_backward_relations(workdir):
+    import plmkit
+
+    rows = _rows()
+    tok = plmkit.load_tokenizer(str(workdir / "model"))
+    torch.manual_seed(0)
+    model = plmkit.load("llama-tiny", vocab_size=len(tok)).eval()
+    res = A.head_statistics(model, tok, [[r[0] for r in s] for s in rows], syntax=rows)
+    backward = sum(len(A.relation_instances(s)["chunk_last_to_first"]) for s in rows)
+    assert res["causal"] and res["syntax"]["chunk_last"]["n"] == 0 == res["syntax"]["det_to_np_head"]["n"]
+    assert res["syntax"]["chunk_last_to_first"]["n"] == backward > 0
+    assert all(r["next"] == pytest.approx(0.0, abs=1e-12) for r in res["heads"])  # no attention to the future
+    assert all(r["cls"] == pytest.approx(r["first"]) for r in res["heads"])  # position 0 is the toy tokenizer's [CLS]
+    # row t of a causal model sees t + 1 keys: the uniform entropy is the mean of ln(t + 1) over the rows
+    assert res["heads"][0]["uniform_entropy"] < np.mean([math.log(len(tok.encode(" ".join(r[0] for r in s))))
+                                                         for s in rows])
 
 
 def test_models_without_attention_probabilities_are_refused():

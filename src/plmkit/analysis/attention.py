@@ -9,6 +9,8 @@ the mean over all query rows of the corpus):
 
 - ``cls``: attention to the special token at position 0 ([CLS] / BOS), ``sep``: to the special tokens after
   it ([SEP] / EOS); null when the tokenizer adds none;
+- ``first``: to the token at position 0 whatever it is (a decoder's "attention sink"; = ``cls`` when that
+  token is special);
 - ``punct``: to the non-special tokens whose text is only punctuation (Unicode category P*);
 - ``prev`` / ``next``: the weight on the token at position t-1 / t+1 (rows where it exists);
 - ``entropy``: -sum_j p_j ln p_j (nats), and ``uniform_entropy``: ln(number of keys the row may attend to: T,
@@ -25,7 +27,9 @@ the word, other than i itself, that receives most attention from i:
 - ``det_to_np_head``: every determiner (POS DT) inside a multi-word NP chunk, not last -> the NP's last word;
 - ``chunk_last_to_first``: the last word of a multi-word chunk -> the chunk's first word.
 
-Baseline (as Clark et al.): the best fixed relative offset (target = i + k, k in -3..3, k != 0).
+Baseline (as Clark et al.): the best fixed relative offset (target = i + k, k in -3..3, k != 0). For a causal
+model, instances whose target comes after the word (which it cannot attend to) are left out, so ``chunk_last``
+and ``det_to_np_head`` have none.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from plmkit.errors import UserError
 from .features import align
 
 RELATIONS = ("chunk_last", "det_to_np_head", "chunk_last_to_first")
-STATS = ("cls", "sep", "punct", "prev", "next", "entropy", "uniform_entropy")
+STATS = ("cls", "sep", "first", "punct", "prev", "next", "entropy", "uniform_entropy")
 
 
 def check_supported(model: Any) -> None:
@@ -124,7 +128,7 @@ def head_statistics(model: Any, tok: Any, sentences: Sequence[Sequence[str]], ba
         punct_cols = [t for t in range(T) if enc["punct"][t]]
         has_cls |= bool(cls_cols)
         has_sep |= bool(sep_cols)
-        for name, cols in (("cls", cls_cols), ("sep", sep_cols), ("punct", punct_cols)):
+        for name, cols in (("cls", cls_cols), ("sep", sep_cols), ("first", [0]), ("punct", punct_cols)):
             sums[name] += att[..., cols].sum(-1).sum(-1) if cols else 0.0
             rows[name] += T
         if T > 1:
@@ -153,7 +157,7 @@ def head_statistics(model: Any, tok: Any, sentences: Sequence[Sequence[str]], ba
             pred = Wm.argmax(-1)  # (L, H, n)
             for r, pairs in instances.items():
                 for a, g in pairs:
-                    if not (present[a] and present[g]):
+                    if not (present[a] and present[g]) or (causal and g > a):
                         continue
                     rel_n[r] += 1
                     rel_hits[r] += pred[..., a] == g
@@ -369,6 +373,8 @@ def plot_statistics(res: dict, path: str, title: str) -> None:
 
     plt = pyplot()
     keys = [k for k in ("cls", "sep", "punct", "prev", "next", "entropy") if res["heads"][0][k] is not None]
+    if res["heads"][0]["cls"] is None:  # no special token at position 0: show the attention to the first token
+        keys.insert(0, "first")
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.8), squeeze=False)
     layers = list(range(1, res["num_layers"] + 1))
     for ax, k in zip(axes[0], keys):
@@ -379,7 +385,7 @@ def plot_statistics(res: dict, path: str, title: str) -> None:
             ax.plot(layers, [r["uniform_entropy"] for r in res["per_layer"]], "--", color="gray", linewidth=1,
                     label="uniform")
             ax.legend(fontsize=6)
-        ax.set_title({"cls": "to [CLS]/BOS", "sep": "to [SEP]/EOS", "punct": "to punctuation", "prev": "to previous token",
+        ax.set_title({"first": "to the first token", "cls": "to [CLS]/BOS", "sep": "to [SEP]/EOS", "punct": "to punctuation", "prev": "to previous token",
                       "next": "to next token", "entropy": "entropy (nats)"}[k], fontsize=8)
         ax.set_xlabel("layer", fontsize=7)
         ax.grid(alpha=0.3)
@@ -392,7 +398,9 @@ def plot_syntax(res: dict, path: str, title: str) -> None:
     from plmkit.knowledge.report import pyplot, save_figure
 
     plt = pyplot()
-    rels = list(res["syntax"])
+    rels = [r for r in res["syntax"] if res["syntax"][r]["n"]]
+    if not rels:
+        return
     fig, axes = plt.subplots(1, len(rels), figsize=(3.4 * len(rels), 2.9), squeeze=False)
     for ax, r in zip(axes[0], rels):
         acc = np.array(res["syntax"][r]["accuracy"])
