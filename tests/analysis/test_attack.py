@@ -97,3 +97,41 @@ def test_mlm_substitutes_are_the_top_whole_words_at_the_position(workdir, tmp_pa
     assert subs(words, 3) == ranked[:5]
     with pytest.raises(UserError, match="no MLM head"):
         A.MLMSubstitutes(str(workdir / "model"))
+
+
+def test_defend_retrains_on_the_augmented_set_and_attacks_again(workdir, cls_run, vectors, tmp_path):
+    from plmkit.cli.main import main
+
+    out = tmp_path / "def"
+    rc = main(["attack", "--victim", str(workdir / "cls"), "--data", str(workdir / "dev.tsv"),
+               "--attacker", f"embeddings:{vectors}", "--max-examples", "12", "--min-similarity", "0.3",
+               "--defend", "--train-examples", "10", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "defend.json").read_text())
+    train_recs = [json.loads(line) for line in (out / "adversarial_train.jsonl").read_text().splitlines()]
+    adv = [r for r in train_recs if r["status"] == "success"]
+    assert len(train_recs) == 10 == res["train_examples_attacked"] and res["adversarial_examples_added"] == len(adv) > 0
+    # the augmented table: the victim's 160 training rows (no subset was asked) then the adversarial examples
+    rows = (out / "train_augmented.tsv").read_text().splitlines()
+    original = (workdir / "train.tsv").read_text().splitlines()
+    assert rows[0] == "sentence\tlabel" and len(rows) == 1 + 160 + len(adv) == 1 + res["augmented_train_size"]
+    assert sorted(rows[1:161]) == sorted(original[1:])
+    assert rows[161:] == [f"{r['adversarial']}\t{r['label']}" for r in adv]
+    # the defended model was fine-tuned with the victim's options and its clean / attacked scores are its own
+    ev = json.loads((out / "defended" / "eval.json").read_text())
+    assert ev["train_examples"] == 160 + len(adv) and res["clean_dev_after"] == ev["accuracy"]
+    assert res["clean_dev_before"] == cls_run["accuracy"]
+    assert res["clean_cost"] == pytest.approx(cls_run["accuracy"] - ev["accuracy"])
+    recs = [json.loads(line) for line in (out / "adversarial_defended.jsonl").read_text().splitlines()]
+    assert res["after"] == A.summarize(recs) == json.loads((out / "attack_defended.json").read_text())
+    assert res["before"]["after_attack_accuracy"] == json.loads((out / "attack.json").read_text())["after_attack_accuracy"]
+    assert res["after_attack_accuracy_gain"] == pytest.approx(res["after"]["after_attack_accuracy"]
+                                                              - res["before"]["after_attack_accuracy"])
+    defended = A.Victim(str(out / "defended"))
+    p = defended.probs([r["original"] for r in recs])
+    assert [int(x.argmax()) for x in p] == [r["original_prediction"] for r in recs]
+
+
+def test_defend_needs_a_single_sentence_classifier(workdir, ner_run, tmp_path, capsys):
+    with pytest.raises(UserError, match="single-sentence classifier"):
+        A.victim_training_set(str(workdir / "ner"))

@@ -86,3 +86,39 @@ def test_probe_bad_layer(workdir, conll, tmp_path, capsys):
     rc = main(["analyze", "probe", "--model", str(workdir / "model"), "--data", str(conll), "--layers", "3",
                "--out", str(tmp_path / "p")])
     assert rc == 2 and "layer 3 is out of range" in capsys.readouterr().err
+
+
+def test_mlp_probe_learns_what_a_linear_probe_cannot():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int)  # XOR of two signs: not linearly separable
+    tr, te = slice(0, 400), slice(400, 600)
+    lin = P.accuracy(P.train_probe(x[tr], y[tr], 2, max_iter=100), x[te], y[te])
+    mlp = P.accuracy(P.train_probe(x[tr], y[tr], 2, max_iter=200, hidden=32), x[te], y[te])
+    assert lin < 0.7 and mlp > 0.9, (lin, mlp)
+
+
+def test_probe_cli_mlp_with_the_lama_curve(workdir, conll, tmp_path, capsys):
+    lama = tmp_path / "lama"
+    lama.mkdir()
+    (lama / "metrics.json").write_text(json.dumps({"overall": {}, "layers": [0.1, 0.25, 0.4],
+                                                   "uhn": {"layers": [0.05, 0.2, 0.3]}}))
+    out = tmp_path / "probe"
+    rc = main(["analyze", "probe", "--model", str(workdir / "model"), "--data", str(conll), "--probe", "mlp",
+               "--hidden", "16", "--tasks", "pos", "--layers", "0,2", "--lama", str(lama), "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "probe.json").read_text())
+    assert res["probe_hidden"] == 16 and res["probe"].startswith("MLP")
+    assert res["lama"]["p_at_1"] == [0.1, 0.4] and res["lama"]["uhn_p_at_1"] == [0.05, 0.3]
+    assert res["tasks"]["pos"]["per_layer"][0]["accuracy"] == 1.0
+    assert (out / "probe.png").stat().st_size > 1000
+    (lama / "metrics.json").write_text(json.dumps({"overall": {}, "layers": [0.1, 0.2]}))
+    rc = main(["analyze", "probe", "--model", str(workdir / "model"), "--data", str(conll), "--lama", str(lama),
+               "--out", str(tmp_path / "p2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the LAMA curve has 2 layers (0..1) but the probed model has layer 2" in err
+    (lama / "metrics.json").write_text(json.dumps({"overall": {}}))
+    rc = main(["analyze", "probe", "--model", str(workdir / "model"), "--data", str(conll), "--lama", str(lama),
+               "--out", str(tmp_path / "p3")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run plm probe lama with --layers" in err and len(err.strip().splitlines()) == 1

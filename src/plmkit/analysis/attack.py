@@ -273,3 +273,110 @@ def read_antonyms(path: str) -> dict[str, set[str]]:
         out.setdefault(a, set()).add(b)
         out.setdefault(b, set()).add(a)
     return out
+
+
+# ---------------------------------------------------------------------------- adversarial training
+def victim_training_set(victim_path: str) -> tuple[Any, list[tuple[str, int]], list[str]]:
+    """(the victim's FinetuneConfig, its training examples as (text, label index), label names): the exact
+    subset ``plm finetune`` trained on, read again from ``task.json``'s options (same file, seed, size)."""
+    import dataclasses
+    import json
+
+    from plmkit.tasks.config import FinetuneConfig
+    from plmkit.tasks.data import task_spec
+    from plmkit.tasks.finetuning import read_task_data
+
+    info = json.loads((Path(victim_path) / "task.json").read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    opts = {k: v for k, v in info.get("config", {}).items() if k in known}
+    if not opts:
+        raise UserError(f"{victim_path}/task.json: no 'config' (the fine-tuning options); --defend needs a "
+                        "checkpoint written by plm finetune")
+    if isinstance(opts.get("exit_thresholds"), list):
+        opts["exit_thresholds"] = tuple(opts["exit_thresholds"])
+    cfg = FinetuneConfig(**opts)
+    spec = task_spec(cfg)
+    if spec.kind != "classification" or spec.text_pair_column is not None or cfg.text_pair_column is not None:
+        raise UserError(f"{victim_path}: --defend needs a single-sentence classifier (task {spec.name!r} is "
+                        f"{spec.kind}{' with sentence pairs' if spec.text_pair_column or cfg.text_pair_column else ''})")
+    if not spec.header or cfg.no_header or isinstance(cfg.text_column, int) or isinstance(cfg.label_column, int):
+        raise UserError(f"{victim_path}: --defend rewrites the training table with a header; the victim's data "
+                        "has none (columns by index)")
+    data = read_task_data(cfg, spec)
+    return cfg, [(ex.text, data.labels.index(str(ex.label))) for ex in data.train], list(data.labels)
+
+
+def write_augmented(path: Path, cfg: Any, train: Sequence[tuple[str, int]], adversarial: Sequence[tuple[str, int]],
+                    labels: Sequence[str]) -> None:
+    """The training table for adversarial training: every original row, then every adversarial example with
+    its original (gold) label; one ``text<TAB>label`` header naming the columns the victim's task reads."""
+    import os
+    import tempfile
+
+    text_col = cfg.text_column if isinstance(cfg.text_column, str) else "sentence"
+    label_col = cfg.label_column if isinstance(cfg.label_column, str) else "label"
+    clean = lambda t: " ".join(t.split())  # noqa: E731  (no tab or newline inside a cell)
+    rows = [f"{text_col}\t{label_col}"] + [f"{clean(t)}\t{labels[y]}" for t, y in list(train) + list(adversarial)]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(rows) + "\n")
+    os.replace(tmp, path)
+
+
+def adversarial_training(victim_path: str, attacker: Callable, dev: Sequence[tuple[str, int]], out: Path,
+                         before: dict, train_examples: int = 300, budget: float = 0.4,
+                         stop_words: frozenset[str] = STOP_WORDS, antonyms: dict[str, set[str]] | None = None,
+                         batch_size: int = 64, log: Callable[[str], None] = print) -> dict:
+    """BERT-Attack's defence: attack the first ``train_examples`` of the victim's own training subset, add the
+    successful adversarial examples (with their gold labels) to that subset, fine-tune from the same base with
+    the victim's options (``task.json``), and attack ``dev`` again. ``before`` is the victim's dev attack summary.
+
+    Writes ``out/adversarial_train.jsonl``, ``out/train_augmented.tsv``, the defended checkpoint ``out/defended/``,
+    ``out/adversarial_defended.jsonl``, ``out/attack_defended.json``; returns the ``defend.json`` dict."""
+    import dataclasses
+
+    from plmkit.knowledge.report import write_json, write_jsonl
+    from plmkit.tasks.finetuning import finetune
+
+    cfg, train, labels = victim_training_set(victim_path)
+    victim = Victim(victim_path, batch_size=batch_size)
+    attacked = train[:train_examples]
+    log(f"defend: attacking {len(attacked)} of the victim's {len(train)} training examples")
+    recs = [attack_example(victim, t.split(), y, attacker, budget, stop_words, antonyms) for t, y in attacked]
+    write_jsonl(out / "adversarial_train.jsonl", recs)
+    adv = [(r["adversarial"], r["label"]) for r in recs if r["status"] == "success"]
+    write_augmented(out / "train_augmented.tsv", cfg, train, adv, labels)
+    from plmkit.tasks.data import task_spec
+    from plmkit.tasks.specs import resolve_file
+
+    dev_file = resolve_file(Path(cfg.data), cfg.dev_file or task_spec(cfg).dev_file, "dev").resolve()
+    cfg2 = dataclasses.replace(cfg, data=str(out.resolve()), train_file="train_augmented.tsv",
+                               dev_file=str(dev_file), max_train_examples=None, out=str(out / "defended"))
+    log(f"defend: fine-tuning {cfg.model} on {len(train)} + {len(adv)} adversarial examples "
+        f"({cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed})")
+    res = finetune(cfg2)
+    defended = Victim(str(out / "defended"), batch_size=batch_size)
+    recs2 = [attack_example(defended, t.split(), y, attacker, budget, stop_words, antonyms) for t, y in dev]
+    after = summarize(recs2)
+    write_jsonl(out / "adversarial_defended.jsonl", recs2)
+    write_json(out / "attack_defended.json", after)
+    victim_eval = _read_eval(Path(victim_path))
+    main = res.get("main_metric", "accuracy")
+    clean_before = victim_eval.get(main) if victim_eval else None
+    return {"train_examples_attacked": len(attacked), "train_attack": summarize(recs),
+            "adversarial_examples_added": len(adv), "train_size": len(train), "augmented_train_size": len(train) + len(adv),
+            "dev_examples": len(dev), "before": before, "after": after,
+            "clean_metric": main, "clean_dev_before": clean_before, "clean_dev_after": res.get(main),
+            "clean_cost": (clean_before - res[main]) if clean_before is not None and main in res else None,
+            "clean_attacked_accuracy_cost": before["original_accuracy"] - after["original_accuracy"],
+            "after_attack_accuracy_gain": after["after_attack_accuracy"] - before["after_attack_accuracy"],
+            "success_rate_drop": before["success_rate"] - after["success_rate"],
+            "defended_checkpoint": str(out / "defended"),
+            "finetune": {k: getattr(cfg2, k) for k in ("model", "epochs", "lr", "batch_size", "max_seq_len", "seed")}}
+
+
+def _read_eval(path: Path) -> dict | None:
+    import json
+
+    p = path / "eval.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None

@@ -4,7 +4,8 @@ Features: the frozen word vectors of every layer (``features.iter_word_states``:
 mean-pooled; 0 = embeddings). Labels: CoNLL-2003 columns 2 (POS), 3 (chunk, BIO) and 4 (NER, BIO).
 Per layer and task a multinomial logistic regression (features standardised with the training mean
 and std, L2 weight ``l2``, full-batch L-BFGS) is trained on the training sentences and scored by word
-accuracy on the test sentences.
+accuracy on the test sentences. With ``hidden > 0`` (``--probe mlp``) the probe is an MLP with one hidden
+ReLU layer (He-initialised from ``seed``, same L2 on both weight matrices, same L-BFGS).
 
 Control task: every word type (case-sensitive, training and test words alike) gets one label drawn
 once from the task's empirical training label distribution (seeded); the same probe is trained on
@@ -14,6 +15,7 @@ probe's capacity to memorise word identities.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, Sequence
 
@@ -81,37 +83,64 @@ def control_labels(types: Sequence[str], train_labels: Sequence[int], n_classes:
     return dict(zip(uniq, draws.tolist()))
 
 
+class Probe:
+    """A trained probe: standardisation, then linear (``hidden == 0``) or one hidden ReLU layer."""
+
+    def __init__(self, params: list[torch.Tensor], mu: np.ndarray, sd: np.ndarray, hidden: int) -> None:
+        self.params, self.mu, self.sd, self.hidden = params, mu, sd, hidden
+
+    def logits(self, x: np.ndarray) -> torch.Tensor:
+        return _forward(self.params, torch.from_numpy(((x - self.mu) / self.sd).astype(np.float32)), self.hidden)
+
+
+def _forward(params: list[torch.Tensor], x: torch.Tensor, hidden: int) -> torch.Tensor:
+    if hidden:
+        W1, b1, W2, b2 = params
+        return torch.relu(x @ W1 + b1) @ W2 + b2
+    W, b = params
+    return x @ W + b
+
+
 def train_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, max_iter: int = 100,
-                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
-    """Multinomial logistic regression; returns (W, b, mean, std)."""
-    torch.manual_seed(seed)
+                seed: int = 0, hidden: int = 0) -> Probe:
+    """Multinomial logistic regression (``hidden == 0``) or an MLP with one hidden ReLU layer of ``hidden``
+    units, on standardised features, full-batch L-BFGS with L2 weight ``l2`` on the weight matrices."""
+    gen = torch.Generator().manual_seed(seed)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xt = torch.from_numpy(((x - mu) / sd).astype(np.float32))
     yt = torch.from_numpy(y.astype(np.int64))
-    W = torch.zeros(x.shape[1], n_classes, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    d = x.shape[1]
+    if hidden:
+        params = [(torch.randn(d, hidden, generator=gen) * math.sqrt(2.0 / d)), torch.zeros(hidden),
+                  (torch.randn(hidden, n_classes, generator=gen) * math.sqrt(1.0 / hidden)), torch.zeros(n_classes)]
+    else:
+        params = [torch.zeros(d, n_classes), torch.zeros(n_classes)]
+    for p in params:
+        p.requires_grad_(True)
+    weights = params[0::2]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ W + b, yt) + l2 * W.square().sum()
+        loss = torch.nn.functional.cross_entropy(_forward(params, xt, hidden), yt) + l2 * sum(w.square().sum() for w in weights)
         loss.backward()
         return loss
 
     opt.step(closure)
-    return W.detach(), b.detach(), mu, sd
+    return Probe([p.detach() for p in params], mu, sd, hidden)
 
 
-def accuracy(probe, x: np.ndarray, y: np.ndarray) -> float:
-    W, b, mu, sd = probe
-    pred = (torch.from_numpy(((x - mu) / sd).astype(np.float32)) @ W + b).argmax(-1).numpy()
+def accuracy(probe: Probe, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        pred = probe.logits(x).argmax(-1).numpy()
     return float((pred == y).mean())
 
 
 def probe_layers(model: Any, tok: Any, train: Sequence, test: Sequence, tasks: Sequence[str] = ("pos", "chunk", "ner"),
                  layers: Sequence[int] | None = None, control: bool = True, l2: float = 1e-3, max_iter: int = 100,
-                 seed: int = 0, batch_size: int = 16, max_len: int = 128) -> dict:
-    """Accuracy (and control accuracy, selectivity) per layer per task; see the module docstring."""
+                 seed: int = 0, batch_size: int = 16, max_len: int = 128, hidden: int = 0) -> dict:
+    """Accuracy (and control accuracy, selectivity) per layer per task; see the module docstring.
+    ``hidden > 0``: MLP probes with one hidden ReLU layer of that width instead of linear ones."""
     for t in tasks:
         if t not in TASKS:
             raise UserError(f"unknown probe task {t!r}; expected some of {', '.join(TASKS)}")
@@ -125,7 +154,9 @@ def probe_layers(model: Any, tok: Any, train: Sequence, test: Sequence, tasks: S
     wte = [test[i][j][0] for i, j in ite]
     result: dict = {"layers": layers, "tasks": {}, "n_train_words": len(itr), "n_test_words": len(ite),
                     "n_train_sentences": len(train), "n_test_sentences": len(test),
-                    "probe": f"linear (multinomial logistic regression, L2 {l2}, L-BFGS {max_iter} iterations)",
+                    "probe": (f"MLP (one hidden ReLU layer of {hidden} units, L2 {l2}, L-BFGS {max_iter} iterations)" if hidden
+                              else f"linear (multinomial logistic regression, L2 {l2}, L-BFGS {max_iter} iterations)"),
+                    "probe_hidden": hidden,
                     "pooling": "mean of the word's sub-word token states"}
     for t in tasks:
         c = TASKS[t]
@@ -136,18 +167,44 @@ def probe_layers(model: Any, tok: Any, train: Sequence, test: Sequence, tasks: S
         rows = []
         ctrl = control_labels(wtr + wte, ytr, len(names), seed) if control else None
         for k, layer in enumerate(layers):
-            a = accuracy(train_probe(xtr[k].astype(np.float32), ytr, len(names), l2, max_iter, seed), xte[k].astype(np.float32), yte)
+            a = accuracy(train_probe(xtr[k].astype(np.float32), ytr, len(names), l2, max_iter, seed, hidden), xte[k].astype(np.float32), yte)
             row = {"layer": layer, "accuracy": a}
             if ctrl is not None:
                 cy_tr = np.array([ctrl[w] for w in wtr])
                 cy_te = np.array([ctrl[w] for w in wte])
-                ca = accuracy(train_probe(xtr[k].astype(np.float32), cy_tr, len(names), l2, max_iter, seed),
+                ca = accuracy(train_probe(xtr[k].astype(np.float32), cy_tr, len(names), l2, max_iter, seed, hidden),
                               xte[k].astype(np.float32), cy_te)
                 row.update(control_accuracy=ca, selectivity=a - ca)
             rows.append(row)
         majority = Counter(ytr.tolist()).most_common(1)[0][0]
         result["tasks"][t] = {"labels": len(names), "majority_baseline": float((yte == majority).mean()), "per_layer": rows}
     return result
+
+
+def read_lama_curve(path: str, layers: Sequence[int]) -> dict:
+    """The LAMA P@1-by-layer curve of ``plm probe lama --layers`` (``DIR/metrics.json``'s ``"layers"``: one value per
+    state, 0 = embeddings) at ``layers``."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.json"
+    if not p.is_file():
+        raise UserError(f"{p}: LAMA metrics not found (expected the metrics.json of plm probe lama --layers)")
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: not valid JSON ({e})") from None
+    curve = m.get("layers") if isinstance(m, dict) else None
+    if not isinstance(curve, list) or not curve:
+        raise UserError(f"{p}: no \"layers\" curve; run plm probe lama with --layers")
+    if max(layers) >= len(curve):
+        raise UserError(f"{p}: the LAMA curve has {len(curve)} layers (0..{len(curve) - 1}) but the probed model has "
+                        f"layer {max(layers)}: was it measured on the same model?")
+    return {"source": str(p), "p_at_1": [curve[i] for i in layers],
+            "uhn_p_at_1": ([m["uhn"]["layers"][i] for i in layers] if isinstance(m.get("uhn"), dict)
+                           and isinstance(m["uhn"].get("layers"), list) and len(m["uhn"]["layers"]) == len(curve) else None)}
 
 
 def plot(result: dict, path: str, title: str) -> None:
@@ -160,7 +217,13 @@ def plot(result: dict, path: str, title: str) -> None:
         axes[0].plot(xs, [row["accuracy"] for row in r["per_layer"]], marker="o", markersize=3, label=t)
         if "selectivity" in r["per_layer"][0]:
             axes[1].plot(xs, [row["selectivity"] for row in r["per_layer"]], marker="o", markersize=3, label=t)
-    axes[0].set_title(f"{title}: probe accuracy")
+    lama = result.get("lama")
+    if lama:
+        xs = result["layers"]
+        axes[0].plot(xs, [v if v is not None else float("nan") for v in lama["p_at_1"]], marker="s", markersize=3,
+                     linestyle="--", color="k", label="LAMA P@1")
+    kind = "MLP probe" if result.get("probe_hidden") else "probe"
+    axes[0].set_title(f"{title}: {kind} accuracy" + (" / LAMA P@1" if lama else ""))
     axes[1].set_title("selectivity (accuracy - control)")
     for ax in axes:
         ax.set_xlabel("layer (0 = embeddings)")

@@ -2,12 +2,17 @@
 
     plm analyze contextuality --model M [--corpus FILE] [--max-sentences N] --out DIR
     plm analyze probe --model M --data CONLL_DIR [--tasks pos,chunk,ner] [--train-sentences N] --out DIR
+    plm analyze attention --model M [--text "..."] [--data CONLL_DIR | --corpus FILE] [--max-sentences N] --out DIR
 
 ``contextuality`` writes ``DIR/contextuality.json`` (``{"layers": [{"layer", "self_similarity",
 "intra_sentence", "mev", "anisotropy", "mev_baseline", "self_similarity_adjusted",
 "intra_sentence_adjusted", "mev_adjusted"}, ...], ...}``, embeddings first) and ``DIR/contextuality.png``
 (``plmkit.analysis.contextuality``). ``probe`` writes ``DIR/probe.json`` and ``DIR/probe.png``
-(``plmkit.analysis.probes``).
+(``plmkit.analysis.probes``). ``attention`` writes, for ``--text``, ``DIR/maps/layer{l}.png`` (all heads) and
+``DIR/maps/layer{l}_head{h}.png``, ``DIR/maps/tokens.json`` and the self-contained head view ``DIR/head_view.html``;
+for a corpus (``--data``: CoNLL-2003 sentences, with the syntax-relation accuracies; ``--corpus``: plain text),
+``DIR/attention.json`` (per-head statistics after Clark et al. 2019), ``DIR/attention_stats.png`` and, with
+``--data``, ``DIR/syntax_heads.png`` (``plmkit.analysis.attention``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks."
+HELP = ("Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks; "
+        "attention maps and per-head statistics (Clark et al. 2019).")
 
 
 def _layers(value: str | None) -> list[int] | None:
@@ -62,6 +68,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pr.add_argument("--no-control", action="store_true", help="skip the control tasks")
     pr.add_argument("--l2", type=float, default=1e-3, help="L2 weight of the probe")
     pr.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations per probe")
+    pr.add_argument("--probe", default="linear", choices=["linear", "mlp"], help="probe family")
+    pr.add_argument("--hidden", type=int, default=256, help="--probe mlp: hidden units of its one hidden layer")
+    pr.add_argument("--lama", default=None,
+                    help="plm probe lama --layers output (DIR or its metrics.json): its P@1-by-layer curve on the plot")
+    at = sub.add_parser("attention", help="attention maps, a head view, per-head statistics and syntax-like heads",
+                        description="Attention maps (PNG, HTML head view) of --text; per-head statistics over CoNLL-2003 "
+                                    "(--data, with chunk-relation accuracies) or a text file (--corpus), after Clark et al. 2019.",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(at)
+    at.add_argument("--text", default=None, help="a sentence to draw (words split on whitespace)")
+    at.add_argument("--data", default=None, help="CoNLL-2003 folder: statistics and syntax heads over --split sentences")
+    at.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="CoNLL-2003 file of --data")
+    at.add_argument("--corpus", default=None, help="text file: statistics over its sentences (no syntax heads)")
+    at.add_argument("--max-sentences", type=int, default=300, help="read the first N sentences of --data / --corpus")
 
 
 def _model_path(value: str) -> str:
@@ -81,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.knowledge.loading import load_tokenizer_for
     from plmkit.knowledge.report import write_json
 
+    if args.analysis == "attention":
+        return _attention(args)
     for name in ("batch_size", "max_len"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -122,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     for t in tasks:
         if t not in P.TASKS:
             raise UserError(f"--tasks: unknown task {t!r}; expected some of {', '.join(P.TASKS)}")
-    for name in ("train_sentences", "test_sentences", "max_iter"):
+    for name in ("train_sentences", "test_sentences", "max_iter", "hidden"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     train = P.read_conll(str(data / "train.txt"), args.train_sentences)
@@ -131,10 +153,14 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.analysis.features import check_layers, num_states
 
     check_layers(layers, num_states(model))
+    lama = P.read_lama_curve(args.lama, check_layers(layers, num_states(model))) if args.lama else None
     tok = load_tokenizer_for(model_arg, args.tokenizer)
     res = P.probe_layers(model, tok, train, test, tasks, layers, control=not args.no_control, l2=args.l2,
-                         max_iter=args.max_iter, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len)
+                         max_iter=args.max_iter, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len,
+                         hidden=args.hidden if args.probe == "mlp" else 0)
     res.update(model=args.model, data=str(data))
+    if lama is not None:
+        res["lama"] = lama
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probe.json", res)
     P.plot(res, str(out / "probe.png"), Path(args.model).name or args.model)
@@ -142,4 +168,71 @@ def run(args: argparse.Namespace) -> int:
         best = max(r["per_layer"], key=lambda row: row["accuracy"])
         print(f"{t}: best layer {best['layer']} accuracy {best['accuracy']:.3f}"
               + (f" (selectivity {best['selectivity']:.3f})" if "selectivity" in best else ""), file=sys.stderr)
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import plmkit
+    from plmkit.analysis import attention as A
+    from plmkit.errors import UserError
+    from plmkit.knowledge.loading import load_tokenizer_for
+    from plmkit.knowledge.report import write_json
+
+    for name in ("batch_size", "max_len", "max_sentences"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.layers not in (None, "", "all"):
+        raise UserError("--layers: plm analyze attention reports every layer (leave --layers out)")
+    if args.text is None and args.data is None and args.corpus is None:
+        raise UserError("give --text (maps and head view), --data CONLL_DIR or --corpus FILE (statistics)")
+    if args.data is not None and args.corpus is not None:
+        raise UserError("give one of --data (CoNLL-2003) and --corpus (plain text), not both")
+    if args.text is not None and not args.text.split():
+        raise UserError("--text is empty")
+    sents, rows = None, None
+    if args.data is not None:
+        from plmkit.analysis.probes import read_conll
+
+        rows = read_conll(str(Path(args.data) / f"{args.split}.txt"), args.max_sentences)
+        sents = [[r[0] for r in s] for s in rows]
+    elif args.corpus is not None:
+        from plmkit.analysis.contextuality import read_sentences
+
+        if not Path(args.corpus).is_file():
+            raise UserError(f"{args.corpus}: corpus file not found")
+        sents = read_sentences(args.corpus, args.max_sentences)
+    if sents is not None and not sents:
+        raise UserError(f"{args.data or args.corpus}: no sentences")
+    model_arg = _model_path(args.model)
+    model = plmkit.load(model_arg).eval()
+    A.check_supported(model)
+    tok = load_tokenizer_for(model_arg, args.tokenizer)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = Path(args.model).name or args.model
+    if args.text is not None:
+        words = args.text.split()
+        _, enc, att = next(A.iter_attentions(model, tok, [words], 1, args.max_len))
+        maps = out / "maps"
+        written = A.plot_maps(att, enc["tokens"], maps, title)
+        (maps / "tokens.json").write_text(json.dumps({"text": args.text, "tokens": enc["tokens"]}) + "\n", encoding="utf-8")
+        A.head_view_html(att, enc["tokens"], out / "head_view.html", f"{title}: {args.text}")
+        print(f"{len(enc['tokens'])} tokens, {att.shape[0]} layers x {att.shape[1]} heads: {len(written)} PNGs in {maps}, "
+              f"head view {out}/head_view.html", file=sys.stderr)
+    if sents is not None:
+        res = A.head_statistics(model, tok, sents, args.batch_size, args.max_len, syntax=rows)
+        res.update(model=args.model, source=str(Path(args.data) / f"{args.split}.txt") if rows else args.corpus)
+        write_json(out / "attention.json", res)
+        A.plot_statistics(res, str(out / "attention_stats.png"), title)
+        msg = f"{res['n_sentences']} sentences, {res['n_tokens']} tokens -> {out}/attention.json"
+        if rows is not None:
+            A.plot_syntax(res, str(out / "syntax_heads.png"), title)
+            for r, v in res["syntax"].items():
+                t = v["top_heads"][0]
+                msg += (f"; {r}: best head {t['layer']}-{t['head']} {t['accuracy']:.3f} (offset baseline "
+                        f"{v['baseline']['accuracy']:.3f}, n={v['n']})")
+        print(msg, file=sys.stderr)
     return 0

@@ -1,11 +1,15 @@
 """``plm attack``: BERT-Attack (Li et al. 2020) on a fine-tuned classifier.
 
     plm attack --victim CKPT --data DIR|FILE --attacker MLM_DIR|embeddings:FILE [--max-examples N] --out DIR
+    plm attack ... --defend [--train-examples N]      (adversarial training, then attack again)
 
 Writes ``DIR/attack.json`` (``original_accuracy``, ``after_attack_accuracy``, ``success_rate``,
 ``perturbed_fraction``, ``queries_per_example`` and the settings) and ``DIR/adversarial.jsonl`` (one
 line per example: original, adversarial text, changed word positions, status, queries). The method and
-its conventions: ``plmkit.analysis.attack``.
+its conventions: ``plmkit.analysis.attack``. ``--defend`` also writes ``DIR/defend.json`` (before / after
+attack summaries, clean dev score before / after, their differences), the defended checkpoint
+``DIR/defended/`` and its attack (``attack_defended.json``, ``adversarial_defended.jsonl``)
+(``plmkit.analysis.attack.adversarial_training``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."
+HELP = ("BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example; "
+        "--defend: adversarial training, then attack again.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-stop-words", action="store_true", help="also replace function words (default: never)")
     p.add_argument("--antonyms", default=None, help="file of 'word antonym' pairs never used as substitutes")
     p.add_argument("--batch-size", type=int, default=64, help="victim queries per forward pass")
+    p.add_argument("--defend", action="store_true",
+                   help="adversarial training: attack the victim's training examples, fine-tune again on the training "
+                        "set plus the successful adversarial examples, attack --data again (DIR/defend.json)")
+    p.add_argument("--train-examples", type=int, default=300,
+                   help="--defend: attack the first N examples of the victim's training subset")
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -42,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_examples is not None and args.max_examples < 1:
         raise UserError(f"--max-examples must be >= 1, got {args.max_examples}")
+    if args.train_examples < 1:
+        raise UserError(f"--train-examples must be >= 1, got {args.train_examples}")
     if args.k < 1 or args.batch_size < 1:
         raise UserError("--k and --batch-size must be >= 1")
     if not 0 < args.budget <= 1:
@@ -50,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if not examples:
         raise UserError(f"{args.data}: no examples")
     victim = A.Victim(args.victim, batch_size=args.batch_size)
+    if args.defend:  # its errors (no training options, a pair task, a table without header) before any attack
+        A.victim_training_set(args.victim)
     attacker = A.make_attacker(args.attacker, args.k, args.min_similarity, args.attacker_tokenizer)
     attacker.check([w for text, _ in examples[:200] for w in text.split()])
     antonyms = A.read_antonyms(args.antonyms) if args.antonyms else None
@@ -70,4 +84,14 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['after_attack_accuracy']:.3f} after attack (success rate {summary['success_rate']:.3f}, "
           f"{100 * summary['perturbed_fraction']:.1f}% words changed, {summary['queries_per_example']:.1f} queries "
           f"per example) -> {out}/attack.json", file=sys.stderr)
+    if args.defend:
+        res = A.adversarial_training(args.victim, attacker, examples, out, summary, args.train_examples, args.budget,
+                                     stop, antonyms, args.batch_size, log=lambda m: print(m, file=sys.stderr))
+        write_json(out / "defend.json", res)
+        b, a = res["before"], res["after"]
+        print(f"defended ({res['adversarial_examples_added']} adversarial examples added to {res['train_size']}): "
+              f"after-attack accuracy {b['after_attack_accuracy']:.3f} -> {a['after_attack_accuracy']:.3f}, success rate "
+              f"{b['success_rate']:.3f} -> {a['success_rate']:.3f}; clean {res['clean_metric']} "
+              f"{res['clean_dev_before'] if res['clean_dev_before'] is not None else float('nan'):.3f} -> "
+              f"{res['clean_dev_after']:.3f} -> {out}/defend.json", file=sys.stderr)
     return 0

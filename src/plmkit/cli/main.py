@@ -40,8 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "neurons": ("neurons", "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."),
     "edit": ("edit", "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."),
     "attribute": ("attribute", "Trace facts to training examples: BM25, embedding similarity, TracIn over a run's checkpoints."),
-    "analyze": ("analyze", "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks."),
-    "attack": ("attack", "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example."),
+    "analyze": ("analyze", "Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control "
+                           "tasks; attention maps and per-head statistics (Clark et al. 2019)."),
+    "attack": ("attack", "BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial "
+                         "example; --defend: adversarial training, then attack again."),
     "distill": ("distill", "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses)."),
     "quantize": ("quantize", "Quantize a fine-tuned checkpoint's linear layers (dynamic int8, weight-only int8 / int4)."),
     "prune": ("prune", "Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude."),

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.models.config import ModelConfig
-from plmkit.models.kernels import Dropout, linear
+from plmkit.models.kernels import Dropout, dropout, linear
 
 
 # ---------------------------------------------------------------------------- norms / activations
@@ -95,6 +95,8 @@ class AttentionContext:
     itself (only when there is no past and no explicit mask). rotary: (cos, sin) tables or None.
     cache: a ``KVCache`` (``plmkit.models.cache``) or None. bias: additive float attention bias
     or None (relative-position families). encoder_states / encoder_mask: for cross-attention.
+    attentions: a list to collect each self-attention layer's probabilities (B, Nh, T, S) into
+    (``output_attentions``): ``SelfAttention`` then computes them explicitly instead of through SDPA.
     """
 
     mask: Tensor | None = None
@@ -104,6 +106,7 @@ class AttentionContext:
     bias: Tensor | None = None
     encoder_states: Tensor | None = None
     encoder_mask: Tensor | None = None
+    attentions: list | None = None
 
 
 # ---------------------------------------------------------------------------- embeddings
@@ -191,11 +194,38 @@ class SelfAttention(nn.Module):
         if ctx.bias is not None:  # additive bias (relative positions): fold the bool mask into it
             bias = ctx.bias.to(q.dtype)
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=ctx.is_causal,
-            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.gqa,
-        )  # (B, Nh, T, D)
+        if ctx.attentions is not None:
+            probs = attention_probs(q, k, mask, ctx.is_causal)  # (B, Nh, T, S)
+            ctx.attentions.append(probs)
+            if self.gqa:
+                v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            y = torch.matmul(dropout(probs, self.dropout, self.training), v)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=ctx.is_causal,
+                dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.gqa,
+            )  # (B, Nh, T, D)
         return linear(y.transpose(1, 2).reshape(B, T, -1), self.o)  # (B, T, H)
+
+
+def attention_probs(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, scale: float | None = None) -> Tensor:
+    """softmax(q k^T * scale + mask) written out: what SDPA computes internally, as (B, Nh, T, S) probabilities.
+
+    ``mask``: bool "may attend" (broadcastable to (B, Nh, T, S)) or an additive float bias; ``is_causal``: the
+    causal mask aligned to the last key (no past). Grouped-query keys are repeated over their query heads.
+    Softmax in float32; returned in ``q``'s dtype.
+    """
+    if k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # (B, Nh, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    if is_causal:
+        T, S = scores.shape[-2:]
+        tri = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        scores = scores.masked_fill(~tri, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(q.dtype)
 
 
 ATTENTION_TYPES: dict[str, type[nn.Module]] = {"self": SelfAttention}

@@ -27,6 +27,7 @@ z-loss); transformers ``modeling_switch_transformers.py`` (v5).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -245,8 +246,8 @@ def _moe_transformer_classes():
             reset_router_stats(self)
             out = super().forward(*args, **kwargs)
             aux, z, counts = collect_router_stats(self)
-            return MoEOutput(out.last_hidden_state, out.logits, out.hidden_states, out.pooled,
-                             out.past_key_values, aux, z, counts)
+            base = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+            return MoEOutput(**base, aux_loss=aux, z_loss=z, expert_counts=counts)
 
     return MoEOutput, MoETransformer
 

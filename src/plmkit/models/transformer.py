@@ -45,6 +45,8 @@ class TransformerOutput:
     hidden_states: tuple[Tensor, ...] | None = None
     pooled: Tensor | None = None
     past_key_values: Any = None
+    attentions: tuple[Tensor, ...] | None = None
+    """with ``output_attentions``: one (B, Nh, T, S) probability tensor per layer (explicit softmax, not SDPA)"""
 
 
 class Transformer(PretrainedModel):
@@ -168,15 +170,23 @@ class Transformer(PretrainedModel):
         past_key_values: Any = None,
         use_cache: bool = False,
         inputs_embeds: Tensor | None = None,
+        output_attentions: bool = False,
     ) -> TransformerOutput:
         """Run the backbone (and head). Shapes and semantics: docs/CONTRACTS.md "Models".
 
         ``inputs_embeds`` (B, T, E) replaces the token-embedding lookup (prompt tuning, attribution).
+        ``output_attentions``: also return every layer's attention probabilities (``out.attentions``),
+        computed by an explicit softmax in place of SDPA (slower; same outputs).
         """
         self.check_inputs(input_ids, inputs_embeds, token_type_ids, past_key_values)
+        attentions: list | None = [] if output_attentions else None
         hidden, all_hidden, cache = self.backbone(
             input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-            past_key_values, use_cache, inputs_embeds)
+            past_key_values, use_cache, inputs_embeds, **({"attentions": attentions} if output_attentions else {}))
+        if attentions is not None and len(attentions) != self.config.num_layers:
+            raise UserError(f"output_attentions: the {self.config.family!r} model's attention "
+                            f"({', '.join(sorted({type(b.attn).__name__ for b in self.layers}))}) does not return attention probabilities; "
+                            "only the standard self-attention does")
         logits = None
         if self.head is not None:
             if labels_mask is not None:
@@ -187,7 +197,8 @@ class Transformer(PretrainedModel):
             else:
                 logits = self.head(hidden)  # (B, T, V)
         pooled = self.pooler(hidden) if hasattr(self, "pooler") else None
-        return TransformerOutput(hidden, logits, all_hidden, pooled, cache)
+        return TransformerOutput(hidden, logits, all_hidden, pooled, cache,
+                                 tuple(attentions) if attentions is not None else None)
 
     def check_inputs(self, input_ids: Tensor | None, inputs_embeds: Tensor | None = None,
                      token_type_ids: Tensor | None = None, cache: Any = None) -> None:
@@ -248,8 +259,10 @@ class Transformer(PretrainedModel):
         use_cache: bool = False,
         inputs_embeds: Tensor | None = None,
         attention_bias: Tensor | None = None,
+        attentions: list | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...] | None, Any]:
-        """Embeddings + layers + final norm without input checks: (hidden, hidden_states, cache)."""
+        """Embeddings + layers + final norm without input checks: (hidden, hidden_states, cache).
+        ``attentions``: a list each self-attention layer appends its probabilities to."""
         cfg = self.config
         ref = input_ids if input_ids is not None else inputs_embeds
         B, T = ref.shape[0], ref.shape[1]
@@ -264,7 +277,8 @@ class Transformer(PretrainedModel):
         mask, is_causal = self._attention_mask(attention_mask, B, T, past, cache, ref.device)
         rotary = self.rotary(position_ids, x.dtype if not torch.is_autocast_enabled("cpu") else
                              torch.get_autocast_dtype("cpu")) if hasattr(self, "rotary") else None
-        ctx = AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache, bias=attention_bias)
+        ctx = AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache, bias=attention_bias,
+                               attentions=attentions)
 
         all_hidden = [x] if output_hidden_states else None
         shared = cfg.share_layers
