@@ -1,0 +1,223 @@
+"""Close the loop: remove the examples an attribution method blames for a fact, retrain, measure.
+
+``plm attribute forget --bench BENCH_DIR --k K --out DIR`` takes a benchmark directory written by
+``plm attribute bench`` (its corpus, its pretraining run and its learned facts) and
+
+1. chooses ``n_facts`` learned facts (seeded; by default only facts with at most K gold proponents,
+   so that removing K examples per fact *can* remove all of them);
+2. for each arm builds the set of examples to remove, the union over the chosen facts of:
+   ``bm25`` / ``embedding`` / ``tracin``: the method's top K over the whole training set;
+   ``random``: K examples drawn at random (the control for "any removal + retraining");
+   ``gold``: every gold proponent (the examples that state the fact; what a perfect method removes);
+3. writes the corpus without those examples and retrains with the benchmark's own recipe (same model,
+   tokenizer, seed, steps, batch size and learning-rate schedule; only ``data.train`` differs), in
+   ``DIR/<arm>/run``;
+4. probes every fact again and reports per arm, for the chosen facts, the mean drop of the target's
+   log-probability (before - after: positive = forgotten) and the mean rank of the target after, and
+   for the other learned facts the accuracy (object ranked first among the benchmark's objects).
+
+``DIR/forget.json`` = ``{"before": {...}, "random" | "gold" | "bm25" | "embedding" | "tracin":
+{"k", "target_logprob_drop", "target_rank_after", "other_facts_accuracy"}, "facts": N}``;
+``DIR/<arm>/result.json`` holds each arm's details (ranks per fact, examples removed, timings), so arms
+can be run one at a time (``arms=``) and ``forget.json`` gathers whichever are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from plmkit.attribution.bench import (METHODS, _read_jsonl, _write_jsonl, ensure_pretrained, load_final,
+                                      probe_facts, read_corpus, write_json)
+from plmkit.errors import UserError
+
+ARMS = ("random", "gold") + METHODS
+
+
+def bench_state(bench_dir: str | os.PathLike) -> dict:
+    """What the forget loop reads from a benchmark directory (UserError naming what is missing)."""
+    d = Path(bench_dir)
+    for name in ("queries.jsonl", "probe.jsonl", "run/recipe.yaml", "run/final/config.json"):
+        if not (d / name).is_file():
+            raise UserError(f"--bench {d}: no {name}; run plm attribute bench --out {d} first")
+    import yaml
+
+    corpus = read_corpus(d)
+    recipe = yaml.safe_load((d / "run" / "recipe.yaml").read_text(encoding="utf-8"))
+    return {"dir": d, "corpus": corpus, "queries": _read_jsonl(d / "queries.jsonl"),
+            "probe": _read_jsonl(d / "probe.jsonl"), "recipe": recipe}
+
+
+def choose_facts(queries: Sequence[dict], k: int, n_facts: int, seed: int = 0,
+                 max_gold: int | None = None) -> list[dict]:
+    """``n_facts`` learned facts drawn with ``seed`` among those with at most ``max_gold`` (default K)
+    gold proponents, in query order."""
+    limit = k if max_gold is None else max_gold
+    pool = [q for q in queries if len(q["proponents"]) <= limit]
+    if not pool:
+        raise UserError(f"no learned fact has at most {limit} gold proponents; raise --k or --max-gold")
+    rng = random.Random(seed)
+    picked = set(rng.sample(range(len(pool)), min(n_facts, len(pool))))
+    return [q for i, q in enumerate(pool) if i in picked]
+
+
+def removal_set(arm: str, facts: Sequence[dict], k: int, n_examples: int, methods: dict[str, Any] | None = None,
+                seed: int = 0) -> list[int]:
+    """Sorted example ids to remove for ``arm`` (see the module docstring)."""
+    out: set[int] = set()
+    if arm == "gold":
+        for f in facts:
+            out |= set(f["proponents"])
+    elif arm == "random":
+        rng = random.Random(seed)
+        for _ in facts:
+            out |= set(rng.sample(range(n_examples), k))
+    elif arm in METHODS:
+        if not methods or arm not in methods:
+            raise ValueError(f"arm {arm!r} needs its attribution method")
+        from plmkit.attribution import Query
+
+        for f in facts:
+            q = Query(str(f["id"]), f["prompt"], f["target"], f["proponents"])
+            out |= {int(i) for i, _ in methods[arm].top_k(q, k)}
+    else:
+        raise UserError(f"unknown arm {arm!r}: expected one of {', '.join(ARMS)}")
+    return sorted(out)
+
+
+def forget_recipe(recipe: dict, corpus_file: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
+    """The benchmark's recipe with only the training file changed (and the run's own tokenizer loaded
+    rather than retrained, so every arm tokenizes the text exactly as the original run did)."""
+    import copy
+
+    r = copy.deepcopy(recipe)
+    r["data"]["train"] = [str(Path(corpus_file).resolve())]
+    r["data"]["valid"] = []
+    r["tokenizer"] = {"path": str(Path(tokenizer_dir).resolve()), "train": None}
+    return r
+
+
+def write_reduced_corpus(texts: Sequence[str], removed: Sequence[int], path: Path) -> list[int]:
+    """Write the corpus without ``removed``; returns the kept original ids (new id i = kept[i])."""
+    gone = set(removed)
+    kept = [i for i in range(len(texts)) if i not in gone]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(path, ({"text": texts[i]} for i in kept))
+    return kept
+
+
+def _measure(rows: Sequence[dict], chosen: set[int], others: set[int]) -> dict:
+    by = {r["fact"]: r for r in rows}
+    lp = [by[i]["target_logprob"] for i in sorted(chosen)]
+    rk = [by[i]["rank"] for i in sorted(chosen)]
+    acc = [by[i]["rank"] == 1 for i in sorted(others)]
+    return {"target_logprob": float(np.mean(lp)), "target_rank": float(np.mean(rk)),
+            "target_rank_median": float(np.median(rk)),
+            "other_facts_accuracy": float(np.mean(acc)) if acc else None}
+
+
+def run_arm(state: dict, arm: str, facts: Sequence[dict], k: int, out: Path, methods: dict[str, Any] | None,
+            seed: int = 0, num_threads: int = 0, log: Callable[[str], None] = print) -> dict:
+    """Remove, retrain and probe for one arm; writes and returns ``out/<arm>/result.json``."""
+    corpus = state["corpus"]
+    removed = removal_set(arm, facts, k, len(corpus.texts), methods, seed=seed)
+    gold = set().union(*(set(f["proponents"]) for f in facts))
+    arm_dir = out / arm
+    kept = write_reduced_corpus(corpus.texts, removed, arm_dir / "corpus.jsonl")
+    recipe = forget_recipe(state["recipe"], arm_dir / "corpus.jsonl", state["dir"] / "run" / "tokenizer")
+    if num_threads:
+        recipe["train"]["num_threads"] = int(num_threads)
+    log(f"{arm}: removing {len(removed)} examples ({len(gold & set(removed))}/{len(gold)} of the chosen facts' "
+        f"gold proponents); retraining on {len(kept)}")
+    t0 = time.perf_counter()
+    summary = ensure_pretrained(recipe, arm_dir / "run", log)
+    model, tok = load_final(arm_dir / "run")
+    rows = probe_facts(model, tok, corpus.facts)
+    _write_jsonl(arm_dir / "probe.jsonl", rows)
+    chosen = {int(f["id"]) for f in facts}
+    others = {int(q["id"]) for q in state["queries"]} - chosen
+    after = _measure(rows, chosen, others)
+    before = _measure(state["probe"], chosen, others)
+    per_fact = {r["fact"]: r for r in rows}
+    res = {
+        "arm": arm, "k": k if arm != "gold" else round(len(removed) / max(1, len(facts)), 2),
+        "removed": len(removed), "removed_gold": len(gold & set(removed)), "gold_total": len(gold),
+        "target_logprob_drop": round(before["target_logprob"] - after["target_logprob"], 4),
+        "target_rank_after": round(after["target_rank"], 2),
+        "target_rank_after_median": after["target_rank_median"],
+        "other_facts_accuracy": round(after["other_facts_accuracy"], 4) if after["other_facts_accuracy"] is not None
+        else None,
+        "facts": {str(i): {"rank_after": per_fact[i]["rank"], "logprob_after": per_fact[i]["target_logprob"]}
+                  for i in sorted(chosen)},
+        "retrain_seconds": round(time.perf_counter() - t0, 1), "train_steps": summary.get("step"),
+        "removed_ids": removed,
+    }
+    write_json(arm_dir / "result.json", res)
+    return res
+
+
+def gather(out: Path, state: dict, facts: Sequence[dict], k: int) -> dict:
+    """``forget.json`` from the arms done so far (issue 18's shape) plus the before-removal figures."""
+    chosen = {int(f["id"]) for f in facts}
+    others = {int(q["id"]) for q in state["queries"]} - chosen
+    before = _measure(state["probe"], chosen, others)
+    result: dict[str, Any] = {
+        "before": {"target_logprob": round(before["target_logprob"], 4), "target_rank": round(before["target_rank"], 2),
+                   "other_facts_accuracy": round(before["other_facts_accuracy"], 4)
+                   if before["other_facts_accuracy"] is not None else None},
+        "facts": len(facts), "k": k}
+    for arm in ARMS:
+        p = out / arm / "result.json"
+        if p.is_file():
+            r = json.loads(p.read_text(encoding="utf-8"))
+            result[arm] = {key: r[key] for key in ("k", "target_logprob_drop", "target_rank_after",
+                                                     "other_facts_accuracy")}
+    return result
+
+
+def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike, n_facts: int = 20,
+               arms: Sequence[str] = ARMS, seed: int = 0, max_gold: int | None = None,
+               tracin_proj_dim: int | None = None, num_threads: int = 0,
+               log: Callable[[str], None] = print) -> dict:
+    """Run the chosen ``arms`` (each skipped when ``DIR/<arm>/result.json`` already holds the same choice)
+    and write ``DIR/forget.json``."""
+    if k < 1:
+        raise UserError(f"--k {k}: expected a positive integer")
+    for a in arms:
+        if a not in ARMS:
+            raise UserError(f"--arms: unknown arm {a!r}; expected some of {', '.join(ARMS)}")
+    state = bench_state(bench_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = choose_facts(state["queries"], k, n_facts, seed, max_gold)
+    choice = {"bench": str(Path(bench_dir).resolve()), "k": k, "seed": seed,
+              "facts": [int(f["id"]) for f in facts]}
+    old = out / "choice.json"
+    if old.is_file() and json.loads(old.read_text(encoding="utf-8")) != choice:
+        raise UserError(f"--out {out}: holds a forget run with other facts, --k or --bench; use another --out")
+    write_json(old, choice)
+    log(f"forgetting {len(facts)} learned facts (ids {', '.join(str(f['id']) for f in facts)}), K = {k}")
+    need = [a for a in arms if a in METHODS and not (out / a / "result.json").is_file()]
+    methods: dict[str, Any] = {}
+    if need:
+        from plmkit.attribution.bench import build_methods
+
+        _, methods, _ = build_methods(Path(bench_dir) / "run", out, need, tracin_proj_dim=tracin_proj_dim,
+                                      seed=seed, log=log)
+    for arm in arms:
+        if (out / arm / "result.json").is_file():
+            log(f"{arm}: done already ({out / arm / 'result.json'})")
+            continue
+        r = run_arm(state, arm, facts, k, out, methods, seed=seed, num_threads=num_threads, log=log)
+        log(f"{arm}: target log-prob drop {r['target_logprob_drop']:+.3f}, rank after {r['target_rank_after']:.1f} "
+            f"(before {gather(out, state, facts, k)['before']['target_rank']:.1f}), other facts accuracy "
+            f"{r['other_facts_accuracy']:.3f}")
+    result = gather(out, state, facts, k)
+    write_json(out / "forget.json", result)
+    return result
