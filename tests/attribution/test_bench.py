@@ -211,3 +211,16 @@ def test_bench_end_to_end_tiny(corpus, tmp_path):
     B.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, methods=["bm25"],
                 log=logs.append)
     assert any("reusing the finished pretraining run" in x for x in logs)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    from plmkit.cli.main import main
+
+    assert main(["attribute", "bench", "--out", str(tmp_path / "b"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data" in err[0] and "lama/TREx" in err[0]
+    assert main(["attribute", "forget", "--bench", str(tmp_path), "--k", "5", "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no queries.jsonl; run plm attribute bench" in err[0]
+    assert main(["attribute", "bench", "--out", str(tmp_path / "b"), "--size", "huge"]) == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err

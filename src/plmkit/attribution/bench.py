@@ -82,7 +82,7 @@ SIZES: dict[str, BenchSize] = {
     # about 8-10 minutes of pretraining on one busy CPU core
     "small": BenchSize(facts_per_relation=24, repeats=(2, 4, 8, 16), background=1500, background_words=(20, 45),
                        context_sentences=0.3, vocab_size=4000, model=dict(_MODEL_SMALL, num_layers=3),
-                       train=dict(_TRAIN, max_steps=800)),
+                       train=dict(_TRAIN, max_steps=500)),
     "full": BenchSize(facts_per_relation=60, repeats=(1, 2, 4, 8, 16, 32), background=20000, vocab_size=12000,
                       model=dict(_MODEL_SMALL, hidden_size=256, intermediate_size=1024, num_layers=4),
                       train=dict(_TRAIN, max_steps=6000, batch_size=32, lr=1e-3, warmup_steps=300),
@@ -436,47 +436,58 @@ def rank_ids(scores: np.ndarray, ids: Sequence[int] | None = None) -> list[int]:
     return [int(ids[k]) for k in order]
 
 
+def score_matrix(method: Any, queries: Sequence[Any]) -> np.ndarray:
+    """(Q, N) scores of every training example for every query (``scores_many`` in one pass when the
+    method has it: TracIn then streams the examples' gradients once for all queries)."""
+    if hasattr(method, "scores_many"):
+        return np.asarray(method.scores_many(list(queries)), dtype=np.float64)
+    return np.stack([np.asarray(method.scores(q), dtype=np.float64) for q in queries])
+
+
 def evaluate(methods: dict[str, Any], queries: Sequence[Any], texts: Sequence[str], bm25: Any,
              seed: int = 0, k: int = 10, log: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """MRR and recall@k of each method over the full training set and over the candidate sets.
 
-    ``methods``: name -> object with ``scores(query, candidate_ids=None)``; ``bm25``: the index whose
-    ``top_k(query, 100)`` seeds the candidate sets. Returns (metrics in the issue's shape, details).
+    ``methods``: name -> object with ``scores(query, candidate_ids=None)`` (or ``scores_many``);
+    ``bm25``: the index whose ``top_k(query, 100)`` seeds the candidate sets. An example's score does not
+    depend on which other examples are ranked (true of BM25, embedding cosine and TracIn), so the
+    candidate-set ranking is the full ranking restricted to the candidates. Returns (metrics in the
+    issue's shape, details).
     """
     from plmkit.attribution import mrr, recall_at_k
 
     rng = random.Random(seed)
+    cand_sets = [candidate_set(q, len(texts), [i for i, _ in bm25.top_k(q, 100)],
+                               same_target_examples(texts, q.target), rng) for q in queries]
     full = {m: {"mrr": [], "recall_at_10": []} for m in methods}
     cands = {m: {"mrr": [], "recall_at_10": []} for m in methods}
-    seconds = {m: 0.0 for m in methods}
-    sizes = []
-    per_query = []
-    for qi, q in enumerate(queries):
-        top = [i for i, _ in bm25.top_k(q, 100)]
-        cset = candidate_set(q, len(texts), top, same_target_examples(texts, q.target), rng)
-        sizes.append(len(cset))
-        row = {"id": q.id, "candidates": len(cset)}
-        for m, meth in methods.items():
-            t0 = time.perf_counter()
-            s_full = np.asarray(meth.scores(q))
-            s_cand = np.asarray(meth.scores(q, candidate_ids=cset))
-            seconds[m] += time.perf_counter() - t0
-            r_full, r_cand = rank_ids(s_full), rank_ids(s_cand, cset)
+    seconds = {}
+    matrices = {}
+    per_query = [{"id": q.id, "candidates": len(c)} for q, c in zip(queries, cand_sets)]
+    for m, meth in methods.items():
+        t0 = time.perf_counter()
+        S = score_matrix(meth, queries)
+        seconds[m] = time.perf_counter() - t0
+        matrices[m] = S
+        if S.shape != (len(queries), len(texts)):
+            raise ValueError(f"{m}: scores of shape {S.shape}, expected {(len(queries), len(texts))}")
+        for qi, (q, cset) in enumerate(zip(queries, cand_sets)):
+            r_full, r_cand = rank_ids(S[qi]), rank_ids(S[qi, cset], cset)
             for agg, r in ((full, r_full), (cands, r_cand)):
                 agg[m]["mrr"].append(mrr(r, q.proponents))
                 agg[m]["recall_at_10"].append(recall_at_k(r, q.proponents, k))
-            row[m] = {"full_mrr": round(full[m]["mrr"][-1], 4), "cand_mrr": round(cands[m]["mrr"][-1], 4),
-                      "top10": r_full[:10]}
-        per_query.append(row)
-        if log and (qi + 1) % 20 == 0:
-            log(f"evaluated {qi + 1}/{len(queries)} queries")
+            per_query[qi][m] = {"full_mrr": round(full[m]["mrr"][-1], 4),
+                                "candidates_mrr": round(cands[m]["mrr"][-1], 4), "top10": r_full[:10]}
+        if log:
+            log(f"{m}: scored {len(texts)} examples for {len(queries)} queries in {seconds[m]:.1f}s")
 
     def mean(d):
         return {m: {key: round(float(np.mean(v)), 4) if v else 0.0 for key, v in d[m].items()} for m in d}
 
     metrics = {"full": mean(full), "candidates": mean(cands), "n_queries": len(queries)}
     details = {"query_seconds": {m: round(s, 2) for m, s in seconds.items()},
-               "mean_candidates": round(float(np.mean(sizes)), 1) if sizes else 0, "per_query": per_query}
+               "mean_candidates": round(float(np.mean([len(c) for c in cand_sets])), 1) if cand_sets else 0,
+               "per_query": per_query, "scores": matrices}
     return metrics, details
 
 
@@ -522,8 +533,14 @@ def ensure_pretrained(recipe: dict, run_dir: Path, log: Callable[[str], None]) -
     return keep
 
 
+TRACIN_PARAMS = ("layers.*",)
+"""TracIn differentiates the transformer blocks only by default: the tied word-embedding / output matrix
+(a third of the small model's weights) would double the per-example gradient cost."""
+
+
 def build_methods(run_dir: Path, out: Path, methods: Sequence[str], model=None, tok=None,
                   tracin_proj_dim: int | None = None, seed: int = 0,
+                  tracin_params: Sequence[str] | None = TRACIN_PARAMS,
                   log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any], dict]:
     """(examples, name -> method, build seconds per method) for the run's training examples."""
     from plmkit.attribution import BM25Index, EmbeddingIndex, TracIn, TrainingExamples
@@ -541,7 +558,8 @@ def build_methods(run_dir: Path, out: Path, methods: Sequence[str], model=None, 
                 model, tok = load_final(run_dir)
             built[name] = EmbeddingIndex.build(model, tok, ex, layer=None, path=out / "embeddings.f16")
         elif name == "tracin":
-            tr = TracIn.from_run(run_dir, examples=ex, proj_dim=tracin_proj_dim, seed=seed)
+            tr = TracIn.from_run(run_dir, examples=ex, proj_dim=tracin_proj_dim, seed=seed,
+                                 params=list(tracin_params) if tracin_params else None)
             if hasattr(tr, "precompute"):
                 tr.precompute()  # example gradients once, so build and query time are told apart
             built[name] = tr
@@ -552,9 +570,40 @@ def build_methods(run_dir: Path, out: Path, methods: Sequence[str], model=None, 
     return ex, built, seconds
 
 
+def save_scores(folder: Path, query_ids: Sequence[str], matrices: dict[str, np.ndarray]) -> None:
+    """``folder/<method>.npy`` (Q, N) float32 and ``folder/queries.json`` (the row order): the forget loop
+    takes each method's top K from here instead of scoring again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for m, S in matrices.items():
+        tmp = folder / f".{m}.tmp.npy"
+        np.save(tmp, np.asarray(S, dtype=np.float32))
+        os.replace(tmp, folder / f"{m}.npy")
+    write_json(folder / "queries.json", list(query_ids))
+
+
+class SavedScores:
+    """A method's saved score matrix, answering ``scores_many`` for the queries it was computed for."""
+
+    def __init__(self, folder: str | os.PathLike, method: str):
+        folder = Path(folder)
+        self.rows = {q: i for i, q in enumerate(json.loads((folder / "queries.json").read_text(encoding="utf-8")))}
+        self.S = np.load(folder / f"{method}.npy", allow_pickle=False)
+
+    @classmethod
+    def available(cls, folder: str | os.PathLike, method: str) -> bool:
+        return (Path(folder) / f"{method}.npy").is_file() and (Path(folder) / "queries.json").is_file()
+
+    def scores_many(self, queries: Sequence[Any]) -> np.ndarray:
+        missing = [q.id for q in queries if q.id not in self.rows]
+        if missing:
+            raise KeyError(f"no saved scores for query {missing[0]!r}")
+        return self.S[[self.rows[q.id] for q in queries]]
+
+
 def run_bench(out_dir: str | os.PathLike, lama_dir: str | os.PathLike, books_dir: str | os.PathLike,
               size: str | BenchSize = "small", seed: int = 0, methods: Sequence[str] = METHODS,
-              learned_rank: int = 10, tracin_proj_dim: int | None = None, num_threads: int = 0,
+              learned_rank: int = 10, tracin_proj_dim: int | None = None,
+              tracin_params: Sequence[str] | None = TRACIN_PARAMS, num_threads: int = 0,
               log: Callable[[str], None] = print) -> dict:
     """Build the corpus, pretrain (or reuse the finished run in ``DIR/run``), pick the learned facts as
     queries and evaluate ``methods``; writes ``metrics.json`` (issue 18's shape) and ``report.json``."""
@@ -594,7 +643,8 @@ def run_bench(out_dir: str | os.PathLike, lama_dir: str | os.PathLike, books_dir
     qs = load_queries(out / "queries.jsonl")
     methods = list(methods)
     need = list(dict.fromkeys(["bm25"] + methods))  # BM25 seeds the candidate sets
-    ex, built, build_s = build_methods(out / "run", out, need, model, tok, tracin_proj_dim, seed, log)
+    ex, built, build_s = build_methods(out / "run", out, need, model, tok, tracin_proj_dim=tracin_proj_dim,
+                                       seed=seed, tracin_params=tracin_params, log=log)
     if len(ex) != len(corpus):
         raise UserError(f"{out / 'run'}: the run's token store has {len(ex)} documents, the corpus "
                         f"{len(corpus)} examples; rebuild with another --out")
@@ -602,20 +652,24 @@ def run_bench(out_dir: str | os.PathLike, lama_dir: str | os.PathLike, books_dir
                                 log=log)
     write_json(out / "metrics.json", metrics)
     _write_jsonl(out / "per_query.jsonl", details.pop("per_query"))
+    save_scores(out / "scores", [q.id for q in qs], details.pop("scores"))
     n, nq = len(ex), len(qs)
     throughput = {}
     for m in methods:
         q_s = details["query_seconds"][m]
         throughput[m] = {"build_seconds": build_s[m], "query_seconds": q_s,
                          "build_examples_per_s": round(n / build_s[m], 1) if build_s[m] else None,
-                         "scored_examples_per_s": round(2 * n * nq / q_s, 1) if q_s else None}
+                         "scored_examples_per_s": round(n * nq / q_s, 1) if q_s else None}
     report = {
         "size": size_name, "seed": seed, "examples": n, "fact_examples": n_fact_ex, "facts": len(corpus.facts),
         "objects": len({f.object for f in corpus.facts}), "learned_rank": learned_rank,
         "learned": {"queries": nq, "rank_1": sum(r["rank"] == 1 for r in rows), "by_repeats": by_rep},
         "pretrain": {k: summary.get(k) for k in ("seconds", "step", "num_parameters", "train_examples")
                      if k in summary},
-        "probe_seconds": round(probe_s, 1), "throughput": throughput, "mean_candidates": details["mean_candidates"],
+        "probe_seconds": round(probe_s, 1), "throughput": throughput,
+        "tracin": {"params": list(tracin_params) if tracin_params else "all", "proj_dim": tracin_proj_dim,
+                   "checkpoints": getattr(built.get("tracin"), "steps", None),
+                   "lrs": getattr(built.get("tracin"), "lrs", None)}, "mean_candidates": details["mean_candidates"],
         "seconds": round(time.perf_counter() - t_all, 1), "metrics": metrics,
     }
     write_json(out / "report.json", report)

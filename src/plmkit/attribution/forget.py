@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from plmkit.attribution.bench import (METHODS, _read_jsonl, _write_jsonl, ensure_pretrained, load_final,
+from plmkit.attribution.bench import (METHODS, SavedScores, _read_jsonl, _write_jsonl, ensure_pretrained, load_final,
                                       probe_facts, read_corpus, write_json)
 from plmkit.errors import UserError
 
@@ -83,9 +83,16 @@ def removal_set(arm: str, facts: Sequence[dict], k: int, n_examples: int, method
             raise ValueError(f"arm {arm!r} needs its attribution method")
         from plmkit.attribution import Query
 
-        for f in facts:
-            q = Query(str(f["id"]), f["prompt"], f["target"], f["proponents"])
-            out |= {int(i) for i, _ in methods[arm].top_k(q, k)}
+        from plmkit.attribution.bench import rank_ids
+
+        meth = methods[arm]
+        qs = [Query(str(f["id"]), f["prompt"], f["target"], f["proponents"]) for f in facts]
+        if hasattr(meth, "scores_many"):  # TracIn: one pass over the examples for all facts
+            for row in np.asarray(meth.scores_many(qs)):
+                out |= set(rank_ids(row)[:k])
+        else:
+            for q in qs:
+                out |= {int(i) for i, _ in meth.top_k(q, k)}
     else:
         raise UserError(f"unknown arm {arm!r}: expected one of {', '.join(ARMS)}")
     return sorted(out)
@@ -183,8 +190,8 @@ def gather(out: Path, state: dict, facts: Sequence[dict], k: int) -> dict:
 
 def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike, n_facts: int = 20,
                arms: Sequence[str] = ARMS, seed: int = 0, max_gold: int | None = None,
-               tracin_proj_dim: int | None = None, num_threads: int = 0,
-               log: Callable[[str], None] = print) -> dict:
+               tracin_proj_dim: int | None = None, tracin_params: Sequence[str] | None = ("layers.*",),
+               num_threads: int = 0, log: Callable[[str], None] = print) -> dict:
     """Run the chosen ``arms`` (each skipped when ``DIR/<arm>/result.json`` already holds the same choice)
     and write ``DIR/forget.json``."""
     if k < 1:
@@ -205,11 +212,18 @@ def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike,
     log(f"forgetting {len(facts)} learned facts (ids {', '.join(str(f['id']) for f in facts)}), K = {k}")
     need = [a for a in arms if a in METHODS and not (out / a / "result.json").is_file()]
     methods: dict[str, Any] = {}
-    if need:
+    saved = Path(bench_dir) / "scores"
+    for a in need:  # the benchmark's own score matrices (every learned fact is a query there)
+        if SavedScores.available(saved, a):
+            methods[a] = SavedScores(saved, a)
+            log(f"{a}: top {k} per fact from the benchmark's scores ({saved / (a + '.npy')})")
+    rest = [a for a in need if a not in methods]
+    if rest:
         from plmkit.attribution.bench import build_methods
 
-        _, methods, _ = build_methods(Path(bench_dir) / "run", out, need, tracin_proj_dim=tracin_proj_dim,
-                                      seed=seed, log=log)
+        _, built, _ = build_methods(Path(bench_dir) / "run", out, rest, tracin_proj_dim=tracin_proj_dim,
+                                    seed=seed, tracin_params=tracin_params, log=log)
+        methods.update(built)
     for arm in arms:
         if (out / arm / "result.json").is_file():
             log(f"{arm}: done already ({out / arm / 'result.json'})")

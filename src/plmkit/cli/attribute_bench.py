@@ -45,6 +45,11 @@ def _methods(arg: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     return out
 
 
+def _params(arg: str) -> list[str] | None:
+    pats = [x.strip() for x in arg.split(",") if x.strip()]
+    return None if pats in ([], ["all"]) else pats
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -59,6 +64,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="bm25,embedding,tracin", help="comma-separated attribution methods")
     p.add_argument("--seed", type=int, default=0, help="corpus sampling, candidate sets, TracIn projection")
     p.add_argument("--proj-dim", type=int, default=0, help="TracIn random projection size (0 = exact)")
+    p.add_argument("--tracin-params", default="layers.*",
+                   help="TracIn: comma-separated fnmatch patterns of the parameters differentiated ('all' = every "
+                        "one; the default leaves out the tied embedding / output matrix)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for pretraining (0 = default)")
 
 
@@ -71,7 +79,8 @@ def add_forget_arguments(p: argparse.ArgumentParser) -> None:
                    help="draw only facts with at most this many gold proponents (default: K)")
     p.add_argument("--arms", default="random,gold,bm25,embedding,tracin", help="comma-separated arms to run")
     p.add_argument("--seed", type=int, default=0, help="fact draw, random arm, TracIn projection")
-    p.add_argument("--proj-dim", type=int, default=0, help="TracIn random projection size (0 = exact)")
+    p.add_argument("--proj-dim", type=int, default=0,
+                   help="TracIn random projection size (0 = exact; used only when the benchmark saved no scores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for retraining (0 = default)")
 
 
@@ -81,7 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
     d = _data_dir(args.data)
     report = bench(args.out, d / "lama", d / "english-books", size=args.size, seed=args.seed,
                    methods=_methods(args.methods, METHODS, "--methods"), tracin_proj_dim=args.proj_dim or None,
-                   num_threads=args.threads, log=_log)
+                   tracin_params=_params(args.tracin_params), num_threads=args.threads, log=_log)
     print(json.dumps(report["metrics"], indent=2))
     return 0
 
