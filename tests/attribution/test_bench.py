@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 
 from plmkit.attribution import bench as B
 from plmkit.attribution.queries import Query
+from plmkit.pipelines import attribution as P
 
 TINY = B.BenchSize(facts_per_relation=3, repeats=(1, 4), background=30, relations=("P19", "P108"),
                    vocab_size=400, model=dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
@@ -195,7 +194,7 @@ def test_bench_end_to_end_tiny(corpus, tmp_path):
     _, _, d = corpus
     out = tmp_path / "b"
     logs = []
-    rep = B.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, log=logs.append)
+    rep = P.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, log=logs.append)
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert set(m) == {"full", "candidates", "n_queries"}
     assert m["n_queries"] == len(TINY.relations) * TINY.facts_per_relation  # every fact "learned" at this rank
@@ -208,7 +207,7 @@ def test_bench_end_to_end_tiny(corpus, tmp_path):
     assert [q["proponents"] for q in qs] == [f.example_ids for f in facts]
     assert rep["examples"] == TINY.background + sum(f.repeats for f in facts)
     # a second call reuses the finished run
-    B.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, methods=["bm25"],
+    P.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, methods=["bm25"],
                 log=logs.append)
     assert any("reusing the finished pretraining run" in x for x in logs)
 

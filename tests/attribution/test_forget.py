@@ -10,6 +10,7 @@ import yaml
 from plmkit.attribution import bench as B
 from plmkit.attribution import forget as F
 from plmkit.errors import UserError
+from plmkit.pipelines import attribution as P
 from tests.attribution.test_bench import TINY
 
 FACTS = [{"id": "0", "prompt": "A was born in", "target": "Paris", "proponents": [1, 2]},
@@ -34,6 +35,8 @@ def test_choose_facts_respects_gold_limit_and_seed():
     assert [f["id"] for f in F.choose_facts(FACTS, k=3, n_facts=5, max_gold=100)] == ["0", "1", "2"]
     with pytest.raises(UserError, match="at most 1 gold proponents"):
         F.choose_facts(FACTS, k=1, n_facts=2)
+    probe = [{"fact": 0, "rank": 3}, {"fact": 1, "rank": 1}, {"fact": 2, "rank": 1}]
+    assert [f["id"] for f in F.choose_facts(FACTS, k=3, n_facts=5, probe=probe, max_rank=1)] == ["1"]
 
 
 def test_removal_sets():
@@ -64,7 +67,7 @@ def bench_dir(tmp_path_factory):
     if not (d / "lama" / "TREx").is_dir() or not (d / "english-books").is_dir():
         pytest.skip(f"shared data (lama/, english-books/) not found at {d}")
     out = tmp_path_factory.mktemp("forget_bench")
-    B.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, methods=["bm25"],
+    P.run_bench(out, d / "lama", d / "english-books", TINY, seed=3, learned_rank=10 ** 6, methods=["bm25"],
                 log=lambda m: None)
     return out
 
@@ -83,7 +86,8 @@ def test_forget_arm_end_to_end(bench_dir, tmp_path):
     """One gold arm and one BM25 arm: the retrained runs saw exactly the kept examples, with the base run's
     seed, steps and schedule; forget.json has the issue's shape."""
     out = tmp_path / "f"
-    res = F.run_forget(bench_dir, k=4, out_dir=out, n_facts=2, arms=["gold", "bm25"], log=lambda m: None)
+    res = P.run_forget(bench_dir, k=4, out_dir=out, n_facts=2, arms=["gold", "bm25"], max_rank=None,
+                       log=lambda m: None)
     choice = json.loads((out / "choice.json").read_text(encoding="utf-8"))
     queries = {q["id"]: q for q in map(json.loads, (bench_dir / "queries.jsonl").read_text().splitlines())}
     gold = sorted(set().union(*(queries[str(i)]["proponents"] for i in choice["facts"])))
@@ -119,4 +123,4 @@ def test_forget_arm_end_to_end(bench_dir, tmp_path):
     assert json.loads((out / "forget.json").read_text(encoding="utf-8")) == res
     # another K on the same --out is refused rather than mixed in
     with pytest.raises(UserError, match="holds a forget run with other facts"):
-        F.run_forget(bench_dir, k=5, out_dir=out, n_facts=2, arms=["gold"], log=lambda m: None)
+        P.run_forget(bench_dir, k=5, out_dir=out, n_facts=2, arms=["gold"], max_rank=None, log=lambda m: None)

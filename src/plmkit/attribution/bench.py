@@ -12,9 +12,9 @@ pretraining run, so the benchmark builds all three and knows the answer:
    of the run's token store, i.e. training example id i (the attribution contract).
    ``DIR/examples.jsonl`` says what each example is (background or which fact and paraphrase);
    ``DIR/facts.jsonl`` lists each fact with its example ids (its gold proponents).
-2. **Pretraining** (:func:`pretrain_recipe`): a small causal LM by :func:`plmkit.pipelines.run_pretraining`
-   with checkpoints kept (TracIn reads them), documents attended as standalone sequences
-   (``clm.block_documents``), the run in ``DIR/run``.
+2. **Pretraining** (:func:`pretrain_recipe`): a small causal LM, trained by
+   :func:`plmkit.pipelines.run_pretraining` with checkpoints kept (TracIn reads them), documents attended
+   as standalone sequences (``clm.block_documents``), the run in ``DIR/run``.
 3. **Queries** (:func:`probe_facts`): for every fact the held-out prompt (LAMA's template up to ``[Y]``)
    is scored against every object of the benchmark (log P(" " + object | prompt), summed over the object's
    tokens); a fact is *learned* when its object ranks in the top ``learned_rank`` (10). Learned facts
@@ -23,13 +23,15 @@ pretraining run, so the benchmark builds all three and knows the answer:
    al.'s candidate set per query (:func:`candidate_set`: all gold proponents + BM25's top 100 + up to 100
    same-target distractors + 100 random examples); MRR and recall@10 averaged over the queries go to
    ``DIR/metrics.json``.
+
+The workflow that strings these together and pretrains is :func:`plmkit.pipelines.attribution.run_bench`
+(the attribution package sits below the pipelines and does not import them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import re
@@ -281,9 +283,9 @@ def build_corpus(out_dir: str | os.PathLike, lama_dir: str | os.PathLike, books_
             facts[meta["fact"]].example_ids.append(i)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "corpus.jsonl", [{"text": t} for t in texts])
-    _write_jsonl(out / "examples.jsonl", examples)
-    _write_jsonl(out / "facts.jsonl", [f.to_json() for f in facts])
+    write_jsonl(out / "corpus.jsonl", [{"text": t} for t in texts])
+    write_jsonl(out / "examples.jsonl", examples)
+    write_jsonl(out / "facts.jsonl", [f.to_json() for f in facts])
     return Corpus(texts, examples, facts)
 
 
@@ -293,13 +295,13 @@ def read_corpus(bench_dir: str | os.PathLike) -> Corpus:
     for name in ("corpus.jsonl", "examples.jsonl", "facts.jsonl"):
         if not (d / name).is_file():
             raise UserError(f"--bench {d}: no {name} (not a directory written by plm attribute bench)")
-    texts = [r["text"] for r in _read_jsonl(d / "corpus.jsonl")]
-    examples = _read_jsonl(d / "examples.jsonl")
-    facts = [BenchFact(**r) for r in _read_jsonl(d / "facts.jsonl")]
+    texts = [r["text"] for r in read_jsonl(d / "corpus.jsonl")]
+    examples = read_jsonl(d / "examples.jsonl")
+    facts = [BenchFact(**r) for r in read_jsonl(d / "facts.jsonl")]
     return Corpus(texts, examples, facts)
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
@@ -307,7 +309,7 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -333,13 +335,6 @@ def pretrain_recipe(corpus_file: str | os.PathLike, size: str | BenchSize,
         "objective": [{"name": "clm", "block_documents": True}],
         "train": train,
     }
-
-
-def pretrain(recipe: dict, run_dir: str | os.PathLike, overrides: list[str] | None = None,
-             log: Callable[[str], None] | None = None) -> dict:
-    from plmkit.pipelines.pretrain import run_pretraining
-
-    return run_pretraining(recipe, run_dir, overrides=overrides or [], overwrite=True, progress=False, log=log)
 
 
 # ----------------------------------------------------------------------------------------- probing
@@ -499,40 +494,6 @@ def queries_from_facts(facts: Sequence[BenchFact], rows: Sequence[dict], learned
             for f in facts if by_id[f.id]["rank"] <= learned_rank]
 
 
-# ----------------------------------------------------------------------------------------- the whole benchmark
-def _fingerprint(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def ensure_pretrained(recipe: dict, run_dir: Path, log: Callable[[str], None]) -> dict:
-    """Pretrain ``recipe`` into ``run_dir`` unless it already holds a finished run of this very recipe and
-    corpus (``run_dir/bench_run.json`` records both); returns the training summary."""
-    import copy
-
-    corpus = Path(recipe["data"]["train"][0])
-    same = copy.deepcopy(recipe)
-    same["train"].pop("num_threads", None)  # changes the speed, not the result
-    key = {"recipe": same, "corpus_sha256": _fingerprint(corpus)}
-    stamp = run_dir / "bench_run.json"
-    if stamp.is_file() and (run_dir / "final" / "config.json").is_file():
-        old = json.loads(stamp.read_text(encoding="utf-8"))
-        if old.get("key") == json.loads(json.dumps(key)):
-            log(f"{run_dir}: reusing the finished pretraining run of this recipe and corpus")
-            return old["summary"]
-    summary = pretrain(recipe, run_dir, log=log)
-    if summary.get("interrupted") or not (run_dir / "final" / "config.json").is_file():
-        raise UserError(f"{run_dir}: pretraining did not finish; run the command again")
-    keep = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    write_json(stamp, {"key": key, "summary": keep})
-    return keep
-
-
 TRACIN_PARAMS = ("layers.*",)
 """TracIn differentiates the transformer blocks only by default: the tied word-embedding / output matrix
 (a third of the small model's weights) would double the per-example gradient cost."""
@@ -598,83 +559,3 @@ class SavedScores:
         if missing:
             raise KeyError(f"no saved scores for query {missing[0]!r}")
         return self.S[[self.rows[q.id] for q in queries]]
-
-
-def run_bench(out_dir: str | os.PathLike, lama_dir: str | os.PathLike, books_dir: str | os.PathLike,
-              size: str | BenchSize = "small", seed: int = 0, methods: Sequence[str] = METHODS,
-              learned_rank: int = 10, tracin_proj_dim: int | None = None,
-              tracin_params: Sequence[str] | None = TRACIN_PARAMS, num_threads: int = 0,
-              log: Callable[[str], None] = print) -> dict:
-    """Build the corpus, pretrain (or reuse the finished run in ``DIR/run``), pick the learned facts as
-    queries and evaluate ``methods``; writes ``metrics.json`` (issue 18's shape) and ``report.json``."""
-    out = Path(out_dir)
-    size_name = size if isinstance(size, str) else "custom"
-    size = get_size(size)
-    t_all = time.perf_counter()
-    t0 = time.perf_counter()
-    corpus = build_corpus(out, lama_dir, books_dir, size, seed=seed)
-    n_fact_ex = sum(e["kind"] == "fact" for e in corpus.examples)
-    log(f"corpus: {len(corpus)} examples ({n_fact_ex} state one of {len(corpus.facts)} facts, "
-        f"{len(corpus) - n_fact_ex} background) in {time.perf_counter() - t0:.1f}s")
-    recipe = pretrain_recipe(out / "corpus.jsonl", size)
-    if num_threads:
-        recipe["train"]["num_threads"] = int(num_threads)
-    summary = ensure_pretrained(recipe, out / "run", log)
-    model, tok = load_final(out / "run")
-    t0 = time.perf_counter()
-    rows = probe_facts(model, tok, corpus.facts)
-    probe_s = time.perf_counter() - t0
-    _write_jsonl(out / "probe.jsonl", rows)
-    queries = queries_from_facts(corpus.facts, rows, learned_rank)
-    _write_jsonl(out / "queries.jsonl", queries)
-    by_rep: dict[int, dict] = {}
-    for f, r in zip(corpus.facts, rows):
-        d = by_rep.setdefault(f.repeats, {"facts": 0, "learned": 0})
-        d["facts"] += 1
-        d["learned"] += r["rank"] <= learned_rank
-    log(f"learned facts (object rank <= {learned_rank} among {len({f.object for f in corpus.facts})} objects): "
-        f"{len(queries)}/{len(corpus.facts)}; by repeats " +
-        ", ".join(f"{k}x: {v['learned']}/{v['facts']}" for k, v in sorted(by_rep.items())))
-    if not queries:
-        raise UserError("the model learned none of the facts (no object ranks in the top "
-                        f"{learned_rank}); train longer (--size full) or check the run in {out / 'run'}")
-    from plmkit.attribution import load_queries
-
-    qs = load_queries(out / "queries.jsonl")
-    methods = list(methods)
-    need = list(dict.fromkeys(["bm25"] + methods))  # BM25 seeds the candidate sets
-    ex, built, build_s = build_methods(out / "run", out, need, model, tok, tracin_proj_dim=tracin_proj_dim,
-                                       seed=seed, tracin_params=tracin_params, log=log)
-    if len(ex) != len(corpus):
-        raise UserError(f"{out / 'run'}: the run's token store has {len(ex)} documents, the corpus "
-                        f"{len(corpus)} examples; rebuild with another --out")
-    metrics, details = evaluate({m: built[m] for m in methods}, qs, corpus.texts, built["bm25"], seed=seed,
-                                log=log)
-    write_json(out / "metrics.json", metrics)
-    _write_jsonl(out / "per_query.jsonl", details.pop("per_query"))
-    save_scores(out / "scores", [q.id for q in qs], details.pop("scores"))
-    n, nq = len(ex), len(qs)
-    throughput = {}
-    for m in methods:
-        q_s = details["query_seconds"][m]
-        throughput[m] = {"build_seconds": build_s[m], "query_seconds": q_s,
-                         "build_examples_per_s": round(n / build_s[m], 1) if build_s[m] else None,
-                         "scored_examples_per_s": round(n * nq / q_s, 1) if q_s else None}
-    report = {
-        "size": size_name, "seed": seed, "examples": n, "fact_examples": n_fact_ex, "facts": len(corpus.facts),
-        "objects": len({f.object for f in corpus.facts}), "learned_rank": learned_rank,
-        "learned": {"queries": nq, "rank_1": sum(r["rank"] == 1 for r in rows), "by_repeats": by_rep},
-        "pretrain": {k: summary.get(k) for k in ("seconds", "step", "num_parameters", "train_examples")
-                     if k in summary},
-        "probe_seconds": round(probe_s, 1), "throughput": throughput,
-        "tracin": {"params": list(tracin_params) if tracin_params else "all", "proj_dim": tracin_proj_dim,
-                   "checkpoints": getattr(built.get("tracin"), "steps", None),
-                   "lrs": getattr(built.get("tracin"), "lrs", None)}, "mean_candidates": details["mean_candidates"],
-        "seconds": round(time.perf_counter() - t_all, 1), "metrics": metrics,
-    }
-    write_json(out / "report.json", report)
-    for m in methods:
-        log(f"{m:9s} full MRR {metrics['full'][m]['mrr']:.3f} R@10 {metrics['full'][m]['recall_at_10']:.3f} | "
-            f"candidates MRR {metrics['candidates'][m]['mrr']:.3f} R@10 "
-            f"{metrics['candidates'][m]['recall_at_10']:.3f}")
-    return report

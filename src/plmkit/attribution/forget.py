@@ -3,8 +3,9 @@
 ``plm attribute forget --bench BENCH_DIR --k K --out DIR`` takes a benchmark directory written by
 ``plm attribute bench`` (its corpus, its pretraining run and its learned facts) and
 
-1. chooses ``n_facts`` learned facts (seeded; by default only facts with at most K gold proponents,
-   so that removing K examples per fact *can* remove all of them);
+1. chooses ``n_facts`` learned facts (seeded; by default only facts whose target the model ranks first
+   among the benchmark's objects, and with at most K gold proponents, so that removing K examples per
+   fact *can* remove all of them);
 2. for each arm builds the set of examples to remove, the union over the chosen facts of:
    ``bm25`` / ``embedding`` / ``tracin``: the method's top K over the whole training set;
    ``random``: K examples drawn at random (the control for "any removal + retraining");
@@ -19,7 +20,8 @@
 ``DIR/forget.json`` = ``{"before": {...}, "random" | "gold" | "bm25" | "embedding" | "tracin":
 {"k", "target_logprob_drop", "target_rank_after", "other_facts_accuracy"}, "facts": N}``;
 ``DIR/<arm>/result.json`` holds each arm's details (ranks per fact, examples removed, timings), so arms
-can be run one at a time (``arms=``) and ``forget.json`` gathers whichever are done.
+can be run one at a time (``arms=``) and ``forget.json`` gathers whichever are done. The retraining
+workflow is :func:`plmkit.pipelines.attribution.run_forget`; this module holds its pieces.
 """
 
 from __future__ import annotations
@@ -27,14 +29,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from plmkit.attribution.bench import (METHODS, SavedScores, _read_jsonl, _write_jsonl, ensure_pretrained, load_final,
-                                      probe_facts, read_corpus, write_json)
+from plmkit.attribution.bench import METHODS, read_jsonl, write_jsonl, read_corpus
 from plmkit.errors import UserError
 
 ARMS = ("random", "gold") + METHODS
@@ -50,18 +50,24 @@ def bench_state(bench_dir: str | os.PathLike) -> dict:
 
     corpus = read_corpus(d)
     recipe = yaml.safe_load((d / "run" / "recipe.yaml").read_text(encoding="utf-8"))
-    return {"dir": d, "corpus": corpus, "queries": _read_jsonl(d / "queries.jsonl"),
-            "probe": _read_jsonl(d / "probe.jsonl"), "recipe": recipe}
+    return {"dir": d, "corpus": corpus, "queries": read_jsonl(d / "queries.jsonl"),
+            "probe": read_jsonl(d / "probe.jsonl"), "recipe": recipe}
 
 
 def choose_facts(queries: Sequence[dict], k: int, n_facts: int, seed: int = 0,
-                 max_gold: int | None = None) -> list[dict]:
+                 max_gold: int | None = None, probe: Sequence[dict] | None = None, max_rank: int | None = None
+                 ) -> list[dict]:
     """``n_facts`` learned facts drawn with ``seed`` among those with at most ``max_gold`` (default K)
-    gold proponents, in query order."""
+    gold proponents and, given the benchmark's ``probe`` rows, a target ranked at most ``max_rank``
+    before removal; in query order."""
     limit = k if max_gold is None else max_gold
-    pool = [q for q in queries if len(q["proponents"]) <= limit]
+    rank = {str(r["fact"]): r["rank"] for r in probe or []}
+    pool = [q for q in queries if len(q["proponents"]) <= limit
+            and (max_rank is None or rank.get(str(q["id"]), max_rank + 1) <= max_rank)]
     if not pool:
-        raise UserError(f"no learned fact has at most {limit} gold proponents; raise --k or --max-gold")
+        raise UserError(f"no learned fact has at most {limit} gold proponents"
+                        + (f" and its target ranked <= {max_rank}" if max_rank is not None else "")
+                        + "; raise --k, --max-gold or --max-rank")
     rng = random.Random(seed)
     picked = set(rng.sample(range(len(pool)), min(n_facts, len(pool))))
     return [q for i, q in enumerate(pool) if i in picked]
@@ -115,7 +121,7 @@ def write_reduced_corpus(texts: Sequence[str], removed: Sequence[int], path: Pat
     gone = set(removed)
     kept = [i for i in range(len(texts)) if i not in gone]
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(path, ({"text": texts[i]} for i in kept))
+    write_jsonl(path, ({"text": texts[i]} for i in kept))
     return kept
 
 
@@ -127,46 +133,6 @@ def _measure(rows: Sequence[dict], chosen: set[int], others: set[int]) -> dict:
     return {"target_logprob": float(np.mean(lp)), "target_rank": float(np.mean(rk)),
             "target_rank_median": float(np.median(rk)),
             "other_facts_accuracy": float(np.mean(acc)) if acc else None}
-
-
-def run_arm(state: dict, arm: str, facts: Sequence[dict], k: int, out: Path, methods: dict[str, Any] | None,
-            seed: int = 0, num_threads: int = 0, log: Callable[[str], None] = print) -> dict:
-    """Remove, retrain and probe for one arm; writes and returns ``out/<arm>/result.json``."""
-    corpus = state["corpus"]
-    removed = removal_set(arm, facts, k, len(corpus.texts), methods, seed=seed)
-    gold = set().union(*(set(f["proponents"]) for f in facts))
-    arm_dir = out / arm
-    kept = write_reduced_corpus(corpus.texts, removed, arm_dir / "corpus.jsonl")
-    recipe = forget_recipe(state["recipe"], arm_dir / "corpus.jsonl", state["dir"] / "run" / "tokenizer")
-    if num_threads:
-        recipe["train"]["num_threads"] = int(num_threads)
-    log(f"{arm}: removing {len(removed)} examples ({len(gold & set(removed))}/{len(gold)} of the chosen facts' "
-        f"gold proponents); retraining on {len(kept)}")
-    t0 = time.perf_counter()
-    summary = ensure_pretrained(recipe, arm_dir / "run", log)
-    model, tok = load_final(arm_dir / "run")
-    rows = probe_facts(model, tok, corpus.facts)
-    _write_jsonl(arm_dir / "probe.jsonl", rows)
-    chosen = {int(f["id"]) for f in facts}
-    others = {int(q["id"]) for q in state["queries"]} - chosen
-    after = _measure(rows, chosen, others)
-    before = _measure(state["probe"], chosen, others)
-    per_fact = {r["fact"]: r for r in rows}
-    res = {
-        "arm": arm, "k": k if arm != "gold" else round(len(removed) / max(1, len(facts)), 2),
-        "removed": len(removed), "removed_gold": len(gold & set(removed)), "gold_total": len(gold),
-        "target_logprob_drop": round(before["target_logprob"] - after["target_logprob"], 4),
-        "target_rank_after": round(after["target_rank"], 2),
-        "target_rank_after_median": after["target_rank_median"],
-        "other_facts_accuracy": round(after["other_facts_accuracy"], 4) if after["other_facts_accuracy"] is not None
-        else None,
-        "facts": {str(i): {"rank_after": per_fact[i]["rank"], "logprob_after": per_fact[i]["target_logprob"]}
-                  for i in sorted(chosen)},
-        "retrain_seconds": round(time.perf_counter() - t0, 1), "train_steps": summary.get("step"),
-        "removed_ids": removed,
-    }
-    write_json(arm_dir / "result.json", res)
-    return res
 
 
 def gather(out: Path, state: dict, facts: Sequence[dict], k: int) -> dict:
@@ -185,53 +151,4 @@ def gather(out: Path, state: dict, facts: Sequence[dict], k: int) -> dict:
             r = json.loads(p.read_text(encoding="utf-8"))
             result[arm] = {key: r[key] for key in ("k", "target_logprob_drop", "target_rank_after",
                                                      "other_facts_accuracy")}
-    return result
-
-
-def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike, n_facts: int = 20,
-               arms: Sequence[str] = ARMS, seed: int = 0, max_gold: int | None = None,
-               tracin_proj_dim: int | None = None, tracin_params: Sequence[str] | None = ("layers.*",),
-               num_threads: int = 0, log: Callable[[str], None] = print) -> dict:
-    """Run the chosen ``arms`` (each skipped when ``DIR/<arm>/result.json`` already holds the same choice)
-    and write ``DIR/forget.json``."""
-    if k < 1:
-        raise UserError(f"--k {k}: expected a positive integer")
-    for a in arms:
-        if a not in ARMS:
-            raise UserError(f"--arms: unknown arm {a!r}; expected some of {', '.join(ARMS)}")
-    state = bench_state(bench_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    facts = choose_facts(state["queries"], k, n_facts, seed, max_gold)
-    choice = {"bench": str(Path(bench_dir).resolve()), "k": k, "seed": seed,
-              "facts": [int(f["id"]) for f in facts]}
-    old = out / "choice.json"
-    if old.is_file() and json.loads(old.read_text(encoding="utf-8")) != choice:
-        raise UserError(f"--out {out}: holds a forget run with other facts, --k or --bench; use another --out")
-    write_json(old, choice)
-    log(f"forgetting {len(facts)} learned facts (ids {', '.join(str(f['id']) for f in facts)}), K = {k}")
-    need = [a for a in arms if a in METHODS and not (out / a / "result.json").is_file()]
-    methods: dict[str, Any] = {}
-    saved = Path(bench_dir) / "scores"
-    for a in need:  # the benchmark's own score matrices (every learned fact is a query there)
-        if SavedScores.available(saved, a):
-            methods[a] = SavedScores(saved, a)
-            log(f"{a}: top {k} per fact from the benchmark's scores ({saved / (a + '.npy')})")
-    rest = [a for a in need if a not in methods]
-    if rest:
-        from plmkit.attribution.bench import build_methods
-
-        _, built, _ = build_methods(Path(bench_dir) / "run", out, rest, tracin_proj_dim=tracin_proj_dim,
-                                    seed=seed, tracin_params=tracin_params, log=log)
-        methods.update(built)
-    for arm in arms:
-        if (out / arm / "result.json").is_file():
-            log(f"{arm}: done already ({out / arm / 'result.json'})")
-            continue
-        r = run_arm(state, arm, facts, k, out, methods, seed=seed, num_threads=num_threads, log=log)
-        log(f"{arm}: target log-prob drop {r['target_logprob_drop']:+.3f}, rank after {r['target_rank_after']:.1f} "
-            f"(before {gather(out, state, facts, k)['before']['target_rank']:.1f}), other facts accuracy "
-            f"{r['other_facts_accuracy']:.3f}")
-    result = gather(out, state, facts, k)
-    write_json(out / "forget.json", result)
     return result

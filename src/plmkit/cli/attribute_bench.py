@@ -77,6 +77,9 @@ def add_forget_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facts", type=int, default=20, help="learned facts to forget (seeded draw)")
     p.add_argument("--max-gold", type=int, default=None,
                    help="draw only facts with at most this many gold proponents (default: K)")
+    p.add_argument("--max-rank", type=int, default=1,
+                   help="draw only facts whose target ranked at most this before removal (1 = the model's top "
+                        "object; 0 = no limit)")
     p.add_argument("--arms", default="random,gold,bm25,embedding,tracin", help="comma-separated arms to run")
     p.add_argument("--seed", type=int, default=0, help="fact draw, random arm, TracIn projection")
     p.add_argument("--proj-dim", type=int, default=0,
@@ -85,7 +88,8 @@ def add_forget_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from plmkit.attribution.bench import METHODS, run_bench as bench
+    from plmkit.attribution.bench import METHODS
+    from plmkit.pipelines.attribution import run_bench as bench
 
     d = _data_dir(args.data)
     report = bench(args.out, d / "lama", d / "english-books", size=args.size, seed=args.seed,
@@ -96,10 +100,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_forget(args: argparse.Namespace) -> int:
-    from plmkit.attribution.forget import ARMS, run_forget as forget
+    from plmkit.attribution.forget import ARMS
+    from plmkit.pipelines.attribution import run_forget as forget
 
     result = forget(args.bench, args.k, args.out, n_facts=args.facts, arms=_methods(args.arms, ARMS, "--arms"),
-                    seed=args.seed, max_gold=args.max_gold, tracin_proj_dim=args.proj_dim or None,
+                    seed=args.seed, max_gold=args.max_gold, max_rank=args.max_rank or None, tracin_proj_dim=args.proj_dim or None,
                     num_threads=args.threads, log=_log)
     print(json.dumps(result, indent=2))
     return 0
