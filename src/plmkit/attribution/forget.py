@@ -125,7 +125,9 @@ def write_reduced_corpus(texts: Sequence[str], removed: Sequence[int], path: Pat
     return kept
 
 
-def _measure(rows: Sequence[dict], chosen: set[int], others: set[int]) -> dict:
+def measure_facts(rows: Sequence[dict], chosen: set[int], others: set[int]) -> dict:
+    """Mean target log-probability and rank of the ``chosen`` facts, and the accuracy (object ranked
+    first) over the ``others``, from probe rows."""
     by = {r["fact"]: r for r in rows}
     lp = [by[i]["target_logprob"] for i in sorted(chosen)]
     rk = [by[i]["rank"] for i in sorted(chosen)]
@@ -139,7 +141,7 @@ def gather(out: Path, state: dict, facts: Sequence[dict], k: int) -> dict:
     """``forget.json`` from the arms done so far (issue 18's shape) plus the before-removal figures."""
     chosen = {int(f["id"]) for f in facts}
     others = {int(q["id"]) for q in state["queries"]} - chosen
-    before = _measure(state["probe"], chosen, others)
+    before = measure_facts(state["probe"], chosen, others)
     result: dict[str, Any] = {
         "before": {"target_logprob": round(before["target_logprob"], 4), "target_rank": round(before["target_rank"], 2),
                    "other_facts_accuracy": round(before["other_facts_accuracy"], 4)

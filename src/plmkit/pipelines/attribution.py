@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from plmkit.attribution.bench import (METHODS, TRACIN_PARAMS, BenchSize, SavedScores, write_jsonl, build_corpus,
                                       build_methods, evaluate, get_size, load_final, pretrain_recipe, probe_facts,
                                       queries_from_facts, save_scores, write_json)
-from plmkit.attribution.forget import (ARMS, _measure, bench_state, choose_facts, forget_recipe, gather,
+from plmkit.attribution.forget import (ARMS, bench_state, choose_facts, forget_recipe, gather, measure_facts,
                                        removal_set, write_reduced_corpus)
 from plmkit.errors import UserError
 
@@ -167,8 +167,8 @@ def run_arm(state: dict, arm: str, facts: Sequence[dict], k: int, out: Path, met
     write_jsonl(arm_dir / "probe.jsonl", rows)
     chosen = {int(f["id"]) for f in facts}
     others = {int(q["id"]) for q in state["queries"]} - chosen
-    after = _measure(rows, chosen, others)
-    before = _measure(state["probe"], chosen, others)
+    after = measure_facts(rows, chosen, others)
+    before = measure_facts(state["probe"], chosen, others)
     per_fact = {r["fact"]: r for r in rows}
     res = {
         "arm": arm, "k": k if arm != "gold" else round(len(removed) / max(1, len(facts)), 2),
@@ -189,7 +189,7 @@ def run_arm(state: dict, arm: str, facts: Sequence[dict], k: int, out: Path, met
 
 def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike, n_facts: int = 20,
                arms: Sequence[str] = ARMS, seed: int = 0, max_gold: int | None = None, max_rank: int | None = 1,
-               tracin_proj_dim: int | None = None, tracin_params: Sequence[str] | None = ("layers.*",),
+               tracin_proj_dim: int | None = None, tracin_params: Sequence[str] | None = TRACIN_PARAMS,
                num_threads: int = 0, log: Callable[[str], None] = print) -> dict:
     """Run the chosen ``arms`` (each skipped when ``DIR/<arm>/result.json`` already holds the same choice)
     and write ``DIR/forget.json``."""
