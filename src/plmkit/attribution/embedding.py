@@ -4,8 +4,10 @@ Each example (its stored token ids, no special tokens, truncated to ``max_len``)
 (``prompt + " " + target``, tokenized the same way) is run through the model; the hidden states of
 ``layer`` (0 = the embedding output, L = the last layer; default ``L // 2``, a middle layer) are
 averaged over the real tokens. The example vectors are computed once and stored as a float16
-``np.memmap`` of shape (N, H) (``path``; a sidecar ``PATH.json`` records N, H, the layer and the
-model, and a finished file is reused by ``EmbeddingIndex.build`` when they match). Scores are
+``np.memmap`` of shape (N, H) (``path``, written to a temporary name and renamed when complete; a
+sidecar ``PATH.json`` records N, H, the layer, the length limit, a checksum of the weights and a
+fingerprint of the examples (store checksums or texts), and a finished file is reused by
+``EmbeddingIndex.build`` when they all match). Scores are
 cosine similarities computed in float32.
 """
 
@@ -57,10 +59,44 @@ def mean_pooled(model: Any, seqs: list[list[int]], layer: int) -> torch.Tensor:
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
         mask[i, : len(s)] = 1
-    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, labels_mask=torch.zeros_like(mask))
-    h = out.hidden_states[layer].float()  # (B, T, H)
+    h = _stop_early(model, layer, ids, mask)
+    if h is None:
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                    labels_mask=torch.zeros_like(mask))
+        h = out.hidden_states[layer]
+    h = h.float()  # (B, T, H)
     m = mask.unsqueeze(-1).float()
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_early(model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """Hidden states after ``layer`` blocks without running the blocks above it (a forward hook on block
+    ``layer - 1`` takes its output and stops the pass), or None where that does not apply: the last
+    layer (its entry is the final-normed output), the embedding output, shared (ALBERT) layers, or a
+    model without a ``layers`` list."""
+    layers = getattr(model, "layers", None)
+    cfg = model.config
+    if (not isinstance(layers, torch.nn.ModuleList) or getattr(cfg, "share_layers", False)
+            or not 0 < layer < int(cfg.num_layers) or len(layers) != int(cfg.num_layers)):
+        return None
+    got: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        got.append(output)
+        raise _Stop
+
+    handle = layers[layer - 1].register_forward_hook(hook)
+    try:
+        model(input_ids=ids, attention_mask=mask, labels_mask=torch.zeros_like(mask))
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return got[0] if got and isinstance(got[0], torch.Tensor) else None
 
 
 class EmbeddingIndex:
@@ -103,7 +139,7 @@ class EmbeddingIndex:
         meta_path = Path(f"{path}.json")
         meta = {"num_examples": n, "hidden_size": H, "layer": layer, "max_len": max_len,
                 "model": getattr(model, "name_or_path", None) or type(model).__name__,
-                "params_checksum": _checksum(model)}
+                "params_checksum": _checksum(model), "examples": _examples_fingerprint(examples)}
         if path.is_file() and meta_path.is_file():
             try:
                 old = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -114,26 +150,32 @@ class EmbeddingIndex:
                 return cls(model, tokenizer, vec, layer, max_len, float(old.get("seconds", 0.0)))
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
-        vec = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, H))
-        lengths = _lengths(examples)
-        if max_len:
-            lengths = np.minimum(lengths, max_len)
-        order = np.argsort(lengths, kind="stable")
-        i = 0
-        while i < n:
-            T = max(1, int(lengths[order[min(n - 1, i)]]))
-            j = i + 1
-            while j < n and (j - i + 1) * max(1, int(lengths[order[j]])) <= batch_tokens:
-                j += 1
-            idx = order[i:j]
-            seqs = [examples.input_ids(int(k))[:max_len] if max_len else examples.input_ids(int(k)) for k in idx]
-            seqs = [s if s else [0] for s in seqs]
-            vec[idx] = mean_pooled(model, seqs, layer).numpy().astype(np.float16)
-            if progress is not None:
-                progress(j - i)
-            i = j
-            del T
-        vec.flush()
+        meta_path.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # renamed into place when complete
+        vec = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(n, H))
+        try:
+            lengths = _lengths(examples)
+            if max_len:
+                lengths = np.minimum(lengths, max_len)
+            order = np.argsort(lengths, kind="stable")
+            i = 0
+            while i < n:
+                j = i + 1
+                while j < n and (j - i + 1) * max(1, int(lengths[order[j]])) <= batch_tokens:
+                    j += 1
+                idx = order[i:j]
+                seqs = [examples.input_ids(int(k))[:max_len] if max_len else examples.input_ids(int(k)) for k in idx]
+                seqs = [s if s else [0] for s in seqs]
+                vec[idx] = mean_pooled(model, seqs, layer).numpy().astype(np.float16)
+                if progress is not None:
+                    progress(j - i)
+                i = j
+            vec.flush()
+            del vec
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)  # readers of an older file keep their copy (a new inode)
         seconds = time.perf_counter() - t0
         meta_path.write_text(json.dumps({**meta, "done": True, "seconds": round(seconds, 3)}), encoding="utf-8")
         vec = np.memmap(path, dtype=np.float16, mode="r", shape=(n, H))
@@ -174,12 +216,25 @@ class EmbeddingIndex:
         return _top_k(self.scores(query), k)
 
 
-def _checksum(model: Any) -> float:
-    """A cheap fingerprint of the weights (sum of a few parameters), to refuse a stale memmap."""
+def _checksum(model: Any) -> list[float]:
+    """A cheap fingerprint of all the weights (count, sum, sum of squares), to refuse a stale memmap."""
     with torch.no_grad():
-        total = 0.0
-        for i, p in enumerate(model.parameters()):
-            if i >= 8:
-                break
-            total += float(p.detach().double().sum())
-    return round(total, 6)
+        n, total, sq = 0, 0.0, 0.0
+        for p in model.parameters():
+            x = p.detach().double()
+            n, total, sq = n + x.numel(), total + float(x.sum()), sq + float((x * x).sum())
+    return [n, round(total, 6), round(sq, 6)]
+
+
+def _examples_fingerprint(examples: Any) -> str:
+    """sha256 of what the examples are: the token store's shard checksums, or all the texts."""
+    import hashlib
+
+    h = hashlib.sha256()
+    store = getattr(examples, "store", None)
+    if store is not None:
+        h.update(json.dumps([sh.get("sha256") for sh in store.manifest["shards"]], sort_keys=True).encode())
+    else:
+        for t in examples.texts():
+            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()

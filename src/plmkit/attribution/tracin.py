@@ -21,13 +21,24 @@ embedding / output matrix counts once). Per-example gradients are batched with `
 real token see the padding); the batch size is chosen so that B x (selected parameters) floats stay
 under ``grad_budget`` (64 M floats = 256 MB by default).
 
-Random projection (``proj_dim=d``): each parameter block b (a parameter tensor, n_b elements) gets its
-own matrix P_b of shape (n_b, d) with i.i.d. N(0, 1) / sqrt(d) entries, drawn from a
-``torch.Generator`` seeded with ``seed * 1_000_003 + b`` (b = the block's position in the sorted list of
-selected parameter names), the same for every checkpoint. The projected gradient is
-``sum_b g_b @ P_b`` (d floats), so E[<Pg, Pg'>] = <g, g'> (Johnson-Lindenstrauss); only one block's
-matrix is needed at a time, and the matrices are cached while they fit in ``proj_cache`` floats (else
-regenerated per batch in row chunks). Projected example gradients are computed once per example and
+Random projection (``proj_dim=d``), applied per parameter block (a parameter tensor; b = its position in
+the sorted list of selected names), the same matrices for every checkpoint, so that
+E[<Pg, Pg'>] = <g, g'> (Johnson-Lindenstrauss) and memory stays bounded by one block at a time:
+
+- ``projection="gaussian"``: block b (n_b elements) gets P_b of shape (n_b, d) with i.i.d.
+  N(0, 1) / sqrt(d) entries; rows are drawn in chunks of 4096 from ``torch.Generator`` seeded with
+  ``(seed * 1_000_003 + b) * 65_537 + chunk``, cached while all blocks total at most ``proj_cache``
+  floats (else regenerated chunk by chunk each batch). The projected gradient is ``sum_b g_b @ P_b``:
+  B x n x d multiply-adds per batch, several times the cost of the gradients themselves.
+- ``projection="kronecker"`` (default): a block with 2 or more dimensions, seen as an (m, k) matrix G
+  (first dimension by the rest), is projected to ``A_b^T G C_b`` of d_1 x d_2 = d numbers, A_b (m, d_1)
+  and C_b (k, d_2) i.i.d. N(0, 1/d_1) and N(0, 1/d_2), seeded like the Gaussian ones with chunk
+  0 and 1 (d_1 = the largest power of two <= sqrt(d), d_2 = d / d_1; d must be a multiple of d_1).
+  vec(A^T G C) = (C kron A)^T vec(G), again an unbiased inner-product estimate, at B x m x k x d_2
+  multiply-adds (d_2 ~ sqrt(d)) and a few small matrices; one-dimensional blocks (biases, norms) use the
+  Gaussian one. The projected gradient is the sum over blocks.
+
+Projected example gradients are computed once per example and
 kept (one (N, d) float32 array per checkpoint), so later queries cost only a matrix product. Without
 projection the exact dot products are computed, streaming the examples once per call
 (``scores_many`` scores many queries in that one pass).
@@ -167,13 +178,15 @@ class TracIn:
         seed: projection seed.
         max_len: truncate examples and queries to this many tokens (None: the model's positions).
         grad_budget: per-batch bound on B x selected parameters (floats).
-        proj_cache: cache the projection matrices while they total at most this many floats.
+        proj_cache: cache the Gaussian projection matrices while they total at most this many floats.
+        projection: "kronecker" (default) or "gaussian" (see the module docstring).
     """
 
     def __init__(self, checkpoints: Sequence[tuple[nn.Module, float]], tokenizer: Any, examples: Any,
                  layers: Sequence[int] | None = None, params: Sequence[str] | None = None,
                  proj_dim: int | None = None, seed: int = 0, max_len: int | None = None,
-                 grad_budget: int = 1 << 26, proj_cache: int = 1 << 28, steps: Sequence[int] | None = None):
+                 grad_budget: int = 1 << 26, proj_cache: int = 1 << 28, steps: Sequence[int] | None = None,
+                 projection: str = "kronecker"):
         if not checkpoints:
             raise UserError(f"TracIn needs at least one checkpoint: {KEEP_HINT}")
         self.models = [m.eval() for m, _ in checkpoints]
@@ -196,10 +209,23 @@ class TracIn:
         self.max_len = min(lims) if lims else None
         shapes = dict(m0.named_parameters())
         self.sizes = [int(shapes[n].numel()) for n in self.names]
+        self.shapes = [tuple(shapes[n].shape) for n in self.names]
+        if projection not in ("kronecker", "gaussian"):
+            raise UserError(f"projection {projection!r}: expected 'kronecker' or 'gaussian'")
+        self.projection = projection
+        if self.proj_dim:
+            if self.proj_dim < 1:
+                raise UserError(f"--proj-dim {proj_dim}: expected a positive integer (0 = exact)")
+            d1 = 1 << (int(math.isqrt(self.proj_dim)).bit_length() - 1)
+            if projection == "kronecker" and self.proj_dim % d1:
+                raise UserError(f"--proj-dim {self.proj_dim}: the kronecker projection needs a multiple of {d1} "
+                                f"(e.g. 256, 512, 1024)")
+            self._d1, self._d2 = d1, self.proj_dim // d1
         self.num_selected = sum(self.sizes)
         self.grad_budget = int(grad_budget)
-        self._proj: dict[int, torch.Tensor] = {}
-        self._proj_cache_ok = self.proj_dim is not None and self.num_selected * self.proj_dim <= proj_cache
+        self._proj: dict[int, Any] = {}
+        dense = sum(n for n, sh in zip(self.sizes, self.shapes) if projection == "gaussian" or len(sh) < 2)
+        self._proj_cache_ok = self.proj_dim is not None and dense * self.proj_dim <= proj_cache
         self._features: list[np.ndarray] | None = None  # per checkpoint (N, d) float32
         self._have: np.ndarray | None = None  # (N,) bool: features computed
         self.example_seconds = 0.0
@@ -265,21 +291,43 @@ class TracIn:
             g = per_example(selected, ids, lab)
         return [g[f"m.{n}"].reshape(len(seqs), -1) for n in self.names]
 
-    def _matrix(self, b: int, rows: slice | None = None) -> torch.Tensor:
-        """Projection block b (n_b, d), or its ``rows``; N(0, 1) / sqrt(d), seeded per block."""
+    def _gauss(self, b: int, rows: int, cols: int, chunk: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + b) * 65_537 + chunk)
+        return torch.randn(rows, cols, generator=gen)
+
+    def _dense(self, b: int, g: torch.Tensor) -> torch.Tensor:
+        """g (B, n_b) @ P_b (n_b, d), P_b ~ N(0, 1/d), drawn in seeded row chunks."""
+        n, d = g.shape[1], self.proj_dim
         if b in self._proj:
-            m = self._proj[b]
-            return m if rows is None else m[rows]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
-        m = torch.randn(self.sizes[b], self.proj_dim, generator=gen) / math.sqrt(self.proj_dim)
+            return g @ self._proj[b]
+        parts = [self._gauss(b, min(4096, n - r), d, r // 4096) / math.sqrt(d) for r in range(0, n, 4096)]
         if self._proj_cache_ok:
-            self._proj[b] = m
-        return m if rows is None else m[rows]
+            self._proj[b] = torch.cat(parts)
+            return g @ self._proj[b]
+        out = torch.zeros(g.shape[0], d)
+        for k, m in enumerate(parts):
+            out += g[:, k * 4096: k * 4096 + m.shape[0]] @ m
+        return out
+
+    def _kron(self, b: int, g: torch.Tensor) -> torch.Tensor:
+        """g (B, m*k) seen as (B, m, k) -> A^T G C (B, d1*d2)."""
+        shape = self.shapes[b]
+        m, k = shape[0], int(np.prod(shape[1:]))
+        if b not in self._proj:
+            a = self._gauss(b, m, self._d1, 0) / math.sqrt(self._d1)
+            c = self._gauss(b, k, self._d2, 1) / math.sqrt(self._d2)
+            self._proj[b] = (a, c)
+        a, c = self._proj[b]
+        G = g.reshape(g.shape[0], m, k)
+        return torch.matmul(a.t(), G @ c).reshape(g.shape[0], -1)  # (B, d1, d2) -> (B, d)
 
     def _project(self, grads: list[torch.Tensor]) -> torch.Tensor:
         out = torch.zeros(grads[0].shape[0], self.proj_dim)
         for b, g in enumerate(grads):
-            out += g @ self._matrix(b)
+            if self.projection == "kronecker" and len(self.shapes[b]) >= 2:
+                out += self._kron(b, g)
+            else:
+                out += self._dense(b, g)
         return out
 
     def _batch_size(self) -> int:
@@ -382,7 +430,7 @@ class TracIn:
             for s in range(0, len(pos), bs):
                 p = pos[s: s + bs]
                 g = self._batch_grads(fn, [self._example_seq(i) for i in ids[p]])
-                dot = sum(q.double() @ e.double().T for q, e in zip(qg[c], g))  # (Q, B)
+                dot = sum((q @ e.T).double() for q, e in zip(qg[c], g))  # (Q, B): float32 GEMMs, float64 sum
                 out[:, p] += lr * dot.numpy()
         self.example_seconds += time.perf_counter() - t0
         self.examples_done += len(ids)

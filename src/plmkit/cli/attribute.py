@@ -30,31 +30,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="plmkit pretraining run directory (its token store, tokenizer, "
                                                "checkpoints)")
     p.add_argument("--model", default=None, help="instead of --run: a model (HF-format / plmkit checkpoint "
-                                                 "directory); TracIn then uses this one model with lr 1")
-    p.add_argument("--tokenizer", default=None, help="tokenizer for --model (default: the model's own)")
+                                                 "directory, pkg:NAME); TracIn then uses this one model with lr 1")
+    p.add_argument("--tokenizer", default=None, help="tokenizer for --model (None: the model's own)")
     p.add_argument("--corpus", nargs="+", default=None,
                    help="training text files (one example per document) or a token store directory; with "
-                        "--run: checked against the run's token store (default: the run's data.train)")
+                        "--run: checked against the run's token store (None: the run's data.train)")
     p.add_argument("--doc-sep", choices=("line", "blank"), default="line",
                    help="document separator of --corpus files (with --model; a run uses its recipe's)")
     p.add_argument("--queries", default=None, help="JSONL: {id, prompt, target[, proponents]} per line")
     p.add_argument("--top-k", type=int, default=100, help="ranked examples written per query and method")
     p.add_argument("--max-len", type=int, default=None, help="truncate examples to this many tokens")
     p.add_argument("--layer", type=int, default=None,
-                   help="embedding: hidden-state index (0 = embeddings .. num_layers); default num_layers // 2")
+                   help="embedding: hidden-state index (0 = embeddings .. num_layers; None: num_layers // 2)")
     p.add_argument("--bm25-index", default=None, help="load this saved BM25 index instead of building one")
     p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1")
     p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b")
     p.add_argument("--proj-dim", type=int, default=0,
                    help="TracIn: random projection size d (0 = exact gradient dot products)")
+    p.add_argument("--projection", choices=("kronecker", "gaussian"), default="kronecker",
+                   help="TracIn with --proj-dim: per weight matrix A^T G C with small Gaussian A, C, or a dense "
+                        "Gaussian matrix per parameter (plmkit.attribution.tracin)")
     p.add_argument("--seed", type=int, default=0, help="TracIn: projection seed")
     p.add_argument("--tracin-layers", default=None,
-                   help="TracIn: comma-separated transformer layer indices to differentiate (default: all "
-                        "parameters)")
+                   help="TracIn: comma-separated transformer layer indices to differentiate (None, and no "
+                        "--tracin-params: all parameters)")
     p.add_argument("--tracin-params", default=None,
                    help="TracIn: comma-separated fnmatch patterns of parameter names (e.g. 'layers.1.mlp.*')")
     p.add_argument("--checkpoints", default=None,
-                   help="TracIn: comma-separated checkpoint steps to use (default: every one the run kept)")
+                   help="TracIn: comma-separated checkpoint steps to use (None: every one the run kept)")
     p.add_argument("--rerank-k", type=int, default=100, help="bm25+tracin: BM25 candidates reranked per query")
     p.add_argument("--out", default=None, help="output directory")
     _add_bench_commands(p)
@@ -77,9 +80,10 @@ def _add_bench_commands(p: argparse.ArgumentParser) -> None:
     for name in ("bench", "forget"):
         fn = getattr(mod, f"main_{name}", None)
         if fn is not None:
+            # no option prefix: every argument (--help included) is passed on to main_NAME(argv)
             sp = subs.add_parser(name, help=f"plm attribute {name} (see plm attribute {name} --help)",
-                                 add_help=False)
-            sp.add_argument("argv", nargs=argparse.REMAINDER)
+                                 add_help=False, prefix_chars="\x00")
+            sp.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of plm attribute {name}")
             sp.set_defaults(_sub_main=fn)
 
 
@@ -113,8 +117,6 @@ def _examples(args):
 
     if not corpus:
         raise UserError("--model needs --corpus (training text files or a token store)")
-    if not Path(args.model).exists():
-        raise UserError(f"--model {args.model}: no such file or directory")
     tok = load_tokenizer(args.tokenizer or args.model)
     if is_store:
         return TrainingExamples.from_store(corpus[0], tok, max_len=args.max_len)
@@ -149,6 +151,19 @@ def _final_model(run: Path):
     raise UserError(f"--run {run}: no final/ model and no checkpoint to embed with")
 
 
+def _model_path(value: str | None) -> str | None:
+    """``pkg:NAME`` (a checkpoint shipped in an installed package) -> its folder; other values unchanged."""
+    if value and value.startswith("pkg:"):
+        from plmkit.errors import UserError
+        from plmkit.packages import package_dir
+
+        try:
+            return package_dir(value[4:])
+        except UserError as e:
+            raise UserError(f"--model: {e}") from None
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -158,11 +173,14 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.attribution.queries import check_proponents
     from plmkit.errors import UserError
 
-    if getattr(args, "attribute_command", None):
+    if getattr(args, "attribute_command", None):  # plm attribute bench|forget (plmkit.cli.attribute_bench)
         sub = getattr(args, "_sub_main", None)
         if sub is not None:
             return int(sub(list(args.argv)) or 0)
-        return int(args._run_sub(args) or 0) if hasattr(args, "_run_sub") else 0
+        fn = getattr(args, "func", None)  # add_subcommands may set_defaults(_run=...) (called directly) or func
+        if fn is None:
+            raise UserError(f"plm attribute {args.attribute_command}: the sub-command set no function to run")
+        return int(fn(args) or 0)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods:
         if m not in METHODS:
@@ -171,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--method: expected one or more of {', '.join(METHODS)}")
     if bool(args.run) == bool(args.model):
         raise UserError("pass exactly one of --run RUN_DIR and --model M (with --corpus)")
+    args.model = _model_path(args.model)
+    args.tokenizer = _model_path(args.tokenizer)
     for flag in ("queries", "out"):
         if not getattr(args, flag):
             raise UserError(f"--{flag} is required")
@@ -229,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             from plmkit.attribution import TracIn
 
             kw = dict(layers=tlayers, params=tparams, proj_dim=args.proj_dim or None, seed=args.seed,
-                      max_len=args.max_len)
+                      max_len=args.max_len, projection=args.projection)
             if args.run:
                 built["tracin"] = TracIn.from_run(args.run, examples=ex, checkpoints=steps, **kw)
             else:
@@ -266,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             ranked = [top_k(s, args.top_k) for s in S]
             throughput["tracin"] = {
                 "checkpoints": tr.steps, "lrs": tr.lrs, "proj_dim": tr.proj_dim,
+                "projection": tr.projection if tr.proj_dim else None,
                 "selected_parameters": tr.num_selected, "seconds": round(time.perf_counter() - t0, 3),
                 "examples_per_s": round(tr.examples_done / max(tr.example_seconds, 1e-9), 2)}
         else:  # bm25+tracin: only the reranked top --rerank-k has scores
@@ -274,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
             S = None
             idx, tr = bm25(), tracin()
             e0, d0 = tr.example_seconds, tr.examples_done
-            ranked = [rerank(idx, tr, q, max(args.rerank_k, args.top_k))[: args.top_k] for q in queries]
+            reranked = [rerank(idx, tr, q, max(args.rerank_k, args.top_k)) for q in queries]
+            ranked = [r[: args.top_k] for r in reranked]
             throughput["bm25+tracin"] = {
                 "rerank_k": args.rerank_k, "seconds": round(time.perf_counter() - t0, 3),
                 "examples_per_s": round((tr.examples_done - d0) / max(tr.example_seconds - e0, 1e-9), 2)}
@@ -287,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
                                         "score": float(s) if np.isfinite(s) else None,
                                         "text": ex.text(i)}, ensure_ascii=False) + "\n")
         if gold:
-            by_id = {q.id: rows for q, rows in zip(queries, ranked)}
+            by_id = {q.id: rows for q, rows in zip(queries, reranked if S is None else ranked)}
             if S is not None:  # the rank of the first gold example over the full training set
                 full = {q.id: s for q, s in zip(queries, S)}
                 mrrs = [1.0 / first_gold_rank(full[q.id], q.proponents) for q in gold]
