@@ -120,11 +120,11 @@ def add_subcommands(subparsers) -> None:
                                           "similarity and TracIn (MRR, recall@10; full set and candidates).",
                               formatter_class=fmt)
     add_bench_arguments(b)
-    b.set_defaults(_run_sub=run_bench)
+    b.set_defaults(func=run_bench)
     f = subparsers.add_parser("forget", help="remove each method's top-K proponents, retrain, measure",
                               description="Remove the top-K proponents of chosen learned facts (per method, "
                                           "plus random and gold controls), retrain with the same recipe, "
                                           "report forgetting.", formatter_class=fmt)
     add_forget_arguments(f)
-    f.set_defaults(_run_sub=run_forget)
+    f.set_defaults(func=run_forget)
 
