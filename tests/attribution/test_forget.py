@@ -124,3 +124,14 @@ def test_forget_arm_end_to_end(bench_dir, tmp_path):
     # another K on the same --out is refused rather than mixed in
     with pytest.raises(UserError, match="holds a forget run with other facts"):
         P.run_forget(bench_dir, k=5, out_dir=out, n_facts=2, arms=["gold"], max_rank=None, log=lambda m: None)
+
+
+def test_random_seed_repeats_the_control_on_the_same_facts(bench_dir, tmp_path):
+    a = P.run_forget(bench_dir, k=4, out_dir=tmp_path / "a", n_facts=2, arms=["random"], max_rank=None,
+                     log=lambda m: None)
+    b = P.run_forget(bench_dir, k=4, out_dir=tmp_path / "b", n_facts=2, arms=["random"], max_rank=None,
+                     random_seed=7, log=lambda m: None)
+    ca, cb = (json.loads((tmp_path / x / "choice.json").read_text()) for x in "ab")
+    assert ca["facts"] == cb["facts"] and cb["random_seed"] == 7 and "random_seed" not in ca
+    ra, rb = (json.loads((tmp_path / x / "random" / "result.json").read_text())["removed_ids"] for x in "ab")
+    assert ra != rb and set(a) == set(b) == {"before", "facts", "k", "random"}

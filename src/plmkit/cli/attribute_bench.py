@@ -82,6 +82,8 @@ def add_forget_arguments(p: argparse.ArgumentParser) -> None:
                         "object; 0 = no limit)")
     p.add_argument("--arms", default="random,gold,bm25,embedding,tracin", help="comma-separated arms to run")
     p.add_argument("--seed", type=int, default=0, help="fact draw, random arm, TracIn projection")
+    p.add_argument("--random-seed", type=int, default=None,
+                   help="the random arm's draw (None: --seed); repeat the control on the same facts in another --out")
     p.add_argument("--proj-dim", type=int, default=0,
                    help="TracIn random projection size (0 = exact; used only when the benchmark saved no scores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for retraining (0 = default)")
@@ -104,7 +106,8 @@ def run_forget(args: argparse.Namespace) -> int:
     from plmkit.pipelines.attribution import run_forget as forget
 
     result = forget(args.bench, args.k, args.out, n_facts=args.facts, arms=_methods(args.arms, ARMS, "--arms"),
-                    seed=args.seed, max_gold=args.max_gold, max_rank=args.max_rank or None,
+                    seed=args.seed, random_seed=args.random_seed, max_gold=args.max_gold,
+                    max_rank=args.max_rank or None,
                     tracin_proj_dim=args.proj_dim or None, num_threads=args.threads, log=_log)
     print(json.dumps(result, indent=2))
     return 0

@@ -188,11 +188,14 @@ def run_arm(state: dict, arm: str, facts: Sequence[dict], k: int, out: Path, met
 
 
 def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike, n_facts: int = 20,
-               arms: Sequence[str] = ARMS, seed: int = 0, max_gold: int | None = None, max_rank: int | None = 1,
+               arms: Sequence[str] = ARMS, seed: int = 0, random_seed: int | None = None,
+               max_gold: int | None = None, max_rank: int | None = 1,
                tracin_proj_dim: int | None = None, tracin_params: Sequence[str] | None = TRACIN_PARAMS,
                num_threads: int = 0, log: Callable[[str], None] = print) -> dict:
     """Run the chosen ``arms`` (each skipped when ``DIR/<arm>/result.json`` already holds the same choice)
-    and write ``DIR/forget.json``."""
+    and write ``DIR/forget.json``. ``seed`` draws the facts; ``random_seed`` (default ``seed``) draws the
+    random arm's examples, so another ``--out`` with another ``random_seed`` repeats the control on the
+    same facts."""
     if k < 1:
         raise UserError(f"--k {k}: expected a positive integer")
     for a in arms:
@@ -202,8 +205,11 @@ def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     facts = choose_facts(state["queries"], k, n_facts, seed, max_gold, state["probe"], max_rank)
+    rseed = seed if random_seed is None else random_seed
     choice = {"bench": str(Path(bench_dir).resolve()), "k": k, "seed": seed, "max_rank": max_rank,
               "facts": [int(f["id"]) for f in facts]}
+    if rseed != seed:
+        choice["random_seed"] = rseed
     old = out / "choice.json"
     if old.is_file() and json.loads(old.read_text(encoding="utf-8")) != choice:
         raise UserError(f"--out {out}: holds a forget run with other facts, --k or --bench; use another --out")
@@ -225,7 +231,7 @@ def run_forget(bench_dir: str | os.PathLike, k: int, out_dir: str | os.PathLike,
         if (out / arm / "result.json").is_file():
             log(f"{arm}: done already ({out / arm / 'result.json'})")
             continue
-        r = run_arm(state, arm, facts, k, out, methods, seed=seed, num_threads=num_threads, log=log)
+        r = run_arm(state, arm, facts, k, out, methods, seed=rseed, num_threads=num_threads, log=log)
         log(f"{arm}: target log-prob drop {r['target_logprob_drop']:+.3f}, rank after {r['target_rank_after']:.1f} "
             f"(before {gather(out, state, facts, k)['before']['target_rank']:.1f}), other facts accuracy "
             f"{r['other_facts_accuracy']:.3f}")
