@@ -4,9 +4,11 @@
   the body of ``plm pretrain`` (also under ``torchrun ... -m plmkit pretrain``)
 - ``quickstart.py``: :func:`run_quickstart` (tokenizer + tiny MLM and CLM pretraining + samples on a CPU);
   the body of ``plm quickstart``
+- ``attribution.py``: :func:`run_bench` / :func:`run_forget` (the fact-tracing benchmark: corpus, pretraining,
+  evaluation; and remove -> retrain -> probe); the bodies of ``plm attribute bench`` / ``forget``
 
 Layering: ``cli`` imports ``pipelines``; ``pipelines`` imports ``training``, ``tasks``, ``objectives``,
-``data``, ``tokenization`` and ``models``; nothing below imports ``pipelines``.
+``data``, ``tokenization``, ``models`` and ``attribution``; nothing below imports ``pipelines``.
 """
 
 __all__ = ["run_pretraining", "run_quickstart"]
