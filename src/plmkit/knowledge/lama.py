@@ -62,6 +62,7 @@ from torch import Tensor
 from plmkit.errors import UserError
 from plmkit.knowledge.lama_data import Fact, Relation
 from plmkit.knowledge.structure import ModelStructure, hidden_states
+from plmkit.models.cache import KVCache
 
 # UHN person-name filter: relation -> what the name is "common" for (Poerner et al. 2020, Sec. 3)
 NAME_FILTER = {"P19": "city", "P20": "city", "P27": "country", "P103": "language", "P1412": "language",
@@ -248,8 +249,81 @@ def _rank_vocab(struct, queries: list[Query], vocab: CandidateVocab, all_layers:
                         (int(i), float(s)) for s, i in zip(top.values, top.indices) if s > -math.inf])
 
 
+def _repeat_cache(cache: KVCache, batch: int, capacity: int) -> KVCache:
+    """A fresh ``KVCache`` of ``batch`` rows holding row 0 of ``cache`` (its ``length`` positions)."""
+    n = cache.length
+    out = KVCache(cache.num_layers, batch, cache.num_kv_heads, cache.head_dim, capacity, cache.device)
+    shape = (cache.num_layers, batch, cache.num_kv_heads, max(capacity, n), cache.head_dim)
+    out.k, out.v = cache.k.new_empty(shape), cache.v.new_empty(shape)
+    out.k[:, :, :, :n] = cache.k[:, :1, :, :n]
+    out.v[:, :, :, :n] = cache.v[:, :1, :, :n]
+    out.capacity, out.length = shape[3], n
+    return out
+
+
+def _rank_candidates_shared(struct, q: Query, batch_size: int) -> bool:
+    """``_rank_candidates`` with the template prefix run once: one forward of the tokens every candidate
+    shares (``min(cand_start)`` of them, all identical by construction), then the candidates'
+    continuations batched against copies of its KV cache (right padding needs no mask in a causal
+    model). The first continuation token is scored from the prefix's last position, and a
+    sentence's last token is not fed (it predicts no scored token). Returns False
+    (nothing done) when the model gives no KV cache."""
+    P = min(q.cand_start)
+    prefix = q.cand_ids[0][:P]
+    if any(ids[:P] != prefix for ids in q.cand_ids):
+        return False
+    sel = torch.zeros(1, P, dtype=torch.bool)
+    sel[0, -1] = True
+    out = struct.model(torch.tensor([prefix]), labels_mask=sel, use_cache=True)
+    cache = getattr(out, "past_key_values", None)
+    if not isinstance(cache, KVCache) or cache.k is None:
+        return False
+    first = out.logits.float().log_softmax(-1)[0]  # (V,): distribution of position P
+    scores = torch.empty(len(q.cand_ids))
+    order = sorted(range(len(q.cand_ids)), key=lambda c: len(q.cand_ids[c]))  # batches of similar length
+    for c0 in range(0, len(order), batch_size):
+        idx = order[c0: c0 + batch_size]
+        seqs, starts = [q.cand_ids[c] for c in idx], [q.cand_start[c] for c in idx]
+        conts = [s[P:-1] for s in seqs]  # the last token predicts nothing that is scored
+        ids, _ = _pad([c or [0] for c in conts])
+        sel = torch.zeros_like(ids, dtype=torch.bool)
+        tgt, owner, from_first = [], [], []
+        for b, (s, st) in enumerate(zip(seqs, starts)):
+            for t in range(st, len(s)):
+                if t == P:
+                    from_first.append((b, s[t]))
+                else:
+                    sel[b, t - 1 - P] = True  # row-major order of sel == this loop's order
+                    tgt.append(s[t])
+                    owner.append(b)
+        total = torch.zeros(len(seqs))
+        count = torch.zeros(len(seqs))
+        for b, t in from_first:
+            total[b] += first[t]
+            count[b] += 1
+        if tgt:
+            rep = _repeat_cache(cache, len(seqs), P + ids.shape[1])
+            lp = struct.model(ids, past_key_values=rep, labels_mask=sel).logits.float().log_softmax(-1)
+            tok_lp = lp.gather(1, torch.tensor(tgt)[:, None]).squeeze(1)  # (N,)
+            owner_t = torch.tensor(owner)
+            total.index_add_(0, owner_t, tok_lp)
+            count.index_add_(0, owner_t, torch.ones_like(tok_lp))
+        scores[idx] = total / count
+    _candidate_result(q, scores[None])
+    return True
+
+
+def _candidate_result(q: Query, scores: Tensor) -> None:
+    ranks = (scores > scores[:, q.gold: q.gold + 1]).sum(1) + 1
+    q.result["layer_ranks"] = [int(r) for r in ranks]
+    top = scores[-1].topk(min(10, scores.shape[1]))
+    q.result.update(rank=int(ranks[-1]), gold_score=float(scores[-1, q.gold]),
+                    top10=[(int(i), float(s)) for s, i in zip(top.values, top.indices)])
+
+
 def _rank_candidates(struct, q: Query, all_layers: bool, batch_size: int) -> None:
-    """candidates query: mean log-prob of object + rest of sentence for each candidate object."""
+    """candidates query: mean log-prob of object + rest of sentence for each candidate object, one
+    full forward per candidate sentence (the reference for ``_rank_candidates_shared``)."""
     scores = torch.empty(1, len(q.cand_ids))
     for c0 in range(0, len(q.cand_ids), batch_size):
         seqs, starts = q.cand_ids[c0: c0 + batch_size], q.cand_start[c0: c0 + batch_size]
@@ -267,17 +341,18 @@ def _rank_candidates(struct, q: Query, all_layers: bool, batch_size: int) -> Non
             total = torch.zeros(len(seqs)).index_add_(0, owner_t, tok_lp)
             count = torch.zeros(len(seqs)).index_add_(0, owner_t, torch.ones_like(tok_lp))
             scores[k, c0: c0 + len(seqs)] = total / count
-    ranks = (scores > scores[:, q.gold: q.gold + 1]).sum(1) + 1
-    q.result["layer_ranks"] = [int(r) for r in ranks]
-    top = scores[-1].topk(min(10, scores.shape[1]))
-    q.result.update(rank=int(ranks[-1]), gold_score=float(scores[-1, q.gold]),
-                    top10=[(int(i), float(s)) for s, i in zip(top.values, top.indices)])
+    _candidate_result(q, scores)
 
 
 @torch.no_grad()
 def score(struct: ModelStructure, tok: Any, queries: list[Query], vocab: CandidateVocab,
-          all_layers: bool = False, batch_size: int = 32, progress: Callable[[int], None] | None = None) -> None:
-    """Fill ``q.result`` (rank, gold_score, top10, layer_ranks) for every non-skipped query."""
+          all_layers: bool = False, batch_size: int = 32, progress: Callable[[int], None] | None = None,
+          share_prefix: bool = True) -> None:
+    """Fill ``q.result`` (rank, gold_score, top10, layer_ranks) for every non-skipped query.
+
+    ``share_prefix``: score a causal LM's candidate sentences with one forward of their shared
+    prefix + the continuations against its KV cache (same scores as one full forward per sentence).
+    """
     flat = [q for q in queries if q.mode in ("mask", "next_token")]
     for b0 in range(0, len(flat), batch_size):
         _rank_vocab(struct, flat[b0: b0 + batch_size], vocab, all_layers, batch_size)
@@ -285,7 +360,8 @@ def score(struct: ModelStructure, tok: Any, queries: list[Query], vocab: Candida
             progress(len(flat[b0: b0 + batch_size]))
     for q in queries:
         if q.mode == "candidates":
-            _rank_candidates(struct, q, all_layers, batch_size)
+            if not (share_prefix and _rank_candidates_shared(struct, q, batch_size)):
+                _rank_candidates(struct, q, all_layers, batch_size)
             if progress:
                 progress(1)
 
