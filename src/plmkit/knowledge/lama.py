@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
+from plmkit.knowledge import lama_seq2seq
 from plmkit.knowledge.lama_data import Fact, Relation
 from plmkit.knowledge.structure import ModelStructure, hidden_states
 from plmkit.models.cache import KVCache
@@ -83,6 +84,8 @@ class Query:
     pos: int = -1  # the position whose distribution is read (mask / next_token)
     gold: int | None = None  # gold token (mask / next_token) or gold candidate index
     candidates: list[str] | None = None
+    dec_ids: list[int] | None = None  # encoder-decoders: the decoder input of a mask query
+    lead: str | None = None  # text before the object when tokenised alone (None: the template's)
     cand_ids: list[list[int]] | None = None
     cand_start: list[int] | None = None
     skip_reason: str | None = None
@@ -128,9 +131,12 @@ def prepare(struct: ModelStructure, tok: Any, rel: Relation, vocab: CandidateVoc
     for fact in (rel.facts if facts is None else facts):
         q = Query(fact)
         lead = _lead(fact.template)
-        gold = _object_ids(tok, fact.obj, lead)
-        single = len(gold) == 1 and bool(vocab.mask(lead)[gold[0]])
-        if struct.kind == "mlm":
+        q.lead = lama_seq2seq.object_lead(struct, fact.template, lead) if struct.kind == "seq2seq" else lead
+        gold = _object_ids(tok, fact.obj, q.lead)
+        single = len(gold) == 1 and bool(vocab.mask(q.lead)[gold[0]])
+        if struct.kind == "seq2seq":
+            lama_seq2seq.prepare_query(q, struct, tok, rel, lead, gold, single)
+        elif struct.kind == "mlm":
             mask_id = getattr(tok, "mask_token_id", None)
             if mask_id is None:
                 raise UserError("the tokenizer has no mask token; an MLM probe needs one")
@@ -229,12 +235,16 @@ def _rank_vocab(struct, queries: list[Query], vocab: CandidateVocab, all_layers:
     """mask / next_token queries: rank the gold token among the candidate vocabulary."""
     for b0 in range(0, len(queries), batch_size):
         batch = queries[b0: b0 + batch_size]
-        ids, am = _pad([q.ids for q in batch])
-        sel = torch.zeros_like(ids, dtype=torch.bool)
-        for b, q in enumerate(batch):
-            sel[b, q.pos] = True
-        masks = torch.stack([vocab.mask(_lead(q.fact.template)) for q in batch])  # (B, V)
-        states = list(position_logprobs(struct, ids, am, sel, all_layers))
+        masks = torch.stack([vocab.mask(_lead(q.fact.template) if q.lead is None else q.lead)
+                             for q in batch])  # (B, V)
+        if struct.kind == "seq2seq":
+            states = list(lama_seq2seq.vocab_logprobs(struct, batch, all_layers))
+        else:
+            ids, am = _pad([q.ids for q in batch])
+            sel = torch.zeros_like(ids, dtype=torch.bool)
+            for b, q in enumerate(batch):
+                sel[b, q.pos] = True
+            states = list(position_logprobs(struct, ids, am, sel, all_layers))
         for k, lp in enumerate(states):
             lp = lp.masked_fill(~masks[:, : lp.shape[-1]], -math.inf)
             gold = torch.tensor([q.gold for q in batch])
@@ -359,7 +369,11 @@ def score(struct: ModelStructure, tok: Any, queries: list[Query], vocab: Candida
         if progress:
             progress(len(flat[b0: b0 + batch_size]))
     for q in queries:
-        if q.mode == "candidates":
+        if q.mode == "candidates" and struct.kind == "seq2seq":
+            _candidate_result(q, lama_seq2seq.candidate_scores(struct, q, batch_size)[None])
+            if progress:
+                progress(1)
+        elif q.mode == "candidates":
             if not (share_prefix and _rank_candidates_shared(struct, q, batch_size)):
                 _rank_candidates(struct, q, all_layers, batch_size)
             if progress:
@@ -382,13 +396,19 @@ def uhn_name_filter(struct: ModelStructure, tok: Any, queries: list[Query], voca
         what = NAME_FILTER.get(q.fact.relation)
         if what is None or q.mode is None:
             continue
-        lead = _lead(q.fact.template)
-        gold = _object_ids(tok, q.fact.obj, lead)[:1]
+        tmpl0 = NAME_TEMPLATE.format(what=what)
+        lead = _lead(tmpl0)
+        olead = lama_seq2seq.object_lead(struct, tmpl0, lead) if struct.kind == "seq2seq" else lead
+        gold = _object_ids(tok, q.fact.obj, olead)[:1]
         for part in q.fact.subject.split():
-            tmpl = NAME_TEMPLATE.format(what=what).replace("[X]", part)
+            tmpl = tmpl0.replace("[X]", part)
             fake = Fact(q.fact.source, q.fact.relation, part, q.fact.obj, tmpl, q.fact.uuid)
-            p = Query(fake)
-            if struct.kind == "mlm":
+            p = Query(fake, lead=olead)
+            if struct.kind == "seq2seq":
+                lama_seq2seq.prepare_query(p, struct, tok, None, lead, gold, True)
+                if p.mode is None:
+                    continue
+            elif struct.kind == "mlm":
                 mask_id = tok.mask_token_id
                 p.ids = list(tok.encode(tmpl.replace("[X]", part).replace("[Y]", tok.convert_ids_to_tokens(mask_id)),
                                         add_special_tokens=True))
