@@ -421,11 +421,15 @@ def uhn_name_filter(struct: ModelStructure, tok: Any, queries: list[Query], voca
                 p.pos = len(p.ids) - 1
             p.gold = gold[0]
             probes.append((k, p))
-    for b0 in range(0, len(probes), batch_size):
-        batch = [p for _, p in probes[b0: b0 + batch_size]]
-        _rank_vocab(struct, batch, vocab, False, batch_size)
+    # the same name part and object recur across facts (first names): rank each distinct probe once
+    unique: dict[tuple, Query] = {}
+    for _, p in probes:
+        unique.setdefault((tuple(p.ids), tuple(p.dec_ids or ()), p.pos, p.gold, p.lead), p)
+    todo = list(unique.values())
+    for b0 in range(0, len(todo), batch_size):
+        _rank_vocab(struct, todo[b0: b0 + batch_size], vocab, False, batch_size)
     for k, p in probes:
-        if p.result["rank"] <= 3:
+        if unique[(tuple(p.ids), tuple(p.dec_ids or ()), p.pos, p.gold, p.lead)].result["rank"] <= 3:
             keep[k] = False
     return keep
 
