@@ -253,37 +253,51 @@ class Tracer:
                 groups.setdefault(min(live), []).append(k)
         start, wanted = min(layers) if layers else 0, set(layers)
         per = max(1, self.batch_size // S)
-        for t0, entries in groups.items():
-            for c0 in range(0, len(entries), per):
-                chunk = entries[c0: c0 + per]
-                n = len(chunk)
-                mask = torch.zeros(n * S, len(f.ids) - t0, dtype=torch.bool)  # row k * S + s
-                for j, k in enumerate(chunk):
-                    mask[j * S: (j + 1) * S, [t - t0 for t in tokens[k] if t >= lo]] = True
-                cache = KVCache(self.s.num_layers, n * S, corrupted.cache.num_kv_heads, corrupted.cache.head_dim,
-                                len(f.ids), corrupted.cache.device)
-                cache.k = corrupted.cache.k.repeat(1, n, 1, 1, 1)
-                cache.v = corrupted.cache.v.repeat(1, n, 1, 1, 1)
-                cache.capacity, cache.length = cache.k.shape[3], t0
-
-                def put(i: int, h: Tensor) -> Tensor:
-                    return torch.where(mask[..., None], clean[site][i][t0:][None].to(h.dtype), h)
-
-                x = corrupted.inputs[start][:, t0:].repeat(n, 1, 1)
-                if site == "layer":
-                    x = self._run_blocks(x, start, cache, lambda i, h: put(i, h) if i in wanted else h)
+        T = len(f.ids)
+        # buckets of entries run together from the bucket's first position t0: an entry joins while
+        # its own span T - t is at least half the bucket's (few, large matmuls, at most 2x the positions)
+        buckets: list[tuple[int, list[int]]] = []
+        for t in sorted(groups):
+            for k in groups[t]:
+                if buckets and 2 * (T - t) >= T - buckets[-1][0] and len(buckets[-1][1]) < per:
+                    buckets[-1][1].append(k)
                 else:
-                    mods = {id(_site_module(self.s, site, i)): _site_module(self.s, site, i) for i in layers}
-                    handles = [mod.register_forward_hook(
-                        lambda mod_, a, h: put(self._layer, h) if self._layer in wanted else None)
-                        for mod in mods.values()]
-                    try:
-                        x = self._run_blocks(x, start, cache)
-                    finally:
-                        for h in handles:
-                            h.remove()
-                p = self._target_prob(x[:, -1], f.target_id)
-                out[chunk] = p.view(n, S).mean(1)
+                    buckets.append((t, [k]))
+        lasts: list[Tensor] = []
+        for t0, chunk in buckets:
+            n = len(chunk)
+            mask = torch.zeros(n * S, T - t0, dtype=torch.bool)  # row j * S + s restores entry chunk[j]
+            for j, k in enumerate(chunk):
+                mask[j * S: (j + 1) * S, [t - t0 for t in tokens[k] if t >= lo]] = True
+            cache = KVCache(self.s.num_layers, n * S, corrupted.cache.num_kv_heads, corrupted.cache.head_dim,
+                            T, corrupted.cache.device)
+            cache.k = corrupted.cache.k.repeat(1, n, 1, 1, 1)
+            cache.v = corrupted.cache.v.repeat(1, n, 1, 1, 1)
+            cache.capacity, cache.length = cache.k.shape[3], t0
+
+            def put(i: int, h: Tensor, t0=t0, mask=mask) -> Tensor:
+                return torch.where(mask[..., None], clean[site][i][t0:][None].to(h.dtype), h)
+
+            x = corrupted.inputs[start][:, t0:].repeat(n, 1, 1)
+            if site == "layer":
+                x = self._run_blocks(x, start, cache, lambda i, h: put(i, h) if i in wanted else h)
+            else:
+                mods = {id(_site_module(self.s, site, i)): _site_module(self.s, site, i) for i in layers}
+                handles = [mod.register_forward_hook(
+                    lambda mod_, a, h: put(self._layer, h) if self._layer in wanted else None)
+                    for mod in mods.values()]
+                try:
+                    x = self._run_blocks(x, start, cache)
+                finally:
+                    for h in handles:
+                        h.remove()
+            lasts.append(x[:, -1])
+        if lasts:  # one head product for all buckets (the head is the largest matrix)
+            p = self._target_prob(torch.cat(lasts), f.target_id)
+            r = 0
+            for _, chunk in buckets:
+                out[chunk] = p[r: r + len(chunk) * S].view(len(chunk), S).mean(1)
+                r += len(chunk) * S
         return out
 
     @torch.no_grad()
