@@ -1,4 +1,5 @@
-"""LAMA probing (Petroni et al. 2019) of MLMs and causal LMs, LAMA-UHN, and the per-layer readout.
+"""LAMA probing (Petroni et al. 2019) of MLMs, causal LMs and encoder-decoders (T5, BART; their
+conventions in ``plmkit.knowledge.lama_seq2seq``), LAMA-UHN, and the per-layer readout.
 
 Conventions (stated here and in the README; ``metrics.json`` records the mode counts):
 
@@ -20,7 +21,9 @@ is **skipped** (counted in ``n_skipped`` and written to predictions.jsonl with t
   scored by the **mean log-probability per token of everything from the object to the end of the
   sentence** (object tokens + the template's rest, given the prefix). The prefix is the same for
   every candidate, so this is the full-sentence log-probability, length-normalised by the number of
-  scored tokens. The object is ranked among the relation's objects.
+  scored tokens. The object is ranked among the relation's objects. The prefix is run once per fact
+  and its KV cache copied to the batch of candidate continuations (``_rank_candidates_shared``; the
+  same scores as one full forward per sentence, ``share_prefix=False``).
 
 Nothing is skipped for causal LMs except a fact with an empty prefix and no BOS token to condition on.
 
