@@ -64,7 +64,7 @@ from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.knowledge import lama_seq2seq
-from plmkit.knowledge.lama_data import Fact, Relation
+from plmkit.knowledge.lama_data import Fact, Relation, causal_ids, front_specials  # noqa: F401 (re-exported)
 from plmkit.knowledge.structure import ModelStructure, hidden_states
 from plmkit.models.cache import KVCache
 
@@ -157,22 +157,6 @@ def prepare(struct: ModelStructure, tok: Any, rel: Relation, vocab: CandidateVoc
             _prepare_causal(q, tok, rel, lead, gold, single)
         out.append(q)
     return out
-
-
-def front_specials(tok: Any) -> list[int]:
-    """The special tokens the tokenizer puts before a text (e.g. BOS); trailing ones (EOS, [SEP])
-    are not used for causal LMs, whose prompt must end with its last word."""
-    plain = list(tok.encode("a", add_special_tokens=False))
-    full = list(tok.encode("a", add_special_tokens=True))
-    for i in range(len(full) - len(plain) + 1):
-        if full[i: i + len(plain)] == plain:
-            return full[:i]
-    return []
-
-
-def causal_ids(tok: Any, text: str) -> list[int]:
-    """Token ids of ``text`` for a causal LM: leading special tokens + the text's tokens."""
-    return front_specials(tok) + list(tok.encode(text, add_special_tokens=False))
 
 
 def _with_bos(tok: Any, ids: list[int]) -> list[int] | None:

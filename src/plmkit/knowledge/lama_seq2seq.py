@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
+from plmkit.knowledge.lama_data import causal_ids
 from plmkit.knowledge.structure import ModelStructure, intervene
 
 
@@ -77,8 +78,6 @@ def object_lead(struct: ModelStructure, template: str, lead: str) -> str:
 def prepare_query(q, struct: ModelStructure, tok: Any, rel, lead: str, gold: list[int], single: bool) -> None:
     """Fill ``q`` (a ``lama.Query``) for an encoder-decoder: ``q.ids`` = encoder input; ``q.dec_ids`` =
     decoder input (``mask``), or ``q.cand_ids`` / ``q.cand_start`` = decoder sequences (``candidates``)."""
-    from plmkit.knowledge.lama import causal_ids
-
     fact, fam = q.fact, struct.model.config.family
     blank, after = blank_token(struct, tok)
     start = decoder_start(struct)
