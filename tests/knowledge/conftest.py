@@ -73,6 +73,26 @@ def tiny(name: str, tok, seed: int = 0, **kw):
 
 
 @pytest.fixture(scope="session")
+def unigram_tok():
+    """T5-style SentencePiece tokenizer with sentinels <extra_id_0..9>."""
+    from plmkit.tokenization import train_tokenizer_from_iterator
+
+    return train_tokenizer_from_iterator(TEXT, kind="unigram", vocab_size=120, sentinels=10, min_frequency=1)
+
+
+@pytest.fixture(scope="session")
+def t5(unigram_tok):
+    torch.manual_seed(0)
+    return load("t5-tiny", vocab_size=len(unigram_tok), hidden_dropout=0.0, attention_dropout=0.0).eval()
+
+
+@pytest.fixture(scope="session")
+def bart(bpe_tok):
+    torch.manual_seed(0)
+    return load("bart-tiny", vocab_size=len(bpe_tok), hidden_dropout=0.0, attention_dropout=0.0).eval()
+
+
+@pytest.fixture(scope="session")
 def bert(wordpiece_tok):
     return tiny("bert-tiny", wordpiece_tok)
 

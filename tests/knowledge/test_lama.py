@@ -168,3 +168,28 @@ def test_data_errors(lama_dir, tmp_path):
         load_lama(bad, ["trex"])
     rows = load_lama(lama_dir, ["trex"], ["P17"], max_facts=2)
     assert len(rows[0].facts) == 2 and len(rows[0].objects) == 7  # candidates come from the whole file
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_shared_prefix_candidate_scores_equal_full_forwards(name, request, bpe_tok, lama_dir):
+    """Candidate mode: prefix forward + continuations on its KV cache == one full forward per sentence."""
+    model = request.getfixturevalue(name)
+    s = locate(model)
+    vocab = lama.CandidateVocab(bpe_tok, model.config.vocab_size)
+    rels = load_lama(lama_dir, ["trex"])
+    for r in rels:  # objects of several token lengths, so continuations differ in length
+        r.objects = r.objects + ["Parisville Germanyland", "the big old country of Rome"]
+    runs = []
+    for share in (True, False):
+        qs = [q for r in rels for q in lama.prepare(s, bpe_tok, r, vocab)]
+        lama.score(s, bpe_tok, qs, vocab, batch_size=3, share_prefix=share)
+        runs.append([q for q in qs if q.mode == "candidates"])
+    assert len(runs[0]) >= 3
+    lengths = {len(ids) - st for q in runs[0] for ids, st in zip(q.cand_ids, q.cand_start)}
+    assert len(lengths) > 1  # continuations of different lengths share a padded batch
+    for a, b in zip(*runs):
+        assert a.result["rank"] == b.result["rank"]
+        assert a.result["gold_score"] == pytest.approx(b.result["gold_score"], abs=1e-5)
+        assert [i for i, _ in a.result["top10"]] == [i for i, _ in b.result["top10"]]
+        for (_, x), (_, y) in zip(a.result["top10"], b.result["top10"]):
+            assert x == pytest.approx(y, abs=1e-5)

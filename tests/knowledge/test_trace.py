@@ -143,3 +143,29 @@ def test_trace_known_only_keeps_the_facts_the_model_predicts(model_dirs, gpt2, b
     summ = json.loads((out / "summary.json").read_text())
     assert summ["n_facts"] == summ["n_known"] == 1 and summ["n_scanned"] == 2
     assert (out / "facts" / "9.json").is_file()
+
+
+def test_fast_path_equals_the_reference_and_restores_clean_exactly(setup):
+    """Fast path (corrupted run's cache, runs from the restored layer and token) == full forwards."""
+    model, s, f = setup
+    fast, ref = tr.Tracer(s, noise=0.6, samples=3, window=3), tr.Tracer(s, noise=0.6, samples=3, window=3, fast=False)
+    assert fast.fast and not ref.fast
+    assert f.subject_range[0] > 0  # tokens before the subject: their rows are skipped as no-ops
+    a, b = fast.trace(f), ref.trace(f)
+    assert a["p_corrupt"] == pytest.approx(b["p_corrupt"], abs=1e-6)
+    for kind in tr.KINDS:
+        torch.testing.assert_close(torch.tensor(a["effects"][kind]), torch.tensor(b["effects"][kind]),
+                                   atol=1e-6, rtol=0)
+    with torch.no_grad():
+        clean, probs = fast.clean(f)
+        corrupted = fast.corrupted(f)
+        allpos = list(range(len(f.ids)))
+        for site in ("layer", "mlp", "attn"):
+            for layer in range(s.num_layers):
+                p = fast.restored_fast(f, clean, corrupted, site, [layer] if site == "layer" else
+                                       list(range(layer, s.num_layers)), [allpos, allpos[-1:]])
+                if site == "layer":  # every position of one layer restored == the clean run
+                    torch.testing.assert_close(p[:1], probs[f.target_id].reshape(1), atol=1e-6, rtol=1e-5)
+                ref_p = ref.restored(f, clean, site, [layer] if site == "layer" else list(range(layer, s.num_layers)),
+                                     [allpos, allpos[-1:]])
+                torch.testing.assert_close(p, ref_p, atol=1e-6, rtol=0)

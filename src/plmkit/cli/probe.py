@@ -27,8 +27,9 @@ def _csv(value: str | None) -> list[str] | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="probe", metavar="PROBE", required=True)
-    la = sub.add_parser("lama", help="LAMA probe (T-REx, Google-RE, SQuAD) of an MLM or a causal LM",
-                        description="LAMA probe (Petroni et al. 2019) of an MLM or a causal LM.",
+    la = sub.add_parser("lama", help="LAMA probe (T-REx, Google-RE, SQuAD) of an MLM, a causal LM, T5 or BART",
+                        description="LAMA probe (Petroni et al. 2019) of an MLM, a causal LM or an "
+                                    "encoder-decoder (T5: sentinel, BART: mask token).",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     la.add_argument("--model", required=True, help="HF-format model directory, .gguf file, or preset (with --tokenizer)")
     la.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
@@ -127,7 +128,7 @@ def _lama(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     relations = load_lama(args.data, _csv(args.source), _csv(args.relations), args.max_facts)
-    model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
+    model, tok, struct = load_for_knowledge(args.model, args.tokenizer, allow_seq2seq=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     total = sum(len(r.facts) for r in relations)

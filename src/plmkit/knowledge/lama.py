@@ -1,4 +1,5 @@
-"""LAMA probing (Petroni et al. 2019) of MLMs and causal LMs, LAMA-UHN, and the per-layer readout.
+"""LAMA probing (Petroni et al. 2019) of MLMs, causal LMs and encoder-decoders (T5, BART; their
+conventions in ``plmkit.knowledge.lama_seq2seq``), LAMA-UHN, and the per-layer readout.
 
 Conventions (stated here and in the README; ``metrics.json`` records the mode counts):
 
@@ -20,7 +21,9 @@ is **skipped** (counted in ``n_skipped`` and written to predictions.jsonl with t
   scored by the **mean log-probability per token of everything from the object to the end of the
   sentence** (object tokens + the template's rest, given the prefix). The prefix is the same for
   every candidate, so this is the full-sentence log-probability, length-normalised by the number of
-  scored tokens. The object is ranked among the relation's objects.
+  scored tokens. The object is ranked among the relation's objects. The prefix is run once per fact
+  and its KV cache copied to the batch of candidate continuations (``_rank_candidates_shared``; the
+  same scores as one full forward per sentence, ``share_prefix=False``).
 
 Nothing is skipped for causal LMs except a fact with an empty prefix and no BOS token to condition on.
 
@@ -60,8 +63,10 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
-from plmkit.knowledge.lama_data import Fact, Relation
+from plmkit.knowledge import lama_seq2seq
+from plmkit.knowledge.lama_data import Fact, Relation, causal_ids, front_specials  # noqa: F401 (re-exported)
 from plmkit.knowledge.structure import ModelStructure, hidden_states
+from plmkit.models.cache import KVCache
 
 # UHN person-name filter: relation -> what the name is "common" for (Poerner et al. 2020, Sec. 3)
 NAME_FILTER = {"P19": "city", "P20": "city", "P27": "country", "P103": "language", "P1412": "language",
@@ -82,6 +87,8 @@ class Query:
     pos: int = -1  # the position whose distribution is read (mask / next_token)
     gold: int | None = None  # gold token (mask / next_token) or gold candidate index
     candidates: list[str] | None = None
+    dec_ids: list[int] | None = None  # encoder-decoders: the decoder input of a mask query
+    lead: str | None = None  # text before the object when tokenised alone (None: the template's)
     cand_ids: list[list[int]] | None = None
     cand_start: list[int] | None = None
     skip_reason: str | None = None
@@ -127,9 +134,12 @@ def prepare(struct: ModelStructure, tok: Any, rel: Relation, vocab: CandidateVoc
     for fact in (rel.facts if facts is None else facts):
         q = Query(fact)
         lead = _lead(fact.template)
-        gold = _object_ids(tok, fact.obj, lead)
-        single = len(gold) == 1 and bool(vocab.mask(lead)[gold[0]])
-        if struct.kind == "mlm":
+        q.lead = lama_seq2seq.object_lead(struct, fact.template, lead) if struct.kind == "seq2seq" else lead
+        gold = _object_ids(tok, fact.obj, q.lead)
+        single = len(gold) == 1 and bool(vocab.mask(q.lead)[gold[0]])
+        if struct.kind == "seq2seq":
+            lama_seq2seq.prepare_query(q, struct, tok, rel, lead, gold, single)
+        elif struct.kind == "mlm":
             mask_id = getattr(tok, "mask_token_id", None)
             if mask_id is None:
                 raise UserError("the tokenizer has no mask token; an MLM probe needs one")
@@ -147,22 +157,6 @@ def prepare(struct: ModelStructure, tok: Any, rel: Relation, vocab: CandidateVoc
             _prepare_causal(q, tok, rel, lead, gold, single)
         out.append(q)
     return out
-
-
-def front_specials(tok: Any) -> list[int]:
-    """The special tokens the tokenizer puts before a text (e.g. BOS); trailing ones (EOS, [SEP])
-    are not used for causal LMs, whose prompt must end with its last word."""
-    plain = list(tok.encode("a", add_special_tokens=False))
-    full = list(tok.encode("a", add_special_tokens=True))
-    for i in range(len(full) - len(plain) + 1):
-        if full[i: i + len(plain)] == plain:
-            return full[:i]
-    return []
-
-
-def causal_ids(tok: Any, text: str) -> list[int]:
-    """Token ids of ``text`` for a causal LM: leading special tokens + the text's tokens."""
-    return front_specials(tok) + list(tok.encode(text, add_special_tokens=False))
 
 
 def _with_bos(tok: Any, ids: list[int]) -> list[int] | None:
@@ -228,12 +222,16 @@ def _rank_vocab(struct, queries: list[Query], vocab: CandidateVocab, all_layers:
     """mask / next_token queries: rank the gold token among the candidate vocabulary."""
     for b0 in range(0, len(queries), batch_size):
         batch = queries[b0: b0 + batch_size]
-        ids, am = _pad([q.ids for q in batch])
-        sel = torch.zeros_like(ids, dtype=torch.bool)
-        for b, q in enumerate(batch):
-            sel[b, q.pos] = True
-        masks = torch.stack([vocab.mask(_lead(q.fact.template)) for q in batch])  # (B, V)
-        states = list(position_logprobs(struct, ids, am, sel, all_layers))
+        masks = torch.stack([vocab.mask(_lead(q.fact.template) if q.lead is None else q.lead)
+                             for q in batch])  # (B, V)
+        if struct.kind == "seq2seq":
+            states = list(lama_seq2seq.vocab_logprobs(struct, batch, all_layers))
+        else:
+            ids, am = _pad([q.ids for q in batch])
+            sel = torch.zeros_like(ids, dtype=torch.bool)
+            for b, q in enumerate(batch):
+                sel[b, q.pos] = True
+            states = list(position_logprobs(struct, ids, am, sel, all_layers))
         for k, lp in enumerate(states):
             lp = lp.masked_fill(~masks[:, : lp.shape[-1]], -math.inf)
             gold = torch.tensor([q.gold for q in batch])
@@ -248,8 +246,81 @@ def _rank_vocab(struct, queries: list[Query], vocab: CandidateVocab, all_layers:
                         (int(i), float(s)) for s, i in zip(top.values, top.indices) if s > -math.inf])
 
 
+def _repeat_cache(cache: KVCache, batch: int, capacity: int) -> KVCache:
+    """A fresh ``KVCache`` of ``batch`` rows holding row 0 of ``cache`` (its ``length`` positions)."""
+    n = cache.length
+    out = KVCache(cache.num_layers, batch, cache.num_kv_heads, cache.head_dim, capacity, cache.device)
+    shape = (cache.num_layers, batch, cache.num_kv_heads, max(capacity, n), cache.head_dim)
+    out.k, out.v = cache.k.new_empty(shape), cache.v.new_empty(shape)
+    out.k[:, :, :, :n] = cache.k[:, :1, :, :n]
+    out.v[:, :, :, :n] = cache.v[:, :1, :, :n]
+    out.capacity, out.length = shape[3], n
+    return out
+
+
+def _rank_candidates_shared(struct, q: Query, batch_size: int) -> bool:
+    """``_rank_candidates`` with the template prefix run once: one forward of the tokens every candidate
+    shares (``min(cand_start)`` of them, all identical by construction), then the candidates'
+    continuations batched against copies of its KV cache (right padding needs no mask in a causal
+    model). The first continuation token is scored from the prefix's last position, and a
+    sentence's last token is not fed (it predicts no scored token). Returns False
+    (nothing done) when the model gives no KV cache."""
+    P = min(q.cand_start)
+    prefix = q.cand_ids[0][:P]
+    if any(ids[:P] != prefix for ids in q.cand_ids):
+        return False
+    sel = torch.zeros(1, P, dtype=torch.bool)
+    sel[0, -1] = True
+    out = struct.model(torch.tensor([prefix]), labels_mask=sel, use_cache=True)
+    cache = getattr(out, "past_key_values", None)
+    if not isinstance(cache, KVCache) or cache.k is None:
+        return False
+    first = out.logits.float().log_softmax(-1)[0]  # (V,): distribution of position P
+    scores = torch.empty(len(q.cand_ids))
+    order = sorted(range(len(q.cand_ids)), key=lambda c: len(q.cand_ids[c]))  # batches of similar length
+    for c0 in range(0, len(order), batch_size):
+        idx = order[c0: c0 + batch_size]
+        seqs, starts = [q.cand_ids[c] for c in idx], [q.cand_start[c] for c in idx]
+        conts = [s[P:-1] for s in seqs]  # the last token predicts nothing that is scored
+        ids, _ = _pad([c or [0] for c in conts])
+        sel = torch.zeros_like(ids, dtype=torch.bool)
+        tgt, owner, from_first = [], [], []
+        for b, (s, st) in enumerate(zip(seqs, starts)):
+            for t in range(st, len(s)):
+                if t == P:
+                    from_first.append((b, s[t]))
+                else:
+                    sel[b, t - 1 - P] = True  # row-major order of sel == this loop's order
+                    tgt.append(s[t])
+                    owner.append(b)
+        total = torch.zeros(len(seqs))
+        count = torch.zeros(len(seqs))
+        for b, t in from_first:
+            total[b] += first[t]
+            count[b] += 1
+        if tgt:
+            rep = _repeat_cache(cache, len(seqs), P + ids.shape[1])
+            lp = struct.model(ids, past_key_values=rep, labels_mask=sel).logits.float().log_softmax(-1)
+            tok_lp = lp.gather(1, torch.tensor(tgt)[:, None]).squeeze(1)  # (N,)
+            owner_t = torch.tensor(owner)
+            total.index_add_(0, owner_t, tok_lp)
+            count.index_add_(0, owner_t, torch.ones_like(tok_lp))
+        scores[idx] = total / count
+    _candidate_result(q, scores[None])
+    return True
+
+
+def _candidate_result(q: Query, scores: Tensor) -> None:
+    ranks = (scores > scores[:, q.gold: q.gold + 1]).sum(1) + 1
+    q.result["layer_ranks"] = [int(r) for r in ranks]
+    top = scores[-1].topk(min(10, scores.shape[1]))
+    q.result.update(rank=int(ranks[-1]), gold_score=float(scores[-1, q.gold]),
+                    top10=[(int(i), float(s)) for s, i in zip(top.values, top.indices)])
+
+
 def _rank_candidates(struct, q: Query, all_layers: bool, batch_size: int) -> None:
-    """candidates query: mean log-prob of object + rest of sentence for each candidate object."""
+    """candidates query: mean log-prob of object + rest of sentence for each candidate object, one
+    full forward per candidate sentence (the reference for ``_rank_candidates_shared``)."""
     scores = torch.empty(1, len(q.cand_ids))
     for c0 in range(0, len(q.cand_ids), batch_size):
         seqs, starts = q.cand_ids[c0: c0 + batch_size], q.cand_start[c0: c0 + batch_size]
@@ -267,25 +338,31 @@ def _rank_candidates(struct, q: Query, all_layers: bool, batch_size: int) -> Non
             total = torch.zeros(len(seqs)).index_add_(0, owner_t, tok_lp)
             count = torch.zeros(len(seqs)).index_add_(0, owner_t, torch.ones_like(tok_lp))
             scores[k, c0: c0 + len(seqs)] = total / count
-    ranks = (scores > scores[:, q.gold: q.gold + 1]).sum(1) + 1
-    q.result["layer_ranks"] = [int(r) for r in ranks]
-    top = scores[-1].topk(min(10, scores.shape[1]))
-    q.result.update(rank=int(ranks[-1]), gold_score=float(scores[-1, q.gold]),
-                    top10=[(int(i), float(s)) for s, i in zip(top.values, top.indices)])
+    _candidate_result(q, scores)
 
 
 @torch.no_grad()
 def score(struct: ModelStructure, tok: Any, queries: list[Query], vocab: CandidateVocab,
-          all_layers: bool = False, batch_size: int = 32, progress: Callable[[int], None] | None = None) -> None:
-    """Fill ``q.result`` (rank, gold_score, top10, layer_ranks) for every non-skipped query."""
+          all_layers: bool = False, batch_size: int = 32, progress: Callable[[int], None] | None = None,
+          share_prefix: bool = True) -> None:
+    """Fill ``q.result`` (rank, gold_score, top10, layer_ranks) for every non-skipped query.
+
+    ``share_prefix``: score a causal LM's candidate sentences with one forward of their shared
+    prefix + the continuations against its KV cache (same scores as one full forward per sentence).
+    """
     flat = [q for q in queries if q.mode in ("mask", "next_token")]
     for b0 in range(0, len(flat), batch_size):
         _rank_vocab(struct, flat[b0: b0 + batch_size], vocab, all_layers, batch_size)
         if progress:
             progress(len(flat[b0: b0 + batch_size]))
     for q in queries:
-        if q.mode == "candidates":
-            _rank_candidates(struct, q, all_layers, batch_size)
+        if q.mode == "candidates" and struct.kind == "seq2seq":
+            _candidate_result(q, lama_seq2seq.candidate_scores(struct, q, batch_size)[None])
+            if progress:
+                progress(1)
+        elif q.mode == "candidates":
+            if not (share_prefix and _rank_candidates_shared(struct, q, batch_size)):
+                _rank_candidates(struct, q, all_layers, batch_size)
             if progress:
                 progress(1)
 
@@ -306,13 +383,19 @@ def uhn_name_filter(struct: ModelStructure, tok: Any, queries: list[Query], voca
         what = NAME_FILTER.get(q.fact.relation)
         if what is None or q.mode is None:
             continue
-        lead = _lead(q.fact.template)
-        gold = _object_ids(tok, q.fact.obj, lead)[:1]
+        tmpl0 = NAME_TEMPLATE.format(what=what)
+        lead = _lead(tmpl0)
+        olead = lama_seq2seq.object_lead(struct, tmpl0, lead) if struct.kind == "seq2seq" else lead
+        gold = _object_ids(tok, q.fact.obj, olead)[:1]
         for part in q.fact.subject.split():
-            tmpl = NAME_TEMPLATE.format(what=what).replace("[X]", part)
+            tmpl = tmpl0.replace("[X]", part)
             fake = Fact(q.fact.source, q.fact.relation, part, q.fact.obj, tmpl, q.fact.uuid)
-            p = Query(fake)
-            if struct.kind == "mlm":
+            p = Query(fake, lead=olead)
+            if struct.kind == "seq2seq":
+                lama_seq2seq.prepare_query(p, struct, tok, None, lead, gold, True)
+                if p.mode is None:
+                    continue
+            elif struct.kind == "mlm":
                 mask_id = tok.mask_token_id
                 p.ids = list(tok.encode(tmpl.replace("[X]", part).replace("[Y]", tok.convert_ids_to_tokens(mask_id)),
                                         add_special_tokens=True))
@@ -325,11 +408,15 @@ def uhn_name_filter(struct: ModelStructure, tok: Any, queries: list[Query], voca
                 p.pos = len(p.ids) - 1
             p.gold = gold[0]
             probes.append((k, p))
-    for b0 in range(0, len(probes), batch_size):
-        batch = [p for _, p in probes[b0: b0 + batch_size]]
-        _rank_vocab(struct, batch, vocab, False, batch_size)
+    # the same name part and object recur across facts (first names): rank each distinct probe once
+    unique: dict[tuple, Query] = {}
+    for _, p in probes:
+        unique.setdefault((tuple(p.ids), tuple(p.dec_ids or ()), p.pos, p.gold, p.lead), p)
+    todo = list(unique.values())
+    for b0 in range(0, len(todo), batch_size):
+        _rank_vocab(struct, todo[b0: b0 + batch_size], vocab, False, batch_size)
     for k, p in probes:
-        if p.result["rank"] <= 3:
+        if unique[(tuple(p.ids), tuple(p.dec_ids or ()), p.pos, p.gold, p.lead)].result["rank"] <= 3:
             keep[k] = False
     return keep
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from plmkit.errors import UserError, suggest
 
@@ -186,3 +187,20 @@ def _read_relation(data_dir: Path, source: str, rel: str, templates: dict, max_f
             tmpl, subject, uid = template, _field(row, "sub_label", where).strip(), str(row.get("uuid", n))
         r.facts.append(Fact(source, rel, subject, obj, tmpl, uid))
     return r
+
+
+# ------------------------------------------------------------------ token ids of prompts
+def front_specials(tok: Any) -> list[int]:
+    """The special tokens the tokenizer puts before a text (e.g. BOS); trailing ones (EOS, [SEP])
+    are not used for causal LMs, whose prompt must end with its last word."""
+    plain = list(tok.encode("a", add_special_tokens=False))
+    full = list(tok.encode("a", add_special_tokens=True))
+    for i in range(len(full) - len(plain) + 1):
+        if full[i: i + len(plain)] == plain:
+            return full[:i]
+    return []
+
+
+def causal_ids(tok: Any, text: str) -> list[int]:
+    """Token ids of ``text`` for a causal LM: leading special tokens + the text's tokens."""
+    return front_specials(tok) + list(tok.encode(text, add_special_tokens=False))

@@ -24,10 +24,12 @@ def load_tokenizer_for(model_arg: str, tokenizer_arg: str | None = None) -> Any:
     raise UserError(f"{model_arg!r} has no tokenizer of its own (a preset?); pass --tokenizer PATH")
 
 
-def load_for_knowledge(model_arg: str, tokenizer_arg: str | None = None) -> tuple[Any, Any, ModelStructure]:
-    """(model in eval mode, tokenizer, structure); the structure check runs before the slow tokenizer load."""
+def load_for_knowledge(model_arg: str, tokenizer_arg: str | None = None,
+                       allow_seq2seq: bool = False) -> tuple[Any, Any, ModelStructure]:
+    """(model in eval mode, tokenizer, structure); the structure check runs before the slow tokenizer load.
+    ``allow_seq2seq``: accept T5 / BART encoder-decoders (LAMA probing)."""
     import plmkit
 
     model = plmkit.load(model_arg).eval()
-    struct = locate(model)
+    struct = locate(model, allow_seq2seq=allow_seq2seq)
     return model, load_tokenizer_for(model_arg, tokenizer_arg), struct

@@ -102,20 +102,31 @@ def _ffn_part(struct: ModelStructure, i: int, name: str) -> nn.Linear:
     return part
 
 
-def locate(model: nn.Module) -> ModelStructure:
+SEQ2SEQ_REFUSAL = ("causal tracing, knowledge neurons, FFN memories and editing read the subject and the "
+                   "object in one stack; in an encoder-decoder the encoder reads the subject and the decoder "
+                   "writes the object, so those methods are defined here for MLMs and causal LMs only "
+                   "(LAMA probing, plm probe lama, supports T5 and BART)")
+
+
+def locate(model: nn.Module, allow_seq2seq: bool = False) -> ModelStructure:
     """Find the layers, attention, MLP, final norm and head of a plmkit Transformer.
+
+    ``allow_seq2seq`` (LAMA probing only): an encoder-decoder with an LM head gives a structure of
+    kind "seq2seq" whose ``layers`` / ``final_norm`` are the decoder's.
 
     Raises:
         UserError: the model has no LM/MLM head (e.g. a sentence encoder such as all-MiniLM-L6-v2),
-            is an encoder-decoder, or does not have plmkit's block structure.
+            is an encoder-decoder (unless allowed), or does not have plmkit's block structure.
     """
     cfg = getattr(model, "config", None)
     name = type(model).__name__
     if cfg is None or not hasattr(cfg, "num_layers"):
         raise UserError(f"{name}: not a plmkit Transformer (no ModelConfig); knowledge methods need one")
     if getattr(cfg, "is_encoder_decoder", False) or hasattr(model, "encoder") or hasattr(model, "decoder"):
-        raise UserError(f"{name} ({cfg.family}): encoder-decoder models are not supported by the knowledge "
-                        "methods yet; use an encoder (MLM) or a decoder (causal LM)")
+        if not allow_seq2seq:
+            raise UserError(f"{name} ({cfg.family}): encoder-decoder models are not supported here: "
+                            + SEQ2SEQ_REFUSAL)
+        return _locate_seq2seq(model)
     head = getattr(model, "head", None)
     if getattr(cfg, "head", None) not in ("mlm", "lm") or head is None:
         raise UserError(f"the {cfg.family!r} model has no LM/MLM head (config.head={getattr(cfg, 'head', None)!r}, "
@@ -138,6 +149,19 @@ def locate(model: nn.Module) -> ModelStructure:
     return ModelStructure(model=model, kind=kind, layers=layers, word_embeddings=embeddings,
                           final_norm=getattr(model, "final_norm", None), head=head,
                           num_layers=cfg.num_layers, hidden_size=cfg.hidden_size,
+                          intermediate_size=cfg.intermediate_size)
+
+
+def _locate_seq2seq(model: nn.Module) -> ModelStructure:
+    cfg = model.config
+    dec = getattr(model, "decoder", None)
+    head = getattr(model, "head", None)
+    if cfg.family not in ("t5", "bart") or head is None or not isinstance(getattr(dec, "layers", None), nn.ModuleList):
+        raise UserError(f"the {cfg.family!r} encoder-decoder: LAMA probing supports T5 (sentinel) and BART "
+                        "(mask token) models with an LM head")
+    return ModelStructure(model=model, kind="seq2seq", layers=list(dec.layers), word_embeddings=model.shared,
+                          final_norm=getattr(dec, "final_norm", None), head=head,
+                          num_layers=len(dec.layers), hidden_size=cfg.hidden_size,
                           intermediate_size=cfg.intermediate_size)
 
 

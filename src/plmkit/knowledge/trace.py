@@ -33,7 +33,9 @@ from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.knowledge.lama import causal_ids, front_specials
-from plmkit.knowledge.structure import ModelStructure, intervene
+from plmkit.knowledge.structure import ModelStructure, _site_module, intervene
+from plmkit.models.cache import KVCache
+from plmkit.models.layers import AttentionContext
 
 KINDS = ("hidden", "mlp", "attn", "mlp_window", "attn_window")
 SITE = {"hidden": "layer", "mlp": "mlp", "attn": "attn", "mlp_window": "mlp", "attn_window": "attn"}
@@ -96,15 +98,43 @@ def _window(layer: int, window: int, num_layers: int) -> list[int]:
     return list(range(lo, min(num_layers, layer - window // 2 + window)))
 
 
+def _fast_path_ok(struct: ModelStructure) -> bool:
+    """True for plmkit's own ``Transformer`` backbone (blocks can be run one by one with a KV cache)."""
+    from plmkit.models.transformer import Transformer
+
+    m = struct.model
+    return isinstance(m, Transformer) and type(m).backbone is Transformer.backbone and bool(m.config.causal)
+
+
+@dataclass
+class _Corrupted:
+    """The ``samples`` corrupted runs of one fact, kept for the restored runs."""
+
+    inputs: list[Tensor]  # input of block i, (S, T, H)
+    cache: KVCache  # keys / values of every layer, (L, S, Nkv, T, D)
+    p: Tensor  # (S,) P(target)
+
+
 class Tracer:
-    """Runs the clean, corrupted and restored forwards of one fact (see the module docstring)."""
+    """Runs the clean, corrupted and restored forwards of one fact (see the module docstring).
+
+    ``fast`` (default; plmkit ``Transformer`` causal LMs): the corrupted run is computed once per
+    fact and kept (every block's input and its KV cache); a run restoring tokens ``toks`` at layers
+    ``layers`` starts at block ``min(layers)`` from the corrupted input and computes only positions
+    ``>= min(toks)`` (the earlier ones equal the corrupted run's at every layer, so their keys and
+    values come from its cache), and only the last position goes through the head. Restoring a
+    token before the first subject token is a no-op (its clean and corrupted states are the same)
+    and gives ``p_corrupt`` without a forward. ``fast=False``: one full batched forward of the
+    model per restoration set, with hooks (the reference implementation, ``restored``).
+    """
 
     def __init__(self, struct: ModelStructure, noise: float, samples: int = 10, window: int = 10,
-                 seed: int = 0, batch_size: int = 256) -> None:
+                 seed: int = 0, batch_size: int = 256, fast: bool = True) -> None:
         if struct.kind != "lm":
             raise UserError("causal tracing needs a causal LM (the object is read from the next-token distribution)")
         self.s, self.noise, self.samples, self.window, self.seed = struct, noise, samples, window, seed
         self.batch_size = batch_size
+        self.fast = fast and _fast_path_ok(struct)
 
     # -------------------------------------------------------------- pieces
     def _noise(self, f: TraceFact) -> Tensor:
@@ -160,12 +190,130 @@ class Tracer:
             out.append(p.view(len(chunk), S).mean(1))
         return torch.cat(out)
 
+    # -------------------------------------------------------------- fast path
+    def _run_blocks(self, x: Tensor, start: int, cache: KVCache, hook=None) -> Tensor:
+        """Blocks start..L-1 on ``x`` (B, T', H) = positions len(cache)..len(cache)+T'-1, whose keys
+        and values are written into ``cache`` (the earlier positions' are read from it).
+        ``hook(i, x)`` may replace block i's output."""
+        m = self.s.model
+        B, T = x.shape[:2]
+        past = len(cache)
+        mask, is_causal = m._attention_mask(None, B, T, past, cache, x.device)
+        pos = m.default_position_ids(None, T, past, x.device)
+        rotary = m.rotary(pos, x.dtype) if hasattr(m, "rotary") else None
+        ctx = AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache)
+        for i in range(start, self.s.num_layers):
+            self._layer = i
+            x = self.s.layers[i](x, ctx, i)
+            if hook is not None:
+                x = hook(i, x)
+        return x
+
+    def _target_prob(self, last: Tensor, target: int) -> Tensor:
+        return self.s.readout(last).float().softmax(-1)[:, target]  # (B,)
+
+    def corrupted(self, f: TraceFact) -> _Corrupted:
+        """The ``samples`` corrupted runs (fast path): block inputs, KV cache and P(target)."""
+        m, S, (lo, hi) = self.s.model, self.samples, f.subject_range
+        ids = torch.tensor([f.ids]).expand(S, -1)
+        noise = self._noise(f)
+
+        def corrupt(i: int, emb: Tensor) -> Tensor:
+            emb = emb.clone()
+            emb[:, lo:hi] += noise
+            return emb
+
+        with _embedding_hook(self.s, corrupt):
+            x = m.embeddings(ids, m.default_position_ids(ids, len(f.ids), 0, ids.device), None, None)
+        cache = KVCache.for_model(m, S, len(f.ids))
+        inputs: list[Tensor] = [None] * self.s.num_layers
+
+        def keep(i: int, h: Tensor) -> Tensor:
+            if i + 1 < self.s.num_layers:
+                inputs[i + 1] = h
+            return h
+
+        inputs[0] = x
+        x = self._run_blocks(x, 0, cache, keep)
+        cache.advance(len(f.ids))
+        return _Corrupted(inputs, cache, self._target_prob(x[:, -1], f.target_id))
+
+    def restored_fast(self, f: TraceFact, clean: dict[str, list[Tensor]], corrupted: _Corrupted, site: str,
+                      layers: list[int], tokens: list[list[int]]) -> Tensor:
+        """``restored`` computed from the kept corrupted run (see the class docstring) -> (len(tokens),)."""
+        S, lo = self.samples, f.subject_range[0]
+        p_corrupt = corrupted.p.mean()
+        out = torch.empty(len(tokens))
+        groups: dict[int, list[int]] = {}  # first restored position -> entries
+        for k, toks in enumerate(tokens):
+            live = [t for t in toks if t >= lo]
+            if not live or not layers:
+                out[k] = p_corrupt
+            else:
+                groups.setdefault(min(live), []).append(k)
+        start, wanted = min(layers) if layers else 0, set(layers)
+        per = max(1, self.batch_size // S)
+        T = len(f.ids)
+        # buckets of entries run together from the bucket's first position t0: an entry joins while
+        # its own span T - t is at least half the bucket's (few, large matmuls, at most 2x the positions)
+        buckets: list[tuple[int, list[int]]] = []
+        for t in sorted(groups):
+            for k in groups[t]:
+                if buckets and 2 * (T - t) >= T - buckets[-1][0] and len(buckets[-1][1]) < per:
+                    buckets[-1][1].append(k)
+                else:
+                    buckets.append((t, [k]))
+        lasts: list[Tensor] = []
+        for t0, chunk in buckets:
+            n = len(chunk)
+            mask = torch.zeros(n * S, T - t0, dtype=torch.bool)  # row j * S + s restores entry chunk[j]
+            for j, k in enumerate(chunk):
+                mask[j * S: (j + 1) * S, [t - t0 for t in tokens[k] if t >= lo]] = True
+            cache = KVCache(self.s.num_layers, n * S, corrupted.cache.num_kv_heads, corrupted.cache.head_dim,
+                            T, corrupted.cache.device)
+            cache.k = corrupted.cache.k.repeat(1, n, 1, 1, 1)
+            cache.v = corrupted.cache.v.repeat(1, n, 1, 1, 1)
+            cache.capacity, cache.length = cache.k.shape[3], t0
+
+            def put(i: int, h: Tensor, t0=t0, mask=mask) -> Tensor:
+                return torch.where(mask[..., None], clean[site][i][t0:][None].to(h.dtype), h)
+
+            x = corrupted.inputs[start][:, t0:].repeat(n, 1, 1)
+            if site == "layer":
+                x = self._run_blocks(x, start, cache, lambda i, h: put(i, h) if i in wanted else h)
+            else:
+                mods = {id(_site_module(self.s, site, i)): _site_module(self.s, site, i) for i in layers}
+                handles = [mod.register_forward_hook(
+                    lambda mod_, a, h: put(self._layer, h) if self._layer in wanted else None)
+                    for mod in mods.values()]
+                try:
+                    x = self._run_blocks(x, start, cache)
+                finally:
+                    for h in handles:
+                        h.remove()
+            lasts.append(x[:, -1])
+        if lasts:  # one head product for all buckets (the head is the largest matrix)
+            p = self._target_prob(torch.cat(lasts), f.target_id)
+            r = 0
+            for _, chunk in buckets:
+                out[chunk] = p[r: r + len(chunk) * S].view(len(chunk), S).mean(1)
+                r += len(chunk) * S
+        return out
+
     @torch.no_grad()
     def trace(self, f: TraceFact, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
         """All arrays of one fact: p_clean, p_corrupt, top-1, and per kind an (L, T) effect matrix."""
         clean, probs = self.clean(f)
         p_clean = float(probs[f.target_id])
-        p_corrupt = float(self.restored(f, clean, "layer", [], [[]])[0])
+        if self.fast:
+            corrupted = self.corrupted(f)
+            p_corrupt = float(corrupted.p.mean())
+
+            def restored(f, clean, site, layers, tokens):
+                return self.restored_fast(f, clean, corrupted, site, layers, tokens)
+        else:
+            restored = self.restored
+            p_corrupt = float(self.restored(f, clean, "layer", [], [[]])[0])
         T, L = len(f.ids), self.s.num_layers
         res: dict[str, Any] = {"p_clean": p_clean, "p_corrupt": p_corrupt, "top1_id": int(probs.argmax()),
                                "known": int(probs.argmax()) == f.target_id, "effects": {}}
@@ -175,7 +323,7 @@ class Tracer:
             rows = []
             for layer in range(L):
                 layers = _window(layer, self.window, L) if kind.endswith("_window") else [layer]
-                p = self.restored(f, clean, SITE[kind], layers, [[t] for t in range(T)])
+                p = restored(f, clean, SITE[kind], layers, [[t] for t in range(T)])
                 rows.append((p - p_corrupt).tolist())
             res["effects"][kind] = rows  # (L, T): indirect effect of restoring (layer, token)
         return res
