@@ -122,3 +122,29 @@ def test_probe_cli_mlp_with_the_lama_curve(workdir, conll, tmp_path, capsys):
                "--out", str(tmp_path / "p3")])
     err = capsys.readouterr().err
     assert rc == 2 and "run plm probe lama with --layers" in err and len(err.strip().splitlines()) == 1
+
+
+def test_elmo_contextuality_and_probe_run_attention_is_refused(corpus, conll, tmp_path, capsys):
+    """ELMo (classic/) returns its L + 1 layer representations as hidden_states: the per-layer analyses run on
+    it; it has no attention, so attention analysis says so in one line."""
+    import torch
+
+    from plmkit.classic.elmo import save_elmo
+    from plmkit.classic.recurrent import build
+
+    words = sorted({w for f in (corpus, conll / "train.txt") for line in f.read_text().splitlines() for w in line.split()})
+    vocab = ["<eos>", "<pad>", "<unk>"] + words
+    torch.manual_seed(0)
+    save_elmo(build("elmo-tiny", vocab_size=len(vocab)), vocab, tmp_path / "elmo")
+    assert main(["analyze", "contextuality", "--model", str(tmp_path / "elmo"), "--corpus", str(corpus),
+                 "--random-words", "50", "--out", str(tmp_path / "ctx")]) == 0
+    res = json.loads((tmp_path / "ctx" / "contextuality.json").read_text())
+    assert [r["layer"] for r in res["layers"]] == [0, 1, 2]  # char-CNN output + 2 biLSTM layers
+    assert main(["analyze", "probe", "--model", str(tmp_path / "elmo"), "--data", str(conll),
+                 "--out", str(tmp_path / "probe")]) == 0
+    assert json.loads((tmp_path / "probe" / "probe.json").read_text())["layers"] == [0, 1, 2]
+    capsys.readouterr()
+    assert main(["analyze", "attention", "--model", str(tmp_path / "elmo"), "--text", "the movie",
+                 "--out", str(tmp_path / "att")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not return attention probabilities" in err[0]
