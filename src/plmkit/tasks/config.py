@@ -123,6 +123,12 @@ class FinetuneConfig:
     """p-tuning: the prompt encoder"""
     prompt_hidden: int = field(default=512, metadata=bound(POSITIVE))
     """prefix-tuning: width of the reparametrising MLP (p-tuning: of the prompt encoder)"""
+    prompt_init: str = field(default="vocab", metadata={"choices": lambda: ["vocab", "labels", "random"]})
+    """prompt-tuning: initialise the virtual tokens from random vocabulary rows, the label words' embeddings
+    (then vocabulary rows; needs --verbalizer) or uniform(-0.5, 0.5) (Lester et al. 2021)"""
+    verbalizer: str | None = None
+    """pattern + verbalizer YAML (recipes/prompts/<task>/): classify with the model's LM / MLM head, the
+    log-probability of each label word at the answer position, instead of a classification head"""
     regularizer: str | None = field(default=None, metadata={"choices": lambda: ["l2sp", "ewc"]})
     """pull weights towards the start (L2-SP) or a previous task (EWC)"""
     reg_weight: float = field(default=0.01, metadata=bound(NON_NEGATIVE))

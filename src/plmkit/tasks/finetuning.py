@@ -76,8 +76,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if spec.kind == "text2text":
         out.mkdir(parents=True, exist_ok=True)
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
-    feats = encode_task_data(cfg, spec, tok, data)
-    model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, feats.target_scale)
+    if cfg.verbalizer:  # the LM head scores label words: the objective encodes the pattern
+        model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, None)
+        feats = encode_task_data(cfg, spec, tok, data, obj)
+    else:
+        feats = encode_task_data(cfg, spec, tok, data)
+        model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, feats.target_scale)
     out.mkdir(parents=True, exist_ok=True)
     params = count_parameters(model)
     _log(f"mode {cfg.mode}: {params['trainable_params']:,} trainable of {params['total_params']:,} parameters")
@@ -116,8 +120,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         model.soft_prompt.drop_reparametrisation()
         mode_cfg.prefix_reparam = False
         result["saved_prompt_params"] = sum(p.numel() for p in model.soft_prompt.parameters())
-    save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale,
-                                                obj.pooling))
+    info = task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale, obj.pooling)
+    if cfg.verbalizer:
+        info["verbalizer"] = obj.info()
+        result["verbalizer"] = {"source": cfg.verbalizer, "label_words": obj.template.verbalizer,
+                                "answer_position": "mask token" if obj.masked else "after the pattern (causal LM)"}
+    save_checkpoint(out, model, tok, info)
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
     return result
@@ -175,11 +183,16 @@ class TaskFeatures:
     truncated: dict[str, int] = field(default_factory=dict)
 
 
-def encode_task_data(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData) -> TaskFeatures:
-    """Features of both splits; regression trains on standardised targets (predictions are mapped back)."""
+def encode_task_data(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, obj=None) -> TaskFeatures:
+    """Features of both splits; regression trains on standardised targets (predictions are mapped back).
+    ``obj``: an objective with its own ``encode_examples`` (the verbalizer's pattern)."""
     t0 = time.perf_counter()
-    train_feats = encode(spec, tok, data.train, data.labels, cfg.max_seq_len, True, cfg.doc_stride)
-    dev_feats = encode(spec, tok, data.dev, data.labels, cfg.max_seq_len, False, cfg.doc_stride)
+    if obj is not None and hasattr(obj, "encode_examples"):
+        train_feats = obj.encode_examples(tok, data.train, data.labels, cfg.max_seq_len)
+        dev_feats = obj.encode_examples(tok, data.dev, data.labels, cfg.max_seq_len)
+    else:
+        train_feats = encode(spec, tok, data.train, data.labels, cfg.max_seq_len, True, cfg.doc_stride)
+        dev_feats = encode(spec, tok, data.dev, data.labels, cfg.max_seq_len, False, cfg.doc_stride)
     target_scale = None
     if spec.kind == "regression":
         ys = np.array([f["label"] for f in train_feats], dtype=np.float64)
@@ -205,7 +218,11 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
     num_outputs = NUM_OUTPUTS.get(spec.kind, len(labels))
     mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha,
                           prompt_tokens=cfg.prompt_tokens, prompt_encoder=cfg.prompt_encoder,
-                          prompt_hidden=cfg.prompt_hidden)
+                          prompt_hidden=cfg.prompt_hidden, prompt_init=cfg.prompt_init)
+    if cfg.verbalizer:
+        return _build_verbalizer_model(cfg, spec, tok, labels, model, mode_cfg)
+    if cfg.prompt_init == "labels":
+        raise UserError("--prompt-init labels initialises from the label words: give --verbalizer FILE.yaml")
     pooling, why = resolve_pooling(cfg.pooling, cfg.model, model)
     if spec.kind in POOLED_KINDS:
         _log(f"pooling {pooling} ({why})")
@@ -227,6 +244,31 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
         raise UserError(f"unknown regularizer {cfg.regularizer!r} (l2sp, ewc)")
     if cfg.self_distill > 0:
         obj.extra_terms.append(SelfDistillation(model, obj, cfg.self_distill, every=cfg.distill_every))
+    return model, obj, mode_cfg
+
+
+def _build_verbalizer_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str], model, mode_cfg):
+    """``--verbalizer``: no task head; the LM / MLM head's label-word log-probabilities are the class scores."""
+    from plmkit.prompting.verbalizer import VerbalizerObjective, load_verbalizer
+
+    if spec.kind != "classification":
+        raise UserError(f"--verbalizer scores label words: it needs a classification task, not {spec.kind}")
+    for bad, on in (("--mode features", cfg.mode == "features"), ("--early-exit", cfg.early_exit),
+                    ("--self-distill", cfg.self_distill > 0), ("--regularizer ewc", cfg.regularizer == "ewc")):
+        if on:
+            raise UserError(f"--verbalizer does not combine with {bad} (they need a classification head)")
+    head = getattr(model.config, "head", None)
+    if head not in ("lm", "mlm") or getattr(model, "head", None) is None:
+        raise UserError(f"{cfg.model}: --verbalizer needs a model with its LM or MLM head (config.head lm / mlm), "
+                        f"this one has {head!r}")
+    template = load_verbalizer(cfg.verbalizer, labels, spec.text_pair_column is not None)
+    obj = VerbalizerObjective(template, tok, labels, masked=head == "mlm")
+    obj.prepare(model)
+    apply_mode(model, mode_cfg, label_token_ids=obj.label_token_ids)
+    if cfg.regularizer == "l2sp":
+        obj.extra_terms.append(L2SP(model, cfg.reg_weight))
+    _log(f"verbalizer {template.name}: label words {template.verbalizer} scored at the "
+         f"{'mask' if obj.masked else 'next-token'} position")
     return model, obj, mode_cfg
 
 

@@ -56,15 +56,17 @@ class ModeConfig:
     prompt_encoder: str = "lstm"  # p-tuning's prompt encoder: lstm | mlp
     prompt_hidden: int = 512  # prefix tuning's reparametrising MLP width (p-tuning's encoder width)
     prefix_reparam: bool = True  # prefix tuning: False once the MLP was dropped (a saved checkpoint)
+    prompt_init: str = "vocab"  # prompt tuning: vocab | labels | random
 
 
 def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm)))
 
 
-def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
+def apply_mode(model: nn.Module, cfg: ModeConfig, label_token_ids: list[int] | None = None) -> list[nn.Parameter]:
     """Insert the mode's modules and set ``requires_grad``; returns the trainable parameters.
 
+    ``label_token_ids``: the verbalizer's label words (prompt tuning's ``prompt_init="labels"``).
     Must run after the task head is added (heads always train) and before the optimizer is built.
     """
     if cfg.mode not in MODES:
@@ -92,7 +94,8 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
         from plmkit.prompting.soft import attach, build_soft_prompt
 
         attach(model, build_soft_prompt(model, cfg.mode, cfg.prompt_tokens, cfg.prompt_encoder, cfg.prompt_hidden,
-                                        reparam=cfg.prefix_reparam))
+                                        reparam=cfg.prefix_reparam, init=cfg.prompt_init,
+                                        label_token_ids=label_token_ids))
     trainable_mods = [model.heads] if hasattr(model, "heads") else []
     if cfg.mode in SOFT_PROMPT_MODES:
         trainable_mods.append(model.soft_prompt)
