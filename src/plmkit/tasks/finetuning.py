@@ -73,6 +73,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     spec = task_spec(cfg)
     data = read_task_data(cfg, spec)
     tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
+    if cfg.mode == "pet":  # Schick & Schuetze 2021: pattern models, ensemble, distillation
+        from plmkit.prompting.pet import run_pet
+
+        return run_pet(cfg, spec, tok, data, out)
     if spec.kind == "text2text":
         out.mkdir(parents=True, exist_ok=True)
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)

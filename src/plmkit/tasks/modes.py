@@ -10,6 +10,8 @@ Modes (``--mode``):
 - ``lora``: LoRA on W_q, W_v + head train (Hu et al. 2021).
 - ``prompt-tuning`` / ``p-tuning`` / ``prefix-tuning``: soft prompts (``plmkit.prompting.soft``: Lester
   et al. 2021; Liu et al. 2021; Li & Liang 2021) + the task head train; the backbone is frozen.
+- ``pet``: Pattern-Exploiting Training for MLMs (``plmkit.prompting.pet``: one fully fine-tuned model per
+  pattern-verbalizer pair, their ensemble's soft labels distilled into one classifier).
 - ``ulmfit``: full fine-tuning with discriminative LR (decay 1/2.6 per layer), slanted triangular
   LR and gradual unfreezing (Howard & Ruder 2018) -- these are Trainer options, set here.
 
@@ -38,7 +40,7 @@ from torch import nn
 
 import plmkit.tasks.adapters as adapters
 
-MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit", "prompt-tuning", "p-tuning", "prefix-tuning")
+MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit", "prompt-tuning", "p-tuning", "prefix-tuning", "pet")
 SOFT_PROMPT_MODES = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
 
@@ -74,7 +76,7 @@ def apply_mode(model: nn.Module, cfg: ModeConfig, label_token_ids: list[int] | N
 
         raise UserError(f"unknown mode {cfg.mode!r}{suggest(cfg.mode, MODES)}; choose from {', '.join(MODES)}")
     H = model.config.hidden_size
-    if cfg.mode in ("full", "ulmfit"):
+    if cfg.mode in ("full", "ulmfit", "pet"):  # pet: each pattern model is fully fine-tuned
         for p in model.parameters():
             p.requires_grad_(True)
         return [p for p in model.parameters()]
