@@ -13,7 +13,7 @@ import torch
 
 import plmkit
 from plmkit.errors import UserError
-from plmkit.prompting.soft import PromptTuning, attach, build_soft_prompt
+from plmkit.prompting.soft import PromptTuning, build_soft_prompt
 from plmkit.prompting.verbalizer import VerbalizerObjective, load_verbalizer
 from plmkit.tasks.modes import ModeConfig, apply_mode, count_parameters
 from plmkit.tasks.readers import TextExample

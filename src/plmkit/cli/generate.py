@@ -107,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
     from plmkit.errors import UserError
     from plmkit.generation import TextStreamer
-    from plmkit.models import load
 
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")

@@ -18,7 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "Zero/few-shot in-context evaluation with prompt templates, verbalizers and contextual calibration."
+HELP = ("Zero/few-shot in-context evaluation with prompt templates: classification (verbalizers, contextual "
+        "calibration), multiple choice, short-answer generation (EM / F1).")
 TASKS = ("sst2", "rte", "mrpc", "cola", "classification", "pair", "multiple-choice", "generation")
 QA_TASKS = ("multiple-choice", "generation")
 
