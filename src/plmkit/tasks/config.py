@@ -128,7 +128,8 @@ class FinetuneConfig:
     (then vocabulary rows; needs --verbalizer) or uniform(-0.5, 0.5) (Lester et al. 2021)"""
     verbalizer: str | None = None
     """pattern + verbalizer YAML (recipes/prompts/<task>/): classify with the model's LM / MLM head, the
-    log-probability of each label word at the answer position, instead of a classification head"""
+    log-probability of each label word at the answer position, instead of a classification head (--mode pet:
+    a file or a directory of pattern-verbalizer pairs)"""
     unlabelled: str | None = None
     """--mode pet: unlabelled examples in the task's format (labels ignored) for the auxiliary MLM loss, the
     ensemble's soft labels and the distilled model"""
