@@ -158,3 +158,25 @@ def test_deepcopy_routes_through_its_own_prompt():
     with torch.no_grad():
         twin.soft_prompt.prompt.add_(1.0)
         assert (twin(ids).logits - model(ids).logits).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_classification_head_on_a_causal_lm_without_token_types(mode):
+    """Llama has no token-type embeddings (type_vocab_size 0): the task objective must not pass token_type_ids."""
+    from plmkit.tasks.objective import TaskObjective
+
+    torch.manual_seed(0)
+    model = plmkit.load("llama-tiny", vocab_size=100)
+    assert model.config.type_vocab_size == 0
+
+    class Tok:
+        pad_token_id, cls_token_id, sep_token_id = 0, 1, 2
+
+    obj = TaskObjective("classification", 2, Tok(), pooling="last")
+    obj.prepare(model)
+    apply_mode(model, ModeConfig(mode, prompt_tokens=3, prompt_hidden=16))
+    feats = [{"input_ids": [5, 6, 7, 8], "token_type_ids": [0] * 4, "label": 1},
+             {"input_ids": [9, 10], "token_type_ids": [0] * 2, "label": 0}]
+    loss, _ = obj.loss(model, obj.make_batch(feats))
+    loss.backward()
+    assert all(p.grad is not None for p in model.soft_prompt.parameters())

@@ -21,7 +21,8 @@ HELP = "Generate text from a causal LM or an encoder-decoder (greedy, sampling, 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="preset name, HF-format model directory, or .gguf file")
+    p.add_argument("model", help="preset name, HF-format model directory, .gguf file, or a plm finetune checkpoint "
+                   "that kept its causal LM head (--verbalizer: generation with its soft prompt / LoRA applied)")
     p.add_argument("prompt", nargs="?", default=None, help="prompt text ('-' or omitted: read stdin)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model directory / GGUF file)")
     p.add_argument("--max-new-tokens", type=arg(int, POSITIVE), default=50, help="number of tokens to generate at most")
@@ -67,6 +68,26 @@ def resolve_tokenizer(model_arg: str, tokenizer_arg: str | None) -> Any:
     raise UserError(f"{model_arg!r} is a preset without a tokenizer; pass --tokenizer PATH")
 
 
+def _load_model(path: str):
+    """A model, or a ``plm finetune`` checkpoint that kept its causal LM head (``--verbalizer`` with a soft
+    prompt, LoRA, ...): its base model with the trained parameters, the soft prompt applied to generation."""
+    from pathlib import Path
+
+    from plmkit.errors import UserError
+    from plmkit.models import load
+
+    if not (Path(path) / "task.json").is_file():
+        return load(path).eval()
+    from plmkit.tasks.checkpoint import load_checkpoint
+
+    model, _, info, _ = load_checkpoint(path)
+    if getattr(model, "head", None) is None or getattr(model.config, "head", None) != "lm":
+        raise UserError(f"{path}: this fine-tuned checkpoint ({info['task']}, mode {info['mode']}) has a task head "
+                        "and no causal LM head to generate with; only checkpoints trained with --verbalizer on a "
+                        "causal LM keep it")
+    return model.eval()
+
+
 def read_prompt(arg: str | None) -> str:
     from plmkit.errors import UserError
 
@@ -86,12 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
     from plmkit.errors import UserError
     from plmkit.generation import TextStreamer
-    from plmkit.models import load
 
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     prompt = read_prompt(args.prompt)
-    model = load(args.model).eval()  # first: a missing path or unknown preset gets load's precise message
+    model = _load_model(args.model)  # first: a missing path or unknown preset gets load's precise message
     extra: dict[str, Any] = {}
     if args.pack_weights != "auto":
         from plmkit.classic.recurrent import RecurrentLM

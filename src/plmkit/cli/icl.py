@@ -4,6 +4,8 @@
             --shots 0,1,4,8 --seeds 5 [--balanced] [--score sum|mean|pmi] [--calibrate] [--chat]
             [--limit N] [--cache-benchmark N] --out DIR
 
+    plm icl --model M --task multiple-choice|generation --data DIR --template recipes/prompts/generation ...
+
 Writes ``DIR/metrics.json`` (``by_shots`` / ``calibrated_by_shots``: mean, std and min over seeds and
 templates per shot count; ``by_template``; ``scoring`` states how labels were scored) and
 ``DIR/predictions.jsonl`` (one line per template, shot count, seed and example, with the number of
@@ -16,8 +18,10 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "Zero/few-shot in-context evaluation with prompt templates, verbalizers and contextual calibration."
-TASKS = ("sst2", "rte", "mrpc", "cola", "classification", "pair")
+HELP = ("Zero/few-shot in-context evaluation with prompt templates: classification (verbalizers, contextual "
+        "calibration), multiple choice, short-answer generation (EM / F1).")
+TASKS = ("sst2", "rte", "mrpc", "cola", "classification", "pair", "multiple-choice", "generation")
+QA_TASKS = ("multiple-choice", "generation")
 
 
 def _shots(value: str) -> list[int]:
@@ -60,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-share-prefix", action="store_true", help="re-encode the demonstrations for every example")
     p.add_argument("--cache-benchmark", type=int, default=0, metavar="N",
                    help="time N examples at the largest shot count with and without the shared prefix cache")
+    p.add_argument("--max-new-tokens", type=_positive, default=16,
+                   help="--task generation: greedy answer length limit (the answer is cut at the first newline)")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -77,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.task in QA_TASKS:
+        return _run_qa(args)
     spec = get_task(args.task)
     data = Path(args.data)
     if not data.is_dir():
@@ -138,5 +146,64 @@ def run(args: argparse.Namespace) -> int:
             c = result["calibrated_by_shots"][k]
             line += f" | calibrated {c[main]:.4f} ± {c[main + '_std']:.4f} (min {c[main + '_min']:.4f})"
         print(line)
+    print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+    return 0
+
+
+def _load_causal_lm(path: str):
+    import plmkit
+    from plmkit.errors import UserError
+
+    model = plmkit.load(path)
+    cfg = model.config
+    if not getattr(cfg, "causal", False) or getattr(cfg, "head", None) != "lm":
+        raise UserError(f"{path}: plm icl scores continuations with a causal LM; this is a "
+                        f"{getattr(cfg, 'family', type(model).__name__)!r} model without a causal LM head")
+    return model.eval()
+
+
+def _run_qa(args: argparse.Namespace) -> int:
+    """Multiple choice (options scored as continuations) and generation (greedy answers, EM / F1)."""
+    import torch
+
+    import plmkit
+    from plmkit.errors import UserError
+    from plmkit.prompting.chat import require_chat_template
+    from plmkit.prompting.qa import evaluate_qa, load_qa_templates, read_qa_data, sample_qa_demonstrations
+
+    for flag, on in (("--calibrate", args.calibrate), ("--balanced", args.balanced),
+                     ("--single-token", args.single_token), ("--cache-benchmark", args.cache_benchmark > 0)):
+        if on:
+            raise UserError(f"{flag} applies to classification tasks (a fixed label set), not --task {args.task}")
+    if args.task == "generation" and args.score != "sum":
+        raise UserError(f"--score {args.score}: --task generation decodes greedily and scores exact match / F1; "
+                        "drop --score")
+    train, dev = read_qa_data(Path(args.data), args.task)
+    if args.limit:
+        dev = dev[: args.limit]
+    templates = load_qa_templates(args.template, args.task)
+    chat = require_chat_template(args.tokenizer or args.model) if args.chat else None
+    for k in args.shots:
+        sample_qa_demonstrations(train, k, 0)
+    model = _load_causal_lm(args.model)
+    tok = plmkit.load_tokenizer(args.tokenizer or args.model)
+    cfg = model.config
+    max_length = args.max_length or (cfg.max_position_embeddings - getattr(cfg, "position_offset", 0))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"plm icl: {args.task}, {len(dev)} dev / {len(train)} train examples, templates "
+          f"{', '.join(t.name for t in templates)}, shots {args.shots}, seeds {args.seeds}")
+    with torch.inference_mode():
+        result = evaluate_qa(model, tok, args.task, templates, train, dev, args.shots, args.seeds, chat, args.score,
+                             max_length, args.batch_size, not args.no_share_prefix, args.max_new_tokens,
+                             out / "predictions.jsonl")
+    result.update({"model": str(args.model), "task": args.task, "threads": torch.get_num_threads()})
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "metrics.json")
+    for k, v in result["by_shots"].items():
+        print(f"shots {k}: " + ", ".join(f"{m} {v[m]:.4f} ± {v[m + '_std']:.4f} (min {v[m + '_min']:.4f})"
+                                         for m in (("accuracy",) if args.task == "multiple-choice"
+                                                   else ("exact_match", "f1"))) + f", {v['runs']} runs")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
     return 0

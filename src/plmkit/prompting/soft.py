@@ -1,7 +1,9 @@
 """Soft prompts for any plmkit ``Transformer``: prompt tuning, P-tuning and prefix tuning.
 
 - ``PromptTuning`` (Lester et al. 2021): k trainable virtual-token embeddings prepended to the input
-  embeddings; initialised from k vocabulary rows of the model's own embedding matrix (seeded).
+  embeddings; initialised (``init``) from k vocabulary rows of the model's own embedding matrix
+  (``vocab``, seeded), from the class-label words' token embeddings followed by vocabulary rows
+  (``labels``, Lester et al.'s "class label" initialisation) or uniformly in [-0.5, 0.5] (``random``).
 - ``PTuning`` (Liu et al. 2021, "GPT understands, too"): the k virtual tokens are the output of a
   small prompt encoder (bidirectional LSTM + MLP, or an MLP) over k trainable input vectors.
 - ``PrefixTuning`` (Li & Liang 2021): trainable key/value prefixes of length k at every layer,
@@ -47,12 +49,24 @@ class PromptTuning(nn.Module):
 
     kind = "virtual"
 
-    def __init__(self, model, num_tokens: int, seed: int = 0) -> None:
+    def __init__(self, model, num_tokens: int, seed: int = 0, init: str = "vocab",
+                 label_token_ids: list[int] | None = None) -> None:
         super().__init__()
         emb = _word_embeddings(model)
         g = torch.Generator().manual_seed(seed)
         rows = torch.randint(0, emb.num_embeddings, (num_tokens,), generator=g)
-        self.prompt = nn.Parameter(emb.weight.detach()[rows].clone())  # (k, E): vocabulary initialisation
+        if init == "labels":
+            if not label_token_ids:
+                raise UserError("--prompt-init labels needs the label words: give --verbalizer FILE.yaml")
+            lab = torch.tensor(list(label_token_ids)[:num_tokens])
+            rows = torch.cat([lab, rows[len(lab):]])  # label words first, then vocabulary rows
+        if init == "random":
+            value = torch.rand(num_tokens, emb.embedding_dim, generator=g) - 0.5
+        elif init in ("vocab", "labels"):
+            value = emb.weight.detach()[rows].clone()
+        else:
+            raise UserError(f"--prompt-init {init!r}: expected vocab, labels or random")
+        self.prompt = nn.Parameter(value.to(emb.weight.dtype))  # (k, E)
 
     @property
     def num_tokens(self) -> int:
@@ -267,11 +281,14 @@ def _new_cache(model, batch: int, length: int):
 
 
 def build_soft_prompt(model, mode: str, num_tokens: int, encoder: str = "lstm", hidden: int | None = None,
-                      seed: int = 0, reparam: bool = True) -> nn.Module:
+                      seed: int = 0, reparam: bool = True, init: str = "vocab",
+                      label_token_ids: list[int] | None = None) -> nn.Module:
     if num_tokens <= 0:
         raise UserError(f"--prompt-tokens must be positive, got {num_tokens}")
+    if init != "vocab" and mode != "prompt-tuning":
+        raise UserError(f"--prompt-init {init} applies to --mode prompt-tuning, not {mode}")
     if mode == "prompt-tuning":
-        return PromptTuning(model, num_tokens, seed)
+        return PromptTuning(model, num_tokens, seed, init, label_token_ids)
     if mode == "p-tuning":
         return PTuning(model, num_tokens, encoder, hidden, seed)
     if mode == "prefix-tuning":

@@ -45,19 +45,24 @@ class Template:
         return self.fill(text, text_pair) + self.verbalizer[label]
 
 
-def _slots(where: str, text: str) -> tuple[str, ...]:
+def _slots(where: str, text: str, allow_mask: bool = False) -> tuple[str, ...]:
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as e:
         raise UserError(f"{where}: template is not a valid format string ({e}); write a literal brace as {{{{ or }}}}")
     for n in names:
+        if n == "mask" and allow_mask:
+            continue
         if n not in SLOTS:
+            if n == "mask":
+                raise UserError(f"{where}: slot {{mask}} is for --verbalizer patterns of plm finetune (an MLM's "
+                                "answer position); plm icl scores the verbalizer after the template")
             raise UserError(f"{where}: template slot {{{n}}} is unknown; expected {{text}} and, for pairs, {{text_pair}}")
     return tuple(dict.fromkeys(names))
 
 
 def parse_template(obj: object, source: str, labels: tuple[str, ...] | None = None,
-                   pair: bool | None = None, task: str | None = None) -> Template:
+                   pair: bool | None = None, task: str | None = None, allow_mask: bool = False) -> Template:
     """Validate one template mapping. ``labels``: the task's label set (the verbalizer must cover exactly
     those); ``pair``: whether the task has a second text (then {text_pair} is required)."""
     if not isinstance(obj, dict):
@@ -71,7 +76,7 @@ def parse_template(obj: object, source: str, labels: tuple[str, ...] | None = No
     tmpl = obj["template"]
     if not isinstance(tmpl, str) or not tmpl.strip():
         raise UserError(f"{source}: key 'template' must be a non-empty string")
-    slots = _slots(f"{source}: key 'template'", tmpl)
+    slots = _slots(f"{source}: key 'template'", tmpl, allow_mask)
     if "text" not in slots:
         raise UserError(f"{source}: key 'template' has no input slot {{text}} (got {tmpl!r})")
     if pair and "text_pair" not in slots:
@@ -119,7 +124,7 @@ def template_files(paths: list[str | Path]) -> list[Path]:
 
 
 def load_templates(paths: list[str | Path], labels: tuple[str, ...] | None = None, pair: bool | None = None,
-                   task: str | None = None) -> list[Template]:
+                   task: str | None = None, allow_mask: bool = False) -> list[Template]:
     """Read and validate templates (YAML through ``safe_load``); names must be unique."""
     import yaml
 
@@ -133,7 +138,7 @@ def load_templates(paths: list[str | Path], labels: tuple[str, ...] | None = Non
             raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
         except UnicodeDecodeError as e:
             raise UserError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        t = parse_template(obj, str(f), labels, pair, task)
+        t = parse_template(obj, str(f), labels, pair, task, allow_mask)
         if any(o.name == t.name for o in out):
             raise UserError(f"{f}: template name {t.name!r} is used twice; give each template its own 'name'")
         out.append(t)

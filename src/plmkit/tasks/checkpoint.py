@@ -70,7 +70,7 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
     obj = objective_from_info(task_info, None)
     obj.prepare(model)
     recurrent_features(model, task_info["mode"])
-    apply_mode(model, ModeConfig(**task_info["mode_config"]))
+    apply_mode(model, ModeConfig(**task_info["mode_config"]), label_token_ids=getattr(obj, "label_token_ids", None))
     return model, obj
 
 
@@ -90,6 +90,10 @@ def recurrent_features(model, mode: str) -> None:
 
 def objective_from_info(task_info: dict, tok) -> TaskObjective:
     """The task objective (head shapes, pooling, pad id) described by a checkpoint's ``task_info``."""
+    if task_info.get("verbalizer"):  # plm finetune --verbalizer: the LM head scores the label words
+        from plmkit.prompting.verbalizer import VerbalizerObjective
+
+        return VerbalizerObjective.from_info(task_info["verbalizer"], task_info["labels"], task_info["pad_id"], tok)
     obj = TaskObjective.__new__(TaskObjective)
     TaskObjective.__init__(obj, task_info["kind"], task_info["num_outputs"], _PadOnly(task_info["pad_id"]),
                            pooling=task_info["pooling"], scalar_mix=task_info["mode"] == "features",

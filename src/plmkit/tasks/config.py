@@ -123,6 +123,22 @@ class FinetuneConfig:
     """p-tuning: the prompt encoder"""
     prompt_hidden: int = field(default=512, metadata=bound(POSITIVE))
     """prefix-tuning: width of the reparametrising MLP (p-tuning: of the prompt encoder)"""
+    prompt_init: str = field(default="vocab", metadata={"choices": lambda: ["vocab", "labels", "random"]})
+    """prompt-tuning: initialise the virtual tokens from random vocabulary rows, the label words' embeddings
+    (then vocabulary rows; needs --verbalizer) or uniform(-0.5, 0.5) (Lester et al. 2021)"""
+    verbalizer: str | None = None
+    """pattern + verbalizer YAML (recipes/prompts/<task>/): classify with the model's LM / MLM head, the
+    log-probability of each label word at the answer position, instead of a classification head (--mode pet:
+    a file or a directory of pattern-verbalizer pairs)"""
+    unlabelled: str | None = None
+    """--mode pet: unlabelled examples in the task's format (labels ignored) for the auxiliary MLM loss, the
+    ensemble's soft labels and the distilled model"""
+    max_unlabelled: int = field(default=10000, metadata=bound(POSITIVE))
+    """--mode pet: at most this many unlabelled examples (seeded subset)"""
+    pet_alpha: float = field(default=1e-4, metadata=bound(FRACTION))
+    """--mode pet: loss = (1 - alpha) CE + alpha MLM (1e-4: Schick & Schuetze 2021)"""
+    pet_temperature: float = field(default=2.0, metadata=bound(POSITIVE))
+    """--mode pet: temperature of the ensemble's soft labels (2 in the paper)"""
     regularizer: str | None = field(default=None, metadata={"choices": lambda: ["l2sp", "ewc"]})
     """pull weights towards the start (L2-SP) or a previous task (EWC)"""
     reg_weight: float = field(default=0.01, metadata=bound(NON_NEGATIVE))

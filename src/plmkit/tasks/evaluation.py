@@ -46,7 +46,10 @@ def evaluate_checkpoints(paths: list[str], data: str, split_file: str | None = N
         examples = check_labels(examples, info["labels"], bad)
     elif spec.kind == "token":
         examples = check_token_labels(examples, info["labels"], bad)
-    feats = encode(spec, tok, examples, info["labels"], info["max_seq_len"], False, info["doc_stride"])
+    if hasattr(obj, "encode_examples"):  # a --verbalizer checkpoint encodes its pattern
+        feats = obj.encode_examples(tok, examples, info["labels"], info["max_seq_len"], labelled=True)
+    else:
+        feats = encode(spec, tok, examples, info["labels"], info["max_seq_len"], False, info["doc_stride"])
     if len(loaded) == 1:
         outputs = run_model(model, obj, feats, batch_size)
     elif ensemble == "average":

@@ -73,11 +73,17 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     spec = task_spec(cfg)
     data = read_task_data(cfg, spec)
     tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
+    if cfg.mode == "pet":  # Schick & Schuetze 2021: pattern models, ensemble, distillation
+        return _finetune_pet(cfg, spec, tok, data, out)
     if spec.kind == "text2text":
         out.mkdir(parents=True, exist_ok=True)
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
-    feats = encode_task_data(cfg, spec, tok, data)
-    model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, feats.target_scale)
+    if cfg.verbalizer:  # the LM head scores label words: the objective encodes the pattern
+        model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, None)
+        feats = encode_task_data(cfg, spec, tok, data, obj)
+    else:
+        feats = encode_task_data(cfg, spec, tok, data)
+        model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, feats.target_scale)
     out.mkdir(parents=True, exist_ok=True)
     params = count_parameters(model)
     _log(f"mode {cfg.mode}: {params['trainable_params']:,} trainable of {params['total_params']:,} parameters")
@@ -116,8 +122,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         model.soft_prompt.drop_reparametrisation()
         mode_cfg.prefix_reparam = False
         result["saved_prompt_params"] = sum(p.numel() for p in model.soft_prompt.parameters())
-    save_checkpoint(out, model, tok, task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale,
-                                                obj.pooling))
+    info = task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale, obj.pooling)
+    if cfg.verbalizer:
+        info["verbalizer"] = obj.info()
+        result["verbalizer"] = {"source": cfg.verbalizer, "label_words": obj.template.verbalizer,
+                                "answer_position": "mask token" if obj.masked else "after the pattern (causal LM)"}
+    save_checkpoint(out, model, tok, info)
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
     return result
@@ -175,11 +185,16 @@ class TaskFeatures:
     truncated: dict[str, int] = field(default_factory=dict)
 
 
-def encode_task_data(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData) -> TaskFeatures:
-    """Features of both splits; regression trains on standardised targets (predictions are mapped back)."""
+def encode_task_data(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, obj=None) -> TaskFeatures:
+    """Features of both splits; regression trains on standardised targets (predictions are mapped back).
+    ``obj``: an objective with its own ``encode_examples`` (the verbalizer's pattern)."""
     t0 = time.perf_counter()
-    train_feats = encode(spec, tok, data.train, data.labels, cfg.max_seq_len, True, cfg.doc_stride)
-    dev_feats = encode(spec, tok, data.dev, data.labels, cfg.max_seq_len, False, cfg.doc_stride)
+    if obj is not None and hasattr(obj, "encode_examples"):
+        train_feats = obj.encode_examples(tok, data.train, data.labels, cfg.max_seq_len)
+        dev_feats = obj.encode_examples(tok, data.dev, data.labels, cfg.max_seq_len)
+    else:
+        train_feats = encode(spec, tok, data.train, data.labels, cfg.max_seq_len, True, cfg.doc_stride)
+        dev_feats = encode(spec, tok, data.dev, data.labels, cfg.max_seq_len, False, cfg.doc_stride)
     target_scale = None
     if spec.kind == "regression":
         ys = np.array([f["label"] for f in train_feats], dtype=np.float64)
@@ -205,7 +220,11 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
     num_outputs = NUM_OUTPUTS.get(spec.kind, len(labels))
     mode_cfg = ModeConfig(cfg.mode, cfg.adapter_size, cfg.pal_size, cfg.lora_rank, cfg.lora_alpha,
                           prompt_tokens=cfg.prompt_tokens, prompt_encoder=cfg.prompt_encoder,
-                          prompt_hidden=cfg.prompt_hidden)
+                          prompt_hidden=cfg.prompt_hidden, prompt_init=cfg.prompt_init)
+    if cfg.verbalizer:
+        return _build_verbalizer_model(cfg, spec, tok, labels, model, mode_cfg)
+    if cfg.prompt_init == "labels":
+        raise UserError("--prompt-init labels initialises from the label words: give --verbalizer FILE.yaml")
     pooling, why = resolve_pooling(cfg.pooling, cfg.model, model)
     if spec.kind in POOLED_KINDS:
         _log(f"pooling {pooling} ({why})")
@@ -227,6 +246,31 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
         raise UserError(f"unknown regularizer {cfg.regularizer!r} (l2sp, ewc)")
     if cfg.self_distill > 0:
         obj.extra_terms.append(SelfDistillation(model, obj, cfg.self_distill, every=cfg.distill_every))
+    return model, obj, mode_cfg
+
+
+def _build_verbalizer_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str], model, mode_cfg):
+    """``--verbalizer``: no task head; the LM / MLM head's label-word log-probabilities are the class scores."""
+    from plmkit.prompting.verbalizer import VerbalizerObjective, load_verbalizer
+
+    if spec.kind != "classification":
+        raise UserError(f"--verbalizer scores label words: it needs a classification task, not {spec.kind}")
+    for bad, on in (("--mode features", cfg.mode == "features"), ("--early-exit", cfg.early_exit),
+                    ("--self-distill", cfg.self_distill > 0), ("--regularizer ewc", cfg.regularizer == "ewc")):
+        if on:
+            raise UserError(f"--verbalizer does not combine with {bad} (they need a classification head)")
+    head = getattr(model.config, "head", None)
+    if head not in ("lm", "mlm") or getattr(model, "head", None) is None:
+        raise UserError(f"{cfg.model}: --verbalizer needs a model with its LM or MLM head (config.head lm / mlm), "
+                        f"this one has {head!r}")
+    template = load_verbalizer(cfg.verbalizer, labels, spec.text_pair_column is not None)
+    obj = VerbalizerObjective(template, tok, labels, masked=head == "mlm")
+    obj.prepare(model)
+    apply_mode(model, mode_cfg, label_token_ids=obj.label_token_ids)
+    if cfg.regularizer == "l2sp":
+        obj.extra_terms.append(L2SP(model, cfg.reg_weight))
+    _log(f"verbalizer {template.name}: label words {template.verbalizer} scored at the "
+         f"{'mask' if obj.masked else 'next-token'} position")
     return model, obj, mode_cfg
 
 
@@ -342,6 +386,105 @@ def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, ba
     tok.save(out / "model")
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps(metrics)}; wrote {out / 'eval.json'} and the model to {out / 'model'}")
+    return result
+
+
+def _finetune_pet(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, out: Path) -> dict[str, Any]:
+    """``--mode pet`` (:mod:`plmkit.prompting.pet`): a model per pattern in ``cfg.verbalizer``, the ensemble's
+    soft labels on the unlabelled examples, distillation into one classifier; writes ``out``."""
+    import copy
+
+    import plmkit
+    from plmkit.prompting.pet import PETObjective, SoftTargetObjective, soft_labels
+    from plmkit.prompting.templates import load_templates
+
+    if spec.kind != "classification":
+        raise UserError(f"--mode pet classifies with label words: it needs a classification task, not {spec.kind}")
+    if not cfg.verbalizer:
+        raise UserError("--mode pet needs --verbalizer FILE.yaml or a directory of pattern-verbalizer pairs")
+    if not cfg.unlabelled:
+        raise UserError("--mode pet needs --unlabelled FILE (unlabelled examples in the task's format: the soft "
+                        "labels of the pattern ensemble are computed on them and the final model learns from them)")
+    pair = spec.text_pair_column is not None
+    patterns = load_templates([cfg.verbalizer], labels=tuple(data.labels), pair=pair, allow_mask=True)
+    base = plmkit.load(cfg.model)
+    if getattr(base.config, "head", None) != "mlm" or getattr(base, "head", None) is None:
+        raise UserError(f"{cfg.model}: --mode pet needs a masked LM with its MLM head (config.head 'mlm'), "
+                        f"this model has {getattr(base.config, 'head', None)!r}")
+    upath = Path(cfg.unlabelled)
+    if not upath.is_file():
+        raise UserError(f"--unlabelled {upath}: no such file")
+    unl = subsample(read_split(spec, upath, "train", labelled=False), cfg.max_unlabelled, cfg.seed)
+    if not unl:
+        raise UserError(f"--unlabelled {upath}: no examples")
+    unl_ids = [f["input_ids"] for f in encode(spec, tok, unl, None, cfg.max_seq_len, False, cfg.doc_stride)]
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    t_start, c_start = time.perf_counter(), time.process_time()
+    per_pattern, dev_scores, unl_scores = [], [], []
+    for i, t in enumerate(patterns):
+        _seed_everything(cfg.seed + i)
+        model = copy.deepcopy(base)
+        obj = PETObjective(t, tok, data.labels, cfg.pet_alpha, unl_ids, cfg.batch_size, cfg.seed + i)
+        obj.prepare(model)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        tr = obj.encode_examples(tok, data.train, data.labels, cfg.max_seq_len)
+        dv = obj.encode_examples(tok, data.dev, data.labels, cfg.max_seq_len)
+        ul = obj.encode_examples(tok, unl, None, cfg.max_seq_len, labelled=False)
+        (logs / t.name).mkdir(exist_ok=True)
+        summary, _, train_s, cpu_s = train(cfg, spec, model, obj, tok, data, TaskFeatures(tr, dv),
+                                           training_config(cfg, model, len(tr)), logs / t.name)
+        dev_out = run_model(model, obj, dv, cfg.eval_batch_size)
+        m = score(spec, data.labels, data.dev, dv, dev_out)
+        dev_scores.append(np.stack(dev_out))
+        unl_scores.append(np.stack(run_model(model, obj, ul, cfg.eval_batch_size)))
+        per_pattern.append({"pattern": t.name, "source": t.source, "label_words": t.verbalizer, **m,
+                            "train_steps": summary["step"], "train_time_s": round(train_s, 1)})
+        _log(f"pet: pattern {t.name}: dev {json.dumps({k: round(v, 4) for k, v in m.items()})}")
+        del model
+    ens_dev, _ = soft_labels(dev_scores, cfg.pet_temperature)
+    ensemble = score(spec, data.labels, data.dev, dv, list(ens_dev))
+    _, soft = soft_labels(unl_scores, cfg.pet_temperature)
+    _log(f"pet: ensemble of {len(patterns)} patterns: dev {json.dumps({k: round(v, 4) for k, v in ensemble.items()})}; "
+         f"distilling on {len(unl)} unlabelled examples")
+
+    # distillation into one classifier with an ordinary head
+    _seed_everything(cfg.seed)
+    model = base
+    pooling, why = resolve_pooling(cfg.pooling, cfg.model, model)
+    obj = SoftTargetObjective("classification", len(data.labels), tok, pooling=pooling)
+    obj.pooling_source = why
+    obj.prepare(model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    feats_u = encode(spec, tok, unl, None, cfg.max_seq_len, False, cfg.doc_stride)
+    for f, q in zip(feats_u, soft):
+        f["soft"] = q
+    dev_feats = encode(spec, tok, data.dev, data.labels, cfg.max_seq_len, False, cfg.doc_stride)
+    (logs / "distill").mkdir(exist_ok=True)
+    summary, history, train_s, _ = train(cfg, spec, model, obj, tok, data, TaskFeatures(feats_u, dev_feats),
+                                         training_config(cfg, model, len(feats_u)), logs / "distill")
+    metrics = score(spec, data.labels, data.dev, dev_feats, run_model(model, obj, dev_feats, cfg.eval_batch_size))
+    result = {"task": spec.name, "mode": "pet", **count_parameters(model), **metrics, "main_metric": spec.main_metric,
+              "train_examples": len(data.train), "dev_examples": len(data.dev), "unlabelled_examples": len(unl),
+              "pet": {"alpha": cfg.pet_alpha, "temperature": cfg.pet_temperature,
+                      "loss": "(1 - alpha) * CE(verbalizer log-probabilities at the mask) + alpha * MLM loss on "
+                              "unlabelled text (15% masked, 80/10/10)",
+                      "ensemble": "uniform mean of the pattern models' verbalizer scores; soft labels "
+                                  "softmax(mean / T) on the unlabelled examples",
+                      "patterns": per_pattern, "ensemble_dev": ensemble,
+                      "distilled": "classification head on the MLM, trained on the soft labels (soft-target CE)"},
+              "train_steps": summary["step"], "train_time_s": round(time.perf_counter() - t_start, 1),
+              **_cpu_fields(time.process_time() - c_start), "history": history,
+              "skipped_bad_rows": data.bad.count}
+    info = task_info(cfg, spec, tok, data, ModeConfig("full"), len(data.labels), None, obj.pooling)
+    info["mode"] = "full"  # the distilled classifier is an ordinary fully fine-tuned checkpoint
+    info["pet"] = {"patterns": [t.source for t in patterns], "alpha": cfg.pet_alpha}
+    save_checkpoint(out, model, tok, info)
+    write_json_atomic(out / "eval.json", result)
+    _log(f"pet: distilled model dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
     return result
 
 

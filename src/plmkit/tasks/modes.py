@@ -10,6 +10,8 @@ Modes (``--mode``):
 - ``lora``: LoRA on W_q, W_v + head train (Hu et al. 2021).
 - ``prompt-tuning`` / ``p-tuning`` / ``prefix-tuning``: soft prompts (``plmkit.prompting.soft``: Lester
   et al. 2021; Liu et al. 2021; Li & Liang 2021) + the task head train; the backbone is frozen.
+- ``pet``: Pattern-Exploiting Training for MLMs (``plmkit.prompting.pet``: one fully fine-tuned model per
+  pattern-verbalizer pair, their ensemble's soft labels distilled into one classifier).
 - ``ulmfit``: full fine-tuning with discriminative LR (decay 1/2.6 per layer), slanted triangular
   LR and gradual unfreezing (Howard & Ruder 2018) -- these are Trainer options, set here.
 
@@ -38,7 +40,7 @@ from torch import nn
 
 import plmkit.tasks.adapters as adapters
 
-MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit", "prompt-tuning", "p-tuning", "prefix-tuning")
+MODES = ("full", "features", "adapter", "pals", "lora", "ulmfit", "prompt-tuning", "p-tuning", "prefix-tuning", "pet")
 SOFT_PROMPT_MODES = ("prompt-tuning", "p-tuning", "prefix-tuning")
 
 
@@ -56,15 +58,17 @@ class ModeConfig:
     prompt_encoder: str = "lstm"  # p-tuning's prompt encoder: lstm | mlp
     prompt_hidden: int = 512  # prefix tuning's reparametrising MLP width (p-tuning's encoder width)
     prefix_reparam: bool = True  # prefix tuning: False once the MLP was dropped (a saved checkpoint)
+    prompt_init: str = "vocab"  # prompt tuning: vocab | labels | random
 
 
 def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm)))
 
 
-def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
+def apply_mode(model: nn.Module, cfg: ModeConfig, label_token_ids: list[int] | None = None) -> list[nn.Parameter]:
     """Insert the mode's modules and set ``requires_grad``; returns the trainable parameters.
 
+    ``label_token_ids``: the verbalizer's label words (prompt tuning's ``prompt_init="labels"``).
     Must run after the task head is added (heads always train) and before the optimizer is built.
     """
     if cfg.mode not in MODES:
@@ -72,7 +76,7 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
 
         raise UserError(f"unknown mode {cfg.mode!r}{suggest(cfg.mode, MODES)}; choose from {', '.join(MODES)}")
     H = model.config.hidden_size
-    if cfg.mode in ("full", "ulmfit"):
+    if cfg.mode in ("full", "ulmfit", "pet"):  # pet: each pattern model is fully fine-tuned
         for p in model.parameters():
             p.requires_grad_(True)
         return [p for p in model.parameters()]
@@ -92,7 +96,8 @@ def apply_mode(model: nn.Module, cfg: ModeConfig) -> list[nn.Parameter]:
         from plmkit.prompting.soft import attach, build_soft_prompt
 
         attach(model, build_soft_prompt(model, cfg.mode, cfg.prompt_tokens, cfg.prompt_encoder, cfg.prompt_hidden,
-                                        reparam=cfg.prefix_reparam))
+                                        reparam=cfg.prefix_reparam, init=cfg.prompt_init,
+                                        label_token_ids=label_token_ids))
     trainable_mods = [model.heads] if hasattr(model, "heads") else []
     if cfg.mode in SOFT_PROMPT_MODES:
         trainable_mods.append(model.soft_prompt)

@@ -119,8 +119,10 @@ class TaskObjective:
     def forward(self, model, batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
         """Backbone + task head; returns (backbone output, head output)."""
         need_states = self.scalar_mix or self.early_exit
+        # models without token-type embeddings (GPT-2, Llama: type_vocab_size 0) refuse token_type_ids
+        tt = batch["token_type_ids"] if getattr(model.config, "type_vocab_size", 1) else None
         out = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                    token_type_ids=batch["token_type_ids"], output_hidden_states=need_states)
+                    token_type_ids=tt, output_hidden_states=need_states)
         logits = model.heads[HEAD_NAME](out, batch["attention_mask"])
         if self.kind == "multiple_choice":
             logits = logits.view(-1, int(batch["num_choices"]))  # (B, C)

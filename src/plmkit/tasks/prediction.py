@@ -47,7 +47,10 @@ def predict(path: str, inputs: str, out_path: str, batch_size: int = 64, skip_ba
             raise UserError(f"{inp}: empty file (no lines)")
     else:
         examples = read_split(spec, inp, "dev", bad, labelled=False) if spec.kind != "qa" else read_split(spec, inp, "dev", bad)
-    feats = encode(spec, tok, examples, info["labels"], info["max_seq_len"], False, info["doc_stride"])
+    if hasattr(obj, "encode_examples"):  # a --verbalizer checkpoint encodes its pattern
+        feats = obj.encode_examples(tok, examples, info["labels"], info["max_seq_len"], labelled=False)
+    else:
+        feats = encode(spec, tok, examples, info["labels"], info["max_seq_len"], False, info["doc_stride"])
     outputs = run_model(model, obj, feats, batch_size)
     labels = info["labels"]
     n_trunc = 0
