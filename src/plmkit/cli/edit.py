@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         return _single(args, struct, tok, request, hp, hp_dict, cov, out)
     print(f"{args.method} on {len(cases)} {kind} cases ({len(skipped)} skipped), layers {hp.layers}", flush=True)
     metrics, rows = ev.run(kind, struct, tok, cases, args.method, hp, cov, args.batch_size, args.fluency_tokens,
-                           args.seed)
+                           args.seed, on_rows=lambda rows: report.write_jsonl(out / "cases.jsonl", rows))
     report.write_json(out / "metrics.json", metrics)
     report.write_jsonl(out / "cases.jsonl", rows)
     report.write_json(out / "details.json", {

@@ -239,8 +239,12 @@ PRE_BLOCK = 16
 
 def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: str, hparams: Any,
         cov: dict[int, torch.Tensor] | None, batch_size: int = 1, fluency_tokens: int = 100, seed: int = 0,
-        log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo."""
+        log: Callable[[str], None] = print, on_rows: Callable[[list[dict[str, Any]]], None] | None = None
+        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo.
+
+    ``on_rows`` receives the rows so far after every batch (``plm edit`` keeps ``cases.jsonl`` current
+    with it, so an interrupted run keeps its finished cases)."""
     rows: list[dict[str, Any]] = []
     edit_seconds = 0.0
     pre_all: dict[int, dict[str, Any]] = {}
@@ -264,6 +268,8 @@ def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: 
                          "v_curve": _last_curve(delta.info, chunk.index(c))})
         head = ", ".join(f"{k} {v:.2f}" for k, v in summarize(kind, [r["edited"] for r in rows]).items()
                          if isinstance(v, float))
+        if on_rows is not None:
+            on_rows(rows)
         log(f"[{len(rows)}/{len(cases)}] edited {len(chunk)} in {dt:.1f}s; running edited: {head}")
     metrics = {"unedited": summarize(kind, [r["unedited"] for r in rows]),
                "edited": summarize(kind, [r["edited"] for r in rows]),
