@@ -196,6 +196,34 @@ def test_memit_batch_over_layers_writes_several_facts(llama, bpe_tok, corpus):
     assert_same(llama, snap)
 
 
+def test_memit_batch_of_100_edits_maps_every_key_to_its_target(bpe_tok, corpus, text_lines):
+    """--batch-size 100: one MEMIT call writes 100 facts over two layers; with the bare prompt as the only
+    context and a tiny lambda, each request's last-layer output at its subject reaches its z_i (read
+    back independently from the edited model's hidden states)."""
+    from plmkit.knowledge.structure import hidden_states
+
+    model = tiny("llama-tiny", bpe_tok, seed=1, num_layers=4)  # z at block 2: block 3 carries it on
+    s = locate(model)
+    words = ["Paris", "Berlin", "Rome", "Madrid", "Tokyo", "France", "Germany", "Italy", "Spain", "Japan"]
+    reqs = [Request(f"{a} {b} is located in", f"{a} {b}", words[5 + (i + j) % 5], None)
+            for i, a in enumerate(words) for j, b in enumerate(words)]
+    assert len(reqs) == 100
+    C = covs(s, bpe_tok, corpus, [1, 2])
+    hp = load_hparams("memit", {"layers": [1, 2], "n_context": 0, "mom2_weight": 1e-3,
+                                "v": {"steps": 1, "weight_decay": 0.0, "clamp_norm_factor": 1e4}})
+    snap = snapshot(model)
+    delta = edit(model, reqs, "memit", hp, tokenizer=bpe_tok, covariance=C)
+    assert len(delta.info["v_curve"]) == 100 and len(delta.delta) == 2
+    Z = delta.info["z"]
+    for r, z in zip(reqs, Z):
+        e = common.encode(bpe_tok, r.prompt, r.subject)
+        hs, _ = hidden_states(s, torch.tensor([e.ids]))
+        torch.testing.assert_close(hs[3][0, e.subject_last], z, rtol=1e-3, atol=1e-3)  # block 2's output
+    assert max(delta.info["z_left"]) < 1e-3
+    undo(model, delta)
+    assert_same(model, snap)
+
+
 @pytest.mark.parametrize("bound", [1e-3, 2e-2])
 def test_ft_l_never_exceeds_the_bound_while_ft_does(llama, bpe_tok, bound):
     s = locate(llama)

@@ -295,9 +295,22 @@ def keys_at(struct: ModelStructure, layer: int, seqs: list[list[int]], positions
 
 def subject_key(struct: ModelStructure, tok: Any, layer: int, req: Request, templates: list[str]) -> Tensor:
     """k*: the mean key at the subject's last token over the prompt in every context template (I,)."""
-    encs = [encode(tok, *in_context(t, req.prompt, req.subject)[:1], subject=req.subject,
-                   char_start=in_context(t, req.prompt, req.subject)[1]) for t in templates]
-    return keys_at(struct, layer, [e.ids for e in encs], [e.subject_last for e in encs]).mean(0)
+    return subject_keys(struct, tok, layer, [req], templates)[0]
+
+
+def subject_keys(struct: ModelStructure, tok: Any, layer: int, reqs: list[Request], templates: list[str],
+                 rows_per_forward: int = 64) -> Tensor:
+    """k* of each request (n, I): the keys of all requests x templates in batched forwards."""
+    seqs, pos = [], []
+    for req in reqs:
+        for t in templates:
+            text, cs = in_context(t, req.prompt, req.subject)
+            e = encode(tok, text, subject=req.subject, char_start=cs)
+            seqs.append(e.ids)
+            pos.append(e.subject_last)
+    keys = torch.cat([keys_at(struct, layer, seqs[i: i + rows_per_forward], pos[i: i + rows_per_forward])
+                      for i in range(0, len(seqs), rows_per_forward)])
+    return keys.view(len(reqs), len(templates), -1).mean(1)
 
 
 def value_output(struct: ModelStructure, layer: int, k: Tensor) -> Tensor:
