@@ -75,6 +75,8 @@ def test_counterfact_run_writes_metrics_in_the_issue_shape(setup, method, capsys
     assert m["edited"]["es"] == es
     d = json.loads((out / "details.json").read_text())
     assert d["n_cases"] == 2 and d["layers"] == [1] and set(d["edited"]) == {"em", "pm", "nm", "n"}
+    assert d["layers_source"] == "--layers" and d["cpu_seconds_per_edit"] > 0
+    assert all(r["edit_cpu_seconds"] > 0 for r in rows)
 
 
 def test_covariance_cache_is_reused_between_runs(setup, capsys):

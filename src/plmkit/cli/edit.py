@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "layers": hp.layers, "layers_source": layers_source, "hparams": hp_dict, "fluency_tokens": args.fluency_tokens,
         "covariance": None if cov is None else {"corpus": args.stats_corpus, "samples": args.stats_samples,
                                                 "seq_len": args.stats_seq_len, "seconds": cov_info},
+        "cpu_seconds_per_edit": sum(r["edit_cpu_seconds"] for r in rows) / max(1, len(rows)),
         "unedited": ev.details(kind, [r["unedited"] for r in rows]),
         "edited": ev.details(kind, [r["edited"] for r in rows])})
     print(json.dumps(metrics))
