@@ -265,7 +265,8 @@ def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: 
             rows.append({"id": c.id, "request": c.request.to_dict(), "rephrase": c.rephrase, "locality": c.locality,
                          "locality_target": c.locality_target, "unedited": a, "edited": z,
                          "edit_seconds": round(dt / len(chunk), 3),
-                         "edit_cpu_seconds": round(delta.info["cpu_seconds"] / len(chunk), 3), "delta_norm": delta.info.get("delta_norm"),
+                         "edit_cpu_seconds": round(delta.info["cpu_seconds"] / len(chunk), 3),
+                         "delta_norm": delta.info.get("delta_norm"),
                          "v_curve": _last_curve(delta.info, chunk.index(c))})
         head = ", ".join(f"{k} {v:.2f}" for k, v in summarize(kind, [r["edited"] for r in rows]).items()
                          if isinstance(v, float))
