@@ -3,6 +3,7 @@ against independent one-row computations."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from plmkit.knowledge.edit import common
@@ -85,3 +86,27 @@ def test_fluency_samples_follow_the_model_and_do_not_depend_on_the_batch(bpe_tok
             nxt = top.indices[torch.multinomial(top.values.softmax(-1), 1, generator=g)]
             enc = torch.cat((enc, nxt.view(1, 1)), 1)
         assert bpe_tok.decode(enc[0, len(ids):].tolist()) == ev.sample_continuations(s, bpe_tok, [p], 6, [sd])[0]
+
+
+@pytest.mark.parametrize("batch_size, block", [(1, 3), (2, 3), (3, 2), (2, 16)])
+def test_run_scores_every_case_before_and_after_in_blocks(bpe_tok, monkeypatch, batch_size, block):
+    """The unedited scores come in blocks (a multiple of the batch size) and equal the scores of the
+    untouched model; each batch is edited, scored and undone."""
+    from plmkit.knowledge.edit import load_hparams
+
+    model = tiny(bpe_tok, seed=4)
+    s = locate(model)
+    cases = CASES + [ev.Case(3 + i, c.request, c.rephrase, c.locality, c.locality_target)
+                     for i, c in enumerate(CASES[:2])]
+    want = ev.scores_many("counterfact", s, bpe_tok, cases, 4, 0)
+    monkeypatch.setattr(ev, "PRE_BLOCK", block)
+    hp = load_hparams("ft", {"layers": [1], "steps": 2, "lr": 0.01})
+    seen = []
+    metrics, rows = ev.run("counterfact", s, bpe_tok, cases, "ft", hp, None, batch_size, 4, 0,
+                           log=lambda _: None, on_rows=lambda r: seen.append(len(r)))
+    assert [r["id"] for r in rows] == [c.id for c in cases]
+    assert seen == list(range(batch_size, len(cases), batch_size)) + [len(cases)]
+    for r, w in zip(rows, want):
+        assert r["unedited"]["logp"] == pytest.approx(w["logp"], abs=1e-5)
+        assert r["unedited"]["generation"] == w["generation"]
+    assert any(r["edited"]["logp"]["prompt_new"] != r["unedited"]["logp"]["prompt_new"] for r in rows)

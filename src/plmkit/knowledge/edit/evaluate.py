@@ -248,10 +248,10 @@ def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: 
     rows: list[dict[str, Any]] = []
     edit_seconds = 0.0
     pre_all: dict[int, dict[str, Any]] = {}
-    block = max(batch_size, PRE_BLOCK)
+    block = batch_size * max(1, -(-PRE_BLOCK // batch_size))  # a multiple of batch_size
     for b in range(0, len(cases), batch_size):
         chunk = cases[b: b + batch_size]
-        if b not in pre_all:  # the unedited scores of the next block of cases, batched
+        if b % block == 0:  # the unedited scores of the next block of cases, batched
             nxt = cases[b: b + block]
             pre_all.update(zip(range(b, b + len(nxt)), scores_many(kind, struct, tok, nxt, fluency_tokens, seed)))
         pre = [pre_all.pop(b + i) for i in range(len(chunk))]
