@@ -75,6 +75,8 @@ def test_counterfact_run_writes_metrics_in_the_issue_shape(setup, method, capsys
     assert m["edited"]["es"] == es
     d = json.loads((out / "details.json").read_text())
     assert d["n_cases"] == 2 and d["layers"] == [1] and set(d["edited"]) == {"em", "pm", "nm", "n"}
+    assert d["layers_source"] == "--layers" and d["cpu_seconds_per_edit"] > 0
+    assert all(r["edit_cpu_seconds"] > 0 for r in rows)
 
 
 def test_covariance_cache_is_reused_between_runs(setup, capsys):
@@ -137,13 +139,42 @@ def test_layers_from_a_trace_summary(tmp_path):
     curve = [0.0, 0.1, 0.05, 0.3, 0.2, 0.0]
     summary = {"average": {"mlp_window": {"last subject token": curve}}, "average_known": None}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    assert layers_from_trace(str(tmp_path / "summary.json"), "rome", 6) == [3]
-    assert layers_from_trace(str(tmp_path / "summary.json"), "memit", 6) == [0, 1, 2, 3]
+    assert layers_from_trace(str(tmp_path / "summary.json"), "rome", 6)[0] == [3]
+    layers, why = layers_from_trace(str(tmp_path), "memit", 6)  # the folder works too
+    assert layers == [0, 1, 2, 3] and "peaks at layer 3 (+0.300, all traced facts" in why
+    known = {"average": summary["average"], "average_known": {"mlp": {"last subject token": curve[::-1]}}}
+    (tmp_path / "known.json").write_text(json.dumps(known))
+    assert layers_from_trace(str(tmp_path / "known.json"), "rome", 6)[0] == [2]  # the known facts' curve wins
     with pytest.raises(UserError, match="6 layers traced, the model has 4"):
         layers_from_trace(str(tmp_path / "summary.json"), "rome", 4)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(UserError, match="summary.json of 'plm trace'"):
         layers_from_trace(str(tmp_path / "bad.json"), "rome", 6)
+    with pytest.raises(UserError, match="file not found"):
+        layers_from_trace(str(tmp_path / "nothing"), "rome", 6)
+
+
+def test_layers_auto_from_plm_trace_on_the_same_model(setup, capsys):
+    """plm trace -> plm edit --layers auto --trace DIR: the edited layer is the traced MLP peak."""
+    facts = [{"known_id": 0, "prompt": "Paris is located in", "subject": "Paris", "attribute": "France"},
+             {"known_id": 1, "prompt": "Berlin is located in", "subject": "Berlin", "attribute": "Germany"}]
+    (setup / "facts.json").write_text(json.dumps(facts))
+    trace = setup / "trace"
+    assert main(["trace", "--model", str(setup / "model"), "--facts", str(setup / "facts.json"), "--samples", "2",
+                 "--kinds", "mlp", "--no-plots", "--out", str(trace)]) == 0
+    curve = json.loads((trace / "summary.json").read_text())["average"]["mlp"]["last subject token"]
+    peak = max(range(len(curve)), key=lambda i: curve[i])
+    write_hparams(setup, "rome")
+    args = [a for a in common_args(setup) if a not in ("--layers", "1")]
+    out = setup / "auto"
+    assert main(args + ["--layers", "auto", "--trace", str(trace), "--prompt", "Paris is located in",
+                        "--subject", "Paris", "--target", "Japan", "--out", str(out)]) == 0
+    prov = json.loads((out / "edits.jsonl").read_text().splitlines()[-1])
+    assert prov["layers"] == [peak] and f"peaks at layer {peak}" in prov["layers_source"]
+    capsys.readouterr()
+    assert main(args + ["--layers", "auto", "--prompt", "Paris is located in", "--subject", "Paris",
+                        "--target", "Japan", "--out", str(out)]) == 2
+    assert "--layers auto needs --trace" in capsys.readouterr().err
 
 
 def test_start_selects_later_records(setup):
@@ -152,3 +183,17 @@ def test_start_selects_later_records(setup):
     kind, cases, skipped = read_cases(setup / "cf.json", 1, start=1)
     assert kind == "counterfact" and [c.id for c in cases] == [1] and not skipped
     assert [c.id for c in read_cases(setup / "cf.json", None, start=1)[1]] == [1, 2]
+
+
+def test_smollm2_recipe_layers_are_the_shipped_trace_peak():
+    """recipes/editing/*-llama*.yaml carry the layers that --layers auto derives from the shipped SmolLM2 trace."""
+    import yaml
+
+    from plmkit.cli.edit import layers_from_trace
+
+    root = Path(__file__).resolve().parents[2] / "recipes" / "editing"
+    trace = root / "traces" / "smollm2-135m-instruct.json"
+    for method in ("rome", "memit"):
+        want, _ = layers_from_trace(str(trace), method, 30)
+        for f in sorted(root.glob(f"{method}-llama*.yaml")):
+            assert yaml.safe_load(f.read_text())["layers"] == want, f.name

@@ -94,6 +94,51 @@ def test_rome_maps_the_key_to_v_star_leaves_orthogonal_keys_and_undoes_bit_for_b
     assert_same(llama, snap)
 
 
+@pytest.mark.parametrize("name", ["llama-tiny", "gpt2-tiny"])
+@pytest.mark.parametrize("site", ["mlp", "layer"])
+def test_split_forward_equals_the_full_forward_with_the_shift(bpe_tok, name, site):
+    """v*'s forwards run only from the subject's last token on, against the prefix's frozen keys /
+    values: logits and the gradient w.r.t. delta equal a plain full forward with the same hook."""
+    model = tiny(name, bpe_tok, seed=2, num_layers=3)
+    s = locate(model)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, len(bpe_tok), (n,), generator=g).tolist() for n in (9, 5, 7, 4)]
+    split = [3, 0, 6, 2]  # different prefix lengths, one empty
+    sel = [[3, 5, 8], [0, 4], [6], [3]]
+    layer = 1
+
+    def run(full: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        delta = torch.randn(s.hidden_size, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        if full:
+            ids, mask = common.pad_batch(rows)
+            where = torch.zeros(ids.shape + (1,))
+            where[torch.arange(len(rows)), torch.tensor(split)] = 1.0
+        else:
+            fwd = common.SplitForward(s, rows, split)
+            where = torch.zeros(fwd.ids.shape + (1,))
+            where[:, 0] = 1.0
+        from plmkit.knowledge.structure import intervene
+
+        with intervene(s, site, lambda i, out: out + where * delta, layers=[layer]):
+            if full:
+                m = torch.zeros_like(ids, dtype=torch.bool)
+                for b, ps in enumerate(sel):
+                    m[b, ps] = True
+                lg = model(ids, attention_mask=mask, labels_mask=m).logits
+            else:
+                lg = fwd.logits(sel)
+        (lg.log_softmax(-1)[:, 7].sum()).backward()
+        return lg.detach(), delta.grad
+
+    with common.frozen(model):
+        full, g_full = run(True)
+        split_lg, g_split = run(False)
+    assert full.shape == split_lg.shape == (7, len(bpe_tok))
+    torch.testing.assert_close(split_lg, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_split, g_full, rtol=1e-4, atol=1e-6)
+    assert g_full.norm() > 0
+
+
 def test_v_star_optimisation_lowers_the_new_target_nll(llama, bpe_tok):
     hp = load_hparams("rome", {"layers": [0], "n_context": 1, "context_length": 3, "v": STRONG_V}, covariance=False)
     d = edit(llama, [REQ], "rome", hp, tokenizer=bpe_tok)
@@ -149,6 +194,34 @@ def test_memit_batch_over_layers_writes_several_facts(llama, bpe_tok, corpus):
     assert len(delta.info["v_curve"]) == 2
     undo(llama, delta)
     assert_same(llama, snap)
+
+
+def test_memit_batch_of_100_edits_maps_every_key_to_its_target(bpe_tok, corpus, text_lines):
+    """--batch-size 100: one MEMIT call writes 100 facts over two layers; with the bare prompt as the only
+    context and a tiny lambda, each request's last-layer output at its subject reaches its z_i (read
+    back independently from the edited model's hidden states)."""
+    from plmkit.knowledge.structure import hidden_states
+
+    model = tiny("llama-tiny", bpe_tok, seed=1, num_layers=4)  # z at block 2: block 3 carries it on
+    s = locate(model)
+    words = ["Paris", "Berlin", "Rome", "Madrid", "Tokyo", "France", "Germany", "Italy", "Spain", "Japan"]
+    reqs = [Request(f"{a} {b} is located in", f"{a} {b}", words[5 + (i + j) % 5], None)
+            for i, a in enumerate(words) for j, b in enumerate(words)]
+    assert len(reqs) == 100
+    C = covs(s, bpe_tok, corpus, [1, 2])
+    hp = load_hparams("memit", {"layers": [1, 2], "n_context": 0, "mom2_weight": 1e-3,
+                                "v": {"steps": 1, "weight_decay": 0.0, "clamp_norm_factor": 1e4}})
+    snap = snapshot(model)
+    delta = edit(model, reqs, "memit", hp, tokenizer=bpe_tok, covariance=C)
+    assert len(delta.info["v_curve"]) == 100 and len(delta.delta) == 2
+    Z = delta.info["z"]
+    for r, z in zip(reqs, Z):
+        e = common.encode(bpe_tok, r.prompt, r.subject)
+        hs, _ = hidden_states(s, torch.tensor([e.ids]))
+        torch.testing.assert_close(hs[3][0, e.subject_last], z, rtol=1e-3, atol=1e-3)  # block 2's output
+    assert max(delta.info["z_left"]) < 1e-3
+    undo(model, delta)
+    assert_same(model, snap)
 
 
 @pytest.mark.parametrize("bound", [1e-3, 2e-2])

@@ -10,8 +10,8 @@ scores, seconds per edit), ``DIR/cases.jsonl`` (one line per case) and ``DIR/det
 (magnitudes, skipped records, layers, hyper-parameters, covariance cost). With ``--prompt``: one edit,
 saved as an HF-format checkpoint (+ tokenizer) in ``--out`` with ``edits.jsonl`` provenance.
 
-Layers: ``--layers``, else the MLP peak at the last subject token of a ``plm trace`` summary
-(``--trace DIR/summary.json``), else the ``layers`` of the ``--hparams`` recipe
+Layers: ``--layers``, else (``--layers auto`` or just ``--trace``) the MLP peak at the last subject token of
+a ``plm trace`` summary (``--trace DIR``), else the ``layers`` of the ``--hparams`` recipe
 (``recipes/editing/<method>-<family>.yaml``). Conventions: docs/EDITING.md.
 """
 
@@ -27,9 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="HF-format model directory, .gguf file, or preset (with --tokenizer)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
     p.add_argument("--hparams", default=None, help="hyper-parameter YAML (recipes/editing/<method>-<family>.yaml)")
-    p.add_argument("--layers", default=None, help="layers to edit: '5', '3,5' or a range '2-6' (overrides the rest)")
+    p.add_argument("--layers", default=None,
+                   help="layers to edit: '5', '3,5', a range '2-6', or 'auto' (from --trace); overrides the recipe")
     p.add_argument("--trace", default=None,
-                   help="summary.json of 'plm trace': edit at the peak MLP effect of the last subject token")
+                   help="output folder (or its summary.json) of 'plm trace': edit where the MLP effect at the last "
+                        "subject token peaks (ROME: that layer; MEMIT: the five layers ending there)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--data", default=None, help="CounterFact (EasyEdit layout) or zsRE JSON file")
     g.add_argument("--n", type=int, default=None, help="use N records (the first N, or from --start)")
@@ -54,30 +56,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
 
 
-def layers_from_trace(path: str, method: str, num_layers: int) -> list[int]:
-    """The layer with the largest average MLP indirect effect at the last subject token (known facts
-    when the summary has them); MEMIT gets the five layers ending there."""
-    import json
+def layers_from_trace(path: str, method: str, num_layers: int) -> tuple[list[int], str]:
+    """(layers, a one-line reason): the layer with the largest average MLP indirect effect at the last
+    subject token (the known facts' average when the summary has one, the window curve when traced);
+    MEMIT gets the five layers ending there. ``path``: a ``plm trace`` output folder or its summary.json."""
     from pathlib import Path
 
     from plmkit.errors import UserError
+    from plmkit.textio import read_json
 
     p = Path(path)
+    if p.is_dir():
+        p = p / "summary.json"
+    if not p.is_file():
+        raise UserError(f"--trace {p}: file not found (expected the output folder of 'plm trace' or its summary.json)")
+    summary = read_json(p, "--trace")
     try:
-        summary = json.loads(p.read_text(encoding="utf-8"))
-        avg = summary.get("average_known") or summary["average"]
+        known = summary.get("average_known")
+        avg = known or summary["average"]
         kind = "mlp_window" if "mlp_window" in avg else "mlp"
         curve = avg[kind]["last subject token"]
-    except FileNotFoundError:
-        raise UserError(f"--trace {p}: file not found") from None
-    except (ValueError, KeyError, TypeError):
+        vals = [(float(v), i) for i, v in enumerate(curve) if v is not None]
+    except (KeyError, TypeError, AttributeError, ValueError):
         raise UserError(f"--trace {p}: expected the summary.json of 'plm trace' with mlp or mlp_window "
-                        "effects") from None
-    vals = [(v, i) for i, v in enumerate(curve) if v is not None]
+                        "effects at the last subject token") from None
     if not vals or len(curve) != num_layers:
         raise UserError(f"--trace {p}: {len(curve)} layers traced, the model has {num_layers}")
-    peak = max(vals)[1]
-    return list(range(max(0, peak - 4), peak + 1)) if method == "memit" else [peak]
+    effect, peak = max(vals)
+    layers = list(range(max(0, peak - 4), peak + 1)) if method == "memit" else [peak]
+    why = (f"{kind} effect at the last subject token peaks at layer {peak} ({effect:+.3f}, "
+           f"{'known facts' if known else 'all traced facts'} of {p})")
+    return layers, why
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,10 +123,15 @@ def run(args: argparse.Namespace) -> int:
                             f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else ''})")
     hp = load_hparams(args.method, args.hparams, covariance=False if args.no_covariance else None)
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
-    if args.layers is not None:
+    layers_source = f"recipe {args.hparams}" if args.hparams else "default"
+    if args.layers is not None and args.layers.strip().lower() != "auto":
         hp.layers = parse_layers(args.layers, struct.num_layers)
+        layers_source = "--layers"
     elif args.trace is not None:
-        hp.layers = layers_from_trace(args.trace, args.method, struct.num_layers)
+        hp.layers, layers_source = layers_from_trace(args.trace, args.method, struct.num_layers)
+        print(f"layers {hp.layers}: {layers_source}", flush=True)
+    elif args.layers is not None:
+        raise UserError("--layers auto needs --trace DIR (the output of 'plm trace' for this model)")
     if not hp.layers:
         raise UserError(f"{args.method}: no layers to edit; pass --layers, --trace DIR/summary.json or an "
                         "--hparams recipe with layers")
@@ -142,19 +156,20 @@ def run(args: argparse.Namespace) -> int:
 
     hp_dict = asdict(hp)
     if single:
-        return _single(args, struct, tok, request, hp, hp_dict, cov, out)
+        return _single(args, struct, tok, request, hp, hp_dict, cov, out, layers_source)
     print(f"{args.method} on {len(cases)} {kind} cases ({len(skipped)} skipped), layers {hp.layers}", flush=True)
     metrics, rows = ev.run(kind, struct, tok, cases, args.method, hp, cov, args.batch_size, args.fluency_tokens,
-                           args.seed)
+                           args.seed, on_rows=lambda rows: report.write_jsonl(out / "cases.jsonl", rows))
     report.write_json(out / "metrics.json", metrics)
     report.write_jsonl(out / "cases.jsonl", rows)
     report.write_json(out / "details.json", {
         "method": args.method, "model": str(args.model), "data": str(args.data), "kind": kind,
         "start": args.start, "n_cases": len(rows), "n_skipped": len(skipped), "skipped": skipped,
         "batch_size": args.batch_size,
-        "layers": hp.layers, "hparams": hp_dict, "fluency_tokens": args.fluency_tokens,
+        "layers": hp.layers, "layers_source": layers_source, "hparams": hp_dict, "fluency_tokens": args.fluency_tokens,
         "covariance": None if cov is None else {"corpus": args.stats_corpus, "samples": args.stats_samples,
                                                 "seq_len": args.stats_seq_len, "seconds": cov_info},
+        "cpu_seconds_per_edit": sum(r["edit_cpu_seconds"] for r in rows) / max(1, len(rows)),
         "unedited": ev.details(kind, [r["unedited"] for r in rows]),
         "edited": ev.details(kind, [r["edited"] for r in rows])})
     print(json.dumps(metrics))
@@ -162,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single(args, struct, tok, request, hp, hp_dict, cov, out) -> int:
+def _single(args, struct, tok, request, hp, hp_dict, cov, out, layers_source) -> int:
     import json
     import time
 
@@ -183,7 +198,7 @@ def _single(args, struct, tok, request, hp, hp_dict, cov, out) -> int:
     struct.model.save_pretrained(out)
     if hasattr(tok, "save"):
         tok.save(out)
-    prov = {"request": request.to_dict(), "method": args.method, "layers": hp.layers,
+    prov = {"request": request.to_dict(), "method": args.method, "layers": hp.layers, "layers_source": layers_source,
             "delta_norm": delta.info["delta_norm"], "seconds": delta.info["seconds"], "model": str(args.model),
             "hparams": hp_dict, "covariance": None if cov is None else
             {"corpus": args.stats_corpus, "samples": args.stats_samples},

@@ -295,9 +295,22 @@ def keys_at(struct: ModelStructure, layer: int, seqs: list[list[int]], positions
 
 def subject_key(struct: ModelStructure, tok: Any, layer: int, req: Request, templates: list[str]) -> Tensor:
     """k*: the mean key at the subject's last token over the prompt in every context template (I,)."""
-    encs = [encode(tok, *in_context(t, req.prompt, req.subject)[:1], subject=req.subject,
-                   char_start=in_context(t, req.prompt, req.subject)[1]) for t in templates]
-    return keys_at(struct, layer, [e.ids for e in encs], [e.subject_last for e in encs]).mean(0)
+    return subject_keys(struct, tok, layer, [req], templates)[0]
+
+
+def subject_keys(struct: ModelStructure, tok: Any, layer: int, reqs: list[Request], templates: list[str],
+                 rows_per_forward: int = 64) -> Tensor:
+    """k* of each request (n, I): the keys of all requests x templates in batched forwards."""
+    seqs, pos = [], []
+    for req in reqs:
+        for t in templates:
+            text, cs = in_context(t, req.prompt, req.subject)
+            e = encode(tok, text, subject=req.subject, char_start=cs)
+            seqs.append(e.ids)
+            pos.append(e.subject_last)
+    keys = torch.cat([keys_at(struct, layer, seqs[i: i + rows_per_forward], pos[i: i + rows_per_forward])
+                      for i in range(0, len(seqs), rows_per_forward)])
+    return keys.view(len(reqs), len(templates), -1).mean(1)
 
 
 def value_output(struct: ModelStructure, layer: int, k: Tensor) -> Tensor:
@@ -322,6 +335,80 @@ class VParams:
     nll_stop: float = 0.05
 
 
+class SplitForward:
+    """Forwards of rows that are only ever changed from one position on (the subject's last token).
+
+    Causal attention: the positions before row b's ``split[b]`` never see a shift applied at
+    ``split[b]`` or later, at any layer, so their keys / values are computed once here (no grad) and
+    every later forward (``logits``) runs only the suffixes ``row[split[b]:]`` against them, like a
+    decoding step with a cache. The prefixes are left-padded to a common length so every suffix
+    starts right after its own prefix; the positions passed to the model are the rows' own. The
+    results equal the full forward up to float rounding (tested, gradients included)."""
+
+    def __init__(self, struct: ModelStructure, rows: list[list[int]], split: list[int]) -> None:
+        self.struct = struct
+        self.split = list(split)
+        self.P = max(self.split)
+        self.suffixes = [r[s:] for r, s in zip(rows, self.split)]
+        B, T = len(rows), max(len(x) for x in self.suffixes)
+        offset = int(getattr(struct.model.config, "position_offset", 0) or 0)
+        pre_mask = torch.zeros((B, self.P), dtype=torch.long)
+        pre_ids = torch.zeros((B, self.P), dtype=torch.long)
+        for b, (r, s) in enumerate(zip(rows, self.split)):
+            pre_mask[b, self.P - s:] = 1
+            if s:
+                pre_ids[b, self.P - s:] = torch.tensor(r[:s])
+        self.ids, suf_mask = pad_batch(self.suffixes)
+        self.mask = torch.cat((pre_mask, suf_mask), 1)
+        start = torch.tensor(self.split)[:, None]
+        self.positions = start + torch.arange(T)[None] + offset
+        self.cache = _FrozenPrefix(self.P)
+        if self.P:
+            pos = (torch.arange(self.P)[None] - (self.P - start)).clamp(min=0) + offset
+            with torch.no_grad():
+                struct.model(pre_ids, attention_mask=pre_mask, position_ids=pos, past_key_values=self.cache,
+                             labels_mask=torch.zeros_like(pre_ids, dtype=torch.bool))
+        self.cache.frozen = True
+
+    def logits(self, positions: list[list[int]]) -> Tensor:
+        """Logits (N, V) at the given positions (of the full rows, each >= the row's split), row by
+        row in increasing position order."""
+        sel = torch.zeros_like(self.ids, dtype=torch.bool)
+        for b, ps in enumerate(positions):
+            sel[b, [p - self.split[b] for p in ps]] = True
+        out = self.struct.model(self.ids, attention_mask=self.mask, position_ids=self.positions,
+                                past_key_values=self.cache if self.P else None, labels_mask=sel)
+        return out.logits.float()
+
+
+class _FrozenPrefix:
+    """A ``KVCache`` look-alike that records the prefix pass's keys / values per layer and then serves
+    them (concatenated with each forward's own, nothing written in place, so gradients flow)."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.frozen = length, False
+        self.k: dict[int, Tensor] = {}
+        self.v: dict[int, Tensor] = {}
+        self.key_mask = None
+
+    def __len__(self) -> int:
+        return self.length if self.frozen else 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.frozen:
+            self.k[layer], self.v[layer] = k.detach(), v.detach()
+            return k, v
+        return torch.cat((self.k[layer], k), 2), torch.cat((self.v[layer], v), 2)
+
+    def set_key_mask(self, mask: Tensor, start: int) -> Tensor:
+        if start != 0:
+            raise ValueError("_FrozenPrefix expects the attention mask of prefix + suffix")
+        return mask.to(torch.bool)
+
+    def advance(self, num_tokens: int) -> None:
+        pass
+
+
 def optimise_delta(struct: ModelStructure, tok: Any, req: Request, site: str, layer: int,
                    templates: list[str], vp: VParams, log: list[dict] | None = None) -> tuple[Tensor, Tensor]:
     """delta (H,) added to ``site`` ("mlp": the MLP output, "layer": the block output) of ``layer`` at the
@@ -331,50 +418,46 @@ def optimise_delta(struct: ModelStructure, tok: Any, req: Request, site: str, la
     + ``kl_factor`` x KL(P_clean || P_edited) of the next token after "{subject} is a" (the "essence")
     + ``weight_decay`` x ||delta||^2 / ||clean value||^2; after each Adam step ||delta|| is clamped to
     ``clamp_norm_factor`` x ||clean value||. Stops early when the NLL < ``nll_stop``. ``log`` receives
-    one {step, nll, kl, norm} per step (the optimisation curve)."""
+    one {step, nll, kl, norm} per step (the optimisation curve).
+
+    All rows (the prompt in every context template + the KL prompt) go through one batched forward
+    per step, and only from the subject's last token on (``SplitForward``: the tokens before it cannot
+    see delta); the clean distribution and value are read from step 0, where delta = 0."""
     tgt = target_ids(tok, req.target_new)
-    rows, pos_subj, pos_tgt = [], [], []
+    rows, split, sel = [], [], []
     for t in templates:
         text, cs = in_context(t, req.prompt, req.subject)
         e = encode(tok, text, req.subject, cs)
         rows.append(e.ids + tgt[:-1])
-        pos_subj.append(e.subject_last)
-        pos_tgt.append(list(range(len(e.ids) - 1, len(e.ids) - 1 + len(tgt))))
-    kl_text = f"{req.subject} is a"
-    ke = encode(tok, kl_text, req.subject, 0)
+        split.append(e.subject_last)
+        sel.append(list(range(len(e.ids) - 1, len(e.ids) - 1 + len(tgt))))
+    ke = encode(tok, f"{req.subject} is a", req.subject, 0)
     rows.append(ke.ids)
-    pos_subj.append(ke.subject_last)
+    split.append(ke.subject_last)
+    sel.append([len(ke.ids) - 1])
     n_rw = len(templates)
-    ids, mask = pad_batch(rows)
-    sel = torch.zeros_like(ids, dtype=torch.bool)
-    for b in range(n_rw):
-        sel[b, pos_tgt[b]] = True
-    sel[n_rw, len(ke.ids) - 1] = True
+    fwd = SplitForward(struct, rows, split)
     tgt_t = torch.tensor(tgt * n_rw)
-    b_idx, s_idx = torch.arange(len(rows)), torch.tensor(pos_subj)
+    where = torch.zeros(fwd.ids.shape + (1,))
+    where[:, 0] = 1.0  # the subject's last token starts every suffix
 
     clean: list[Tensor] = []
-
-    def read(i: int, out: Tensor) -> None:
-        clean.append(out[0, pos_subj[0]].detach().float().clone())
-
-    with torch.no_grad(), intervene(struct, site, read, layers=[layer]):
-        ref = struct.model(ids, attention_mask=mask, labels_mask=sel).logits.float()
-    init_kl = ref[-1:].log_softmax(-1)
-    base_norm = clean[0].norm()
     delta = torch.zeros(struct.hidden_size, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=vp.lr)
 
-    where = torch.zeros(ids.shape + (1,))
-    where[b_idx, s_idx] = 1.0
-
     def shift(i: int, out: Tensor) -> Tensor:
+        if not clean:  # step 0: delta = 0, the clean output
+            clean.append(out[0, 0].detach().float().clone())
         return out + (where * delta).to(out.dtype)
 
+    init_kl = base_norm = None
     for step in range(vp.steps):
         opt.zero_grad()
         with intervene(struct, site, shift, layers=[layer]):
-            lg = struct.model(ids, attention_mask=mask, labels_mask=sel).logits.float()
+            lg = fwd.logits(sel)
+        if init_kl is None:
+            init_kl = lg[-1:].detach().log_softmax(-1)
+            base_norm = clean[0].norm()
         lp = lg[:-1].log_softmax(-1)
         nll = -lp[torch.arange(len(tgt_t)), tgt_t].sum() / n_rw / len(tgt)
         kl = torch.nn.functional.kl_div(lg[-1:].log_softmax(-1), init_kl, log_target=True, reduction="batchmean")
@@ -391,6 +474,9 @@ def optimise_delta(struct: ModelStructure, tok: Any, req: Request, site: str, la
             lim = vp.clamp_norm_factor * base_norm
             if delta.norm() > lim:
                 delta.mul_(lim / delta.norm())
+    if not clean:  # steps = 0
+        with torch.no_grad(), intervene(struct, site, shift, layers=[layer]):
+            fwd.logits(sel)
     return delta.detach(), clean[0]
 
 

@@ -91,28 +91,51 @@ def read_cases(path: str | Path, n: int | None = None, start: int = 0) -> tuple[
 
 
 # ------------------------------------------------------------------------------------------ scores
-@torch.no_grad()
-def counterfact_scores(struct: ModelStructure, tok: Any, c: Case) -> dict[str, float]:
-    r = c.request
-    new, true = common.target_ids(tok, r.target_new), common.target_ids(tok, r.target_true)
-    loc_true = common.target_ids(tok, c.locality_target)
-    prompts = [common.encode(tok, p).ids for p in (r.prompt, c.rephrase, c.locality)]
-    lp = common.target_logprobs(struct, [prompts[0], prompts[0], prompts[1], prompts[1], prompts[2], prompts[2]],
-                                [new, true, new, true, new, loc_true]).tolist()
-    p = [math.exp(x) for x in lp]
-    return {"es": float(lp[0] > lp[1]), "em": p[0] - p[1], "ps": float(lp[2] > lp[3]), "pm": p[2] - p[3],
-            "ns": float(lp[5] > lp[4]), "nm": p[5] - p[4],
-            "logp": {"prompt_new": lp[0], "prompt_true": lp[1], "rephrase_new": lp[2], "rephrase_true": lp[3],
-                     "locality_new": lp[4], "locality_true": lp[5]}}
+ROWS_PER_FORWARD = 96
+"""Scoring rows (prompt + object) per batched forward."""
+
+
+def _chunks(seq: list, n: int) -> list[list]:
+    return [seq[i: i + n] for i in range(0, len(seq), n)]
 
 
 @torch.no_grad()
-def zsre_scores(struct: ModelStructure, tok: Any, c: Case) -> dict[str, float]:
-    r = c.request
-    new, loc = common.target_ids(tok, r.target_new), common.target_ids(tok, c.locality_target)
-    prompts = [common.encode(tok, p).ids for p in (r.prompt, c.rephrase, c.locality)]
-    acc = common.target_token_accuracy(struct, prompts, [new, new, loc])
-    return {"efficacy": acc[0], "paraphrase": acc[1], "specificity": acc[2]}
+def counterfact_scores_many(struct: ModelStructure, tok: Any, cases: list[Case]) -> list[dict[str, Any]]:
+    """ES / EM, PS / PM, NS / NM and the six log-probabilities of each case (batched forwards)."""
+    prompts, targets = [], []
+    for c in cases:
+        r = c.request
+        new, true = common.target_ids(tok, r.target_new), common.target_ids(tok, r.target_true)
+        loc_true = common.target_ids(tok, c.locality_target)
+        p = [common.encode(tok, x).ids for x in (r.prompt, c.rephrase, c.locality)]
+        prompts += [p[0], p[0], p[1], p[1], p[2], p[2]]
+        targets += [new, true, new, true, new, loc_true]
+    lp: list[float] = []
+    for ps, ts in zip(_chunks(prompts, ROWS_PER_FORWARD), _chunks(targets, ROWS_PER_FORWARD)):
+        lp += common.target_logprobs(struct, ps, ts).tolist()
+    out = []
+    for i in range(len(cases)):
+        x = lp[6 * i: 6 * i + 6]
+        p = [math.exp(v) for v in x]
+        out.append({"es": float(x[0] > x[1]), "em": p[0] - p[1], "ps": float(x[2] > x[3]), "pm": p[2] - p[3],
+                    "ns": float(x[5] > x[4]), "nm": p[5] - p[4],
+                    "logp": {"prompt_new": x[0], "prompt_true": x[1], "rephrase_new": x[2], "rephrase_true": x[3],
+                             "locality_new": x[4], "locality_true": x[5]}})
+    return out
+
+
+@torch.no_grad()
+def zsre_scores_many(struct: ModelStructure, tok: Any, cases: list[Case]) -> list[dict[str, float]]:
+    prompts, targets = [], []
+    for c in cases:
+        new, loc = common.target_ids(tok, c.request.target_new), common.target_ids(tok, c.locality_target)
+        prompts += [common.encode(tok, p).ids for p in (c.request.prompt, c.rephrase, c.locality)]
+        targets += [new, new, loc]
+    acc: list[float] = []
+    for ps, ts in zip(_chunks(prompts, ROWS_PER_FORWARD), _chunks(targets, ROWS_PER_FORWARD)):
+        acc += common.target_token_accuracy(struct, ps, ts)
+    return [{"efficacy": acc[3 * i], "paraphrase": acc[3 * i + 1], "specificity": acc[3 * i + 2]}
+            for i in range(len(cases))]
 
 
 def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
@@ -128,23 +151,60 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
 
 
 @torch.no_grad()
-def sample_continuation(struct: ModelStructure, tok: Any, prompt: str, tokens: int, seed: int) -> str:
-    from plmkit.generation import generate
+def sample_continuations(struct: ModelStructure, tok: Any, prompts: list[str], tokens: int,
+                         seeds: list[int]) -> list[str]:
+    """``tokens`` tokens sampled (top-k 5, no stop at EOS, as ROME's fluency samples) after each prompt.
 
-    ids = torch.tensor([common.encode(tok, prompt).ids])
-    out = generate(struct.model, ids, max_new_tokens=tokens, do_sample=True, top_k=5,
-                   generator=torch.Generator().manual_seed(seed), pack_weights=False)
-    return tok.decode(out[0, ids.shape[1]:].tolist())
+    One batched decode with a KV cache over the left-padded prompts; row b draws from its own RNG
+    seeded ``seeds[b]``, so a row's text does not depend on the batch it is decoded in (up to the
+    rounding of batched vs. single forwards). Few-row linears use the cached transposed weights
+    (``plmkit.models.kernels.decoding_weights``), refreshed when an edit changes a weight."""
+    from plmkit.models.cache import KVCache
+    from plmkit.models.kernels import decoding_weights
+
+    model = struct.model
+    encs = [common.encode(tok, p).ids for p in prompts]
+    B, T = len(encs), max(len(e) for e in encs)
+    ids = torch.zeros((B, T), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for b, e in enumerate(encs):
+        ids[b, T - len(e):] = torch.tensor(e)
+        mask[b, T - len(e):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0) + int(getattr(model.config, "position_offset", 0) or 0)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    cache = KVCache.for_model(model, B, T + tokens)
+    last = torch.zeros_like(ids, dtype=torch.bool)
+    last[:, -1] = True
+    new = torch.empty((B, tokens), dtype=torch.long)
+    with decoding_weights(model, True):
+        logits = model(ids, attention_mask=mask, position_ids=pos, past_key_values=cache, labels_mask=last).logits
+        for step in range(tokens):
+            top = logits.float().topk(min(5, logits.shape[-1]), dim=-1)
+            probs = top.values.softmax(-1)
+            for b in range(B):
+                new[b, step] = top.indices[b, torch.multinomial(probs[b], 1, generator=gens[b])]
+            if step + 1 == tokens:
+                break
+            mask = torch.cat((mask, mask.new_ones(B, 1)), 1)
+            pos = pos[:, -1:] + 1
+            logits = model(new[:, step: step + 1], attention_mask=mask, position_ids=pos, past_key_values=cache,
+                           labels_mask=torch.ones((B, 1), dtype=torch.bool)).logits
+    return [tok.decode(row.tolist()) for row in new]
 
 
-def scores(kind: str, struct: ModelStructure, tok: Any, c: Case, fluency_tokens: int, seed: int) -> dict[str, Any]:
+def scores_many(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], fluency_tokens: int,
+                seed: int) -> list[dict[str, Any]]:
+    """Every score of each case (batched forwards; fluency continuations decoded together)."""
     if kind == "zsre":
-        return zsre_scores(struct, tok, c)
-    out = counterfact_scores(struct, tok, c)
+        return zsre_scores_many(struct, tok, cases)
+    out = counterfact_scores_many(struct, tok, cases)
     if fluency_tokens > 0:
-        text = sample_continuation(struct, tok, c.request.prompt, fluency_tokens, seed)
-        out["fluency"] = ngram_entropy(text)
-        out["generation"] = text
+        for part in _chunks(list(range(len(cases))), 64):
+            texts = sample_continuations(struct, tok, [cases[i].request.prompt for i in part], fluency_tokens,
+                                         [_seed(seed, cases[i].id) for i in part])
+            for i, text in zip(part, texts):
+                out[i]["fluency"] = ngram_entropy(text)
+                out[i]["generation"] = text
     return out
 
 
@@ -173,28 +233,45 @@ def details(kind: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return {**{k: (sum(v) / len(v) if v else None) for k, v in vals.items()}, "n": len(rows)}
 
 
+PRE_BLOCK = 16
+"""Cases whose unedited scores are computed together (the edits themselves go ``batch_size`` at a time)."""
+
+
 def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: str, hparams: Any,
         cov: dict[int, torch.Tensor] | None, batch_size: int = 1, fluency_tokens: int = 100, seed: int = 0,
-        log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo."""
+        log: Callable[[str], None] = print, on_rows: Callable[[list[dict[str, Any]]], None] | None = None
+        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo.
+
+    ``on_rows`` receives the rows so far after every batch (``plm edit`` keeps ``cases.jsonl`` current
+    with it, so an interrupted run keeps its finished cases)."""
     rows: list[dict[str, Any]] = []
     edit_seconds = 0.0
+    pre_all: dict[int, dict[str, Any]] = {}
+    block = batch_size * max(1, -(-PRE_BLOCK // batch_size))  # a multiple of batch_size
     for b in range(0, len(cases), batch_size):
         chunk = cases[b: b + batch_size]
-        pre = [scores(kind, struct, tok, c, fluency_tokens, _seed(seed, c.id)) for c in chunk]
+        if b % block == 0:  # the unedited scores of the next block of cases, batched
+            nxt = cases[b: b + block]
+            pre_all.update(zip(range(b, b + len(nxt)), scores_many(kind, struct, tok, nxt, fluency_tokens, seed)))
+        pre = [pre_all.pop(b + i) for i in range(len(chunk))]
         t0 = time.time()
         delta = edit(struct.model, [c.request for c in chunk], method, hparams, tokenizer=tok, covariance=cov)
         dt = time.time() - t0
         edit_seconds += dt
-        post = [scores(kind, struct, tok, c, fluency_tokens, _seed(seed, c.id)) for c in chunk]
+        post = scores_many(kind, struct, tok, chunk, fluency_tokens, seed)
         undo(struct.model, delta)
         for c, a, z in zip(chunk, pre, post):
             rows.append({"id": c.id, "request": c.request.to_dict(), "rephrase": c.rephrase, "locality": c.locality,
                          "locality_target": c.locality_target, "unedited": a, "edited": z,
-                         "edit_seconds": round(dt / len(chunk), 3), "delta_norm": delta.info.get("delta_norm"),
+                         "edit_seconds": round(dt / len(chunk), 3),
+                         "edit_cpu_seconds": round(delta.info["cpu_seconds"] / len(chunk), 3),
+                         "delta_norm": delta.info.get("delta_norm"),
                          "v_curve": _last_curve(delta.info, chunk.index(c))})
         head = ", ".join(f"{k} {v:.2f}" for k, v in summarize(kind, [r["edited"] for r in rows]).items()
                          if isinstance(v, float))
+        if on_rows is not None:
+            on_rows(rows)
         log(f"[{len(rows)}/{len(cases)}] edited {len(chunk)} in {dt:.1f}s; running edited: {head}")
     metrics = {"unedited": summarize(kind, [r["unedited"] for r in rows]),
                "edited": summarize(kind, [r["edited"] for r in rows]),

@@ -52,17 +52,21 @@ def layer_update(K: Tensor, R: Tensor, C: Tensor | None, lam: float) -> Tensor:
 
 
 @torch.no_grad()
-def _residuals(struct: ModelStructure, tok: Any, layer: int, requests: list[common.Request]) -> Tensor:
+def _residuals(struct: ModelStructure, tok: Any, layer: int, requests: list[common.Request],
+               rows_per_forward: int = 64) -> Tensor:
+    """The block output of ``layer`` at each request's subject's last token in its bare prompt (n, H)."""
     encs = [common.encode(tok, r.prompt, r.subject) for r in requests]
     got: list[Tensor] = []
+    for i in range(0, len(encs), rows_per_forward):
+        part = encs[i: i + rows_per_forward]
 
-    def read(i: int, h: Tensor) -> None:
-        got.append(h[torch.arange(len(encs)), torch.tensor([e.subject_last for e in encs])].float())
+        def read(_: int, h: Tensor, part=part) -> None:
+            got.append(h[torch.arange(len(part)), torch.tensor([e.subject_last for e in part])].float())
 
-    ids, mask = common.pad_batch([e.ids for e in encs])
-    with intervene(struct, "layer", read, layers=[layer]):
-        struct.model(ids, attention_mask=mask, labels_mask=torch.zeros_like(ids, dtype=torch.bool))
-    return got[0]
+        ids, mask = common.pad_batch([e.ids for e in part])
+        with intervene(struct, "layer", read, layers=[layer]):
+            struct.model(ids, attention_mask=mask, labels_mask=torch.zeros_like(ids, dtype=torch.bool))
+    return torch.cat(got)
 
 
 def apply(struct: ModelStructure, tok: Any, requests: list[common.Request], hp: MEMITParams,
@@ -70,17 +74,22 @@ def apply(struct: ModelStructure, tok: Any, requests: list[common.Request], hp: 
     layers = sorted(hp.layers)
     last = layers[-1]
     templates = common.context_templates(struct, tok, hp.n_context, hp.context_length, hp.context_seed)
-    zs, info["v_curve"] = [], []
-    for req in requests:
+    zs, ds, info["v_curve"] = [], [], []
+    for req in requests:  # z_i one request at a time (as the paper); the layer updates take all at once
         curve: list[dict] = []
         delta, clean = common.optimise_delta(struct, tok, req, "layer", last, templates, hp.v, curve)
         info["v_curve"].append(curve)
         zs.append(clean + delta)
+        ds.append(delta.norm())
     Z = torch.stack(zs)  # (n, H)
+    info["z"] = Z
     for idx, layer in enumerate(layers):
-        K = torch.stack([common.subject_key(struct, tok, layer, r, templates) for r in requests])  # (n, I)
+        K = common.subject_keys(struct, tok, layer, requests, templates)  # (n, I)
         D = Z - _residuals(struct, tok, last, requests)
         R = D / (len(layers) - idx)
         C = cov.get(layer) if (hp.covariance and cov) else None
         W = rec.watch(struct.down(layer).weight)
         common.add_(W, layer_update(K, R, C, hp.mom2_weight))
+    # what is left of each z_i - h_i at the last layer after the updates, relative to |delta_i| (0: reached)
+    left = (Z - _residuals(struct, tok, last, requests)).norm(dim=-1) / torch.stack(ds).clamp(min=1e-12)
+    info["z_left"] = [round(float(x), 4) for x in left]
