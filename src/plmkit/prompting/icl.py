@@ -81,6 +81,18 @@ def sample_demonstrations(train: Sequence[Any], k: int, seed: int, labels: Seque
     return demos
 
 
+def shared_prefix(pre: list[int], fulls) -> list[int]:
+    """``pre`` cut back to where every prompt in ``fulls`` still agrees with it, leaving each prompt at least
+    one token of its own (the position whose next-token scores are read)."""
+    n = len(pre)
+    for f in fulls:
+        j = 0
+        while j < min(n, len(f)) and f[j] == pre[j]:
+            j += 1
+        n = min(n, j, len(f) - 1)
+    return pre[:max(n, 0)]
+
+
 class PromptBuilder:
     """Token ids of (prefix, query) for a template, its demonstrations and an example; chat-wrapped if asked."""
 
@@ -128,14 +140,7 @@ class PromptBuilder:
         """The token ids shared by the prompts ``fulls`` built on ``demos``: the demonstrations' tokens, cut
         back to where every prompt still agrees (BPE may merge the last separator with the query's first
         characters, so the prefix is never tokenized apart from what follows it)."""
-        pre = self._prefix(demos)[0]
-        n = len(pre)
-        for f in fulls:
-            j = 0
-            while j < min(n, len(f)) and f[j] == pre[j]:
-                j += 1
-            n = min(n, j, len(f) - 1)
-        return pre[:max(n, 0)]
+        return shared_prefix(self._prefix(demos)[0], fulls)
 
     def check_single_token(self) -> None:
         for lab, ids in self.cont_ids.items():

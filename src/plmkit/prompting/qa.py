@@ -107,19 +107,11 @@ def parse_qa_template(obj: object, source: str, task: str) -> QATemplate:
 
 
 def load_qa_templates(paths: list[str | Path], task: str) -> list[QATemplate]:
-    import yaml
-
-    from plmkit.prompting.templates import template_files
+    from plmkit.prompting.templates import read_yaml, template_files
 
     out: list[QATemplate] = []
     for f in template_files(paths):
-        try:
-            obj = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{f}:{mark.line + 1}" if mark is not None else str(f)
-            raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-        t = parse_qa_template(obj, str(f), task)
+        t = parse_qa_template(read_yaml(f), str(f), task)
         if any(o.name == t.name for o in out):
             raise UserError(f"{f}: template name {t.name!r} is used twice; give each template its own 'name'")
         out.append(t)
@@ -246,14 +238,9 @@ class QAPromptBuilder:
 
     def prefix(self, demos: Sequence[QAExample], fulls: Sequence[Sequence[int]]) -> list[int]:
         """The demonstrations' ids, cut back to where every prompt in ``fulls`` agrees (see icl.PromptBuilder)."""
-        pre = self.bos + self.encode(self.body(demos, _MARK).split(_MARK)[0])
-        n = len(pre)
-        for f in fulls:
-            j = 0
-            while j < min(n, len(f)) and f[j] == pre[j]:
-                j += 1
-            n = min(n, j, len(f) - 1)
-        return pre[:max(n, 0)]
+        from plmkit.prompting.icl import shared_prefix
+
+        return shared_prefix(self.bos + self.encode(self.body(demos, _MARK).split(_MARK)[0]), fulls)
 
 
 def _fit(builder: QAPromptBuilder, demos: list[QAExample], ex: QAExample, limit: int | None, extra: int):

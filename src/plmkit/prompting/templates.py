@@ -123,22 +123,26 @@ def template_files(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def read_yaml(f: Path):
+    """A template file's YAML (``safe_load``); invalid YAML -> file:line, non-UTF-8 -> file + byte, one line each."""
+    import yaml
+
+    try:
+        return yaml.safe_load(f.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{f}:{mark.line + 1}" if mark is not None else str(f)
+        raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def load_templates(paths: list[str | Path], labels: tuple[str, ...] | None = None, pair: bool | None = None,
                    task: str | None = None, allow_mask: bool = False) -> list[Template]:
     """Read and validate templates (YAML through ``safe_load``); names must be unique."""
-    import yaml
-
     out: list[Template] = []
     for f in template_files(paths):
-        try:
-            obj = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{f}:{mark.line + 1}" if mark is not None else str(f)
-            raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-        except UnicodeDecodeError as e:
-            raise UserError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        t = parse_template(obj, str(f), labels, pair, task, allow_mask)
+        t = parse_template(read_yaml(f), str(f), labels, pair, task, allow_mask)
         if any(o.name == t.name for o in out):
             raise UserError(f"{f}: template name {t.name!r} is used twice; give each template its own 'name'")
         out.append(t)
