@@ -335,6 +335,22 @@ class VParams:
     nll_stop: float = 0.05
 
 
+@dataclass
+class KeyValueParams:
+    """What ROME and MEMIT share: the edited layer(s), the random context prefixes over which the key k* is
+    averaged (``n_context`` sampled prefixes of ``context_length`` tokens, seeded), the v* optimisation, and
+    whether the update is weighted by the key covariance C (False: C = I)."""
+
+    layers: list[int] | None = None
+    """ROME: one layer (it edits a single MLP); MEMIT: the critical range ending at the layer causal tracing
+    picks for the MLP (see docs/EDITING.md)."""
+    n_context: int = 10
+    context_length: int = 10
+    context_seed: int = 0
+    v: VParams = field(default_factory=VParams)
+    covariance: bool = True
+
+
 class SplitForward:
     """Forwards of rows that are only ever changed from one position on (the subject's last token).
 

@@ -20,7 +20,7 @@ scaled by q / (lambda + q), q = k*^T C^{-1} k*: ROME is the lambda -> 0 limit (t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,14 +31,9 @@ from plmkit.knowledge.structure import ModelStructure, intervene
 
 
 @dataclass
-class MEMITParams:
-    layers: list[int] | None = None
-    """The critical layer range (ending at the layer causal tracing picks for the MLP)."""
-    n_context: int = 10
-    context_length: int = 10
-    context_seed: int = 0
-    v: common.VParams = field(default_factory=common.VParams)
-    covariance: bool = True
+class MEMITParams(common.KeyValueParams):
+    """The shared key / value hyper-parameters (``layers``: the critical range) and MEMIT's own."""
+
     mom2_weight: float = 1500.0
     """lambda: weight of the corpus keys against the edited keys (MEMIT's 15,000-20,000 were for
     GPT-J / GPT-2 XL keys of width 16,384 / 6,400; q = k^T C^{-1} k grows with the width I)."""

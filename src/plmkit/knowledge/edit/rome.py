@@ -16,7 +16,7 @@ For one request at layer l (value matrix W = down(l).weight, H x I):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,14 +28,8 @@ from plmkit.knowledge.structure import ModelStructure
 
 
 @dataclass
-class ROMEParams:
-    layers: list[int] | None = None
-    """One layer (ROME edits a single MLP); from causal tracing (see docs/EDITING.md)."""
-    n_context: int = 10
-    context_length: int = 10
-    context_seed: int = 0
-    v: common.VParams = field(default_factory=common.VParams)
-    covariance: bool = True
+class ROMEParams(common.KeyValueParams):
+    """ROME's hyper-parameters: exactly the shared key / value ones (``layers`` holds one layer)."""
 
 
 def rank_one(W: Tensor, k: Tensor, r: Tensor, C: Tensor | None) -> Tensor:
