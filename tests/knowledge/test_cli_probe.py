@@ -43,7 +43,7 @@ def test_probe_lama_causal_covers_every_fact(model_dirs, lama_dir, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--relations", "P999"], "unknown relation 'P999'"),
     (["--source", "wiki"], "unknown LAMA source 'wiki'"),
-    (["--max-facts", "0"], "--max-facts must be >= 1"),
+    (["--max-facts", "0"], "argument --max-facts: expected a positive integer, got 0"),
 ])
 def test_probe_lama_bad_input_exits_2(model_dirs, lama_dir, tmp_path, capsys, extra, message):
     rc = main(["probe", "lama", "--model", str(model_dirs["gpt2"]), "--data", str(lama_dir), "--out",

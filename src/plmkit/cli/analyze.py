@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = ("Look inside a model per layer: contextuality (Ethayarajh 2019); POS/chunk/NER probes with control tasks; "
         "attention maps and per-head statistics (Clark et al. 2019).")
 
@@ -39,8 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="HF-format model directory, .gguf file, pkg:NAME, or preset (with --tokenizer)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
     p.add_argument("--layers", default="all", help="comma-separated layer indices (0 = embeddings) or 'all'")
-    p.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
-    p.add_argument("--max-len", type=int, default=128, help="tokens per sentence (words beyond are dropped)")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=16, help="sentences per forward pass")
+    p.add_argument("--max-len", type=arg(int, POSITIVE), default=128, help="tokens per sentence (words beyond are dropped)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -63,13 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(pr)
     pr.add_argument("--data", required=True, help="CoNLL-2003 folder (train.txt, valid.txt)")
     pr.add_argument("--tasks", default="pos,chunk,ner", help="comma-separated: pos, chunk, ner")
-    pr.add_argument("--train-sentences", type=int, default=1000, help="first N sentences of train.txt")
-    pr.add_argument("--test-sentences", type=int, default=300, help="first N sentences of valid.txt")
+    pr.add_argument("--train-sentences", type=arg(int, POSITIVE), default=1000, help="first N sentences of train.txt")
+    pr.add_argument("--test-sentences", type=arg(int, POSITIVE), default=300, help="first N sentences of valid.txt")
     pr.add_argument("--no-control", action="store_true", help="skip the control tasks")
     pr.add_argument("--l2", type=float, default=1e-3, help="L2 weight of the probe")
-    pr.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations per probe")
+    pr.add_argument("--max-iter", type=arg(int, POSITIVE), default=100, help="L-BFGS iterations per probe")
     pr.add_argument("--probe", default="linear", choices=["linear", "mlp"], help="probe family")
-    pr.add_argument("--hidden", type=int, default=256, help="--probe mlp: hidden units of its one hidden layer")
+    pr.add_argument("--hidden", type=arg(int, POSITIVE), default=256, help="--probe mlp: hidden units of its one hidden layer")
     pr.add_argument("--lama", default=None,
                     help="plm probe lama --layers output (DIR or its metrics.json): its P@1-by-layer curve on the plot")
     at = sub.add_parser("attention", help="attention maps, a head view, per-head statistics and syntax-like heads",
@@ -81,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     at.add_argument("--data", default=None, help="CoNLL-2003 folder: statistics and syntax heads over --split sentences")
     at.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="CoNLL-2003 file of --data")
     at.add_argument("--corpus", default=None, help="text file: statistics over its sentences (no syntax heads)")
-    at.add_argument("--max-sentences", type=int, default=300, help="read the first N sentences of --data / --corpus")
+    at.add_argument("--max-sentences", type=arg(int, POSITIVE), default=300, help="read the first N sentences of --data / --corpus")
 
 
 def _model_path(value: str) -> str:
@@ -103,9 +105,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.analysis == "attention":
         return _attention(args)
-    for name in ("batch_size", "max_len"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     layers = _layers(args.layers)
     model_arg = _model_path(args.model)
     out = Path(args.out)
@@ -144,9 +143,6 @@ def run(args: argparse.Namespace) -> int:
     for t in tasks:
         if t not in P.TASKS:
             raise UserError(f"--tasks: unknown task {t!r}; expected some of {', '.join(P.TASKS)}")
-    for name in ("train_sentences", "test_sentences", "max_iter", "hidden"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     train = P.read_conll(str(data / "train.txt"), args.train_sentences)
     test = P.read_conll(str(data / "valid.txt"), args.test_sentences)
     model = plmkit.load(model_arg).eval()
@@ -181,9 +177,6 @@ def _attention(args: argparse.Namespace) -> int:
     from plmkit.knowledge.loading import load_tokenizer_for
     from plmkit.knowledge.report import write_json
 
-    for name in ("batch_size", "max_len", "max_sentences"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.layers not in (None, "", "all"):
         raise UserError("--layers: plm analyze attention reports every layer (leave --layers out)")
     if args.text is None and args.data is None and args.corpus is None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plmkit.checks import POSITIVE, PROBABILITY_MASS, arg
+
 HELP = ("BERT-Attack a fine-tuned classifier with MLM or word-embedding substitutes; write every adversarial example; "
         "--defend: adversarial training, then attack again.")
 
@@ -27,17 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacker", required=True,
                    help="MLM model directory (BERT-Attack) or embeddings:FILE (word2vec-format vectors)")
     p.add_argument("--attacker-tokenizer", default=None, help="tokenizer of an MLM attacker (default: its own)")
-    p.add_argument("--max-examples", type=int, default=None, help="attack the first N examples")
-    p.add_argument("--k", type=int, default=20, help="substitutes tried per word")
-    p.add_argument("--budget", type=float, default=0.4, help="most words changed, as a share of the example's words")
+    p.add_argument("--max-examples", type=arg(int, POSITIVE), default=None, help="attack the first N examples")
+    p.add_argument("--k", type=arg(int, POSITIVE), default=20, help="substitutes tried per word")
+    p.add_argument("--budget", type=arg(float, PROBABILITY_MASS), default=0.4, help="most words changed, as a share of the example's words")
     p.add_argument("--min-similarity", type=float, default=0.5, help="embeddings: smallest cosine of a substitute")
     p.add_argument("--no-stop-words", action="store_true", help="also replace function words (default: never)")
     p.add_argument("--antonyms", default=None, help="file of 'word antonym' pairs never used as substitutes")
-    p.add_argument("--batch-size", type=int, default=64, help="victim queries per forward pass")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=64, help="victim queries per forward pass")
     p.add_argument("--defend", action="store_true",
                    help="adversarial training: attack the victim's training examples, fine-tune again on the training "
                         "set plus the successful adversarial examples, attack --data again (DIR/defend.json)")
-    p.add_argument("--train-examples", type=int, default=300,
+    p.add_argument("--train-examples", type=arg(int, POSITIVE), default=300,
                    help="--defend: attack the first N examples of the victim's training subset")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -50,14 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.errors import UserError
     from plmkit.knowledge.report import write_json, write_jsonl
 
-    if args.max_examples is not None and args.max_examples < 1:
-        raise UserError(f"--max-examples must be >= 1, got {args.max_examples}")
-    if args.train_examples < 1:
-        raise UserError(f"--train-examples must be >= 1, got {args.train_examples}")
-    if args.k < 1 or args.batch_size < 1:
-        raise UserError("--k and --batch-size must be >= 1")
-    if not 0 < args.budget <= 1:
-        raise UserError(f"--budget must be in (0, 1], got {args.budget}")
     examples = A.read_examples(args.data, args.max_examples)
     if not examples:
         raise UserError(f"{args.data}: no examples")

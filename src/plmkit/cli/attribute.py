@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = "Trace facts to training examples: BM25, embedding similarity, TracIn over a run's checkpoints."
 METHODS = ("bm25", "embedding", "tracin", "bm25+tracin")
 
@@ -38,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc-sep", choices=("line", "blank"), default="line",
                    help="document separator of --corpus files (with --model; a run uses its recipe's)")
     p.add_argument("--queries", default=None, help="JSONL: {id, prompt, target[, proponents]} per line")
-    p.add_argument("--top-k", type=int, default=100, help="ranked examples written per query and method")
+    p.add_argument("--top-k", type=arg(int, POSITIVE), default=100, help="ranked examples written per query and method")
     p.add_argument("--max-len", type=int, default=None, help="truncate examples to this many tokens")
     p.add_argument("--layer", type=int, default=None,
                    help="embedding: hidden-state index (0 = embeddings .. num_layers; None: num_layers // 2)")
@@ -194,8 +196,6 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("queries", "out"):
         if not getattr(args, flag):
             raise UserError(f"--{flag} is required")
-    if args.top_k < 1:
-        raise UserError(f"--top-k {args.top_k}: expected a positive integer")
     tlayers = _ints(args.tracin_layers, "--tracin-layers")
     tparams = [s.strip() for s in args.tracin_params.split(",")] if args.tracin_params else None
     steps = _ints(args.checkpoints, "--checkpoints")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from plmkit.checks import NON_NEGATIVE, POSITIVE, arg, at_least
+
 HELP = "Edit facts in a causal LM (ROME, MEMIT, FT, FT+L, knowledge neurons); CounterFact / zsRE evaluation."
 
 
@@ -34,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "subject token peaks (ROME: that layer; MEMIT: the five layers ending there)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--data", default=None, help="CounterFact (EasyEdit layout) or zsRE JSON file")
-    g.add_argument("--n", type=int, default=None, help="use N records (the first N, or from --start)")
-    g.add_argument("--start", type=int, default=0, help="index of the first record used (to continue a run)")
-    g.add_argument("--batch-size", type=int, default=1, help="edits applied at once (then measured and undone)")
+    g.add_argument("--n", type=arg(int, POSITIVE), default=None, help="use N records (the first N, or from --start)")
+    g.add_argument("--start", type=arg(int, NON_NEGATIVE), default=0, help="index of the first record used (to continue a run)")
+    g.add_argument("--batch-size", type=arg(int, POSITIVE), default=1, help="edits applied at once (then measured and undone)")
     g.add_argument("--fluency-tokens", type=int, default=100,
                    help="tokens sampled for the fluency (n-gram entropy) score; 0 skips it")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (fluency continuations)")
@@ -47,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--target-true", default=None, help="the current object (refused when equal to --target)")
     c = p.add_argument_group("key covariance (ROME / MEMIT)")
     c.add_argument("--stats-corpus", default=None, help="text file or folder for C = E[k k^T] (e.g. WikiText)")
-    c.add_argument("--stats-samples", type=int, default=100_000, help="corpus tokens for the statistics")
-    c.add_argument("--stats-seq-len", type=int, default=128, help="window length when reading the corpus")
+    c.add_argument("--stats-samples", type=arg(int, POSITIVE), default=100_000, help="corpus tokens for the statistics")
+    c.add_argument("--stats-seq-len", type=arg(int, at_least(2)), default=128, help="window length when reading the corpus")
     c.add_argument("--stats-dir", default=None,
                    help="cache folder for the statistics (default: next to the model)")
     c.add_argument("--no-covariance", action="store_true", help="C = I instead of the corpus statistics")
@@ -104,19 +106,11 @@ def run(args: argparse.Namespace) -> int:
     single = args.prompt is not None
     if single == (args.data is not None):
         raise UserError("give either --data FILE (evaluation) or --prompt/--subject/--target (one edit)")
-    if args.n is not None and args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.stats_samples < 1 or args.stats_seq_len < 2:
-        raise UserError("--stats-samples must be >= 1 and --stats-seq-len >= 2")
     if single:
         if args.subject is None or args.target is None:
             raise UserError("--prompt needs --subject and --target")
         request = common.Request(args.prompt, args.subject, args.target, args.target_true).validate("--prompt")
     else:
-        if args.start < 0:
-            raise UserError(f"--start must be >= 0, got {args.start}")
         kind, cases, skipped = ev.read_cases(args.data, args.n, args.start)
         if not cases:
             raise UserError(f"{args.data}: no editable record among the first {args.n or 'all'} "

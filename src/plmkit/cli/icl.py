@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = ("Zero/few-shot in-context evaluation with prompt templates: classification (verbalizers, contextual "
         "calibration), multiple choice, short-answer generation (EM / F1).")
 TASKS = ("sst2", "rte", "mrpc", "cola", "classification", "pair", "multiple-choice", "generation")
@@ -34,16 +36,6 @@ def _shots(value: str) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def _positive(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        v = 0
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return v
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="causal LM: HF-format directory, .gguf file or preset")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's)")
@@ -51,22 +43,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="task data directory (train + dev files)")
     p.add_argument("--template", required=True, nargs="+", help="template YAML files or directories of them")
     p.add_argument("--shots", type=_shots, default=[0, 1, 4, 8], help="comma-separated demonstration counts")
-    p.add_argument("--seeds", type=_positive, default=5, help="demonstration seeds per shot count (0, 1, ...)")
+    p.add_argument("--seeds", type=arg(int, POSITIVE), default=5, help="demonstration seeds per shot count (0, 1, ...)")
     p.add_argument("--balanced", action="store_true", help="class-balanced demonstrations")
     p.add_argument("--score", choices=("sum", "mean", "pmi"), default="sum", help="label scoring")
     p.add_argument("--calibrate", action="store_true", help="also report contextual calibration (Zhao et al. 2021)")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
     p.add_argument("--single-token", action="store_true", help="require one-token verbalizers")
-    p.add_argument("--max-length", type=_positive, default=None,
+    p.add_argument("--max-length", type=arg(int, POSITIVE), default=None,
                    help="prompt token limit (default: the model's position limit); earliest demonstrations dropped")
-    p.add_argument("--limit", type=_positive, default=None, help="evaluate the first N dev examples only")
-    p.add_argument("--batch-size", type=_positive, default=8, help="rows per forward pass")
+    p.add_argument("--limit", type=arg(int, POSITIVE), default=None, help="evaluate the first N dev examples only")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=8, help="rows per forward pass")
     p.add_argument("--no-share-prefix", action="store_true", help="re-encode the demonstrations for every example")
     p.add_argument("--cache-benchmark", type=int, default=0, metavar="N",
                    help="time N examples at the largest shot count with and without the shared prefix cache")
-    p.add_argument("--max-new-tokens", type=_positive, default=16,
+    p.add_argument("--max-new-tokens", type=arg(int, POSITIVE), default=16,
                    help="--task generation: greedy answer length limit (the answer is cut at the first newline)")
-    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=arg(int, POSITIVE), default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, help="output directory")
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from plmkit.checks import POSITIVE, PROBABILITY_MASS, arg
+
 HELP = "Knowledge neurons: find them by integrated gradients, then suppress / amplify / erase / update."
 
 MODES = ("suppress", "amplify", "erase", "update")
@@ -27,9 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
     f.add_argument("--facts", required=True, help="facts: {prompts, target, relation} JSON/JSONL, known_1000 or CounterFact")
     f.add_argument("--n", type=int, default=None, help="use the first N facts")
-    f.add_argument("--steps", type=int, default=20, help="Riemann steps of the integrated gradients")
-    f.add_argument("--threshold", type=float, default=0.2, help="t: keep neurons above t x max attribution")
-    f.add_argument("--share", type=float, default=0.7, help="p: keep neurons found for >= p of the fact's prompts")
+    f.add_argument("--steps", type=arg(int, POSITIVE), default=20, help="Riemann steps of the integrated gradients")
+    f.add_argument("--threshold", type=arg(float, PROBABILITY_MASS), default=0.2, help="t: keep neurons above t x max attribution")
+    f.add_argument("--share", type=arg(float, PROBABILITY_MASS), default=0.7, help="p: keep neurons found for >= p of the fact's prompts")
     f.add_argument("--no-adapt", action="store_true", help="do not move p by 0.05 towards 2..5 neurons")
     f.add_argument("--layers", default="all", help="layers to attribute: 'all', indices '3,5' or a range '15-29'")
     f.add_argument("--out", required=True, help="output directory")
@@ -79,15 +81,10 @@ def _find(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from plmkit.errors import UserError
     from plmkit.knowledge import neurons as kn
     from plmkit.knowledge import report
     from plmkit.knowledge.loading import load_for_knowledge
 
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if not 0 < args.threshold <= 1 or not 0 < args.share <= 1:
-        raise UserError("--threshold and --share must be in (0, 1]")
     facts = kn.read_facts(args.facts, args.n)
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
     layers = parse_layers(args.layers, struct.num_layers)

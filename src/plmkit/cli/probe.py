@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = "Probe what a model knows: LAMA cloze probing (per layer, LAMA-UHN); FFN key-value memories."
 
 
@@ -36,10 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     la.add_argument("--data", required=True, help="LAMA folder (relations.jsonl, TREx/, Google_RE/, Squad/)")
     la.add_argument("--source", default="trex", help="comma-separated sources: trex, google-re, squad")
     la.add_argument("--relations", default=None, help="comma-separated relation ids (default: all of the sources)")
-    la.add_argument("--max-facts", type=int, default=None, help="probe the first N facts of each relation")
+    la.add_argument("--max-facts", type=arg(int, POSITIVE), default=None, help="probe the first N facts of each relation")
     la.add_argument("--uhn", action="store_true", help="also report the LAMA-UHN filtered numbers")
     la.add_argument("--layers", action="store_true", help="read the probe out at every layer (+ layers.png)")
-    la.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
+    la.add_argument("--batch-size", type=arg(int, POSITIVE), default=32, help="sequences per forward pass")
     la.add_argument("--out", required=True, help="output directory")
     fm = sub.add_parser("ffn-memories", help="FFN keys: their top trigger prefixes and their values' top tokens",
                         description="FFN layers as key-value memories (Geva et al. 2021).",
@@ -48,12 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fm.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
     fm.add_argument("--layer", required=True, help="layer index, comma-separated indices, or 'all'")
     fm.add_argument("--corpus", required=True, help="text file (one document or sentence per line)")
-    fm.add_argument("--keys", type=int, default=10, help="keys sampled per layer")
+    fm.add_argument("--keys", type=arg(int, POSITIVE), default=10, help="keys sampled per layer")
     fm.add_argument("--key-ids", default=None, help="comma-separated key indices instead of a sample")
-    fm.add_argument("--top-k", type=int, default=10, help="trigger prefixes kept per key")
-    fm.add_argument("--context", type=int, default=64, help="window length in tokens (a prefix never crosses it)")
-    fm.add_argument("--max-tokens", type=int, default=50000, help="read at most this many corpus tokens")
-    fm.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    fm.add_argument("--top-k", type=arg(int, POSITIVE), default=10, help="trigger prefixes kept per key")
+    fm.add_argument("--context", type=arg(int, POSITIVE), default=64, help="window length in tokens (a prefix never crosses it)")
+    fm.add_argument("--max-tokens", type=arg(int, POSITIVE), default=50000, help="read at most this many corpus tokens")
+    fm.add_argument("--batch-size", type=arg(int, POSITIVE), default=16, help="windows per forward pass")
     fm.add_argument("--seed", type=int, default=0, help="seed of the key sample")
     fm.add_argument("--out", required=True, help="output directory")
 
@@ -71,9 +73,6 @@ def _ffn_memories(args: argparse.Namespace) -> int:
     from plmkit.knowledge import report
     from plmkit.knowledge.loading import load_for_knowledge
 
-    for name in ("keys", "top_k", "context", "max_tokens", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise UserError(f"{corpus}: corpus file not found")
@@ -118,15 +117,10 @@ def _lama(args: argparse.Namespace) -> int:
 
     import torch
 
-    from plmkit.errors import UserError
     from plmkit.knowledge import lama, report
     from plmkit.knowledge.lama_data import load_lama
     from plmkit.knowledge.loading import load_for_knowledge
 
-    if args.max_facts is not None and args.max_facts < 1:
-        raise UserError(f"--max-facts must be >= 1, got {args.max_facts}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     relations = load_lama(args.data, _csv(args.source), _csv(args.relations), args.max_facts)
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer, allow_seq2seq=True)
     out = Path(args.out)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from plmkit.checks import POSITIVE, arg
+
 HELP = "Causal tracing: where a causal LM recalls a fact (restore hidden / MLP / attention states)."
 
 
@@ -19,18 +21,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="causal LM: HF-format directory, .gguf file, or preset (with --tokenizer)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the model's own)")
     p.add_argument("--facts", required=True, help="JSON list of {prompt, subject, attribute} (ROME's known_1000.json)")
-    p.add_argument("--n", type=int, default=50, help="trace the first N facts")
+    p.add_argument("--n", type=arg(int, POSITIVE), default=50, help="trace the first N facts")
     p.add_argument("--noise", default="3sigma", help="noise std: 'Ksigma' (K x embedding std) or an absolute number")
     p.add_argument("--noise-corpus", default=None,
                    help="text file whose tokens give the embedding std (default: the subjects of the facts, as ROME)")
-    p.add_argument("--samples", type=int, default=10, help="noise samples per corrupted run")
-    p.add_argument("--window", type=int, default=10, help="layers restored together in the *_window kinds")
+    p.add_argument("--samples", type=arg(int, POSITIVE), default=10, help="noise samples per corrupted run")
+    p.add_argument("--window", type=arg(int, POSITIVE), default=10, help="layers restored together in the *_window kinds")
     p.add_argument("--kinds", default="hidden,mlp,attn,mlp_window,attn_window",
                    help="comma-separated kinds among hidden, mlp, attn, mlp_window, attn_window")
     p.add_argument("--known-only", action="store_true",
                    help="trace the first N facts whose object is the model's top-1 prediction (ROME's setting)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--batch-size", type=int, default=256, help="rows per batched forward")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=256, help="rows per batched forward")
     p.add_argument("--no-plots", action="store_true", help="skip the per-fact heatmap PNGs")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -78,9 +80,6 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.knowledge import trace as tr
     from plmkit.knowledge.loading import load_for_knowledge
 
-    for name in ("n", "samples", "window", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     for k in kinds:
         if k not in tr.KINDS:
