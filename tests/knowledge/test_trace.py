@@ -169,3 +169,22 @@ def test_fast_path_equals_the_reference_and_restores_clean_exactly(setup):
                 ref_p = ref.restored(f, clean, site, [layer] if site == "layer" else list(range(layer, s.num_layers)),
                                      [allpos, allpos[-1:]])
                 torch.testing.assert_close(p, ref_p, atol=1e-6, rtol=0)
+
+
+def test_bf16_precision_runs_under_autocast_and_stays_close_to_fp32(setup):
+    """precision="bf16": the MLP outputs are bfloat16 (autocast is on), effects close to fp32."""
+    model, s, f = setup
+    fp32, bf16 = tr.Tracer(s, noise=0.6, samples=3, window=3), tr.Tracer(s, noise=0.6, samples=3, window=3,
+                                                                         precision="bf16")
+    with torch.no_grad(), bf16.autocast():
+        assert bf16.clean(f)[0]["mlp"][0].dtype == torch.bfloat16
+    with torch.no_grad(), fp32.autocast():
+        assert fp32.clean(f)[0]["mlp"][0].dtype == torch.float32
+    a, b = fp32.trace(f, ("hidden", "mlp_window")), bf16.trace(f, ("hidden", "mlp_window"))
+    assert b["p_clean"] == pytest.approx(a["p_clean"], rel=0.05)
+    for kind in ("hidden", "mlp_window"):
+        ea, eb = torch.tensor(a["effects"][kind]), torch.tensor(b["effects"][kind])
+        assert not torch.equal(ea, eb)  # really computed in another precision
+        torch.testing.assert_close(eb, ea, atol=0.05 * float(ea.abs().max()) + 1e-4, rtol=0)
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        tr.Tracer(s, noise=0.6, precision="fp16")

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trace the first N facts whose object is the model's top-1 prediction (ROME's setting)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--batch-size", type=arg(int, POSITIVE), default=256, help="rows per batched forward")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: forwards under bfloat16 autocast (~1.5x less CPU on AVX512-BF16 CPUs; effects within ~1e-3)")
     p.add_argument("--no-plots", action="store_true", help="skip the per-fact heatmap PNGs")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (out / "facts").mkdir(parents=True, exist_ok=True)
     tracer = tr.Tracer(struct, noise, samples=args.samples, window=args.window, seed=args.seed,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, precision=args.precision)
     traces: list[dict] = []
     times: list[float] = []
     cpu: list[float] = []
@@ -132,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
             "model": str(args.model), "n_facts": len(traces), "n_requested": len(facts), "n_known": len(known),
             "known_only": args.known_only, "n_scanned": scanned,
             "noise": noise, "embedding_std": std, "noise_arg": args.noise, "samples": args.samples,
-            "window": args.window, "kinds": list(kinds), "seconds_per_fact": sum(times) / len(times),
+            "window": args.window, "kinds": list(kinds), "precision": args.precision,
+            "seconds_per_fact": sum(times) / len(times),
             "cpu_seconds_per_fact": sum(cpu) / len(cpu), "threads": torch.get_num_threads(),
             "mean_p_clean": sum(t["p_clean"] for t in traces) / len(traces),
             "mean_p_corrupt": sum(t["p_corrupt"] for t in traces) / len(traces),

@@ -19,6 +19,10 @@ subject tokens, last subject token, first subsequent token, further tokens (afte
 last), last token. A one-token subject counts as first and last subject token; tokens before the
 subject belong to no class.
 
+Precision: ``precision="bf16"`` runs every forward under bf16 autocast (matrix products in bfloat16,
+additions, norms and softmax in float32): on a CPU with AVX512-BF16 about 1.5x less CPU time per fact
+for SmolLM2, effects within ~1e-3 (absolute) of float32 (docs/KNOWLEDGE.md has the figures).
+
 The object token is the first token of " " + attribute; a fact is *known* when it is the clean
 run's top-1 prediction (ROME traces facts the model knows; averages are reported for both sets).
 """
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import contextlib
 
 import torch
 from torch import Tensor
@@ -37,6 +43,7 @@ from plmkit.knowledge.structure import ModelStructure, _site_module, intervene
 from plmkit.models.cache import KVCache
 from plmkit.models.layers import AttentionContext
 
+PRECISIONS = ("fp32", "bf16")
 KINDS = ("hidden", "mlp", "attn", "mlp_window", "attn_window")
 SITE = {"hidden": "layer", "mlp": "mlp", "attn": "attn", "mlp_window": "mlp", "attn_window": "attn"}
 CLASSES = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
@@ -126,12 +133,16 @@ class Tracer:
     token before the first subject token is a no-op (its clean and corrupted states are the same)
     and gives ``p_corrupt`` without a forward. ``fast=False``: one full batched forward of the
     model per restoration set, with hooks (the reference implementation, ``restored``).
+    ``precision="bf16"``: ``trace`` runs under bf16 autocast (see the module docstring).
     """
 
     def __init__(self, struct: ModelStructure, noise: float, samples: int = 10, window: int = 10,
-                 seed: int = 0, batch_size: int = 256, fast: bool = True) -> None:
+                 seed: int = 0, batch_size: int = 256, fast: bool = True, precision: str = "fp32") -> None:
         if struct.kind != "lm":
             raise UserError("causal tracing needs a causal LM (the object is read from the next-token distribution)")
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.s, self.noise, self.samples, self.window, self.seed = struct, noise, samples, window, seed
         self.batch_size = batch_size
         self.fast = fast and _fast_path_ok(struct)
@@ -300,9 +311,19 @@ class Tracer:
                 r += len(chunk) * S
         return out
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of ``precision`` (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.s.word_embeddings.weight.device.type, dtype=torch.bfloat16)
+
     @torch.no_grad()
     def trace(self, f: TraceFact, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
         """All arrays of one fact: p_clean, p_corrupt, top-1, and per kind an (L, T) effect matrix."""
+        with self.autocast():
+            return self._trace(f, kinds)
+
+    def _trace(self, f: TraceFact, kinds: tuple[str, ...]) -> dict[str, Any]:
         clean, probs = self.clean(f)
         p_clean = float(probs[f.target_id])
         if self.fast:
