@@ -414,6 +414,11 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             continue
         v = node[keys[-1]]
         node[keys[-1]] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
+    objs = raw.get("objective")  # an objective's own files (``data: [...]``, e.g. XLM's per-language streams)
+    for item in objs if isinstance(objs, list) else [objs]:
+        if isinstance(item, dict) and "data" in item:
+            v = item["data"]
+            item["data"] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
