@@ -530,7 +530,7 @@ def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = Non
     t = recipe.tokenizer
     if (t.path is None) == (t.train is None):
         raise ctx.err(("tokenizer",), "expected exactly one of 'path' or 'train: {kind, vocab_size}'")
-    if not recipe.data.train:
+    if not recipe.data.train and not all(o.get("data") for o in recipe.objective):  # or each entry has its own
         raise ctx.err(("data", "train"), "expected at least one training file")
     return recipe
 

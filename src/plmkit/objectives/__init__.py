@@ -27,6 +27,7 @@ from plmkit.objectives.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
+from plmkit.objectives.colake import CoLAKE
 from plmkit.objectives.glm import GLM
 from plmkit.objectives.infoword import InfoWord
 from plmkit.objectives.mass import MASS
@@ -54,6 +55,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "plm": PLM,
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
+    "colake": CoLAKE,  # word-knowledge graphs from T-REx (plmkit.objectives.colake)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

@@ -273,6 +273,12 @@ def _per_objective_data(recipe: Recipe, tok, objs: list, own: list, out: Path, i
     for n, (o, _), files in zip(names, objs, own):
         if files is None:
             continue
+        if hasattr(o, "examples"):  # read by the objective itself (read_examples, in _objectives)
+            train[n], held = o.examples
+            if held:
+                valid[n] = held
+            log(f"{n} data: {len(train[n])} training and {len(held)} held-out examples read by the objective")
+            continue
         kind = getattr(o, "example_kind", "window")
         store = _store(files, tok, out / "data" / f"objective-{n}", recipe, info, log, kind == "parallel")
         train[n] = _views(store, {kind}, recipe)[kind]
@@ -341,7 +347,7 @@ def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
     import plmkit.objectives as O
 
     out = []
-    for spec in recipe.objective:
+    for i, (spec, files) in enumerate(zip(recipe.objective, _own_files(recipe))):
         opts = dict(spec)
         opts.pop("data", None)  # the entry's own files (_own_files), read by the pipeline
         name, weight = opts.pop("name"), float(opts.pop("weight", 1.0))
@@ -349,6 +355,10 @@ def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
         obj = O.build(name, tokenizer=tok, **opts)
         if key:
             obj.name = key
+        if callable(getattr(obj, "read_examples", None)):  # reads its own format (CoLAKE: T-REx triples)
+            if not files:
+                raise UserError(f"objective[{i}] ({name}): needs its own data (the entry's 'data': files it reads)")
+            obj.examples = obj.read_examples(files, recipe.data.seq_len)  # before prepare: heads may depend on it
         obj.prepare(model)  # adds heads before the optimizer is built
         out.append((obj, weight))
     return out
@@ -359,7 +369,7 @@ def _build(recipe: Recipe, tok, log) -> tuple[Any, list, set[str]]:
     torch.manual_seed(recipe.train.seed)  # the same initial weights on every rank
     model = _model(recipe, tok, log)
     objs = _objectives(recipe, tok, model)
-    kinds = {getattr(o, "example_kind", "window") for o, _ in objs}
+    kinds = {getattr(o, "example_kind", "window") for o, _ in objs if not hasattr(o, "examples")}
     unknown = kinds - {"window", "document", "sentence_pair", "parallel"}
     if unknown:
         raise UserError(f"objective needs example_kind {sorted(unknown)[0]!r}, which the token store does not provide")
