@@ -121,7 +121,8 @@ def _held_out(uuid: str, fraction: float) -> bool:
 
 
 def read_trex(path: str | Path, holdout: float = 0.1, max_facts: int | None = None) -> KnowledgeGraph:
-    """The T-REx facts of ``path`` (a directory of ``P*.jsonl`` or one file) as a :class:`KnowledgeGraph`."""
+    """The T-REx facts of ``path`` (a directory of ``P*.jsonl`` or one file) as a :class:`KnowledgeGraph`
+    (``max_facts``: the first facts only, files in name order)."""
     p = Path(path)
     files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
     if not files or not all(f.is_file() for f in files):
@@ -131,6 +132,8 @@ def read_trex(path: str | Path, holdout: float = 0.1, max_facts: int | None = No
     facts: list[Fact] = []
     labels: dict[str, str] = {}
     for f in files:
+        if max_facts is not None and len(facts) >= max_facts:
+            break
         with open(f, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
