@@ -11,7 +11,8 @@
 Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
 ``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``), glm
 (``plmkit.models.prefix_lm.GLM``, 2D positions), plm (``plmkit.models.xlnet.XLNet``, two-stream
-attention; ``transformers.XLNetLMHeadModel`` works too) and bilm (ELMo, ``plmkit.objectives.bilm``).
+attention; ``transformers.XLNetLMHeadModel`` works too), bilm (ELMo, ``plmkit.objectives.bilm``) and colake
+(word-knowledge graphs over an encoder; it reads its own files, LAMA T-REx facts, via ``read_examples``).
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """
