@@ -414,6 +414,11 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             continue
         v = node[keys[-1]]
         node[keys[-1]] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
+    objs = raw.get("objective")  # an objective's own files (``data: [...]``, e.g. XLM's per-language streams)
+    for item in objs if isinstance(objs, list) else [objs]:
+        if isinstance(item, dict) and "data" in item:
+            v = item["data"]
+            item["data"] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -525,7 +530,7 @@ def recipe_from_dict(raw: dict, source: str = "recipe", lines: dict | None = Non
     t = recipe.tokenizer
     if (t.path is None) == (t.train is None):
         raise ctx.err(("tokenizer",), "expected exactly one of 'path' or 'train: {kind, vocab_size}'")
-    if not recipe.data.train:
+    if not recipe.data.train and not all(o.get("data") for o in recipe.objective):  # or each entry has its own
         raise ctx.err(("data", "train"), "expected at least one training file")
     return recipe
 

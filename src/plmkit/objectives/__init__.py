@@ -11,7 +11,8 @@
 Trainable end to end: clm, mlm, nsp, sop, rtd, infoword, tlm, unilm (encoder / decoder
 ``Transformer``), t5_span, bart_denoise, mass (``plmkit.models.seq2seq.EncoderDecoder``), glm
 (``plmkit.models.prefix_lm.GLM``, 2D positions), plm (``plmkit.models.xlnet.XLNet``, two-stream
-attention; ``transformers.XLNetLMHeadModel`` works too) and bilm (ELMo, ``plmkit.objectives.bilm``).
+attention; ``transformers.XLNetLMHeadModel`` works too), bilm (ELMo, ``plmkit.objectives.bilm``) and colake
+(word-knowledge graphs over an encoder; it reads its own files, LAMA T-REx facts, via ``read_examples``).
 
 The base class and shared helpers are in ``base.py``; masking primitives in ``masking.py``.
 """
@@ -27,6 +28,7 @@ from plmkit.objectives.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
+from plmkit.objectives.colake import CoLAKE
 from plmkit.objectives.glm import GLM
 from plmkit.objectives.infoword import InfoWord
 from plmkit.objectives.mass import MASS
@@ -54,6 +56,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "plm": PLM,
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
+    "colake": CoLAKE,  # word-knowledge graphs from T-REx (plmkit.objectives.colake)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

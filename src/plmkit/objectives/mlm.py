@@ -26,6 +26,11 @@ that view to the trainer. ``make_batch`` collates pre-masked records as they are
 
 Records (no special tokens) get ``[CLS] ... [SEP]`` (or ``<s> ... </s>``) added; plain lists are
 used as given. Special tokens are never selected.
+
+``language``: XLM's monolingual MLM stream (Lample & Conneau 2019): every token of the batch gets this
+language id as its ``token_type_ids`` (the model's token-type embeddings are the language embeddings, as in
+``plmkit.objectives.tlm``); give each language its own MLM entry (``key: mlm_zh``, ``language: 1``) reading
+its own files (the objective entry's ``data`` in a recipe).
 """
 
 from __future__ import annotations
@@ -92,10 +97,16 @@ class MLMConfig(ObjectiveConfig):
     """Static mode: seed of the per-example masks."""
     labels_only: bool = True
     """Ask the model for logits at labelled positions only (False: full (B, T, V) logits)."""
+    language: int | None = None
+    """XLM language id given to every token as ``token_type_ids`` (None: no token types in the batch)."""
 
     def validate(self, name: str) -> None:
         super().validate(name)
         check_open_unit(name, "rate", self.rate)
+        if self.language is not None and (isinstance(self.language, bool) or not isinstance(self.language, int)
+                                          or self.language < 0):
+            raise UserError(f"{name}: language must be a non-negative integer (a language id), "
+                            f"got {self.language!r}")
         check_unit(name, "mask_prob", self.mask_prob)
         check_unit(name, "random_prob", self.random_prob)
         if self.mask_prob + self.random_prob > 1.0 + 1e-9:
@@ -219,16 +230,24 @@ class MLM(Objective):
             inputs.append(m.input_ids)
             labels.append(m.labels)
         T = max(len(s) for s in inputs)
-        return {
+        batch = {
             "input_ids": pad_2d(inputs, self.vocab.pad_id, T),
             "attention_mask": attention_from_lengths([len(s) for s in inputs], T),
             "labels": pad_2d(labels, IGNORE, T),
         }
+        if self.config.language is not None:
+            batch["token_type_ids"] = torch.full((len(inputs), T), self.config.language, dtype=torch.long)
+        return batch
 
     def prepare(self, model: Any) -> None:
         require_encoder(self.name, model)
         require_head(self.name, model, ("mlm", "lm"))
         require_vocab(self.name, model, self.vocab.size)
+        lang = self.config.language
+        if lang is not None and getattr(model.config, "type_vocab_size", 0) <= lang:
+            raise UserError(f"{self.name}: language {lang} needs {lang + 1} language embeddings (token types); "
+                            f"the {model.config.family!r} model has type_vocab_size="
+                            f"{getattr(model.config, 'type_vocab_size', 0)} (model.overrides.type_vocab_size)")
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         labels = batch["labels"]

@@ -95,6 +95,8 @@ def check_paths(recipe: Recipe) -> None:
         items += [("tokenizer.train.files", p) for p in recipe.tokenizer.train.files]
     if recipe.model.path:
         items.append(("model.path", recipe.model.path))
+    for i, files in enumerate(_own_files(recipe)):
+        items += [(f"objective[{i}].data", p) for p in files or []]
     for key, p in items:
         if not Path(p).exists():
             raise UserError(f"{key}: no such file or directory: {p}")
@@ -244,6 +246,45 @@ def _store(files: list[str], tok, path: Path, recipe: Recipe, info: D.DistInfo, 
     return TokenStore(path, tokenizer=tok)
 
 
+def _per_objective_data(recipe: Recipe, tok, objs: list, own: list, out: Path, info: D.DistInfo, log
+                        ) -> tuple[dict[str, Sequence], dict[str, Sequence] | None]:
+    """Training (and ``data.valid``) examples keyed by objective name when some entries read their own files."""
+    names = [str(getattr(o, "name", "")) for o, _ in objs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"objective: entries with their own data need distinct names; {dup[0]!r} repeats "
+                        f"(give each a 'key', e.g. key: mlm_zh)")
+    train: dict[str, Sequence] = {}
+    valid: dict[str, Sequence] = {}
+    shared = [(n, o) for n, (o, _), files in zip(names, objs, own) if files is None]
+    if shared:
+        if not recipe.data.train:
+            raise UserError(f"data.train: empty, and objective {shared[0][0]!r} has no data of its own")
+        kinds = {getattr(o, "example_kind", "window") for _, o in shared}
+        views = _views(_store(recipe.data.train, tok, out / "data" / "train", recipe, info, log,
+                              "parallel" in kinds), kinds, recipe)
+        vviews = (_views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log,
+                                "parallel" in kinds), kinds, recipe) if recipe.data.valid else {})
+        for n, o in shared:
+            kind = getattr(o, "example_kind", "window")
+            train[n] = views[kind]
+            if vviews:
+                valid[n] = vviews[kind]
+    for n, (o, _), files in zip(names, objs, own):
+        if files is None:
+            continue
+        if hasattr(o, "examples"):  # read by the objective itself (read_examples, in _objectives)
+            train[n], held = o.examples
+            if held:
+                valid[n] = held
+            log(f"{n} data: {len(train[n])} training and {len(held)} held-out examples read by the objective")
+            continue
+        kind = getattr(o, "example_kind", "window")
+        store = _store(files, tok, out / "data" / f"objective-{n}", recipe, info, log, kind == "parallel")
+        train[n] = _views(store, {kind}, recipe)[kind]
+    return train, valid or None
+
+
 def _views(store, kinds: set[str], recipe: Recipe) -> dict[str, Sequence]:
     d = recipe.data
     out: dict[str, Sequence] = {}
@@ -282,17 +323,42 @@ def _model(recipe: Recipe, tok, log):
     return load(m.preset, **{**ids, **m.overrides})
 
 
+def _own_files(recipe: Recipe) -> list[list[str] | None]:
+    """Per objective entry: the files it reads instead of ``data.train`` (its ``data`` option), or None.
+
+    XLM trains one MLM stream per language and TLM on parallel text: each entry names its own files and
+    gets its own token store (``RUN/data/objective-KEY/``) and examples; ``data.valid_fraction`` holds out
+    the same fraction of each (``data.valid`` serves the entries without their own data).
+    """
+    out: list[list[str] | None] = []
+    for i, spec in enumerate(recipe.objective):
+        files = spec.get("data")
+        if files is None:
+            out.append(None)
+            continue
+        files = [files] if isinstance(files, str) else files
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+            raise UserError(f"objective[{i}].data: expected a file path or a non-empty list of them, got {files!r}")
+        out.append(files)
+    return out
+
+
 def _objectives(recipe: Recipe, tok, model) -> list[tuple[Any, float]]:
     import plmkit.objectives as O
 
     out = []
-    for spec in recipe.objective:
+    for i, (spec, files) in enumerate(zip(recipe.objective, _own_files(recipe))):
         opts = dict(spec)
+        opts.pop("data", None)  # the entry's own files (_own_files), read by the pipeline
         name, weight = opts.pop("name"), float(opts.pop("weight", 1.0))
         key = opts.pop("key", None)
         obj = O.build(name, tokenizer=tok, **opts)
         if key:
             obj.name = key
+        if callable(getattr(obj, "read_examples", None)):  # reads its own format (CoLAKE: T-REx triples)
+            if not files:
+                raise UserError(f"objective[{i}] ({name}): needs its own data (the entry's 'data': files it reads)")
+            obj.examples = obj.read_examples(files, recipe.data.seq_len)  # before prepare: heads may depend on it
         obj.prepare(model)  # adds heads before the optimizer is built
         out.append((obj, weight))
     return out
@@ -303,7 +369,7 @@ def _build(recipe: Recipe, tok, log) -> tuple[Any, list, set[str]]:
     torch.manual_seed(recipe.train.seed)  # the same initial weights on every rank
     model = _model(recipe, tok, log)
     objs = _objectives(recipe, tok, model)
-    kinds = {getattr(o, "example_kind", "window") for o, _ in objs}
+    kinds = {getattr(o, "example_kind", "window") for o, _ in objs if not hasattr(o, "examples")}
     unknown = kinds - {"window", "document", "sentence_pair", "parallel"}
     if unknown:
         raise UserError(f"objective needs example_kind {sorted(unknown)[0]!r}, which the token store does not provide")
@@ -411,16 +477,22 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
             model, objs, kinds = _build(recipe, tok, log)
 
         P.stage("while preparing the data")
-        parallel = "parallel" in kinds
-        train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log, parallel)
-        train = _views(train_store, kinds, recipe)
-        valid: dict[str, Sequence] | None = None
-        if recipe.data.valid:
-            valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log, parallel),
-                           kinds, recipe)
-        elif recipe.data.valid_fraction > 0:
-            valid = {}
-            for k, seq in train.items():
+        own = _own_files(recipe)
+        if any(own):
+            train, valid = _per_objective_data(recipe, tok, objs, own, out, info, log)
+        else:
+            parallel = "parallel" in kinds
+            train_store = _store(recipe.data.train, tok, out / "data" / "train", recipe, info, log, parallel)
+            train = _views(train_store, kinds, recipe)
+            valid = None
+            if recipe.data.valid:
+                valid = _views(_store(recipe.data.valid, tok, out / "data" / "valid", recipe, info, log, parallel),
+                               kinds, recipe)
+        if recipe.data.valid_fraction > 0 and (valid is None or any(own)):
+            valid = valid or {}
+            for k, seq in list(train.items()):
+                if k in valid:  # data.valid already serves it
+                    continue
                 n_valid = max(1, int(len(seq) * recipe.data.valid_fraction))
                 if len(seq) - n_valid < 1:
                     raise UserError(f"data.valid_fraction {recipe.data.valid_fraction}: too few examples "

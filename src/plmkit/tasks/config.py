@@ -173,6 +173,9 @@ class FinetuneConfig:
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
     """non-UTF-8 bytes in the data files: stop at the first (file:line, byte offset) or read them as U+FFFD"""
+    language_id: int | None = field(default=None, metadata=bound(NON_NEGATIVE))
+    """XLM language id: the token type (language embedding) of every input token, train and dev (default: the
+    tokenizer's segment ids); `plm evaluate --language-id` gives another language's test data its own"""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -226,3 +226,11 @@ def decode_qa(examples, feats: list[dict], start_logits: list[np.ndarray], end_l
                 if cur is None or score > cur[0]:
                     best[f["example_index"]] = (score, ctx[offs[s][0] : offs[t][1]])
     return {examples[i].id: text for i, (_, text) in best.items()}
+
+
+def set_language(feats: list[dict], language_id: int) -> None:
+    """Give every token of ``feats`` the token type ``language_id`` (XLM language embeddings), in place."""
+    for f in feats:
+        if "token_type_ids" not in f:
+            raise UserError("--language-id: this task's features have no token types to set")
+        f["token_type_ids"] = [language_id] * len(f["token_type_ids"])

@@ -199,6 +199,9 @@ def encode_task_data(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, o
     if spec.kind == "regression":
         ys = np.array([f["label"] for f in train_feats], dtype=np.float64)
         target_scale = (float(ys.mean()), float(ys.std() or 1.0))
+    if cfg.language_id is not None:  # XLM: every token carries the language embedding of its language
+        E.set_language(train_feats, cfg.language_id)
+        E.set_language(dev_feats, cfg.language_id)
     truncated = {"train": sum(bool(f.get("truncated")) for f in train_feats),
                  "dev": sum(bool(f.get("truncated")) for f in dev_feats)}
     _log(f"{spec.name}: {len(data.train)} train / {len(data.dev)} dev examples -> {len(train_feats)} / "
