@@ -35,6 +35,8 @@ from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
+from plmkit.objectives.spanbert import SpanBERT
+from plmkit.objectives.structbert import StructBERT_SSO, StructBERT_WSO
 from plmkit.objectives.t5_span import T5Span
 from plmkit.objectives.tlm import TLM
 from plmkit.objectives.unilm import UniLM
@@ -54,6 +56,9 @@ REGISTRY: dict[str, type[Objective]] = {
     "plm": PLM,
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
+    "spanbert": SpanBERT,  # span masking + span boundary objective (plmkit.objectives.spanbert)
+    "structbert_wso": StructBERT_WSO,  # StructBERT word structural objective + MLM
+    "structbert_sso": StructBERT_SSO,  # StructBERT sentence structural objective (next/previous/random)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
