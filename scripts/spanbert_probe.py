@@ -3,6 +3,8 @@ spans: whole words, geometric lengths) and under BERT token masking, the same ma
 
     python scripts/spanbert_probe.py RUN_DIR [RUN_DIR ...] --text ../shared/data/wikitext-2/test.txt
 
+    python scripts/spanbert_probe.py RUN_A RUN_B --text ... --plot curves.png   (+ held-out MLM loss curves)
+
 Each RUN_DIR is a ``plm pretrain --out`` directory (its ``final/`` model and tokenizer). Masks are drawn
 with a per-window seeded generator from the first run's tokenizer; runs with a different tokenizer get
 their own (same seeds). Prints one JSON line per run: span_acc, span_acc_by_length (accuracy by the
@@ -72,14 +74,39 @@ def probe(run: Path, text: Path, T: int, n: int) -> dict:
     return out
 
 
+def plot(runs: list[Path], out: Path) -> None:
+    """Held-out MLM loss (``eval.jsonl`` ``mlm_loss``) and training MLM loss (``metrics.jsonl``) per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    for run in runs:
+        for k, name in enumerate(("metrics.jsonl", "eval.jsonl")):
+            rows = [json.loads(x) for x in (run / name).read_text().splitlines() if x.strip()]
+            rows = [r for r in rows if "mlm_loss" in r]
+            ax[k].plot([r["step"] for r in rows], [r["mlm_loss"] for r in rows], marker="o" if k else None,
+                       label=run.name)
+    for a, t in zip(ax, ("training MLM loss", "held-out MLM loss (own masking)")):
+        a.set_xlabel("step")
+        a.set_title(t)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--text", type=Path, required=True)
     p.add_argument("--seq-len", type=int, default=126)
     p.add_argument("--windows", type=int, default=400)
+    p.add_argument("--plot", type=Path, help="also write the loss curves of the runs to this PNG")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.plot:
+        plot(a.runs, a.plot)
     for run in a.runs:
         print(json.dumps(probe(run, a.text, a.seq_len, a.windows)), flush=True)
 

@@ -122,3 +122,16 @@ def test_star_trains_and_rejects_what_it_cannot_do():
         model(ids[:2, :5], attention_mask=torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]))
     with pytest.raises(UserError, match="output_attentions"):
         model(ids, output_attentions=True)
+
+
+def test_star_model_round_trips_through_save_pretrained(tmp_path):
+    model = _star_model()
+    model.add_head("extra", torch.nn.Linear(model.config.hidden_size, 2))
+    with pytest.warns(UserWarning, match="not written"):
+        model.save_pretrained(tmp_path / "m")
+    assert "extra" in model.heads  # the caller's model keeps its heads
+    back = plmkit.load(tmp_path / "m")
+    assert isinstance(back.layers[0].attn, StarAttention)  # not silently loaded as full attention
+    ids = torch.randint(5, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, model(ids).logits)
