@@ -193,7 +193,7 @@ def sst2(args) -> None:
                     ids, am, y = batchify(dv[i:i + 128])
                     correct += int((model(ids, am).argmax(-1) == y).sum())
             row = {"attention": att, "seed": seed, "dev_acc": correct / len(dv), "steps": steps,
-                   "train_s": round(train_s, 1), "final_train_loss": float(loss), "load": os.getloadavg()[0]}
+                   "train_s": round(train_s, 1), "final_train_loss": float(loss.detach()), "load": os.getloadavg()[0]}
             results.append(row)
             print(json.dumps(row), flush=True)
     summary = {}
