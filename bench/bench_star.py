@@ -201,9 +201,9 @@ def sst2(args) -> None:
         accs = [r["dev_acc"] for r in results if r["attention"] == att]
         summary[att] = {"mean": statistics.mean(accs), "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                         "n": len(accs)}
-        print(f"{att}: dev acc {summary[att]['mean']:.4f} ± {summary[att]['sd']:.4f} over {len(accs)} seeds")
+        print(f"{att}: dev acc {summary[att]['mean']:.4f} ± {summary[att]['sd']:.4f} (sd) over {len(accs)} seeds")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "star_sst2.json").write_text(json.dumps({"args": vars(args), "runs": results, "summary": summary},
+    (RESULTS / args.results).write_text(json.dumps({"args": vars(args), "runs": results, "summary": summary},
                                                        indent=1, default=str))
 
 
@@ -229,6 +229,7 @@ def main() -> None:
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--lr", type=float, default=1e-3)
     c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--results", default="star_sst2.json", help="file name under bench/results/")
     args = p.parse_args()
     speed(args) if args.cmd == "speed" else sst2(args)
 
