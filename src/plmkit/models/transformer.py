@@ -34,7 +34,12 @@ from plmkit.models.cache import KVCache
 from plmkit.models.config import ModelConfig
 from plmkit.models.heads import build_head, Pooler
 from plmkit.models.layers import AttentionContext, Block, Embeddings, RotaryEmbedding, make_norm
-from plmkit.models.star import StarAttention  # noqa: F401  registers ATTENTION_TYPES["star"]
+from plmkit.models.star import StarAttention
+
+
+EXTRA_ATTENTIONS = (StarAttention,)
+"""Attention classes registered in ``layers.ATTENTION_TYPES`` by the modules imported here
+(``config.extra["attention"]``: "star")."""
 
 
 @dataclass
