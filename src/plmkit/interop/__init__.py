@@ -282,13 +282,30 @@ def _save_native(model, out_dir: str | Path, **_: Any) -> Path:
     return _native.save_native(model, out_dir)
 
 
+def _save_transformer(model, out_dir: str | Path, **kwargs: Any) -> Path:
+    """HF format, unless the config picks a plmkit-only attention (``extra.attention``, e.g. the
+    Star-Transformer's "star"), which HF's class would silently load as full attention: plmkit's own
+    format then, without the objective heads (``load_native`` reads the backbone + output head back)."""
+    if model.config.extra.get("attention", "self") == "self":
+        return save_hf(model, out_dir, **kwargs)
+    heads = model.heads
+    if len(heads):
+        warnings.warn(f"save_pretrained: objective heads {sorted(heads)} are not written (plmkit format of a "
+                      f"{model.config.extra['attention']!r}-attention Transformer)", stacklevel=3)
+    model.heads = torch.nn.ModuleDict()
+    try:
+        return _native.save_native(model, out_dir)
+    finally:
+        model.heads = heads
+
+
 def _save_recurrent(model, out_dir: str | Path, **_: Any) -> Path:
     return _native.save_recurrent(model, out_dir)
 
 
 FORMATS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     # model class -> (save(model, out_dir, **kw), load(dir, dtype=None, **overrides))
-    "Transformer": (save_hf, load_pretrained),  # bert, roberta, albert, electra, gpt, gpt2, llama, unilm
+    "Transformer": (_save_transformer, load_pretrained),  # bert, ..., llama, unilm (HF); star attention (native)
     "EncoderDecoder": (_save_seq2seq, load_pretrained),  # t5, bart, switch (HF); mass (native)
     "DeBERTa": (_deberta.save_pretrained, _deberta.load_deberta),
     "XLNet": (_xlnet.save_pretrained, _xlnet.load_xlnet),

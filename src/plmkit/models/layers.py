@@ -107,6 +107,8 @@ class AttentionContext:
     encoder_states: Tensor | None = None
     encoder_mask: Tensor | None = None
     attentions: list | None = None
+    inputs: Tensor | None = None
+    """the embedding output (B, T, H) of this forward pass (Star-Transformer's e_i, ``models/star.py``)"""
 
 
 # ---------------------------------------------------------------------------- embeddings

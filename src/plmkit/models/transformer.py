@@ -34,6 +34,12 @@ from plmkit.models.cache import KVCache
 from plmkit.models.config import ModelConfig
 from plmkit.models.heads import build_head, Pooler
 from plmkit.models.layers import AttentionContext, Block, Embeddings, RotaryEmbedding, make_norm
+from plmkit.models.star import StarAttention
+
+
+EXTRA_ATTENTIONS = (StarAttention,)
+"""Attention classes registered in ``layers.ATTENTION_TYPES`` by the modules imported here
+(``config.extra["attention"]``: "star")."""
 
 
 @dataclass
@@ -278,7 +284,7 @@ class Transformer(PretrainedModel):
         rotary = self.rotary(position_ids, x.dtype if not torch.is_autocast_enabled("cpu") else
                              torch.get_autocast_dtype("cpu")) if hasattr(self, "rotary") else None
         ctx = AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache, bias=attention_bias,
-                               attentions=attentions)
+                               attentions=attentions, inputs=x)
 
         all_hidden = [x] if output_hidden_states else None
         shared = cfg.share_layers

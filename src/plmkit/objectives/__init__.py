@@ -37,6 +37,8 @@ from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
+from plmkit.objectives.spanbert import SpanBERT
+from plmkit.objectives.structbert import StructBERT_SSO, StructBERT_WSO
 from plmkit.objectives.t5_span import T5Span
 from plmkit.objectives.tlm import TLM
 from plmkit.objectives.unilm import UniLM
@@ -57,6 +59,9 @@ REGISTRY: dict[str, type[Objective]] = {
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
     "colake": CoLAKE,  # word-knowledge graphs from T-REx (plmkit.objectives.colake)
+    "spanbert": SpanBERT,  # span masking + span boundary objective (plmkit.objectives.spanbert)
+    "structbert_wso": StructBERT_WSO,  # StructBERT word structural objective + MLM
+    "structbert_sso": StructBERT_SSO,  # StructBERT sentence structural objective (next/previous/random)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

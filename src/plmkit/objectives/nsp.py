@@ -84,6 +84,7 @@ class SentencePairObjective(Objective):
     config: PairConfig
     head_name = "nsp"
     label_key = "nsp_labels"
+    num_classes = 2
 
     def __init__(self, tokenizer: Any = None, **options: Any):
         super().__init__(tokenizer, **options)
@@ -178,7 +179,7 @@ class SentencePairObjective(Objective):
         if self.head_name not in model.heads:
             from plmkit.models.heads import SentencePairHead
 
-            model.add_head(self.head_name, SentencePairHead(model.config.hidden_size, 2,
+            model.add_head(self.head_name, SentencePairHead(model.config.hidden_size, self.num_classes,
                                                             self.config.classifier_dropout))
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
