@@ -27,6 +27,8 @@ from plmkit.objectives.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
+from plmkit.objectives.ernie2 import Ernie2
+from plmkit.objectives.ernie2_tasks import CapitalizationPrediction, SentenceDistance, SentenceReordering
 from plmkit.objectives.glm import GLM
 from plmkit.objectives.infoword import InfoWord
 from plmkit.objectives.mass import MASS
@@ -56,6 +58,10 @@ REGISTRY: dict[str, type[Objective]] = {
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
     "prophetnet": ProphetNet,  # future n-gram prediction, n-stream decoder (plmkit.models.prophetnet)
+    "cap_pred": CapitalizationPrediction,  # ERNIE 2.0 tasks (plmkit.objectives.ernie2_tasks)
+    "sent_reorder": SentenceReordering,
+    "sent_distance": SentenceDistance,
+    "ernie2": Ernie2,  # ERNIE 2.0 continual multi-task schedule over the tasks above (and mlm, ...)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
