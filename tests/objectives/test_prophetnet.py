@@ -122,3 +122,17 @@ def test_trains_and_decodes_with_the_main_stream(tok, wiki_ids):
         start = torch.full((2, 1), model.config.decoder_start_token_id)
         first = model(src["input_ids"], attention_mask=src["attention_mask"], decoder_input_ids=start).logits[:, -1]
     assert out[:, 1].tolist() == first.argmax(-1).tolist()
+
+
+def test_saved_model_loads_without_the_training_streams(tok, tmp_path):
+    import plmkit
+
+    obj = build("prophetnet", tokenizer=tok, ngram=2)
+    model = tiny(tok)
+    obj.prepare(model)
+    model.save_pretrained(tmp_path / "m")
+    with pytest.warns(UserWarning, match="prophetnet_ngram"):
+        back = plmkit.load(tmp_path / "m")
+    assert "prophetnet_ngram" not in back.heads
+    for k, v in back.state_dict().items():
+        torch.testing.assert_close(v, model.state_dict()[k])

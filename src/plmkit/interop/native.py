@@ -81,6 +81,13 @@ def load_native(path: str | Path, dtype: Any = None, **overrides: Any):
     if not weights.is_file():
         raise UserError(f"{p}: no {_files.SAFE_WEIGHTS}")
     missing, unexpected = load_model(model, str(weights), strict=False)
+    dropped = sorted(k for k in unexpected if k.startswith("heads."))
+    if dropped:  # objective heads the class does not build (e.g. ProphetNet's n-gram embeddings): not loaded
+        import warnings
+
+        warnings.warn(f"{weights}: {len(dropped)} objective-head tensors are not part of a bare {name} and are not "
+                      f"loaded: {', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}", stacklevel=2)
+        unexpected = [k for k in unexpected if not k.startswith("heads.")]
     if missing or unexpected:
         raise UserError(f"{weights}: weights do not match the {name} config (missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]})")
