@@ -14,7 +14,8 @@ from plmkit.objectives import REGISTRY, build, build_many
 from objective_fixtures import windows
 
 ALL = ["clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm", "t5_span", "bart_denoise", "mass", "plm", "glm",
-       "bilm", "prophetnet", "cap_pred", "sent_reorder", "sent_distance", "ernie2"]
+       "bilm", "prophetnet", "cap_pred", "sent_reorder", "sent_distance", "ernie2",
+       "canine_char"]
 
 
 def test_registry_is_complete(tok):

@@ -28,6 +28,7 @@ MODEL_TYPES = ("plmkit",)
 
 
 def _classes() -> dict[str, tuple[Any, Any]]:
+    from plmkit.models.canine import Canine, CanineConfig
     from plmkit.models.config import ModelConfig
     from plmkit.models.deberta import DeBERTa, DebertaConfig
     from plmkit.models.moe import MoETransformer
@@ -38,7 +39,7 @@ def _classes() -> dict[str, tuple[Any, Any]]:
 
     return {"EncoderDecoder": (EncoderDecoder, Seq2SeqConfig), "GLM": (GLM, ModelConfig),
             "DeBERTa": (DeBERTa, DebertaConfig), "XLNet": (XLNet, XLNetConfig), "Transformer": (Transformer, ModelConfig),
-            "MoETransformer": (MoETransformer, ModelConfig)}
+            "MoETransformer": (MoETransformer, ModelConfig), "Canine": (Canine, CanineConfig)}
 
 
 def save_native(model, out_dir: str | Path) -> Path:

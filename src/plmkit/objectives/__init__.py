@@ -25,6 +25,7 @@ import torch
 from plmkit.errors import UserError, suggest
 from plmkit.objectives.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
+from plmkit.objectives.canine_char import CanineChar
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
 from plmkit.objectives.ernie2 import Ernie2
@@ -62,6 +63,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "sent_reorder": SentenceReordering,
     "sent_distance": SentenceDistance,
     "ernie2": Ernie2,  # ERNIE 2.0 continual multi-task schedule over the tasks above (and mlm, ...)
+    "canine_char": CanineChar,  # masked character prediction for CANINE (plmkit.models.canine)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
