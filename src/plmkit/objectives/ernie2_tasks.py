@@ -141,9 +141,10 @@ class CapitalizationPrediction(Objective):
                 "labels": pad_2d(labels, IGNORE, T)}
 
     def prepare(self, model: Any) -> None:
-        if not bool(self.upper_table.any()):
-            raise UserError(f"{self.name}: the tokenizer has no upper-case tokens (a lower-casing tokenizer); train "
-                            "it with tokenizer.train.options.lowercase: false")
+        probe = "The Quick Brown Fox Of Paris"
+        if self.tokenizer.encode(probe) == self.tokenizer.encode(probe.lower()):
+            raise UserError(f"{self.name}: the tokenizer lower-cases its input, so no capitalisation is left to "
+                            "predict; train it with tokenizer.train.options.lowercase: false")
         _encoder_heads(self, model, "cap_pred", 2)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
