@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from plmkit.errors import UserError
 from plmkit.models.prophetnet import ngram_decode
