@@ -139,6 +139,9 @@ class MultiObjective:
         return total, metrics
 
 
+Ernie2.build_task = staticmethod(build)  # ERNIE 2.0 builds its tasks through the registry
+
+
 def build_many(specs: Sequence[Mapping[str, Any]], tokenizer: Any = None) -> MultiObjective:
     """Build weighted objectives from ``[{"name": ..., "weight": 1.0, "key": optional, **options}]``."""
     parts = []

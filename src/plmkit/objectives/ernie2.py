@@ -108,10 +108,15 @@ class Ernie2(Objective):
     Config = Ernie2Config
     token_nll = False
 
+    build_task: Any = None
+    """``build(name, tokenizer=..., **options)`` of the objective registry; ``plmkit.objectives`` sets it
+    (this module cannot import the package that imports it)."""
+
     def __init__(self, tokenizer: Any = None, **options: Any):
         super().__init__(tokenizer, **options)
-        from plmkit.objectives import build
-
+        build = type(self).build_task
+        if build is None:  # pragma: no cover - set when plmkit.objectives is imported
+            raise RuntimeError("Ernie2.build_task is unset: import plmkit.objectives")
         c = self.config
         self.keys: list[str] = []
         self.tasks: dict[str, Objective] = {}
