@@ -14,7 +14,7 @@ from plmkit.models.presets import PRESETS
 
 # one tiny preset of every kind of the preset table
 ONE_PER_KIND = ["bert-tiny", "unilm-tiny", "glm-tiny", "t5-tiny", "deberta-tiny", "xlnet-tiny", "lstm-tiny",
-                "elmo-tiny", "ffnn-tiny"]
+                "elmo-tiny", "ffnn-tiny", "canine-tiny"]
 
 
 def test_every_preset_kind_is_covered():

@@ -311,6 +311,7 @@ FORMATS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "XLNet": (_xlnet.save_pretrained, _xlnet.load_xlnet),
     "GLM": (_save_native, _native.load_native),  # no HF class
     "MoETransformer": (_save_native, _native.load_native),  # HF has no decoder-/encoder-only Switch
+    "Canine": (_save_native, _native.load_native),  # plmkit's CANINE (hash embeddings differ from HF's)
     "FFNNLM": (_save_recurrent, _native.load_recurrent),
     "RNNLM": (_save_recurrent, _native.load_recurrent),
     "ELMo": (_save_recurrent, _native.load_recurrent),

@@ -28,6 +28,7 @@ MODEL_TYPES = ("plmkit",)
 
 
 def _classes() -> dict[str, tuple[Any, Any]]:
+    from plmkit.models.canine import Canine, CanineConfig
     from plmkit.models.config import ModelConfig
     from plmkit.models.deberta import DeBERTa, DebertaConfig
     from plmkit.models.moe import MoETransformer
@@ -38,7 +39,7 @@ def _classes() -> dict[str, tuple[Any, Any]]:
 
     return {"EncoderDecoder": (EncoderDecoder, Seq2SeqConfig), "GLM": (GLM, ModelConfig),
             "DeBERTa": (DeBERTa, DebertaConfig), "XLNet": (XLNet, XLNetConfig), "Transformer": (Transformer, ModelConfig),
-            "MoETransformer": (MoETransformer, ModelConfig)}
+            "MoETransformer": (MoETransformer, ModelConfig), "Canine": (Canine, CanineConfig)}
 
 
 def save_native(model, out_dir: str | Path) -> Path:
@@ -81,6 +82,13 @@ def load_native(path: str | Path, dtype: Any = None, **overrides: Any):
     if not weights.is_file():
         raise UserError(f"{p}: no {_files.SAFE_WEIGHTS}")
     missing, unexpected = load_model(model, str(weights), strict=False)
+    dropped = sorted(k for k in unexpected if k.startswith("heads."))
+    if dropped:  # objective heads the class does not build (e.g. ProphetNet's n-gram embeddings): not loaded
+        import warnings
+
+        warnings.warn(f"{weights}: {len(dropped)} objective-head tensors are not part of a bare {name} and are not "
+                      f"loaded: {', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}", stacklevel=2)
+        unexpected = [k for k in unexpected if not k.startswith("heads.")]
     if missing or unexpected:
         raise UserError(f"{weights}: weights do not match the {name} config (missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]})")

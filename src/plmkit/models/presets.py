@@ -7,6 +7,7 @@ Presets are data. ``kind`` names what ``build`` makes of ``fields``:
   masks come from the objective); "glm": ``prefix_lm.GLM``;
 - "seq2seq": ``EncoderDecoder`` over a ``Seq2SeqConfig``; "deberta": ``DeBERTa`` over a
   ``DebertaConfig``; "xlnet": ``XLNet`` over an ``XLNetConfig``;
+- "canine": ``canine.Canine`` (character encoder) over a ``CanineConfig``;
 - "recurrent": the classical LMs (FFNN, RNN, LSTM, ELMo) of ``plmkit.classic.recurrent``. ``models``
   cannot import ``classic`` (it sits above), so that package registers the builder of this kind
   (``plmkit.models.hooks.register_builder``, done by the composition root ``plmkit/__init__.py``).
@@ -61,7 +62,7 @@ class Preset(NamedTuple):
     fields: dict[str, Any]
 
 
-KINDS = ("transformer", "unilm", "glm", "seq2seq", "deberta", "xlnet", "recurrent")
+KINDS = ("transformer", "unilm", "glm", "seq2seq", "deberta", "xlnet", "recurrent", "canine")
 
 _ENCODER: dict[str, Any] = dict(
     causal=False, norm="layer", norm_position="post", embedding_norm=True, position="learned",
@@ -217,6 +218,14 @@ _OTHERS["xlnet-tiny"] = ("xlnet", dict(_XLNET, vocab_size=1000, hidden_size=64, 
 _OTHERS["unilm-tiny"] = ("unilm", dict(_TRANSFORMERS["bert-tiny"], extra={"preset": "unilm-tiny"}))
 _OTHERS["glm-tiny"] = ("glm", dict(_GLM, vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                                    intermediate_size=128, mask_token_id=4))
+_CANINE = dict(family="canine", hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+               max_position_embeddings=2048, type_vocab_size=16, num_hashes=8, num_buckets=16384,
+               downsampling_rate=4, local_window=128, upsampling_kernel_size=4, hidden_dropout=0.1,
+               attention_dropout=0.1, layer_norm_eps=1e-12)
+_OTHERS["canine-base"] = ("canine", _CANINE)  # Clark et al. 2022 (plmkit.models.canine)
+_OTHERS["canine-tiny"] = ("canine", dict(_CANINE, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                                         max_position_embeddings=512, type_vocab_size=2, num_hashes=4,
+                                         num_buckets=4096, local_window=32))
 _TINY_OF = {
     "t5-tiny": ("t5-small", dict(_TINY_S2S, head_dim=16)),
     "t5-v1_1-tiny": ("t5-v1_1-small", dict(_TINY_S2S, head_dim=16)),
@@ -289,6 +298,10 @@ def _config_class(kind: str):
         from plmkit.models.xlnet import XLNetConfig
 
         return XLNetConfig
+    if kind == "canine":
+        from plmkit.models.canine import CanineConfig
+
+        return CanineConfig
     return ModelConfig
 
 
@@ -325,6 +338,10 @@ def build(name: str, **overrides: Any):
         from plmkit.models.deberta import DeBERTa
 
         return DeBERTa(cfg)
+    if kind == "canine":
+        from plmkit.models.canine import Canine
+
+        return Canine(cfg)
     from plmkit.models.xlnet import XLNet
 
     return XLNet(cfg)

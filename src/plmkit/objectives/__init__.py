@@ -26,15 +26,19 @@ import torch
 from plmkit.errors import UserError, suggest
 from plmkit.objectives.bilm import BiLM
 from plmkit.objectives.bart_denoise import BartDenoise
+from plmkit.objectives.canine_char import CanineChar
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
 from plmkit.objectives.colake import CoLAKE
+from plmkit.objectives.ernie2 import Ernie2
+from plmkit.objectives.ernie2_tasks import CapitalizationPrediction, SentenceDistance, SentenceReordering
 from plmkit.objectives.glm import GLM
 from plmkit.objectives.infoword import InfoWord
 from plmkit.objectives.mass import MASS
 from plmkit.objectives.mlm import MLM
 from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
+from plmkit.objectives.prophetnet import ProphetNet
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.spanbert import SpanBERT
@@ -62,6 +66,12 @@ REGISTRY: dict[str, type[Objective]] = {
     "spanbert": SpanBERT,  # span masking + span boundary objective (plmkit.objectives.spanbert)
     "structbert_wso": StructBERT_WSO,  # StructBERT word structural objective + MLM
     "structbert_sso": StructBERT_SSO,  # StructBERT sentence structural objective (next/previous/random)
+    "prophetnet": ProphetNet,  # future n-gram prediction, n-stream decoder (plmkit.models.prophetnet)
+    "cap_pred": CapitalizationPrediction,  # ERNIE 2.0 tasks (plmkit.objectives.ernie2_tasks)
+    "sent_reorder": SentenceReordering,
+    "sent_distance": SentenceDistance,
+    "ernie2": Ernie2,  # ERNIE 2.0 continual multi-task schedule over the tasks above (and mlm, ...)
+    "canine_char": CanineChar,  # masked character prediction for CANINE (plmkit.models.canine)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
@@ -135,6 +145,9 @@ class MultiObjective:
             metrics.update({f"{n}/{k}": v for k, v in m.items()})
         assert total is not None
         return total, metrics
+
+
+Ernie2.build_task = staticmethod(build)  # ERNIE 2.0 builds its tasks through the registry
 
 
 def build_many(specs: Sequence[Mapping[str, Any]], tokenizer: Any = None) -> MultiObjective:
