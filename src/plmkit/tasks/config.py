@@ -173,6 +173,10 @@ class FinetuneConfig:
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
     """non-UTF-8 bytes in the data files: stop at the first (file:line, byte offset) or read them as U+FFFD"""
+    absa_format: str = field(default="nli-m", metadata={"choices": lambda: ["single", "qa-m", "nli-m", "qa-b", "nli-b"]})
+    """absa-sentihood / absa-semeval: the auxiliary sentence (Sun et al. 2019): single (sentence alone, one
+    model per target-aspect), qa-m / nli-m (question / pseudo-sentence, one 3- or 5-way classifier), qa-b /
+    nli-b (one yes/no pair per sentiment label; the label with the highest yes probability wins)"""
 
     def __post_init__(self) -> None:
         check_fields(self)
