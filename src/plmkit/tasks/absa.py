@@ -192,6 +192,20 @@ def read_semeval(path: str | Path, bad: BadRows | None = None) -> list[Instance]
     return out
 
 
+def read_semeval_categories(path: str | Path, bad: BadRows | None = None, labelled: bool = True) -> list[TextExample]:
+    """Sentence classification by aspect category (``--task absa-semeval-category``): the SemEval-2014
+    sentences with exactly one aspect category, labelled with it (the others are left out, not bad rows)."""
+    by_sentence: dict[str, list[Instance]] = {}
+    for i in read_semeval(path, bad):
+        by_sentence.setdefault(i.source, []).append(i)
+    out = []
+    for src, inst in by_sentence.items():
+        cats = [i.aspect for i in inst if i.label != "none"]
+        if len(cats) == 1:
+            out.append(TextExample(inst[0].text, None, cats[0] if labelled else None, src))
+    return out
+
+
 def read_instances(name: str, path: str | Path, bad: BadRows | None = None) -> list[Instance]:
     return read_sentihood(path, bad) if dataset(name) is SENTIHOOD else read_semeval(path, bad)
 

@@ -177,6 +177,10 @@ class FinetuneConfig:
     """absa-sentihood / absa-semeval: the auxiliary sentence (Sun et al. 2019): single (sentence alone, one
     model per target-aspect), qa-m / nli-m (question / pseudo-sentence, one 3- or 5-way classifier), qa-b /
     nli-b (one yes/no pair per sentiment label; the label with the highest yes probability wins)"""
+    label_as_text: str | None = field(default=None, metadata={"path": True})
+    """classification as text matching: each label's text is the second segment of a (text, label) pair scored
+    yes / no, the label with the highest yes probability wins; 'names' (the label strings) or a YAML file
+    label: text (recipes/label-text/)"""
 
     def __post_init__(self) -> None:
         check_fields(self)

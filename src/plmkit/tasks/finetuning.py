@@ -80,6 +80,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if spec.kind == "text2text":
         out.mkdir(parents=True, exist_ok=True)
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
+    if cfg.label_as_text:  # text matching: (text, label text) pairs scored yes / no
+        return _finetune_label_text(cfg, spec, tok, data, out)
     if cfg.verbalizer:  # the LM head scores label words: the objective encodes the pattern
         model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, None)
         feats = encode_task_data(cfg, spec, tok, data, obj)
@@ -388,6 +390,49 @@ def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, ba
     tok.save(out / "model")
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps(metrics)}; wrote {out / 'eval.json'} and the model to {out / 'model'}")
+    return result
+
+
+def _finetune_label_text(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, out: Path) -> dict[str, Any]:
+    """``--label-as-text``: classification as text matching (``plmkit.tasks.labeltext``): each example becomes
+    one (text, label text) pair per label, a yes / no head is trained on them, and the predicted label is the
+    one whose pair has the highest yes probability; eval.json holds the task's usual metrics."""
+    import plmkit.tasks.labeltext as LT
+
+    if spec.kind != "classification":
+        raise UserError(f"--label-as-text scores (text, label) pairs: it needs a classification task, not {spec.kind}")
+    for flag, on in (("--verbalizer", bool(cfg.verbalizer)), ("--early-exit", cfg.early_exit)):
+        if on:
+            raise UserError(f"--label-as-text does not combine with {flag}")
+    texts = LT.load_label_texts(cfg.label_as_text, data.labels)
+    yes_no = ["0", "1"]
+    pairs = TaskData(LT.expand(data.train, data.labels, texts), LT.expand(data.dev, data.labels, texts), yes_no,
+                     data.bad, data.train_path)
+    cfg_run = replace(cfg, eval_each_epoch=False)  # dev is scored per example at the end, not per pair
+    feats = encode_task_data(cfg_run, spec, tok, pairs)
+    model, obj, mode_cfg = build_task_model(cfg_run, spec, tok, yes_no, None)
+    out.mkdir(parents=True, exist_ok=True)
+    params = count_parameters(model)
+    train_cfg = training_config(cfg_run, model, len(feats.train))
+    (out / "logs").mkdir(exist_ok=True)
+    summary, _, train_time, train_cpu = train(cfg_run, spec, model, obj, tok, pairs, feats, train_cfg, out / "logs")
+    t0 = time.perf_counter()
+    yes = LT.label_scores(softmax(np.stack(run_model(model, obj, feats.dev, cfg.eval_batch_size))), len(data.labels))
+    eval_time = time.perf_counter() - t0
+    index = {lab: i for i, lab in enumerate(data.labels)}
+    metrics = score(spec, data.labels, data.dev, [{"label": index[e.label]} for e in data.dev], list(yes))
+    result: dict[str, Any] = {"task": spec.name, "mode": cfg.mode, "label_as_text": texts, **params,
+                              "train_examples": len(data.train), "dev_examples": len(data.dev),
+                              "train_pairs": len(feats.train), "dev_pairs": len(feats.dev),
+                              "train_steps": summary["step"], "planned_steps": train_cfg.max_steps,
+                              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu),
+                              "eval_time_s": round(eval_time, 2), **metrics, "main_metric": spec.main_metric,
+                              "truncated": feats.truncated, "skipped_bad_rows": data.bad.count}
+    info = task_info(cfg, spec, tok, pairs, mode_cfg, obj.num_outputs, None, obj.pooling)
+    info.update(label_as_text=texts, task_labels=data.labels)
+    save_checkpoint(out, model, tok, info)
+    write_json_atomic(out / "eval.json", result)
+    _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
     return result
 
 

@@ -106,6 +106,11 @@ TASKS.update({
                                metrics=ABSA_METRICS, main_metric="aspect_f1", extra={"absa": "sentihood"}),
     "absa-semeval": TaskSpec("absa-semeval", "classification", "Restaurants_Train.xml", "Restaurants_Test_Gold.xml",
                              metrics=ABSA_METRICS, main_metric="aspect_f1", extra={"absa": "semeval"}),
+    # SemEval-2014 restaurant sentences with exactly one aspect category: 5-way sentence classification
+    "absa-semeval-category": TaskSpec("absa-semeval-category", "classification", "Restaurants_Train.xml",
+                                      "Restaurants_Test_Gold.xml", metrics=("accuracy", "f1_macro"),
+                                      labels=("ambience", "anecdotes/miscellaneous", "food", "price", "service"),
+                                      extra={"absa_category": True}),
 })
 
 
@@ -148,6 +153,10 @@ def resolve_file(data: Path, names: str | tuple[str, ...], what: str) -> Path:
 
 def read_split(spec: TaskSpec, path: Path, split: str, bad: BadRows | None = None, labelled: bool = True) -> list:
     """Read the examples of one split with the spec's layout."""
+    if spec.extra.get("absa_category"):
+        from plmkit.tasks.absa import read_semeval_categories
+
+        return read_semeval_categories(path, bad, labelled)
     if spec.extra.get("absa"):
         raise UserError(f"{spec.name}: ABSA data is read by plm finetune --task {spec.name} (plmkit.tasks.absa), "
                         "not as a table")
