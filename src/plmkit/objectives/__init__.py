@@ -37,6 +37,7 @@ from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.t5_span import T5Span
 from plmkit.objectives.tlm import TLM
+from plmkit.objectives.translation import Translation
 from plmkit.objectives.unilm import UniLM
 
 REGISTRY: dict[str, type[Objective]] = {
@@ -54,6 +55,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "plm": PLM,
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
+    "translation": Translation,  # teacher-forced seq2seq on parallel pairs (CoVe's MT-LSTM)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
