@@ -17,6 +17,8 @@ Contents
   projection), forward and backward 2-layer LSTMs with projections and a residual connection
   between the layers, one softmax shared by both directions; ``layer_representations`` gives
   the L+1 layers [x; x], [f_1; b_1], [f_2; b_2] that ``ScalarMix`` combines.
+- ``CoVe`` (McCann et al. 2017): the MT-LSTM, a packed bidirectional LSTM encoder (its outputs are the
+  context vectors) and an attentional LSTM decoder, trained by the ``translation`` objective.
 - ``plmkit.models.heads.ScalarMix``: gamma * sum_j softmax(s)_j h_j,
   the task-specific ELMo mix that the fine-tuning feature mode puts over these layers.
 - The biLM loss of ELMo is ``plmkit.objectives.bilm.bilm_loss`` (models never compute a loss).
