@@ -107,27 +107,27 @@ def test_translation_batch_and_falling_loss(tmp_path):
     assert b["labels"].tolist() == [[8, 9, end, -100], [10, 11, 12, end]]
     with pytest.raises(UserError, match="encoder-decoder"):
         obj.prepare(build("lstm-tiny", vocab_size=len(tok)))
-    # a toy "language pair": each word w translates to zw, in reverse order
+    # a toy "language pair": each word w translates to zw, in the same order
     words = "one two three four five six seven eight nine ten".split()
     g = torch.Generator().manual_seed(0)
     pairs = []
     for _ in range(64):
         ws = [words[int(i)] for i in torch.randint(0, 10, (4,), generator=g)]
         pairs.append((tok.encode(" ".join(ws), add_special_tokens=False),
-                      tok.encode(" ".join("z" + w for w in reversed(ws)), add_special_tokens=False)))
+                      tok.encode(" ".join("z" + w for w in ws), add_special_tokens=False)))
     m = build("cove-tiny", vocab_size=len(tok), embedding_size=32, hidden_size=32, pad_token_id=pad)
     obj.prepare(m)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     losses = []
-    for step in range(60):
+    for step in range(80):
         batch = obj.make_batch(pairs[(step * 16) % 64:(step * 16) % 64 + 16])
         loss, metrics = obj.loss(m, batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert "mt_loss" in metrics
-    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])
+    assert sum(losses[-5:]) / 5 < 0.2 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])  # ~0.01 x in practice
 
 
 def test_save_and_load(tmp_path):
