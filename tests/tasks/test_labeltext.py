@@ -59,6 +59,10 @@ def test_toy_task_learns_through_pairs(workdir, ft):
     assert res["accuracy"] >= 0.8, res
     task = json.loads((workdir / "cls_label_text" / "task.json").read_text())
     assert task["task_labels"] == ["0", "1"] and task["labels"] == ["0", "1"]
+    # plm evaluate / predict would feed plain rows to the yes/no head: refused in one line
+    from plmkit.cli.main import main
+
+    assert main(["evaluate", "--checkpoint", str(workdir / "cls_label_text"), "--data", str(workdir)]) == 2
 
 
 def test_semeval_category_task_reads_single_category_sentences(shared_data):
