@@ -18,6 +18,7 @@ ALL = ["clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm", "t5_span",
 ALL += ["colake"]  # reads its own files (T-REx facts): read_examples instead of a token-store view
 ALL += ["spanbert", "structbert_wso", "structbert_sso"]  # issue 27
 ALL += ["prophetnet", "cap_pred", "sent_reorder", "sent_distance", "ernie2", "canine_char"]  # issue 22
+ALL += ["translation"]  # CoVe's MT-LSTM
 
 
 def test_registry_is_complete(tok):

@@ -17,6 +17,8 @@ Contents
   projection), forward and backward 2-layer LSTMs with projections and a residual connection
   between the layers, one softmax shared by both directions; ``layer_representations`` gives
   the L+1 layers [x; x], [f_1; b_1], [f_2; b_2] that ``ScalarMix`` combines.
+- ``CoVe`` (McCann et al. 2017): the MT-LSTM, a packed bidirectional LSTM encoder (its outputs are the
+  context vectors) and an attentional LSTM decoder, trained by the ``translation`` objective.
 - ``plmkit.models.heads.ScalarMix``: gamma * sum_j softmax(s)_j h_j,
   the task-specific ELMo mix that the fine-tuning feature mode puts over these layers.
 - The biLM loss of ELMo is ``plmkit.objectives.bilm.bilm_loss`` (models never compute a loss).
@@ -60,7 +62,7 @@ from plmkit.models.base import PretrainedModel
 from plmkit.models.kernels import Dropout
 from plmkit.models.presets import PRESETS as _PRESETS
 
-FAMILIES = ("ffnn", "rnn", "lstm", "elmo")
+FAMILIES = ("ffnn", "rnn", "lstm", "elmo", "cove")
 FORMAT = "plmkit-recurrent-1"
 
 
@@ -69,12 +71,13 @@ FORMAT = "plmkit-recurrent-1"
 class RecurrentConfig:
     """Architecture of a FFNN / RNN / LSTM LM or an ELMo biLM."""
 
-    family: Literal["ffnn", "rnn", "lstm", "elmo"] = "lstm"
+    family: Literal["ffnn", "rnn", "lstm", "elmo", "cove"] = "lstm"
     vocab_size: int = 1000
     embedding_size: int = 64
     """Token embedding width E (FFNN, RNN, LSTM). ELMo: unused (its char-CNN projects to hidden_size/2)."""
     hidden_size: int = 64
-    """FFNN: tanh units; RNN/LSTM: state size; ELMo: width of each layer representation (2 x projection)."""
+    """FFNN: tanh units; RNN/LSTM: state size; ELMo: width of each layer representation (2 x projection);
+    CoVe: encoder LSTM size per direction (the decoder's is 2 x hidden_size)."""
     num_layers: int = 1
     """Recurrent layers (ELMo: per direction). FFNN: 1 (one tanh layer)."""
     context_size: int = 4
@@ -125,6 +128,8 @@ class RecurrentConfig:
                 raise UserError(f"elmo: hidden_size must be even (2 x projection), got {self.hidden_size}")
             self.causal = False
             self.char_filters = [[int(w), int(n)] for w, n in self.char_filters]
+        if self.family == "cove":
+            self.causal = False  # the encoder reads both directions; the decoder is conditioned on it
 
     @property
     def projection_size(self) -> int:
@@ -165,6 +170,8 @@ class RecurrentOutput:
     past_key_values: Any = None
     backward_logits: torch.Tensor | None = None
     """ELMo only: (B, T, V) logits of the backward LM (position t predicts token t - 1)."""
+    attentions: torch.Tensor | None = None
+    """CoVe only: (B, U, S) attention of each decoder step over the source positions (rows sum to 1)."""
 
 
 # ----------------------------------------------------------------------------- base class
@@ -555,8 +562,110 @@ class ELMo(RecurrentLM):
         return RecurrentOutput(last_hidden_state=top, logits=logits, hidden_states=hs, backward_logits=back)
 
 
+# ----------------------------------------------------------------------------- CoVe
+class CoVe(RecurrentLM):
+    """The MT-LSTM of CoVe (McCann et al. 2017): an attentional LSTM encoder-decoder translation model whose
+    encoder outputs are the context vectors.
+
+    - encoder: token embeddings (E) -> ``num_layers`` bidirectional LSTM layers (``hidden_size`` per
+      direction; padding is packed away, so each row's backward pass starts at its own last token);
+      CoVe(w) = the top layer's outputs (B, S, 2H) (``last_hidden_state``);
+    - decoder: target embeddings -> ``num_layers`` LSTM layers of 2H, initialised from nothing (zeros);
+      at step t, attention alpha_t = softmax_s(H_s . (W1 h_t + b1)) over the (unpadded) encoder outputs
+      H, h~_t = tanh(W2 [H^T alpha_t; h_t] + b2), and a softmax over the vocabulary from h~_t (the paper's
+      equations without input feeding, so the decoder LSTM runs over the whole target at once).
+
+    ``forward(input_ids, attention_mask, decoder_input_ids=None, decoder_attention_mask=None, labels_mask=None)``:
+    without decoder ids only the encoder runs (``logits`` None); with them ``logits`` are (B, U, V), or
+    (N, V) at ``labels_mask`` (the seq2seq objectives' interface), and ``attentions`` (B, U, S).
+    Source and target share one tokenizer (one vocabulary); the two embeddings are separate.
+    """
+
+    def __init__(self, config: RecurrentConfig) -> None:
+        super().__init__(config)
+        c = config
+        H = c.hidden_size
+        self.embed = nn.Embedding(c.vocab_size, c.embedding_size)
+        self.encoder = nn.ModuleList(nn.LSTM(c.embedding_size if i == 0 else 2 * H, H, batch_first=True,
+                                             bidirectional=True) for i in range(c.num_layers))
+        self.dec_embed = nn.Embedding(c.vocab_size, c.embedding_size)
+        self.decoder = nn.LSTM(c.embedding_size, 2 * H, num_layers=c.num_layers, batch_first=True,
+                               dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.attn_query = nn.Linear(2 * H, 2 * H)  # W1, b1
+        self.attn_out = nn.Linear(4 * H, 2 * H)  # W2, b2
+        self.drop = Dropout(c.dropout)
+        self.output = nn.Linear(2 * H, c.vocab_size)
+        self._init_uniform()
+
+    def embedding_parameters(self):
+        return [self.embed.weight, self.dec_embed.weight]
+
+    def layer_modules(self):
+        return list(self.encoder) + [self.decoder]
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(hidden)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Outputs of every encoder layer, each (B, S, 2H) [forward; backward], zeros at padding."""
+        _check_ids(self, input_ids)
+        B, S = input_ids.shape
+        if attention_mask is not None and attention_mask.dim() > 2:
+            raise UserError("cove takes a (B, S) padding mask only")
+        lengths = (attention_mask.long().sum(1) if attention_mask is not None
+                   else torch.full((B,), S, dtype=torch.long, device=input_ids.device))
+        if bool((lengths < 1).any()):
+            raise UserError("cove: every source sentence needs at least one token")
+        h, outs = self.drop(self.embed(input_ids)), []
+        for lstm in self.encoder:
+            packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            y, _ = lstm(packed)
+            y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=S)
+            outs.append(y)
+            h = self.drop(y)
+        return outs
+
+    def decode(self, enc: torch.Tensor, src_mask: torch.Tensor | None, decoder_input_ids: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attentional states h~ (B, U, 2H) and attention weights (B, U, S) for teacher-forced targets."""
+        _check_ids(self, decoder_input_ids)
+        h, _ = self.decoder(self.drop(self.dec_embed(decoder_input_ids)))  # (B, U, 2H)
+        scores = torch.einsum("bsd,bud->bus", enc, self.attn_query(h))  # (B, U, S)
+        if src_mask is not None:
+            scores = scores.masked_fill(~src_mask.bool()[:, None, :], float("-inf"))
+        alpha = torch.softmax(scores.float(), -1).to(enc.dtype)
+        ctx = torch.einsum("bus,bsd->bud", alpha, enc)
+        return torch.tanh(self.attn_out(torch.cat([ctx, h], -1))), alpha
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels_mask: torch.Tensor | None = None, output_hidden_states: bool = False,
+                past_key_values: Any = None, use_cache: bool = False,
+                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None
+                ) -> RecurrentOutput:
+        if past_key_values is not None or use_cache:
+            raise UserError("cove: no incremental decoding cache (it is trained with teacher forcing)")
+        outs = self.encode(input_ids, attention_mask)
+        enc = outs[-1]
+        logits = alpha = None
+        if decoder_input_ids is not None:
+            h, alpha = self.decode(enc, attention_mask, decoder_input_ids)
+            if self.config.head:
+                logits = self._select(self.head_logits, self.drop(h), labels_mask)
+        hs = None
+        if output_hidden_states:
+            hs = tuple([self.embed(input_ids)] + outs)
+        return RecurrentOutput(last_hidden_state=enc, logits=logits, hidden_states=hs, attentions=alpha)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+        raise UserError("cove is a translation model used for its encoder: see plmkit.classic.recurrent.CoVe")
+
+
 # ----------------------------------------------------------------------------- build / load
-MODEL_CLASSES = {"ffnn": FFNNLM, "rnn": RNNLM, "lstm": RNNLM, "elmo": ELMo}
+MODEL_CLASSES = {"ffnn": FFNNLM, "rnn": RNNLM, "lstm": RNNLM, "elmo": ELMo, "cove": CoVe}
 
 
 def build(name_or_config: str | RecurrentConfig | dict, **overrides: Any) -> RecurrentLM:

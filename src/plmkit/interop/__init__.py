@@ -315,6 +315,7 @@ FORMATS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "FFNNLM": (_save_recurrent, _native.load_recurrent),
     "RNNLM": (_save_recurrent, _native.load_recurrent),
     "ELMo": (_save_recurrent, _native.load_recurrent),
+    "CoVe": (_save_recurrent, _native.load_recurrent),
 }
 """How each model class is written and read. ``save_pretrained`` looks the model's class up (its
 own, then its bases), ``load_pretrained`` reads ``config.json`` and picks the loader from ``LOADERS``."""

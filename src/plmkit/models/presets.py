@@ -260,6 +260,11 @@ _RECURRENT: dict[str, dict[str, Any]] = {
     "elmo-tiny": dict(family="elmo", vocab_size=1000, hidden_size=32, lstm_size=16, num_layers=2,
                       char_embedding_size=8, char_filters=[[1, 8], [2, 8], [3, 16]], num_highway=1,
                       max_chars_per_token=12),
+    # CoVe's MT-LSTM (McCann et al. 2017: 2-layer biLSTM encoder, attentional 2-layer LSTM decoder)
+    "cove-small": dict(family="cove", vocab_size=8000, embedding_size=128, hidden_size=128, num_layers=2,
+                       dropout=0.2, head="lm"),
+    "cove-tiny": dict(family="cove", vocab_size=1000, embedding_size=16, hidden_size=16, num_layers=2, head="lm",
+                      initializer_range=0.3),  # at 0.1 a 32-wide toy copy task stalls at the marginal entropy
 }
 
 

@@ -45,6 +45,7 @@ from plmkit.objectives.spanbert import SpanBERT
 from plmkit.objectives.structbert import StructBERT_SSO, StructBERT_WSO
 from plmkit.objectives.t5_span import T5Span
 from plmkit.objectives.tlm import TLM
+from plmkit.objectives.translation import Translation
 from plmkit.objectives.unilm import UniLM
 
 REGISTRY: dict[str, type[Objective]] = {
@@ -72,6 +73,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "sent_distance": SentenceDistance,
     "ernie2": Ernie2,  # ERNIE 2.0 continual multi-task schedule over the tasks above (and mlm, ...)
     "canine_char": CanineChar,  # masked character prediction for CANINE (plmkit.models.canine)
+    "translation": Translation,  # teacher-forced seq2seq on parallel pairs (CoVe's MT-LSTM)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

@@ -109,6 +109,15 @@ class _PadOnly:
         self.cls_token_id = self.sep_token_id = pad
 
 
+def refuse_pair_scoring(info: dict, path: str | Path, command: str) -> None:
+    """UserError for a checkpoint whose head scores (text, auxiliary text) pairs (``--label-as-text``, ABSA):
+    its head is a yes / no (or per-aspect) classifier that ``command`` would apply to plain rows."""
+    if info.get("label_as_text") or info.get("absa_format"):
+        how = "--label-as-text" if info.get("label_as_text") else f"--absa-format {info['absa_format']}"
+        raise UserError(f"{path}: a {how} checkpoint scores sentence pairs built by plm finetune; {command} "
+                        "would read plain rows (its eval.json holds the dev metrics)")
+
+
 def load_checkpoint(path: str | Path):
     """Rebuild ``(model, objective, task_info, tokenizer)`` from a ``plm finetune`` output directory."""
     import plmkit

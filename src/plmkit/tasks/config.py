@@ -176,6 +176,14 @@ class FinetuneConfig:
     language_id: int | None = field(default=None, metadata=bound(NON_NEGATIVE))
     """XLM language id: the token type (language embedding) of every input token, train and dev (default: the
     tokenizer's segment ids); `plm evaluate --language-id` gives another language's test data its own"""
+    absa_format: str = field(default="nli-m", metadata={"choices": lambda: ["single", "qa-m", "nli-m", "qa-b", "nli-b"]})
+    """absa-sentihood / absa-semeval: the auxiliary sentence (Sun et al. 2019): single (sentence alone, one
+    model per target-aspect), qa-m / nli-m (question / pseudo-sentence, one 3- or 5-way classifier), qa-b /
+    nli-b (one yes/no pair per sentiment label; the label with the highest yes probability wins)"""
+    label_as_text: str | None = field(default=None, metadata={"path": True})
+    """classification as text matching: each label's text is the second segment of a (text, label) pair scored
+    yes / no, the label with the highest yes probability wins; 'names' (the label strings) or a YAML file
+    label: text (recipes/label-text/)"""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from plmkit.errors import UserError
-from plmkit.tasks.checkpoint import load_checkpoint
+from plmkit.tasks.checkpoint import load_checkpoint, refuse_pair_scoring
 from plmkit.tasks.data import check_token_labels, encode, subsample
 from plmkit.tasks.encoding import set_language
 from plmkit.tasks.inference import run_model, softmax
@@ -57,6 +57,8 @@ def evaluate_checkpoints(paths: list[str], data: str, split_file: str | None = N
             raise UserError(f"{name}: expected a positive integer, got {value!r}")
     bad = BadRows(skip=skip_bad, encoding_errors=encoding_errors)
     loaded = [load_checkpoint(p) for p in paths]
+    for p, (_, _, inf, _) in zip(paths, loaded):
+        refuse_pair_scoring(inf, p, "plm evaluate")
     model, obj, info, tok = loaded[0]
     for p, (_, _, inf, _) in zip(paths[1:], loaded[1:]):
         if inf["task"] != info["task"] or inf["labels"] != info["labels"]:

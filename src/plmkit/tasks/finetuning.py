@@ -26,7 +26,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from plmkit.errors import UserError
 from plmkit.tasks.checkpoint import load_checkpoint, recurrent_features, save_checkpoint, write_json_atomic
 from plmkit.tasks.config import FinetuneConfig
 from plmkit.tasks.data import check_token_labels, encode, label_list, subsample, task_spec
-from plmkit.tasks.inference import early_exit_curve, run_model
+from plmkit.tasks.inference import early_exit_curve, run_model, softmax
 from plmkit.tasks.modes import EWC, L2SP, ModeConfig, SelfDistillation, apply_mode, count_parameters, diagonal_fisher
 from plmkit.tasks.objective import TaskObjective
 from plmkit.tasks.pooling import resolve_pooling
@@ -71,6 +71,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise UserError(f"--out {out}: exists and is not a directory; expected the output directory")
     # Read and check everything before the first write into --out.
     spec = task_spec(cfg)
+    if spec.extra.get("absa"):  # Sun et al. 2019: (target, aspect) rows with an auxiliary sentence
+        return _finetune_absa(cfg, spec, out)
     data = read_task_data(cfg, spec)
     tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
     if cfg.mode == "pet":  # Schick & Schuetze 2021: pattern models, ensemble, distillation
@@ -78,6 +80,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if spec.kind == "text2text":
         out.mkdir(parents=True, exist_ok=True)
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
+    if cfg.label_as_text:  # text matching: (text, label text) pairs scored yes / no
+        return _finetune_label_text(cfg, spec, tok, data, out)
     if cfg.verbalizer:  # the LM head scores label words: the objective encodes the pattern
         model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, None)
         feats = encode_task_data(cfg, spec, tok, data, obj)
@@ -389,6 +393,117 @@ def _finetune_text2text(cfg: FinetuneConfig, spec: TaskSpec, tok, train, dev, ba
     tok.save(out / "model")
     write_json_atomic(out / "eval.json", result)
     _log(f"dev: {json.dumps(metrics)}; wrote {out / 'eval.json'} and the model to {out / 'model'}")
+    return result
+
+
+def _finetune_label_text(cfg: FinetuneConfig, spec: TaskSpec, tok, data: TaskData, out: Path) -> dict[str, Any]:
+    """``--label-as-text``: classification as text matching (``plmkit.tasks.labeltext``): each example becomes
+    one (text, label text) pair per label, a yes / no head is trained on them, and the predicted label is the
+    one whose pair has the highest yes probability; eval.json holds the task's usual metrics."""
+    import plmkit.tasks.labeltext as LT
+
+    if spec.kind != "classification":
+        raise UserError(f"--label-as-text scores (text, label) pairs: it needs a classification task, not {spec.kind}")
+    for flag, on in (("--verbalizer", bool(cfg.verbalizer)), ("--early-exit", cfg.early_exit)):
+        if on:
+            raise UserError(f"--label-as-text does not combine with {flag}")
+    texts = LT.load_label_texts(cfg.label_as_text, data.labels)
+    yes_no = ["0", "1"]
+    pairs = TaskData(LT.expand(data.train, data.labels, texts), LT.expand(data.dev, data.labels, texts), yes_no,
+                     data.bad, data.train_path)
+    cfg_run = replace(cfg, eval_each_epoch=False)  # dev is scored per example at the end, not per pair
+    feats = encode_task_data(cfg_run, spec, tok, pairs)
+    model, obj, mode_cfg = build_task_model(cfg_run, spec, tok, yes_no, None)
+    out.mkdir(parents=True, exist_ok=True)
+    params = count_parameters(model)
+    train_cfg = training_config(cfg_run, model, len(feats.train))
+    (out / "logs").mkdir(exist_ok=True)
+    summary, _, train_time, train_cpu = train(cfg_run, spec, model, obj, tok, pairs, feats, train_cfg, out / "logs")
+    t0 = time.perf_counter()
+    yes = LT.label_scores(softmax(np.stack(run_model(model, obj, feats.dev, cfg.eval_batch_size))), len(data.labels))
+    eval_time = time.perf_counter() - t0
+    index = {lab: i for i, lab in enumerate(data.labels)}
+    metrics = score(spec, data.labels, data.dev, [{"label": index[e.label]} for e in data.dev], list(yes))
+    result: dict[str, Any] = {"task": spec.name, "mode": cfg.mode, "label_as_text": texts, **params,
+                              "train_examples": len(data.train), "dev_examples": len(data.dev),
+                              "train_pairs": len(feats.train), "dev_pairs": len(feats.dev),
+                              "train_steps": summary["step"], "planned_steps": train_cfg.max_steps,
+                              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu),
+                              "eval_time_s": round(eval_time, 2), **metrics, "main_metric": spec.main_metric,
+                              "truncated": feats.truncated, "skipped_bad_rows": data.bad.count}
+    info = task_info(cfg, spec, tok, pairs, mode_cfg, obj.num_outputs, None, obj.pooling)
+    info.update(label_as_text=texts, task_labels=data.labels)
+    save_checkpoint(out, model, tok, info)
+    write_json_atomic(out / "eval.json", result)
+    _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
+    return result
+
+
+def _finetune_absa(cfg: FinetuneConfig, spec: TaskSpec, out: Path) -> dict[str, Any]:
+    """ABSA via auxiliary sentences (``plmkit.tasks.absa``): --max-train-examples / --max-eval-examples count
+    sentences; ``single`` trains one model per (target, aspect) (checkpoints in OUT/<target>_<aspect>/), the
+    other formats one model (OUT/). eval.json holds the paper's metrics on the dev file's instances."""
+    import plmkit
+    import plmkit.tasks.absa as A
+
+    if cfg.verbalizer or cfg.mode == "pet" or cfg.early_exit:
+        raise UserError(f"--task {spec.name} trains a classification head: it does not combine with "
+                        "--verbalizer, --mode pet or --early-exit")
+    ds = A.dataset(spec.extra["absa"])
+    fmt = cfg.absa_format
+    data_dir = Path(cfg.data)
+    if not data_dir.exists():
+        raise UserError(f"{data_dir}: no such data file or directory")
+    bad = BadRows(skip=cfg.skip_bad, encoding_errors=cfg.encoding_errors)
+    train_path = resolve_file(data_dir, cfg.train_file or spec.train_file, "training")
+    dev_path = resolve_file(data_dir, cfg.dev_file or spec.dev_file, "dev")
+    train_inst = A.subsample_sentences(A.read_instances(ds.name, train_path, bad), cfg.max_train_examples, cfg.seed)
+    dev_inst = A.subsample_sentences(A.read_instances(ds.name, dev_path, bad), cfg.max_eval_examples, cfg.seed)
+    tok = plmkit.load_tokenizer(cfg.tokenizer or cfg.model)
+    labels = A.model_labels(ds, fmt)
+    cfg_run = replace(cfg, eval_each_epoch=False)  # the ABSA metrics need every group's outputs: scored at the end
+    out.mkdir(parents=True, exist_ok=True)
+    scores = np.zeros((len(dev_inst), len(ds.labels)))
+    runs, t_train, c_train, t_eval = [], 0.0, 0.0, 0.0
+    groups = A.groups(train_inst, fmt)
+    for g in groups:
+        _seed_everything(cfg.seed)
+        tr = [i for i in train_inst if A.in_group(i, g)]
+        dev_idx = [n for n, i in enumerate(dev_inst) if A.in_group(i, g)]
+        if not tr or not dev_idx:
+            raise UserError(f"{spec.name}: no {'training' if not tr else 'dev'} instances for {g} "
+                            "(raise --max-train-examples / --max-eval-examples)")
+        dv = [dev_inst[n] for n in dev_idx]
+        data = TaskData(A.build_examples(tr, fmt, ds), A.build_examples(dv, fmt, ds), labels, bad, train_path)
+        feats = encode_task_data(cfg_run, spec, tok, data)
+        model, obj, mode_cfg = build_task_model(cfg_run, spec, tok, labels, None)
+        train_cfg = training_config(cfg_run, model, len(feats.train))
+        sub = out if g == (None, None) else out / f"{g[0] or 'all'}_{g[1]}".replace("/", "-")
+        (sub / "logs").mkdir(parents=True, exist_ok=True)
+        summary, _, tt, ct = train(cfg_run, spec, model, obj, tok, data, feats, train_cfg, sub / "logs")
+        t0 = time.perf_counter()
+        probs = softmax(np.stack(run_model(model, obj, feats.dev, cfg.eval_batch_size)))
+        t_eval += time.perf_counter() - t0
+        scores[dev_idx] = A.instance_scores(fmt, ds, probs)
+        t_train, c_train = t_train + tt, c_train + ct
+        runs.append({"group": list(g), "train_rows": len(feats.train), "dev_rows": len(feats.dev),
+                     "train_steps": summary["step"], "truncated": feats.truncated})
+        info = task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, None, obj.pooling)
+        info.update(absa_format=fmt, absa_group=list(g))
+        save_checkpoint(sub, model, tok, info)
+    metrics = A.absa_metrics(ds, dev_inst, scores)
+    n_sent = len({i.source for i in train_inst}), len({i.source for i in dev_inst})
+    result: dict[str, Any] = {"task": spec.name, "absa_format": fmt, "mode": cfg.mode,
+                              **count_parameters(model), "models": len(groups),
+                              "train_sentences": n_sent[0], "dev_sentences": n_sent[1],
+                              "train_examples": len(train_inst), "dev_examples": len(dev_inst),
+                              "dev_file": str(dev_path), "runs": runs, "train_time_s": round(t_train, 1),
+                              **_cpu_fields(c_train), "eval_time_s": round(t_eval, 2), **metrics,
+                              "main_metric": spec.main_metric, "skipped_bad_rows": bad.count}
+    if bad.count:
+        result["skipped"] = bad.messages[:20]
+    write_json_atomic(out / "eval.json", result)
+    _log(f"dev: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}; wrote {out / 'eval.json'}")
     return result
 
 

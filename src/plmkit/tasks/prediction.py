@@ -12,7 +12,7 @@ import numpy as np
 
 import plmkit.tasks.encoding as E
 from plmkit.errors import UserError
-from plmkit.tasks.checkpoint import load_checkpoint
+from plmkit.tasks.checkpoint import load_checkpoint, refuse_pair_scoring
 from plmkit.tasks.data import encode
 from plmkit.tasks.inference import run_model, softmax
 from plmkit.tasks.readers import BadRows
@@ -34,6 +34,7 @@ def predict(path: str, inputs: str, out_path: str, batch_size: int = 64, skip_ba
         raise UserError(f"--out {out}: {out.parent} is not a directory")
     bad = BadRows(skip=skip_bad, encoding_errors=encoding_errors)
     model, obj, info, tok = load_checkpoint(path)
+    refuse_pair_scoring(info, path, "plm predict")
     spec = get_task(info["task"], **{k: v for k, v in info["spec"].items() if v is not None})
     inp = Path(inputs)
     if spec.kind in ("classification", "regression", "multilabel") and inp.suffix == ".txt":

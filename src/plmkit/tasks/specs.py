@@ -98,6 +98,22 @@ TASKS.update({
 })
 
 
+# Aspect-based sentiment analysis via auxiliary sentences (Sun et al. 2019; plmkit.tasks.absa): each
+# (target, aspect) is a sentence-pair row (--absa-format); the files are the authors' copies in ../shared/data/absa.
+ABSA_METRICS = ("aspect_accuracy", "aspect_f1", "aspect_auc", "sentiment_accuracy", "sentiment_auc")
+TASKS.update({
+    "absa-sentihood": TaskSpec("absa-sentihood", "classification", "sentihood-train.json", "sentihood-dev.json",
+                               metrics=ABSA_METRICS, main_metric="aspect_f1", extra={"absa": "sentihood"}),
+    "absa-semeval": TaskSpec("absa-semeval", "classification", "Restaurants_Train.xml", "Restaurants_Test_Gold.xml",
+                             metrics=ABSA_METRICS, main_metric="aspect_f1", extra={"absa": "semeval"}),
+    # SemEval-2014 restaurant sentences with exactly one aspect category: 5-way sentence classification
+    "absa-semeval-category": TaskSpec("absa-semeval-category", "classification", "Restaurants_Train.xml",
+                                      "Restaurants_Test_Gold.xml", metrics=("accuracy", "f1_macro"),
+                                      labels=("ambience", "anecdotes/miscellaneous", "food", "price", "service"),
+                                      extra={"absa_category": True}),
+})
+
+
 def repair_bio(tags: list[str]) -> list[str]:
     """BIO2 tags with every ``I-X`` that does not continue an ``X`` entity turned into ``B-X`` (conlleval's reading)."""
     out: list[str] = []
@@ -137,6 +153,13 @@ def resolve_file(data: Path, names: str | tuple[str, ...], what: str) -> Path:
 
 def read_split(spec: TaskSpec, path: Path, split: str, bad: BadRows | None = None, labelled: bool = True) -> list:
     """Read the examples of one split with the spec's layout."""
+    if spec.extra.get("absa_category"):
+        from plmkit.tasks.absa import read_semeval_categories
+
+        return read_semeval_categories(path, bad, labelled)
+    if spec.extra.get("absa"):
+        raise UserError(f"{spec.name}: ABSA data is read by plm finetune --task {spec.name} (plmkit.tasks.absa), "
+                        "not as a table")
     if spec.kind in ("classification", "regression", "multilabel", "text2text"):
         if spec.name == "mrpc" and split == "train" and path.name == "msr_paraphrase_train.txt":
             return readers.read_mrpc_train(path.parent, bad=bad)
