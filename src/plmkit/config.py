@@ -196,6 +196,8 @@ class Recipe:
 # Fields holding paths (resolved against the recipe folder, or the cwd for overrides).
 PATH_KEYS = {("model", "path"), ("tokenizer", "path"), ("data", "train"), ("data", "valid"),
              ("tokenizer", "train", "files")}
+# objective options that name files or checkpoints, resolved against the recipe's folder like PATH_KEYS
+OBJECTIVE_PATH_OPTIONS = {"corpus", "retriever", "triples", "entity_embeddings", "descriptions"}
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -414,6 +416,12 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             continue
         v = node[keys[-1]]
         node[keys[-1]] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
+    objs = raw.get("objective")
+    for spec in (objs if isinstance(objs, list) else [objs]):  # objective options that name files
+        if isinstance(spec, dict):
+            for k in OBJECTIVE_PATH_OPTIONS & set(spec):
+                v = spec[k]
+                spec[k] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

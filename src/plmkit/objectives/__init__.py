@@ -33,6 +33,7 @@ from plmkit.objectives.mass import MASS
 from plmkit.objectives.mlm import MLM
 from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
+from plmkit.objectives.realm import REALM
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.t5_span import T5Span
@@ -54,6 +55,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "plm": PLM,
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
+    "realm": REALM,  # retrieval-augmented salient-span MLM (plmkit.objectives.realm)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
