@@ -207,8 +207,10 @@ def test_options_are_checked(setup):
     tmp, tok = setup
     with pytest.raises(UserError, match="corpus is required"):
         build("realm", tokenizer=tok)
-    with pytest.raises(UserError, match="k must be a positive integer"):
-        _obj(tmp, tok, k=0)
+    with pytest.raises(UserError, match="k must be an integer >= 0"):
+        _obj(tmp, tok, k=-1)
+    with pytest.raises(UserError, match="null_document must be true"):
+        _obj(tmp, tok, k=0, null_document=False)
     with pytest.raises(UserError, match="no such file"):
         build("realm", tokenizer=tok, corpus=str(tmp / "missing.txt")).prepare(_model(tok))
 
@@ -252,3 +254,24 @@ def test_trivial_document_is_excluded(setup):
         obj.config.k = len(DOCS)
         cand, _ = obj.candidates(q, None)
         assert 3 in cand[0]
+
+
+def test_k0_is_the_null_document_alone(setup):
+    """k=0 (the no-retrieval arm) scores -log p(y | [CLS] q [SEP] [SEP]), computed here by hand."""
+    tmp, tok = setup
+    model = _model(tok)
+    obj = _obj(tmp, tok, k=0)
+    obj.prepare(model)
+    assert "realm_retriever" not in model.heads
+    model.eval()
+    batch = obj.make_batch([tok.encode(q) for q in QUERIES])
+    with torch.no_grad():
+        loss, _ = obj.loss(model, batch)
+        want = 0.0
+        for b in range(len(QUERIES)):
+            n = int(batch["attention_mask"][b].sum())
+            x = torch.cat([batch["input_ids"][b, :n], torch.tensor([tok.sep_token_id])])[None]
+            tt = torch.tensor([[0] * n + [1]])
+            lsm = torch.log_softmax(model(x, token_type_ids=tt).logits[0].double(), -1)
+            want -= sum(float(lsm[i, int(y)]) for i, y in enumerate(batch["labels"][b, :n]) if int(y) != IGNORE)
+    assert float(loss) == pytest.approx(want / len(QUERIES), rel=1e-4)

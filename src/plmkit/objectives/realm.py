@@ -147,14 +147,24 @@ def salient_spans(words: Sequence[str]) -> list[tuple[int, int]]:
 class DualEncoder(nn.Module):
     """Query and document encoders with linear projections; ``score(q, d) = q . d``."""
 
-    def __init__(self, query_encoder: nn.Module, doc_encoder: nn.Module, dim: int = 128,
+    def __init__(self, query_encoder: nn.Module, doc_encoder: nn.Module, dim: int | None = 128,
                  pooling: Literal["cls", "mean"] = "cls"):
         super().__init__()
         hq = query_encoder.config.hidden_size
         hd = doc_encoder.config.hidden_size
         self.query_encoder, self.doc_encoder = query_encoder, doc_encoder
+        identity = dim is None
+        if dim is None:  # identity-initialised projections: a sentence-embedding checkpoint keeps its geometry
+            if hq != hd:
+                raise UserError(f"DualEncoder(dim=None): encoder widths differ ({hq} vs {hd})")
+            dim = hq
         self.query_proj = nn.Linear(hq, dim)
         self.doc_proj = nn.Linear(hd, dim)
+        if identity:
+            for proj in (self.query_proj, self.doc_proj):
+                with torch.no_grad():
+                    proj.weight.copy_(torch.eye(dim))
+                    proj.bias.zero_()
         self.pooling = pooling
 
     def _pool(self, encoder: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -293,7 +303,8 @@ class REALMConfig(ObjectiveConfig):
     corpus: str | None = None
     """The retrieval corpus: a SQuAD ``.json`` or a text file (see the module docstring). Required."""
     k: int = 4
-    """Documents retrieved per query (the null document is added to them)."""
+    """Documents retrieved per query (the null document is added to them); 0: no retrieval (the reader
+    sees the null document only: the same salient-span MLM without knowledge, the baseline arm)."""
     refresh_every: int = 100
     """Rebuild the index (re-embed every document) every this many training batches (in-line)."""
     dim: int = 128
@@ -320,8 +331,13 @@ class REALMConfig(ObjectiveConfig):
         super().validate(name)
         if not self.corpus:
             raise UserError(f"{name}: option corpus is required (a SQuAD .json or a text file of documents)")
-        for key in ("k", "refresh_every", "dim", "doc_len", "query_len"):
+        for key in ("refresh_every", "dim", "doc_len", "query_len"):
             check_positive(name, key, getattr(self, key), integer=True)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
+            raise UserError(f"{name}: option k must be an integer >= 0 (0: no retrieval, the null document "
+                            f"only), got {self.k!r}")
+        if self.k == 0 and not self.null_document:
+            raise UserError(f"{name}: k=0 retrieves nothing, so null_document must be true")
         if self.max_docs is not None:
             check_positive(name, "max_docs", self.max_docs, integer=True)
         check_choice(name, "pooling", self.pooling, ("cls", "mean"))
@@ -337,6 +353,7 @@ class REALM(Objective):
 
     name = "realm"
     example_kind = "window"
+    token_nll = False  # the loss is -log p(span | x) per query (a sum over the span's tokens): no perplexity
     Config = REALMConfig
     config: REALMConfig
 
@@ -394,6 +411,8 @@ class REALM(Objective):
                             f"lowercases ('Paris' -> {probe!r}); train a cased one "
                             "(tokenizer.train.options: {lowercase: false})")
         c = self.config
+        if c.k == 0:  # no retrieval: no retriever, no index
+            return
         if "realm_retriever" not in model.heads:
             if c.retriever:
                 from plmkit.models import load
@@ -453,8 +472,10 @@ class REALM(Objective):
         return cand, scores
 
     def doc_tokens(self, i: int) -> list[int]:
+        if i < 0:
+            return []
         assert self.index is not None
-        return [] if i < 0 else self.index.docs[i]
+        return self.index.docs[i]
 
     def reader_logprobs(self, model: Any, batch: dict[str, torch.Tensor], cand: list[list[int]]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -495,6 +516,13 @@ class REALM(Objective):
         return per.view(len(cand), Z), hits.view(len(cand), Z)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.config.k == 0:  # no retrieval: log p(y|x) = log p(y|x, null)
+            cand = [[-1] for _ in range(batch["input_ids"].shape[0])]
+            lp, hits = self.reader_logprobs(model, batch, cand)
+            n_tok = float((batch["labels"] != IGNORE).sum())
+            nll = -lp[:, 0]
+            return nll.mean(), {"mlm_loss": float(nll.detach().mean()),
+                                "mlm_accuracy_top1_doc": float(hits.sum()) / max(n_tok, 1.0)}
         assert self.index is not None
         if model.training:
             if self.index.embeddings is None or self.steps % self.config.refresh_every == 0:

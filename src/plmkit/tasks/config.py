@@ -173,6 +173,10 @@ class FinetuneConfig:
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
     """non-UTF-8 bytes in the data files: stop at the first (file:line, byte offset) or read them as U+FFFD"""
+    retrieval: str = field(default="learned", metadata={"choices": lambda: ["learned", "frozen", "gold", "none"]})
+    """open-qa: learned (REALM: the query encoder is trained), frozen (initial retriever), gold (own paragraph), none"""
+    retrieve_k: int = field(default=4, metadata=bound(POSITIVE))
+    """open-qa: documents retrieved per question"""
 
     def __post_init__(self) -> None:
         check_fields(self)
