@@ -1,10 +1,11 @@
 """Open-domain QA fine-tuning, REALM style (Guu et al. 2020): ``plm finetune --task open-qa``.
 
 The question alone is given; the answer has to be found in a retrieval corpus. Here the corpus is every
-paragraph of the SQuAD file (``--data``: a SQuAD v1.1 json or its folder; for our SQuAD dev, 2,067
-paragraphs of 48 articles), and the questions are split **by article** so that the test questions come
-from articles whose questions were never trained on (``--train-articles`` / ``--dev-articles``, default
-0:36 / 36:; their paragraphs stay in the corpus, as in open-domain QA).
+paragraph of the SQuAD articles in use (``--data``: a SQuAD v1.1 json or its folder; with the defaults, all
+of SQuAD dev: 2,067 paragraphs of 48 articles), and the questions are split **by article** so that the test
+questions come from articles whose questions were never trained on (``--train-articles`` /
+``--dev-articles``, default 0:36 / 36:; the paragraphs of both ranges form the corpus, as in open-domain
+QA; a smaller pair of ranges, e.g. 0:9 / 9:12, gives a smaller corpus).
 
 Model: a retriever (:class:`plmkit.objectives.realm.DualEncoder`; both encoders start from ``--model``,
 mean-pooled, with identity-initialised projections, so a sentence-embedding checkpoint such as
@@ -86,11 +87,22 @@ class Corpus:
         return sorted(out)
 
 
+def _articles(path: Path, *ranges: slice) -> list:
+    """The questions (with their paragraphs) of every article in any of ``ranges``, in file order."""
+    from plmkit.tasks.readers import read_squad
+
+    seen: dict[str, Any] = {}
+    for r in ranges:
+        for ex in read_squad(path, articles=r):
+            seen.setdefault(ex.id, ex)
+    return list(seen.values())
+
+
 def read_open_qa(path: Path, tok: Any, train_articles: slice, dev_articles: slice, doc_len: int,
                  max_train: int | None, max_dev: int | None) -> tuple[Corpus, list[Question], list[Question]]:
     from plmkit.tasks.readers import read_squad
 
-    every = read_squad(path)
+    every = _articles(path, train_articles, dev_articles)
     texts: list[str] = []
     where: dict[str, int] = {}
     for ex in every:
