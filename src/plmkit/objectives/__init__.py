@@ -34,6 +34,8 @@ from plmkit.objectives.mlm import MLM
 from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
 from plmkit.objectives.realm import REALM
+from plmkit.objectives.ernie_thu import ERNIE
+from plmkit.objectives.kepler import KEPLER
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.t5_span import T5Span
@@ -56,6 +58,8 @@ REGISTRY: dict[str, type[Objective]] = {
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
     "realm": REALM,  # retrieval-augmented salient-span MLM (plmkit.objectives.realm)
+    "ernie_thu": ERNIE,  # TransE entities fused at mentions + dEA (plmkit.objectives.ernie_thu)
+    "kepler": KEPLER,  # MLM + knowledge embedding of entity descriptions (plmkit.objectives.kepler)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
