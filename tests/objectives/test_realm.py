@@ -114,8 +114,7 @@ def test_marginal_nll_formula():
 def _brute_force(obj: REALM, model, batch) -> float:
     """-mean log p(y|x) with p(z|x) a softmax over ALL documents + the null one, each pair run alone."""
     r = model.heads["realm_retriever"]
-    b_id, e_id = tok_ids = (obj.vocab.begin, obj.vocab.end)
-    del tok_ids
+    b_id, e_id = obj.vocab.begin, obj.vocab.end
     docs = [list(d) for d in obj.index.docs] + [[]]
     total = 0.0
     for b in range(batch["input_ids"].shape[0]):

@@ -29,7 +29,7 @@ contain a gold answer string) and ``OUT/predictions.json``; the fine-tuned weigh
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,10 +263,9 @@ class OpenQAObjective:
 def run_open_qa(cfg: Any) -> dict[str, Any]:
     """``plm finetune --task open-qa`` (module docstring); returns the eval.json dict."""
     import plmkit
-    from plmkit.tasks.finetuning import training_config
     from plmkit.tasks.specs import get_task, parse_slice, resolve_file
     from plmkit.tasks.checkpoint import write_json_atomic
-    from plmkit.training.trainer import Trainer
+    from plmkit.training.trainer import TrainConfig, Trainer
 
     spec = get_task("open-qa")
     retrieval = cfg.retrieval
@@ -304,7 +303,11 @@ def run_open_qa(cfg: Any) -> dict[str, Any]:
     k = cfg.retrieve_k if retrieval in ("learned", "frozen") else 1
     obj = OpenQAObjective(tok, corpus, index, train_q, k, retrieval, cfg.max_seq_len)
     out.mkdir(parents=True, exist_ok=True)
-    train_cfg = training_config(cfg, model, len(train_q))
+    steps = max(1, round(cfg.epochs * math.ceil(len(train_q) / cfg.batch_size)))  # as plm finetune's other tasks
+    train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
+                            weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup * steps), schedule="linear",
+                            seed=cfg.seed, log_every=10, eval_every=0, save_every=0, tensorboard=False, plots=False,
+                            progress=cfg.progress, device="auto")
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"step": 0}
     if retrieval != "none":
