@@ -115,7 +115,7 @@ def train_transe(triples: torch.Tensor, num_entities: int, num_relations: int, d
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot, n = tot + float(loss) * len(pos), n + len(pos)
+            tot, n = tot + float(loss.detach()) * len(pos), n + len(pos)
         last = tot / max(n, 1)
     model.normalise_()
     return model, last
