@@ -72,6 +72,8 @@ def test_article_split_holds_out_test_articles(setup):
     assert len(corpus.texts) == 5  # every paragraph of every article is retrievable
     assert {q.id[:-1] for q in train} == {"Waterloo", "Paris"} and {q.id[:-1] for q in dev} == {"Broncos"}
     assert all(corpus.texts[q.gold_doc].find(q.answers[0]) >= 0 for q in train + dev)
+    corpus, train, dev = read_open_qa(path, tok, slice(0, 1), slice(2, 3), 64, None, None)
+    assert len(corpus.texts) == 3  # only the articles in use: Waterloo (2 paragraphs) + Broncos (1)
 
 
 def test_marginal_likelihood_equals_brute_force(setup):
