@@ -196,6 +196,8 @@ class Recipe:
 # Fields holding paths (resolved against the recipe folder, or the cwd for overrides).
 PATH_KEYS = {("model", "path"), ("tokenizer", "path"), ("data", "train"), ("data", "valid"),
              ("tokenizer", "train", "files")}
+# objective options that name files or checkpoints, resolved against the recipe's folder like PATH_KEYS
+OBJECTIVE_PATH_OPTIONS = {"corpus", "retriever", "triples"}
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -419,6 +421,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if isinstance(item, dict) and "data" in item:
             v = item["data"]
             item["data"] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
+        if isinstance(item, dict):  # objective options that name files
+            for k in OBJECTIVE_PATH_OPTIONS & set(item):
+                v = item[k]
+                item[k] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

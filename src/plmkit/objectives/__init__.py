@@ -39,6 +39,9 @@ from plmkit.objectives.mlm import MLM
 from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
 from plmkit.objectives.prophetnet import ProphetNet
+from plmkit.objectives.realm import REALM
+from plmkit.objectives.ernie_thu import ERNIE
+from plmkit.objectives.kepler import KEPLER
 from plmkit.objectives.rtd import RTD
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.spanbert import SpanBERT
@@ -74,6 +77,9 @@ REGISTRY: dict[str, type[Objective]] = {
     "ernie2": Ernie2,  # ERNIE 2.0 continual multi-task schedule over the tasks above (and mlm, ...)
     "canine_char": CanineChar,  # masked character prediction for CANINE (plmkit.models.canine)
     "translation": Translation,  # teacher-forced seq2seq on parallel pairs (CoVe's MT-LSTM)
+    "realm": REALM,  # retrieval-augmented salient-span MLM (plmkit.objectives.realm)
+    "ernie_thu": ERNIE,  # TransE entities fused at mentions + dEA (plmkit.objectives.ernie_thu)
+    "kepler": KEPLER,  # MLM + knowledge embedding of entity descriptions (plmkit.objectives.kepler)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

@@ -184,6 +184,10 @@ class FinetuneConfig:
     """classification as text matching: each label's text is the second segment of a (text, label) pair scored
     yes / no, the label with the highest yes probability wins; 'names' (the label strings) or a YAML file
     label: text (recipes/label-text/)"""
+    retrieval: str = field(default="learned", metadata={"choices": lambda: ["learned", "frozen", "gold", "none"]})
+    """open-qa: learned (REALM: the query encoder is trained), frozen (initial retriever), gold (own paragraph), none"""
+    retrieve_k: int = field(default=4, metadata=bound(POSITIVE))
+    """open-qa: documents retrieved per question"""
 
     def __post_init__(self) -> None:
         check_fields(self)

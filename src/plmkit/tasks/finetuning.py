@@ -66,6 +66,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     import plmkit
 
     _seed_everything(cfg.seed)
+    if cfg.task == "open-qa":  # retriever + reader (REALM): its own data and loop over the one Trainer
+        from plmkit.tasks.open_qa import run_open_qa
+
+        return run_open_qa(cfg)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory; expected the output directory")

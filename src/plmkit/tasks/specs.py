@@ -15,7 +15,7 @@ from plmkit.errors import UserError, suggest
 import plmkit.tasks.readers as readers
 from plmkit.tasks.readers import BadRows
 
-KINDS = ("classification", "regression", "multilabel", "token", "qa", "multiple_choice", "text2text")
+KINDS = ("classification", "regression", "multilabel", "token", "qa", "multiple_choice", "text2text", "open_qa")
 
 
 @dataclass
@@ -77,6 +77,11 @@ TASKS: dict[str, TaskSpec] = {
     "qa": TaskSpec("qa", "qa", ("train.json",), ("dev.json",), metrics=("exact_match", "f1"), main_metric="f1"),
     "multiple-choice": TaskSpec("multiple-choice", "multiple_choice", ("train.jsonl",), ("dev.jsonl",)),
     "text2text": TaskSpec("text2text", "text2text", metrics=("accuracy", "exact_match")),
+    # REALM-style open-domain QA (plmkit.tasks.open_qa): SQuAD questions, every paragraph of the file is the
+    # retrieval corpus; questions split by article (36 of SQuAD dev's 48 train, the other 12 test)
+    "open-qa": TaskSpec("open-qa", "open_qa", ("dev-v1.1.json", "train-v1.1.json"), "dev-v1.1.json",
+                        metrics=("exact_match", "f1", "recall_at_k"), main_metric="exact_match",
+                        train_articles=slice(0, 36), dev_articles=slice(36, None)),
 }
 
 # Chinese sets as shipped in ../shared/data/chinese (see its README for the releases and their gaps).
