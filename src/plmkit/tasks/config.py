@@ -169,6 +169,21 @@ class FinetuneConfig:
     """show a progress bar (default: only when stderr is a terminal)"""
     strip_digit_suffix: bool | None = None
     """NER: drop the word-segment digit after each character (Weibo NER's '我0'; default: on for weibo-ner)"""
+    tasks: tuple[str, ...] | None = None
+    """multi-task fine-tuning (MT-DNN, needs --multi-task): comma-separated task names, e.g.
+    sst2,cola,mrpc,rte,stsb; --data is then a folder holding one sub-folder per task (GLUE's names SST-2,
+    CoLA, MRPC, RTE, STS-B, or the task name); --task may be left out"""
+    multi_task: bool = False
+    """MT-DNN (Liu et al. 2019): one shared encoder, one head per task of --tasks, each batch from one
+    task, tasks mixed in proportion to their sizes; --epochs passes over all tasks' data"""
+    task_epochs: float = field(default=0.0, metadata=bound(NON_NEGATIVE))
+    """--multi-task: then fine-tune a copy of the shared model on each task alone for this many epochs
+    (MT-DNN's second stage; 0 = off)"""
+    teachers: tuple[str, ...] | None = None
+    """--multi-task: comma-separated plm finetune checkpoints (single-task teachers, e.g. several seeds per
+    task); each task's teachers are averaged into soft targets for the student (MT-DNN-KD, Liu et al. 2019b)"""
+    distill_alpha: float = field(default=0.5, metadata=bound(FRACTION))
+    """--teachers: loss = (1 - alpha) * loss on the gold labels + alpha * loss on the teachers' soft targets"""
     extra: dict = field(default_factory=dict, metadata={"cli": False})
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})

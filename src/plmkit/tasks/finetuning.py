@@ -65,6 +65,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run one fine-tuning job; returns the eval.json dict."""
     import plmkit
 
+    if cfg.multi_task:  # MT-DNN: one shared encoder, a head per task of cfg.tasks
+        from plmkit.tasks.multitask import finetune_multitask
+
+        return finetune_multitask(cfg)
+    if cfg.tasks or cfg.teachers:
+        raise UserError("--tasks / --teachers are options of multi-task fine-tuning: add --multi-task")
     _seed_everything(cfg.seed)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
