@@ -14,7 +14,7 @@ from plmkit.objectives import REGISTRY, build, build_many
 from objective_fixtures import windows
 
 ALL = ["clm", "mlm", "nsp", "sop", "rtd", "infoword", "tlm", "unilm", "t5_span", "bart_denoise", "mass", "plm", "glm",
-       "bilm"]
+       "bilm", "seq_autoencoder"]
 
 
 def test_registry_is_complete(tok):

@@ -34,6 +34,7 @@ from plmkit.objectives.mlm import MLM
 from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
 from plmkit.objectives.rtd import RTD
+from plmkit.objectives.seq_autoencoder import SeqAutoencoder
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.t5_span import T5Span
 from plmkit.objectives.tlm import TLM
@@ -54,6 +55,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "plm": PLM,
     "glm": GLM,
     "bilm": BiLM,  # ELMo's forward + backward LM (plmkit.objectives.bilm)
+    "seq_autoencoder": SeqAutoencoder,  # Dai & Le 2015's sequence autoencoder for RNN / LSTM LMs
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
