@@ -184,6 +184,19 @@ class FinetuneConfig:
     task); each task's teachers are averaged into soft targets for the student (MT-DNN-KD, Liu et al. 2019b)"""
     distill_alpha: float = field(default=0.5, metadata=bound(FRACTION))
     """--teachers: loss = (1 - alpha) * loss on the gold labels + alpha * loss on the teachers' soft targets"""
+    active_learning: bool = False
+    """active learning (plmkit.tasks.active): the training file is the unlabelled pool; label --al-init random
+    examples, then --al-rounds times fine-tune a fresh model on the labelled ones and label --al-batch more
+    chosen by --al-strategy; eval.json holds the learning curve (dev metric vs labelled count)"""
+    al_strategy: str = field(default="entropy", metadata={"choices": lambda: ["entropy", "kmeans", "random"]})
+    """--active-learning: entropy (most uncertain), kmeans (one per k-means cluster of the pooled
+    representations, nearest its centre) or random"""
+    al_init: int | None = field(default=None, metadata=bound(POSITIVE))
+    """--active-learning: examples labelled at random before the first round (default: --al-batch)"""
+    al_batch: int = field(default=32, metadata=bound(POSITIVE))
+    """--active-learning: examples labelled per round"""
+    al_rounds: int = field(default=4, metadata=bound(POSITIVE))
+    """--active-learning: selection rounds (the budget is --al-init + rounds x --al-batch labels)"""
     extra: dict = field(default_factory=dict, metadata={"cli": False})
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})

@@ -69,6 +69,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         from plmkit.tasks.multitask import finetune_multitask
 
         return finetune_multitask(cfg)
+    if cfg.active_learning:  # pool-based active learning: a fine-tuning run per round (plmkit.tasks.active)
+        from plmkit.tasks.active import finetune_active
+
+        return finetune_active(cfg)
     if cfg.tasks or cfg.teachers:
         raise UserError("--tasks / --teachers are options of multi-task fine-tuning: add --multi-task")
     _seed_everything(cfg.seed)

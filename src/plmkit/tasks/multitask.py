@@ -181,7 +181,7 @@ def _check_options(cfg) -> list[str]:
     for bad, on in (("--mode other than full", cfg.mode != "full"), ("--verbalizer", cfg.verbalizer),
                     ("--early-exit", cfg.early_exit), ("--regularizer", cfg.regularizer),
                     ("--self-distill", cfg.self_distill > 0), ("--train-file", cfg.train_file),
-                    ("--dev-file", cfg.dev_file)):
+                    ("--dev-file", cfg.dev_file), ("--active-learning", cfg.active_learning)):
         if on:
             raise UserError(f"--multi-task does not combine with {bad} (MT-DNN fine-tunes all weights of one "
                             f"shared encoder on the tasks' own files)")
