@@ -197,6 +197,12 @@ class FinetuneConfig:
     """--active-learning: examples labelled per round"""
     al_rounds: int = field(default=4, metadata=bound(POSITIVE))
     """--active-learning: selection rounds (the budget is --al-init + rounds x --al-batch labels)"""
+    plausibility: bool = False
+    """multiple choice by plausibility (Tamborrino et al. 2020, plmkit.tasks.plausibility): no task head; each
+    choice scores the masked LM's log-probability of the context given the choice, the context's tokens masked
+    one at a time; trained with a margin loss; needs a model with its MLM head"""
+    plausibility_margin: float = field(default=0.5, metadata=bound(NON_NEGATIVE))
+    """--plausibility: margin of the loss max(0, margin - S(gold) + S(wrong))"""
     extra: dict = field(default_factory=dict, metadata={"cli": False})
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
