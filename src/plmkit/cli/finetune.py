@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from plmkit import progress
-    from plmkit.tasks.finetuning import finetune
+    from plmkit.tasks.run import finetune
 
     cfg = config_from_args(args)
     progress.set_hint("fine-tuning does not resume: run the command again")

@@ -65,14 +65,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run one fine-tuning job; returns the eval.json dict."""
     import plmkit
 
-    if cfg.multi_task:  # MT-DNN: one shared encoder, a head per task of cfg.tasks
-        from plmkit.tasks.multitask import finetune_multitask
-
-        return finetune_multitask(cfg)
-    if cfg.active_learning:  # pool-based active learning: a fine-tuning run per round (plmkit.tasks.active)
-        from plmkit.tasks.active import finetune_active
-
-        return finetune_active(cfg)
+    if cfg.multi_task or cfg.active_learning:  # loops over fine-tuning runs: plmkit.tasks.run dispatches them
+        raise UserError("--multi-task / --active-learning runs go through plmkit.tasks.run.finetune (plm finetune)")
     if cfg.tasks or cfg.teachers:
         raise UserError("--tasks / --teachers are options of multi-task fine-tuning: add --multi-task")
     _seed_everything(cfg.seed)
