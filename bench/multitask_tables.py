@@ -53,13 +53,13 @@ def sa(out: Path) -> None:
     print("|---|---|---|---|")
     for arm, name in (("sa", "SA-LSTM (sequence autoencoder)"), ("lm", "LM-LSTM (language model)"),
                       ("random", "random init")):
-        accs = [r["accuracy"] for s in (1, 2) if (r := _load(out / f"ft-{arm}-s{s}" / "eval.json"))]
+        accs = [r["accuracy"] for s in (1, 2, 3) if (r := _load(out / f"ft-{arm}-s{s}" / "eval.json"))]
         print(f"| {name} | {len(accs)} | {_fmt(accs)} | {', '.join(f'{a:.3f}' for a in accs)} |")
     for kind in ("seq-autoencoder", "lm"):
         lines = (out / f"pre-{kind}" / "eval.jsonl")
         if lines.is_file():
             last = json.loads(lines.read_text().splitlines()[-1])
-            print(f"\npretraining {kind}: step {last.get('step')}, held-out loss {last.get('eval_loss', float('nan')):.3f}")
+            print(f"\npretraining {kind}: step {last.get('step')}, held-out loss {last.get('loss', float('nan')):.3f}")
 
 
 def al(out: Path) -> None:
