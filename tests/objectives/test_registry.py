@@ -22,6 +22,7 @@ ALL += ["translation"]  # CoVe's MT-LSTM
 ALL += ["realm", "ernie_thu", "kepler"]
 # objectives that read a file named in their options (corpus / triples): built in their own tests
 NEEDS_FILE = {"realm": "corpus", "ernie_thu": "triples", "kepler": "triples"}
+ALL += ["seq_autoencoder"]  # Dai & Le 2015
 
 
 def test_registry_is_complete(tok):

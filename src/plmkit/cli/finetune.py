@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from plmkit import progress
-    from plmkit.tasks.finetuning import finetune
+    from plmkit.tasks.run import finetune
 
     cfg = config_from_args(args)
     progress.set_hint("fine-tuning does not resume: run the command again")
@@ -58,6 +58,8 @@ def config_from_args(args: argparse.Namespace):
         if isinstance(value, str) and value.startswith("pkg:"):
             given[k] = _package_dir(value[4:], f"--{k}")
     values.update(given)
+    if values.get("tasks") and values.get("task") is None:  # --multi-task --tasks a,b: --task is the first
+        values["task"] = values["tasks"][0]
     missing = missing_required(values, FinetuneConfig)
     if missing:
         raise UserError(f"missing required option(s) {', '.join(missing)} (give them as flags or in --recipe)")

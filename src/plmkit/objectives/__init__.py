@@ -43,6 +43,7 @@ from plmkit.objectives.realm import REALM
 from plmkit.objectives.ernie_thu import ERNIE
 from plmkit.objectives.kepler import KEPLER
 from plmkit.objectives.rtd import RTD
+from plmkit.objectives.seq_autoencoder import SeqAutoencoder
 from plmkit.objectives.sop import SOP
 from plmkit.objectives.spanbert import SpanBERT
 from plmkit.objectives.structbert import StructBERT_SSO, StructBERT_WSO
@@ -80,6 +81,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "realm": REALM,  # retrieval-augmented salient-span MLM (plmkit.objectives.realm)
     "ernie_thu": ERNIE,  # TransE entities fused at mentions + dEA (plmkit.objectives.ernie_thu)
     "kepler": KEPLER,  # MLM + knowledge embedding of entity descriptions (plmkit.objectives.kepler)
+    "seq_autoencoder": SeqAutoencoder,  # Dai & Le 2015's sequence autoencoder for RNN / LSTM LMs
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]

@@ -13,6 +13,8 @@
 - ``scoring.py``: a task's metrics from model outputs; ``inference.py``: running a task model, early exit
 - ``checkpoint.py``: the fine-tuned checkpoint directory (:func:`load_checkpoint`)
 - ``finetuning.py``: :func:`finetune`, step by step; ``text2text.py``: encoder-decoder tasks
+- ``multitask.py``: MT-DNN multi-task fine-tuning; ``active.py``: active learning; ``plausibility.py``:
+  multiple choice by MLM plausibility; ``run.py``: the entry point that picks among them (``plm finetune``)
 - ``evaluation.py``: :func:`evaluate_checkpoints` (ensembles); ``prediction.py``: :func:`predict`
 
 Submodules import each other directly (``plmkit.tasks.X``), never this package, so it can re-export them.
@@ -30,7 +32,7 @@ def __getattr__(name: str):  # lazy: these import torch and the trainer
 
         return FinetuneConfig
     if name == "finetune":
-        from plmkit.tasks.finetuning import finetune
+        from plmkit.tasks.run import finetune
 
         return finetune
     if name == "evaluate_checkpoints":

@@ -94,6 +94,10 @@ def objective_from_info(task_info: dict, tok) -> TaskObjective:
         from plmkit.prompting.verbalizer import VerbalizerObjective
 
         return VerbalizerObjective.from_info(task_info["verbalizer"], task_info["labels"], task_info["pad_id"], tok)
+    if task_info.get("plausibility"):  # plm finetune --plausibility: the MLM head scores the choices
+        from plmkit.tasks.plausibility import PlausibilityObjective
+
+        return PlausibilityObjective.from_info(task_info["plausibility"], task_info["pad_id"])
     obj = TaskObjective.__new__(TaskObjective)
     TaskObjective.__init__(obj, task_info["kind"], task_info["num_outputs"], _PadOnly(task_info["pad_id"]),
                            pooling=task_info["pooling"], scalar_mix=task_info["mode"] == "features",

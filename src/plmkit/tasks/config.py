@@ -169,6 +169,40 @@ class FinetuneConfig:
     """show a progress bar (default: only when stderr is a terminal)"""
     strip_digit_suffix: bool | None = None
     """NER: drop the word-segment digit after each character (Weibo NER's '我0'; default: on for weibo-ner)"""
+    tasks: tuple[str, ...] | None = None
+    """multi-task fine-tuning (MT-DNN, needs --multi-task): comma-separated task names, e.g.
+    sst2,cola,mrpc,rte,stsb; --data is then a folder holding one sub-folder per task (GLUE's names SST-2,
+    CoLA, MRPC, RTE, STS-B, or the task name); --task may be left out"""
+    multi_task: bool = False
+    """MT-DNN (Liu et al. 2019): one shared encoder, one head per task of --tasks, each batch from one
+    task, tasks mixed in proportion to their sizes; --epochs passes over all tasks' data"""
+    task_epochs: float = field(default=0.0, metadata=bound(NON_NEGATIVE))
+    """--multi-task: then fine-tune a copy of the shared model on each task alone for this many epochs
+    (MT-DNN's second stage; 0 = off)"""
+    teachers: tuple[str, ...] | None = None
+    """--multi-task: comma-separated plm finetune checkpoints (single-task teachers, e.g. several seeds per
+    task); each task's teachers are averaged into soft targets for the student (MT-DNN-KD, Liu et al. 2019b)"""
+    distill_alpha: float = field(default=0.5, metadata=bound(FRACTION))
+    """--teachers: loss = (1 - alpha) * loss on the gold labels + alpha * loss on the teachers' soft targets"""
+    active_learning: bool = False
+    """active learning (plmkit.tasks.active): the training file is the unlabelled pool; label --al-init random
+    examples, then --al-rounds times fine-tune a fresh model on the labelled ones and label --al-batch more
+    chosen by --al-strategy; eval.json holds the learning curve (dev metric vs labelled count)"""
+    al_strategy: str = field(default="entropy", metadata={"choices": lambda: ["entropy", "kmeans", "random"]})
+    """--active-learning: entropy (most uncertain), kmeans (one per k-means cluster of the pooled
+    representations, nearest its centre) or random"""
+    al_init: int | None = field(default=None, metadata=bound(POSITIVE))
+    """--active-learning: examples labelled at random before the first round (default: --al-batch)"""
+    al_batch: int = field(default=32, metadata=bound(POSITIVE))
+    """--active-learning: examples labelled per round"""
+    al_rounds: int = field(default=4, metadata=bound(POSITIVE))
+    """--active-learning: selection rounds (the budget is --al-init + rounds x --al-batch labels)"""
+    plausibility: bool = False
+    """multiple choice by plausibility (Tamborrino et al. 2020, plmkit.tasks.plausibility): no task head; each
+    choice scores the masked LM's log-probability of the context given the choice, the context's tokens masked
+    one at a time; trained with a margin loss; needs a model with its MLM head"""
+    plausibility_margin: float = field(default=0.5, metadata=bound(NON_NEGATIVE))
+    """--plausibility: margin of the loss max(0, margin - S(gold) + S(wrong))"""
     extra: dict = field(default_factory=dict, metadata={"cli": False})
     """free-form options kept in task.json"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})

@@ -65,6 +65,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run one fine-tuning job; returns the eval.json dict."""
     import plmkit
 
+    if cfg.multi_task or cfg.active_learning:  # loops over fine-tuning runs: plmkit.tasks.run dispatches them
+        raise UserError("--multi-task / --active-learning runs go through plmkit.tasks.run.finetune (plm finetune)")
+    if cfg.tasks or cfg.teachers:
+        raise UserError("--tasks / --teachers are options of multi-task fine-tuning: add --multi-task")
     _seed_everything(cfg.seed)
     if cfg.task == "open-qa":  # retriever + reader (REALM): its own data and loop over the one Trainer
         from plmkit.tasks.open_qa import run_open_qa
@@ -86,7 +90,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         return _finetune_text2text(cfg, spec, tok, data.train, data.dev, data.bad, out)
     if cfg.label_as_text:  # text matching: (text, label text) pairs scored yes / no
         return _finetune_label_text(cfg, spec, tok, data, out)
-    if cfg.verbalizer:  # the LM head scores label words: the objective encodes the pattern
+    if cfg.verbalizer or cfg.plausibility:  # the LM head scores: the objective encodes the inputs
         model, obj, mode_cfg = build_task_model(cfg, spec, tok, data.labels, None)
         feats = encode_task_data(cfg, spec, tok, data, obj)
     else:
@@ -131,6 +135,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         mode_cfg.prefix_reparam = False
         result["saved_prompt_params"] = sum(p.numel() for p in model.soft_prompt.parameters())
     info = task_info(cfg, spec, tok, data, mode_cfg, obj.num_outputs, feats.target_scale, obj.pooling)
+    if cfg.plausibility:
+        info["plausibility"] = obj.info()
     if cfg.verbalizer:
         info["verbalizer"] = obj.info()
         result["verbalizer"] = {"source": cfg.verbalizer, "label_words": obj.template.verbalizer,
@@ -234,6 +240,8 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: list[str]
                           prompt_hidden=cfg.prompt_hidden, prompt_init=cfg.prompt_init)
     if cfg.verbalizer:
         return _build_verbalizer_model(cfg, spec, tok, labels, model, mode_cfg)
+    if cfg.plausibility:
+        return _build_plausibility_model(cfg, spec, tok, model, mode_cfg)
     if cfg.prompt_init == "labels":
         raise UserError("--prompt-init labels initialises from the label words: give --verbalizer FILE.yaml")
     pooling, why = resolve_pooling(cfg.pooling, cfg.model, model)
@@ -282,6 +290,24 @@ def _build_verbalizer_model(cfg: FinetuneConfig, spec: TaskSpec, tok, labels: li
         obj.extra_terms.append(L2SP(model, cfg.reg_weight))
     _log(f"verbalizer {template.name}: label words {template.verbalizer} scored at the "
          f"{'mask' if obj.masked else 'next-token'} position")
+    return model, obj, mode_cfg
+
+
+def _build_plausibility_model(cfg: FinetuneConfig, spec: TaskSpec, tok, model, mode_cfg):
+    """``--plausibility``: no task head; the MLM head scores S(context | choice) (plmkit.tasks.plausibility)."""
+    from plmkit.tasks.plausibility import PlausibilityObjective
+
+    if spec.kind != "multiple_choice":
+        raise UserError(f"--plausibility scores the choices of a multiple-choice task (--task multiple-choice), "
+                        f"not a {spec.kind} task")
+    for bad, on in (("--mode other than full", cfg.mode != "full"), ("--early-exit", cfg.early_exit),
+                    ("--self-distill", cfg.self_distill > 0), ("--regularizer", cfg.regularizer)):
+        if on:
+            raise UserError(f"--plausibility does not combine with {bad}")
+    obj = PlausibilityObjective(tok, cfg.plausibility_margin)
+    obj.prepare(model)
+    apply_mode(model, mode_cfg)
+    _log(f"plausibility: S(context | choice) from the MLM head, margin {cfg.plausibility_margin}")
     return model, obj, mode_cfg
 
 

@@ -54,8 +54,9 @@ class TaskObjective:
 
     def __init__(self, kind: str, num_outputs: int, tokenizer, pooling: str = "pooler",
                  scalar_mix: bool = False, dropout: float = 0.1, early_exit: bool = False,
-                 target_scale: tuple[float, float] | None = None):
+                 target_scale: tuple[float, float] | None = None, head_name: str = HEAD_NAME):
         self.kind = kind
+        self.head_name = head_name  # its key in model.heads (multi-task training: one head per task)
         self.num_outputs = num_outputs
         self.pad_id = special_ids(tokenizer).pad
         self.pooling = pooling
@@ -84,8 +85,8 @@ class TaskObjective:
         model's LM/MLM head (:func:`drop_lm_head`)."""
         drop_lm_head(model)
         H, L = model.config.hidden_size, model.num_layers
-        if HEAD_NAME not in getattr(model, "heads", {}):
-            model.add_head(HEAD_NAME, self.build_head(H, L))
+        if self.head_name not in getattr(model, "heads", {}):
+            model.add_head(self.head_name, self.build_head(H, L))
         if self.early_exit and "off_ramps" not in model.heads:
             if self.kind not in ("classification", "regression"):
                 raise ValueError("early exit (DeeBERT) supports sequence classification / regression only")
@@ -123,7 +124,7 @@ class TaskObjective:
         tt = batch["token_type_ids"] if getattr(model.config, "type_vocab_size", 1) else None
         out = model(batch["input_ids"], attention_mask=batch["attention_mask"],
                     token_type_ids=tt, output_hidden_states=need_states)
-        logits = model.heads[HEAD_NAME](out, batch["attention_mask"])
+        logits = model.heads[self.head_name](out, batch["attention_mask"])
         if self.kind == "multiple_choice":
             logits = logits.view(-1, int(batch["num_choices"]))  # (B, C)
         return out, logits
