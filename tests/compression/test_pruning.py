@@ -3,7 +3,6 @@ save and reload with the same outputs; magnitude pruning hits its sparsity; bad 
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("tokenizer", "Train a WordPiece / byte-level BPE / Unigram / char tokenizer (tokenizer train)."),
     "prepare": ("prepare", "Tokenize a corpus once into a sharded memory-mapped token store."),
     "pretrain": ("pretrain", "Pretrain any backbone with any objective from a YAML recipe (resumable, torchrun-ready)."),
-    "finetune": ("finetune", "Fine-tune a checkpoint on a task (GLUE, NER, QA, multiple choice, text-to-text)."),
+    "finetune": ("finetune", "Fine-tune a checkpoint on a task (GLUE, NER, QA, open-domain QA, ABSA, multiple choice, "
+                             "text-to-text; multi-task, active learning)."),
     "evaluate": ("evaluate", "Evaluate a fine-tuned checkpoint on a data split."),
     "predict": ("predict", "Run a fine-tuned checkpoint over inputs and write JSONL predictions."),
     "generate": ("generate", "Generate text from a causal LM or an encoder-decoder (greedy, sampling, beam search), streaming."),
