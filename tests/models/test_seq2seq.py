@@ -171,7 +171,7 @@ def test_every_preset_is_reachable_through_models_load():
     from plmkit.models import load
 
     want = {"seq2seq": "EncoderDecoder", "deberta": "DeBERTa", "xlnet": "XLNet", "glm": "GLM", "unilm": "Transformer",
-            "transformer": "Transformer", "recurrent": ("FFNNLM", "RNNLM", "ELMo"), "canine": "Canine"}
+            "transformer": "Transformer", "recurrent": ("FFNNLM", "RNNLM", "ELMo", "CoVe"), "canine": "Canine"}
     for name, (kind, _) in presets.PRESETS.items():
         if name.endswith("-tiny"):
             assert type(load(name)).__name__ in want[kind], name

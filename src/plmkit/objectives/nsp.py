@@ -86,6 +86,20 @@ class SentencePairObjective(Objective):
     label_key = "nsp_labels"
     num_classes = 2
 
+    def random_pair(self, pairs: list[Pair], i: int) -> Pair:
+        """``pairs[i]``'s first segment with a random second one: its own ``random_b`` (another document),
+        else the second segment of another example of the batch (drawn uniformly)."""
+        p = pairs[i]
+        if p.random_b is not None:
+            return Pair(p.a, p.random_b, p.wa, p.wr)
+        n = len(pairs)
+        if n < 2:
+            raise UserError(f"{self.name}: examples without 'random_b' take the random segment "
+                            "from another example of the batch; use a batch size >= 2")
+        j = int(torch.randint(n - 1, ()))
+        j += j >= i
+        return Pair(p.a, pairs[j].b, p.wa, pairs[j].wb)
+
     def __init__(self, tokenizer: Any = None, **options: Any):
         super().__init__(tokenizer, **options)
         self.cls_id = self.vocab.begin
@@ -225,14 +239,6 @@ class NSP(SentencePairObjective):
                 out.append(p)
                 labels.append(0)
                 continue
-            if p.random_b is not None:
-                out.append(Pair(p.a, p.random_b, p.wa, p.wr))
-            else:
-                if n < 2:
-                    raise UserError(f"{self.name}: examples without 'random_b' take the random segment "
-                                    "from another example of the batch; use a batch size >= 2")
-                j = int(torch.randint(n - 1, ()))
-                j += j >= i
-                out.append(Pair(p.a, pairs[j].b, p.wa, pairs[j].wb))
+            out.append(self.random_pair(pairs, i))
             labels.append(1)
         return out, labels

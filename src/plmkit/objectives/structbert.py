@@ -207,15 +207,7 @@ class StructBERT_SSO(SentencePairObjective):
         out, labels = [], []
         for i, (p, x) in enumerate(zip(pairs, r)):
             if x < c.random_prob:
-                if p.random_b is not None:
-                    out.append(Pair(p.a, p.random_b, p.wa, p.wr))
-                else:
-                    if n < 2:
-                        raise UserError(f"{self.name}: examples without 'random_b' take the random segment "
-                                        "from another example of the batch; use a batch size >= 2")
-                    j = int(torch.randint(n - 1, ()))
-                    j += j >= i
-                    out.append(Pair(p.a, pairs[j].b, p.wa, pairs[j].wb))
+                out.append(self.random_pair(pairs, i))
                 labels.append(2)
             elif x < c.random_prob + c.previous_prob:
                 out.append(Pair(p.b, p.a, p.wb, p.wa))
