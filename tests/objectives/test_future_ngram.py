@@ -135,3 +135,36 @@ def test_saved_model_loads_without_the_training_streams(tok, tmp_path):
     assert "prophetnet_ngram" not in back.heads
     for k, v in back.state_dict().items():
         torch.testing.assert_close(v, model.state_dict()[k])
+
+
+def test_gradients_are_the_weighted_sum_of_the_plain_and_stream_gradients(tok, wiki_ids):
+    """The training signal, not only the loss value: with alphas [1, 0] the n-stream pass gives every model
+    parameter exactly the gradient of the plain seq2seq loss (the main stream is not perturbed by the
+    extra stream, in value or in gradient), and with alphas [a, 1 - a] the gradient is a * (plain) +
+    (1 - a) * (stream-1 alone)."""
+    model = tiny(tok).eval()
+    data = windows(wiki_ids, tok, T=24, n=4)
+    torch.manual_seed(3)
+    batch = build("mass", tokenizer=tok).make_batch(data)
+    params = [p for n, p in model.named_parameters() if not n.startswith("heads.")]
+
+    def grads(**opts):
+        obj = build("prophetnet", tokenizer=tok, **opts)
+        obj.prepare(model)
+        loss, _ = obj.loss(model, batch)
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    def same(a, b):
+        for x, y in zip(a, b):
+            x = torch.zeros(()) if x is None else x
+            y = torch.zeros(()) if y is None else y
+            torch.testing.assert_close(x.expand_as(y) if x.dim() == 0 else x,
+                                       y.expand_as(x) if y.dim() == 0 else y, rtol=1e-4, atol=1e-7)
+
+    plain = grads(ngram=1)
+    same(grads(ngram=2, alphas=[1.0, 0.0]), plain)
+    stream = grads(ngram=2, alphas=[0.0, 1.0])
+    mixed = grads(ngram=2, alphas=[0.3, 0.7])
+    same(mixed, [None if p is None and s is None else 0.3 * (torch.zeros(()) if p is None else p)
+                 + 0.7 * (torch.zeros(()) if s is None else s) for p, s in zip(plain, stream)])
+    assert any(s is not None and float(s.abs().max()) > 0 for s in stream)
