@@ -62,7 +62,7 @@ def plot(a: argparse.Namespace) -> None:
             if any(r["lang"] == lang and r["model"] == model for r in rows)]
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.38
-    table = ["| language / task | model | seeds | clean acc | misspelled acc | drop |", "|---|---|---|---|---|---|"]
+    table = ["| language / task | model | seeds | clean acc (per seed) | misspelled acc (per seed) | drop (clean - misspelled) |", "|---|---|---|---|---|---|"]
     for i, (lang, model) in enumerate(arms):
         rs = [r for r in rows if r["lang"] == lang and r["model"] == model]
         clean = [r["clean_acc"] for r in rs]
