@@ -63,6 +63,10 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
             from plmkit.classic.recurrent import build as build_recurrent
 
             model = build_recurrent(mc)
+        elif mc.get("family") == "canine":  # character encoder: its own config class and model (issue 22)
+            from plmkit.models.canine import Canine, CanineConfig
+
+            model = Canine(CanineConfig.from_dict(mc))
         else:
             model = from_config(ModelConfig.from_dict(mc))
     else:
