@@ -27,6 +27,11 @@ import plmkit.interop.files as _files
 MODEL_TYPES = ("plmkit",)
 
 
+def model_classes() -> dict[str, tuple[Any, Any]]:
+    """{class name: (model class, config class)} of the models plmkit saves in its own format."""
+    return _classes()
+
+
 def _classes() -> dict[str, tuple[Any, Any]]:
     from plmkit.models.canine import Canine, CanineConfig
     from plmkit.models.config import ModelConfig

@@ -46,7 +46,12 @@ def save_checkpoint(out: Path, model, tok, task_info: dict) -> None:
     os.close(fd)
     save_file(state, tmp)
     os.replace(tmp, out / "weights.safetensors")
-    write_json_atomic(out / "model_config.json", model.config.to_dict())
+    from plmkit.interop.native import model_classes
+
+    mc, name = model.config.to_dict(), type(model).__name__
+    if name != "Transformer" and name in model_classes():  # DeBERTa, XLNet, EncoderDecoder, GLM, ...: by class
+        mc["plmkit_class"] = name
+    write_json_atomic(out / "model_config.json", mc)
     write_json_atomic(out / "task.json", {**task_info, "weights": "all" if full else "trained"})
     if hasattr(tok, "save"):
         tok.save(out)
@@ -58,11 +63,20 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
     from plmkit.models import ModelConfig, from_config
 
     if task_info["weights"] == "all" and not base_weights:
-        mc = task_info["model_config"]
+        mc = dict(task_info["model_config"])
+        name = mc.pop("plmkit_class", None)
         if "plmkit_family" in mc:  # a classical LM (FFNN / RNN / LSTM / ELMo), plmkit.classic.recurrent
             from plmkit.classic.recurrent import build as build_recurrent
 
             model = build_recurrent(mc)
+        elif name is not None:  # a model class with its own config class (DeBERTa, XLNet, T5/BART, GLM, ...)
+            from plmkit.interop.native import model_classes
+
+            classes = model_classes()
+            if name not in classes:
+                raise UserError(f"model_config.json: plmkit_class {name!r} is not one of {', '.join(classes)}")
+            cls, cfg_cls = classes[name]
+            model = cls(cfg_cls.from_dict(mc))
         elif mc.get("family") == "canine":  # character encoder: its own config class and model (issue 22)
             from plmkit.models.canine import Canine, CanineConfig
 
