@@ -59,6 +59,12 @@ def test_recipe_is_valid(path, tokenizers):
         own = [own] if isinstance(own, str) else own
         if own and not Path(own[0]).exists():
             pytest.skip(f"{own[0]} not found (set PLMKIT_DATA)")
+        from plmkit.config import OBJECTIVE_PATH_OPTIONS
+
+        for key in sorted(OBJECTIVE_PATH_OPTIONS & set(opts)):  # files an objective reads (REALM corpus, T-REx triples)
+            for f in [opts[key]] if isinstance(opts[key], str) else opts[key]:
+                if not Path(f).exists():
+                    pytest.skip(f"{f} (objective option {key}) not found (set PLMKIT_DATA)")
         if callable(getattr(objectives.REGISTRY[spec["name"]], "read_examples", None)):
             opts["max_facts"] = 100  # reads its own data before prepare (its heads depend on it): a small part
             obj = objectives.build(spec["name"], tokenizer=tok, **opts)
