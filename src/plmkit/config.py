@@ -197,7 +197,7 @@ class Recipe:
 PATH_KEYS = {("model", "path"), ("tokenizer", "path"), ("data", "train"), ("data", "valid"),
              ("tokenizer", "train", "files")}
 # objective options that name files or checkpoints, resolved against the recipe's folder like PATH_KEYS
-OBJECTIVE_PATH_OPTIONS = {"corpus", "retriever", "triples"}
+OBJECTIVE_PATH_OPTIONS = {"data", "corpus", "retriever", "triples"}
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -416,12 +416,9 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             continue
         v = node[keys[-1]]
         node[keys[-1]] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
-    objs = raw.get("objective")  # an objective's own files (``data: [...]``, e.g. XLM's per-language streams)
+    objs = raw.get("objective")  # an objective's own files (``data: [...]``: XLM's streams) and named file options
     for item in objs if isinstance(objs, list) else [objs]:
-        if isinstance(item, dict) and "data" in item:
-            v = item["data"]
-            item["data"] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
-        if isinstance(item, dict):  # objective options that name files
+        if isinstance(item, dict):
             for k in OBJECTIVE_PATH_OPTIONS & set(item):
                 v = item[k]
                 item[k] = [fix(x) for x in v] if isinstance(v, list) else fix(v)

@@ -29,10 +29,6 @@ MODEL_TYPES = ("plmkit",)
 
 def model_classes() -> dict[str, tuple[Any, Any]]:
     """{class name: (model class, config class)} of the models plmkit saves in its own format."""
-    return _classes()
-
-
-def _classes() -> dict[str, tuple[Any, Any]]:
     from plmkit.models.canine import Canine, CanineConfig
     from plmkit.models.config import ModelConfig
     from plmkit.models.deberta import DeBERTa, DebertaConfig
@@ -48,11 +44,11 @@ def _classes() -> dict[str, tuple[Any, Any]]:
 
 
 def save_native(model, out_dir: str | Path) -> Path:
-    """Write ``model`` (a class listed in ``_classes``) in plmkit's format."""
+    """Write ``model`` (a class listed in ``model_classes``) in plmkit's format."""
     from safetensors.torch import save_model
 
     name = type(model).__name__
-    if name not in _classes():
+    if name not in model_classes():
         raise UserError(f"save_native: unsupported model class {name}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -75,7 +71,7 @@ def load_native(path: str | Path, dtype: Any = None, **overrides: Any):
     p = Path(path)
     cfg = _files.read_hf_config(p)
     name = cfg.get("plmkit_class")
-    classes = _classes()
+    classes = model_classes()
     if name not in classes:
         raise UserError(f"{p / 'config.json'}: plmkit_class {name!r} is not one of {', '.join(classes)}")
     cls, cfg_cls = classes[name]

@@ -47,6 +47,7 @@ from torch import Tensor
 from plmkit.errors import UserError
 from plmkit.knowledge.lama_data import causal_ids
 from plmkit.knowledge.structure import ModelStructure, intervene
+from plmkit.objectives.base import attention_from_lengths, pad_2d
 
 
 def blank_token(struct: ModelStructure, tok: Any) -> tuple[str, list[int]]:
@@ -112,16 +113,6 @@ def prepare_query(q, struct: ModelStructure, tok: Any, rel, lead: str, gold: lis
         q.cand_start.append(max(st, 1))
 
 
-def _pad(seqs: list[list[int]], pad: int = 0) -> tuple[Tensor, Tensor]:
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
-    am = torch.zeros(len(seqs), T, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, : len(s)] = torch.tensor(s)
-        am[b, : len(s)] = 1
-    return ids, am
-
-
 def _pad_id(struct: ModelStructure) -> int:
     pad = getattr(struct.model.config, "pad_token_id", None)
     return int(pad) if pad is not None else 0
@@ -139,8 +130,9 @@ def vocab_logprobs(struct: ModelStructure, queries: list, all_layers: bool) -> I
     ``lama.position_logprobs``: the model's output, or with ``all_layers`` one readout per decoder
     state (embedding output, block 0, ..., block L-1)."""
     m = struct.model
-    enc, am = _pad([q.ids for q in queries], _pad_id(struct))
-    dec, _ = _pad([q.dec_ids for q in queries], _pad_id(struct))  # right padding: causal decoder, no mask
+    enc = pad_2d([q.ids for q in queries], _pad_id(struct))
+    am = attention_from_lengths([len(q.ids) for q in queries], enc.shape[1])
+    dec = pad_2d([q.dec_ids for q in queries], _pad_id(struct))  # right padding: causal decoder, no mask
     sel = torch.zeros_like(dec, dtype=torch.bool)
     for b, q in enumerate(queries):
         sel[b, q.pos] = True
@@ -169,7 +161,7 @@ def candidate_scores(struct: ModelStructure, q, batch_size: int) -> Tensor:
     for c0 in range(0, len(order), batch_size):
         idx = order[c0: c0 + batch_size]
         seqs, starts = [q.cand_ids[c][:-1] for c in idx], [q.cand_start[c] for c in idx]
-        dec, _ = _pad(seqs, _pad_id(struct))
+        dec = pad_2d(seqs, _pad_id(struct))
         sel = torch.zeros_like(dec, dtype=torch.bool)
         tgt, owner = [], []
         for b, c in enumerate(idx):

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from plmkit.errors import UserError
 from plmkit.objectives.base import IGNORE, check_positive, check_unit, hidden_only, word_ids_of
-from plmkit.objectives.kg import EntityMatcher, TransE, corrupt, read_trex, transe_loss
-from plmkit.objectives.mlm import MLM, MLMConfig
+from plmkit.objectives.kg import EntityMatcher, TransE, TriplesMLMConfig, corrupt, read_trex, transe_loss
+from plmkit.objectives.mlm import MLM
 
 NO_ENTITY = -1
 
@@ -122,21 +122,16 @@ def train_transe(triples: torch.Tensor, num_entities: int, num_relations: int, d
 
 
 @dataclass(kw_only=True)
-class ERNIEConfig(MLMConfig):
-    triples: list[str] | str | None = None
-    """LAMA T-REx jsonl file(s) or folder(s) (required): entity vocabulary + TransE triples."""
+class ERNIEConfig(TriplesMLMConfig):
     entity_dim: int = 64
     transe_epochs: int = 20
     fusion_layers: int = 1
     dea_weight: float = 1.0
     dea_replace: float = 0.05
     dea_mask: float = 0.15
-    masking: str = "whole_word"
 
     def validate(self, name: str) -> None:
         super().validate(name)
-        if not self.triples:
-            raise UserError(f"{name}: option triples is required (LAMA T-REx .jsonl files or their folder)")
         for key in ("entity_dim", "transe_epochs", "fusion_layers"):
             check_positive(name, key, getattr(self, key), integer=True)
         check_unit(name, "dea_replace", self.dea_replace)

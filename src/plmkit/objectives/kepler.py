@@ -21,14 +21,12 @@ import torch.nn as nn
 
 from plmkit.errors import UserError
 from plmkit.objectives.base import check_positive, hidden_only, pad_2d
-from plmkit.objectives.kg import corrupt, ke_loss, read_trex
-from plmkit.objectives.mlm import MLM, MLMConfig
+from plmkit.objectives.kg import TriplesMLMConfig, corrupt, ke_loss, read_trex
+from plmkit.objectives.mlm import MLM
 
 
 @dataclass(kw_only=True)
-class KEPLERConfig(MLMConfig):
-    triples: list[str] | str | None = None
-    """LAMA T-REx jsonl file(s) or folder(s) (required)."""
+class KEPLERConfig(TriplesMLMConfig):
     ke_weight: float = 1.0
     ke_batch: int = 8
     negatives: int = 1
@@ -36,12 +34,9 @@ class KEPLERConfig(MLMConfig):
     """KE margin (gamma in KEPLER eq. 2)."""
     norm: int = 1
     desc_len: int = 48
-    masking: str = "whole_word"
 
     def validate(self, name: str) -> None:
         super().validate(name)
-        if not self.triples:
-            raise UserError(f"{name}: option triples is required (LAMA T-REx .jsonl files or their folder)")
         for key in ("ke_batch", "negatives", "desc_len", "norm"):
             check_positive(name, key, getattr(self, key), integer=True)
         check_positive(name, "gamma", self.gamma)

@@ -28,6 +28,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from plmkit.errors import UserError
+from plmkit.objectives.mlm import MLMConfig
+
+
+@dataclass(kw_only=True)
+class TriplesMLMConfig(MLMConfig):
+    """MLM options + the T-REx facts a knowledge objective reads (ERNIE, KEPLER)."""
+
+    triples: list[str] | str | None = None
+    """LAMA T-REx jsonl file(s) or folder(s) (required): the entity vocabulary and the triples."""
+    masking: str = "whole_word"
+
+    def validate(self, name: str) -> None:
+        super().validate(name)
+        if not self.triples:
+            raise UserError(f"{name}: option triples is required (LAMA T-REx .jsonl files or their folder)")
 
 
 @dataclass

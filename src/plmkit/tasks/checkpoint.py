@@ -77,10 +77,6 @@ def build_model(task_info: dict, base: str | None = None, base_weights: bool = T
                 raise UserError(f"model_config.json: plmkit_class {name!r} is not one of {', '.join(classes)}")
             cls, cfg_cls = classes[name]
             model = cls(cfg_cls.from_dict(mc))
-        elif mc.get("family") == "canine":  # character encoder: its own config class and model (issue 22)
-            from plmkit.models.canine import Canine, CanineConfig
-
-            model = Canine(CanineConfig.from_dict(mc))
         else:
             model = from_config(ModelConfig.from_dict(mc))
     else:
