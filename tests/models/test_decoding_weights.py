@@ -59,6 +59,23 @@ def test_auto_mode_follows_the_size_limit(monkeypatch):
         assert on
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 9])
+@pytest.mark.parametrize("bias", [True, False])
+def test_wide_output_layer_uses_the_transposed_product(monkeypatch, rows, bias):
+    """The LM-head path (``weight @ x.T`` for 2..WIDE_MAX_ROWS rows of a wide fp32 layer) = F.linear, and
+    it makes no cached copy (the weight is read in place)."""
+    monkeypatch.setattr(kernels, "WIDE_MIN_OUT", 100)
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 300, bias=bias)
+    x = torch.randn(rows, 1, 16)
+    with torch.no_grad(), decoding_weights(enabled=True):
+        y = linear(x, lin)
+    assert y.shape == (rows, 1, 300)
+    torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+    wide = 2 <= rows <= kernels.WIDE_MAX_ROWS
+    assert (release_decoding_weights() == 0) == wide  # the plain packed path caches a copy
+
+
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
 def test_decoder_only_generate_same_tokens_with_and_without_packing(name):
     torch.manual_seed(0)
@@ -110,3 +127,13 @@ def test_training_linear_matches_autograd_of_f_linear(activation):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     if activation == "relu":
         assert (y == 0).any() and (y > 0).any()
+
+
+def test_generate_through_the_wide_head_path_same_tokens(monkeypatch):
+    monkeypatch.setattr(kernels, "WIDE_MIN_OUT", 32)  # the tiny model's 64-word head takes the wide path
+    torch.manual_seed(0)
+    m = load("gpt2-tiny", vocab_size=64).eval()
+    ids = torch.randint(3, 64, (4, 5))
+    plain = m.generate(ids, max_new_tokens=8, pack_weights=False)
+    packed = m.generate(ids, max_new_tokens=8, pack_weights=True)
+    assert torch.equal(plain, packed)

@@ -309,6 +309,25 @@ def test_linear_cross_entropy_matches_cross_entropy():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_linear_cross_entropy_bf16_and_no_bias():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 300, bias=False)
+    h = torch.randn(50, 32, requires_grad=True)
+    y = torch.randint(0, 300, (50,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, lin, y, chunk_size=16)
+    loss.backward()
+    grads = h.grad.clone(), lin.weight.grad.clone()
+    assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    h.grad = None
+    lin.zero_grad()
+    ref = F.cross_entropy(lin(h), y)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, atol=2e-2, rtol=1e-2)  # bf16 products, fp32 softmax and sums
+    for a, b in zip(grads, (h.grad, lin.weight.grad)):
+        assert (a - b).abs().max() <= 0.02 * b.abs().max()
+
+
 # ----------------------------------------------------------------------------- config and errors
 def test_config_round_trip_and_overrides():
     cfg = load("albert-tiny").config

@@ -210,8 +210,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     gradients w.r.t. hidden / weight / bias (softmax - onehot); backward only scales them. Peak
     memory is one (chunk, V) block instead of the (N, V) logits + their softmax + their gradient
     (the "fused linear cross-entropy" of Liger-Kernel, Hsu et al. 2024; Wijmans et al. 2024).
-    Per chunk the (chunk, V) block is touched by log_softmax, exp_ and the two gradient GEMMs only;
-    the per-row 1/N scale is applied to the small (chunk, H) operands instead.
+    The block is kept transposed, (V, chunk): on CPU the GEMM ``weight @ hidden.T`` runs ~1.45x faster
+    than ``hidden @ weight.T`` for a large V and a small E (bench: 87 vs 59 GFLOP/s per thread at
+    V=50257, E=256), the softmax over V becomes reductions over rows of contiguous (chunk,) vectors,
+    and both gradient GEMMs read the block in place. The per-row 1/N scale is applied to the small
+    (chunk, E) operands instead of the block.
     """
 
     @staticmethod
@@ -227,36 +230,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
             if bias is not None and needs[2] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        # two (chunk, V) work buffers reused by every chunk: large fresh allocations are mmap'ed and
+        # two (V, chunk) work buffers reused by every chunk: large fresh allocations are mmap'ed and
         # page-faulted in each time, which costs as much as a GEMM pass on CPU
         rows = min(chunk_size, hidden.shape[0])
-        buf_logits = torch.empty(rows, weight.shape[0], dtype=dtype, device=hidden.device)
-        buf_logp = buf_logits if dtype == torch.float32 else torch.empty(
-            rows, weight.shape[0], dtype=torch.float32, device=hidden.device)
+        buf_t = torch.empty(weight.shape[0], rows, dtype=dtype, device=hidden.device)
+        buf_p = buf_t if dtype == torch.float32 else torch.empty(
+            weight.shape[0], rows, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for s in range(0, hidden.shape[0], chunk_size):
                 h = h_c[s: s + chunk_size]
                 c = h.shape[0]
-                logits = torch.mm(h, w_c.t(), out=buf_logits[:c])  # (c, V)
+                lt = buf_t[:, :c] if c == rows else buf_t.view(-1)[: weight.shape[0] * c].view(-1, c)
+                torch.mm(w_c, h.t(), out=lt)  # (V, c) logits, transposed
                 if bias is not None:
-                    logits += bias.to(dtype)
-                logp = torch.log_softmax(logits.float(), dim=-1, out=buf_logp[:c])  # (c, V) fp32
+                    lt += bias.to(dtype)[:, None]
+                p = lt if dtype == torch.float32 else (
+                    buf_p.view(-1)[: weight.shape[0] * c].view(-1, c).copy_(lt))  # fp32 for the softmax
                 ok = valid[s: s + chunk_size]
                 y = torch.where(ok, labels[s: s + chunk_size], torch.zeros_like(labels[s: s + chunk_size]))
-                total -= (logp.gather(1, y[:, None]).squeeze(1) * ok).sum()
+                cols = torch.arange(c, device=p.device)
+                picked = p[y, cols]  # (c,) logit of the target
+                m = p.amax(dim=0)  # (c,)
+                p.sub_(m).exp_()
+                z = p.sum(dim=0)  # (c,)
+                total -= ((picked - m - z.log()) * ok).sum()
                 if grad_h is None and grad_w is None and grad_b is None:
                     continue
-                g = logp.exp_()  # softmax, in place
-                g[torch.arange(c, device=g.device), y] -= 1.0  # d CE / d logits per row
+                p.mul_(z.reciprocal())  # softmax over V, in place
+                p[y, cols] -= 1.0  # d CE / d logits (transposed)
                 scale = (ok.to(torch.float32) / n_valid)[:, None]  # (c, 1): mean over valid rows
-                if dtype != torch.float32:
-                    g = buf_logits[:c].copy_(g)  # back to the compute dtype for the GEMMs
+                g = p if dtype == torch.float32 else lt.copy_(p)  # back to the compute dtype for the GEMMs
                 if grad_h is not None:
-                    grad_h[s: s + chunk_size] = ((g @ w_c).float() * scale).to(hidden.dtype)
-                if grad_w is not None:
-                    grad_w += (g.t() @ (h.float() * scale).to(dtype)).float()
+                    grad_h[s: s + chunk_size] = ((g.t() @ w_c).float() * scale).to(hidden.dtype)
+                if grad_w is not None:  # fp32 accumulation over chunks
+                    if dtype == torch.float32:
+                        grad_w.addmm_(g, h * scale)
+                    else:
+                        grad_w += (g @ (h.float() * scale).to(dtype)).float()
                 if grad_b is not None:
-                    grad_b += (scale.t().to(dtype) @ g).float().squeeze(0)
+                    grad_b += (g @ scale.to(dtype)).float().squeeze(1)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.weight_dtype = weight.dtype
         return total / n_valid
@@ -269,7 +281,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_b * grad_out if grad_b is not None else None, None, None, None)
 
 
-def linear_cross_entropy(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chunk_size: int = 1024,
+def linear_cross_entropy(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chunk_size: int = 256,
                          ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy of ``decoder(hidden)`` vs ``labels`` without materialising all logits.
 
