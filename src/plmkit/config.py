@@ -77,7 +77,8 @@ class TrainConfig:
     clip_grad_norm: float = field(default=1.0, metadata=bound(NON_NEGATIVE))
     """Clip the global gradient norm to this value; 0 = no clipping."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
-    """Autocast dtype: bf16 on CPU or GPU, fp16 (with a grad scaler) on GPU only; auto = bf16 if supported on GPU."""
+    """Autocast dtype: bf16 on CPU or GPU, fp16 (with a grad scaler) on GPU only; auto = bf16 on a GPU that
+    supports it and on a CPU that multiplies bf16 natively (AMX / AVX-512 BF16), else fp32 (logged at the start)."""
     compile: bool = False
     """Run the forward pass through ``torch.compile``."""
     num_threads: int = field(default=0, metadata=bound(NON_NEGATIVE))

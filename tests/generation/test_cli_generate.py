@@ -43,12 +43,34 @@ def bert_dir(tmp_path_factory):
 
 def test_generate_streams_the_greedy_continuation(gpt_dir, capsys):
     d, tok = gpt_dir
-    assert main(["generate", str(d), "the cat", "--max-new-tokens", "6"]) == 0
+    assert main(["generate", str(d), "the cat", "--max-new-tokens", "6", "--precision", "fp32"]) == 0
     printed = capsys.readouterr().out
     model = load(str(d)).eval()
     ids = tok.encode("the cat", add_special_tokens=False)
     out = model.generate(torch.tensor([ids]), max_new_tokens=6)
     assert printed == tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True) + "\n"
+
+
+@pytest.mark.parametrize("kind, expected", [("amx", torch.bfloat16), ("avx512_bf16", torch.float32),
+                                            (None, torch.float32)])
+def test_generate_precision_auto_follows_the_cpu(gpt_dir, capsys, monkeypatch, kind, expected):
+    import plmkit.models.kernels as kernels
+    from plmkit.models import Transformer
+
+    d, tok = gpt_dir
+    monkeypatch.setattr(kernels, "cpu_bf16", lambda: kind)
+    dtypes, real = [], Transformer.generate
+
+    def spy(self, *a, **k):
+        dtypes.append(next(self.parameters()).dtype)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Transformer, "generate", spy)
+    assert main(["generate", str(d), "the cat", "--max-new-tokens", "4"]) == 0
+    assert dtypes == [expected]
+    assert f"precision {'bf16' if expected == torch.bfloat16 else 'fp32'} (auto: " in capsys.readouterr().err
+    assert main(["generate", str(d), "the cat", "--max-new-tokens", "4", "--bf16"]) == 0  # alias of --precision bf16
+    assert dtypes[-1] == torch.bfloat16 and capsys.readouterr().out.strip()
 
 
 def test_generate_pack_weights_flag(gpt_dir, capsys, monkeypatch):

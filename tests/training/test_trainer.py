@@ -339,3 +339,17 @@ def test_resume_applies_changed_settings_from_the_first_resumed_step(tmp_path):
         t = Trainer(TinyLM(), TinyCLM(), make_data(), _cfg(**{"max_steps": 8, **bad}), out_dir=tmp_path)
         with pytest.raises(UserError, match=f"train.{next(iter(bad))}"):
             t.load_checkpoint(tmp_path / "checkpoints" / "step-4")
+
+
+@pytest.mark.parametrize("kind, expected", [("amx", torch.bfloat16), ("avx512_bf16", torch.bfloat16), (None, None)])
+def test_precision_auto_on_cpu_follows_native_bf16(monkeypatch, kind, expected):
+    import plmkit.training.trainer as tr
+
+    monkeypatch.setattr(tr, "cpu_bf16", lambda: kind)
+    cpu = torch.device("cpu")
+    assert tr.autocast_dtype("auto", cpu) is expected
+    assert tr.autocast_dtype("fp32", cpu) is None and tr.autocast_dtype("bf16", cpu) is torch.bfloat16
+    note = tr.precision_note("auto", cpu)
+    assert note.startswith("precision bf16 autocast" if expected else "precision fp32") and "auto" in note
+    assert (kind or "no native bf16") in note
+    assert tr.precision_note("fp32", cpu) == "precision fp32 (train.precision=fp32)"

@@ -39,7 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation (the output, "
                    "for an encoder-decoder)")
     p.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=None, help="random seed for sampling")
-    p.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16: the model's weights in bfloat16 (half the memory traffic; products in bf16); auto: "
+                        "bf16 on CPUs with AMX, fp32 elsewhere (on AVX-512-BF16 CPUs without AMX, bf16 decoding "
+                        "measured slower than fp32 at batch 1); the choice is printed on stderr")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
     p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
                    help="Transformers: decode with cached transposed copies of the weights (faster on CPU, one extra "
                         "copy of the decoder weights in memory); auto: on when the parameters take <= 2 GiB")
@@ -100,9 +104,22 @@ def read_prompt(arg: str | None) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
-    import contextlib
+def generation_dtype(precision: str):
+    """torch dtype for ``--precision`` (auto: bf16 with AMX, else fp32), said once on stderr."""
+    import torch
 
+    from plmkit.models.kernels import cpu_bf16
+
+    if precision == "auto":
+        kind = cpu_bf16()
+        precision = "bf16" if kind == "amx" else "fp32"
+        why = {"amx": "this CPU has AMX", "avx512_bf16": "AVX-512 BF16 without AMX: fp32 decodes faster here",
+               None: "no native bf16 on this CPU"}[kind]
+        print(f"plm generate: precision {precision} (auto: {why})", file=sys.stderr)
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from plmkit.errors import UserError
@@ -121,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
                             f"not to the recurrent {model.config.family} LM")
         extra["pack_weights"] = args.pack_weights == "on"
     tok = resolve_tokenizer(args.model, args.tokenizer)
+    if generation_dtype(args.precision) == torch.bfloat16:
+        model = model.to(torch.bfloat16)
     # an encoder-decoder returns decoder tokens only (start token first), and its source is encoded as
     # in training, special tokens included (T5: "... </s>"); a decoder returns prompt + continuation
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -136,12 +155,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(prompt + ("\n" if seq2seq else ""))
         sys.stdout.flush()
     streamer = TextStreamer(tok, out=sys.stdout) if args.num_beams == 1 else None
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
-    with amp:
-        out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                             num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
-                             eos_token_id=eos, streamer=streamer, **extra)
+    out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+                         eos_token_id=eos, streamer=streamer, **extra)
     if streamer is None:
         print(tok.decode(out[0, 1 if seq2seq else len(ids):].tolist(), skip_special_tokens=True))
     return 0

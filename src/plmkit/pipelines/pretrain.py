@@ -518,6 +518,7 @@ def run_pretraining(recipe: Recipe | dict | str | os.PathLike, out_dir: str | os
     trainer = Trainer(model, objs, train, recipe.train, callbacks=callbacks, out_dir=out, eval_data=valid,
                       tokenizer=tok)
     trainer.name = "pretraining"
+    log(trainer.precision_note)
     summary = trainer.fit(resume=Path(start) if start is not None else False)
     summary.update({"run_dir": str(out), "seconds": round(time.time() - t0, 1), "num_parameters": n_params,
                     "train_examples": sum(len(v) for v in train.values()),

@@ -359,6 +359,7 @@ def train(cfg: FinetuneConfig, spec: TaskSpec, model, obj, tok, data: TaskData, 
     trainer = Trainer(model, obj, feats.train, train_cfg, out_dir=None, tokenizer=tok,
                       callbacks=[JsonlLogger(logs), FunctionCallback("on_step_end", dev_eval)])
     trainer.name = "fine-tuning"
+    _log(trainer.precision_note)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = trainer.fit()
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0

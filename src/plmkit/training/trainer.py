@@ -52,6 +52,7 @@ import plmkit.training.checkpoint as ckpt
 import plmkit.training.distributed as D
 from plmkit.config import TrainConfig
 from plmkit.errors import UserError
+from plmkit.models.kernels import cpu_bf16
 from plmkit.training.callbacks import HOOKS, FunctionCallback, JsonlLogger, PlotCallback, ProgressBar, TensorBoardLogger
 from plmkit.training.optim import GradualUnfreezer, build_optimizer, build_scheduler, layer_groups
 
@@ -212,14 +213,33 @@ def resolve_device(name: str, info: D.DistInfo) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None = full fp32)."""
+    """The autocast dtype for ``precision`` on ``device`` (None = full fp32).
+
+    ``auto``: bf16 on a GPU that supports it, and on a CPU that multiplies bf16 natively (AMX or
+    AVX-512 BF16, ``kernels.cpu_bf16``); fp32 elsewhere."""
     if precision == "fp32":
         return None
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16() else None
     if precision == "fp16" and device.type != "cuda":
         raise UserError("train.precision: fp16 needs a GPU; use bf16 on CPU")
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def precision_note(precision: str, device: torch.device) -> str:
+    """One line for the logs: what ``train.precision`` resolves to here, and why."""
+    dtype = autocast_dtype(precision, device)
+    what = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '').replace('bfloat16', 'bf16')} autocast"
+    if precision != "auto":
+        return f"precision {what} (train.precision={precision})"
+    if device.type == "cpu":
+        why = (f"this CPU multiplies bf16 natively ({cpu_bf16()})" if dtype
+               else "this CPU has no native bf16 (AMX / AVX-512 BF16)")
+    else:
+        why = "GPU bf16 support" if dtype else "GPU without bf16"
+    return f"precision {what} (train.precision=auto: {why})"
 
 
 @torch.no_grad()
@@ -312,6 +332,7 @@ class Trainer:
         self.data, self.eval_data, self.tokenizer = data, eval_data, tokenizer
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.dtype = autocast_dtype(config.precision, self.device)
+        self.precision_note = precision_note(config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
 
         self.name = "training"  # what progress lines and stop messages call this run
