@@ -102,3 +102,30 @@ def test_top1_correct_counts_what_argmax_counts():
         y[: n // 2] = logits[: n // 2].argmax(-1)  # half the rows right, the rest mostly wrong
         assert int(top1_correct(logits, y)) == int((logits.argmax(-1) == y).sum())
     assert int(top1_correct(torch.zeros(0, 7), torch.zeros(0, dtype=torch.long))) == 0
+
+
+def test_fused_head_path_equals_the_generic_chunked_path(bpe_tok, monkeypatch):
+    import plmkit.objectives.clm as clm
+
+    tok = bpe_tok
+    torch.manual_seed(0)
+    model = plmkit.load("llama-tiny", vocab_size=len(tok), hidden_dropout=0.0, attention_dropout=0.0)
+    assert clm.fused_lm_head(model) is model.head.decoder
+    ids = [torch.randint(10, len(tok), (n,)).tolist() for n in (17, 12, 9)]
+    obj = build("clm", tokenizer=tok, chunk_size=5)
+    b = obj.make_batch(ids)
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(clm, "fused_lm_head", lambda m: None)
+        model.zero_grad()
+        loss, metrics = obj.loss(model, b)
+        loss.backward()
+        runs.append((loss.detach(), metrics, [p.grad.clone() for p in model.parameters()]))
+    (l1, m1, g1), (l2, m2, g2) = runs
+    torch.testing.assert_close(l1, l2, atol=1e-5, rtol=1e-5)
+    assert m1["clm_acc"] == m2["clm_acc"] and m1["clm_tokens"] == m2["clm_tokens"] == 35
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-4)
+    model.head.register_forward_hook(lambda *a: None)  # a hooked head keeps the module call
+    assert clm.fused_lm_head(model) is None

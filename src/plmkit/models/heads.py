@@ -204,7 +204,8 @@ def build_head(config: ModelConfig) -> nn.Module | None:
 
 # ---------------------------------------------------------------------------- memory-lean LM loss
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean CE of ``hidden @ weight.T + bias`` against ``labels`` without keeping (N, V) logits.
+    """Summed CE of ``hidden @ weight.T + bias`` against ``labels`` (and the number of argmax hits)
+    without keeping (N, V) logits.
 
     Forward walks over row chunks, and for each chunk computes the logits, the loss and already the
     gradients w.r.t. hidden / weight / bias (softmax - onehot); backward only scales them. Peak
@@ -213,8 +214,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     The block is kept transposed, (V, chunk): on CPU the GEMM ``weight @ hidden.T`` runs ~1.45x faster
     than ``hidden @ weight.T`` for a large V and a small E (bench: 87 vs 59 GFLOP/s per thread at
     V=50257, E=256), the softmax over V becomes reductions over rows of contiguous (chunk,) vectors,
-    and both gradient GEMMs read the block in place. The per-row 1/N scale is applied to the small
-    (chunk, E) operands instead of the block.
+    and both gradient GEMMs read the block in place. The ignore mask is applied to the small (chunk, E)
+    operands instead of the block.
     """
 
     @staticmethod
@@ -223,13 +224,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dtype = torch.get_autocast_dtype("cpu") if autocast else hidden.dtype
         needs = ctx.needs_input_grad
         valid = labels != ignore_index
-        n_valid = valid.sum().clamp(min=1).to(torch.float32)
         h_c, w_c = hidden.to(dtype), weight.to(dtype)
         grad_h = torch.empty_like(hidden) if needs[0] else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs[1] else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
             if bias is not None and needs[2] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         # two (V, chunk) work buffers reused by every chunk: large fresh allocations are mmap'ed and
         # page-faulted in each time, which costs as much as a GEMM pass on CPU
         rows = min(chunk_size, hidden.shape[0])
@@ -250,7 +251,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 y = torch.where(ok, labels[s: s + chunk_size], torch.zeros_like(labels[s: s + chunk_size]))
                 cols = torch.arange(c, device=p.device)
                 picked = p[y, cols]  # (c,) logit of the target
-                m = p.amax(dim=0)  # (c,)
+                m, top = p.max(dim=0)  # (c,): max logit and its index (argmax hits)
+                correct += ((top == y) & ok).sum()
                 p.sub_(m).exp_()
                 z = p.sum(dim=0)  # (c,)
                 total -= ((picked - m - z.log()) * ok).sum()
@@ -258,7 +260,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     continue
                 p.mul_(z.reciprocal())  # softmax over V, in place
                 p[y, cols] -= 1.0  # d CE / d logits (transposed)
-                scale = (ok.to(torch.float32) / n_valid)[:, None]  # (c, 1): mean over valid rows
+                scale = ok.to(torch.float32)[:, None]  # (c, 1): the sum over valid rows
                 g = p if dtype == torch.float32 else lt.copy_(p)  # back to the compute dtype for the GEMMs
                 if grad_h is not None:
                     grad_h[s: s + chunk_size] = ((g.t() @ w_c).float() * scale).to(hidden.dtype)
@@ -271,10 +273,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_b += (g @ scale.to(dtype)).float().squeeze(1)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.weight_dtype = weight.dtype
-        return total / n_valid
+        ctx.mark_non_differentiable(correct)
+        return total, correct
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_correct=None):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         return (grad_h * grad_out if grad_h is not None else None,
                 (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None,
@@ -295,6 +298,27 @@ def linear_cross_entropy(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chu
     Returns:
         scalar mean loss over the non-ignored rows (0 when there are none).
     """
+    total, _ = linear_cross_entropy_sum(hidden, decoder, labels, chunk_size, ignore_index)
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
+def linear_cross_entropy_sum(hidden: Tensor, decoder: nn.Linear, labels: Tensor, chunk_size: int = 256,
+                             ignore_index: int = -100) -> tuple[Tensor, Tensor]:
+    """(summed cross-entropy, number of argmax hits) over the non-ignored rows; see ``linear_cross_entropy``."""
     if hidden.dim() != 2 or labels.shape != hidden.shape[:1]:
         raise ValueError(f"hidden must be (N, E) and labels (N,), got {tuple(hidden.shape)} and {tuple(labels.shape)}")
     return _LinearCrossEntropy.apply(hidden, decoder.weight, decoder.bias, labels, chunk_size, ignore_index)
+
+
+def fused_lm_head(model: nn.Module) -> nn.Linear | None:
+    """The plain ``nn.Linear`` decoder of ``model``'s causal-LM head when ``linear_cross_entropy`` can stand
+    in for ``model.head_logits`` + cross-entropy (no transform, no hooks, an unsharded weight), else None."""
+    head = getattr(model, "head", None)
+    if type(head) is not LMHead or type(head.decoder) is not nn.Linear:
+        return None
+    dec = head.decoder
+    if head._forward_hooks or head._forward_pre_hooks or dec._forward_hooks or dec._forward_pre_hooks:
+        return None
+    if type(dec.weight) is not nn.Parameter or dec.weight.dim() != 2 or dec.weight.numel() == 0:
+        return None  # e.g. FSDP's sharded parameters: keep the module call
+    return dec
