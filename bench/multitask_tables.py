@@ -64,8 +64,8 @@ def sa(out: Path) -> None:
 
 def al(out: Path) -> None:
     for task in ("sst2", "mrpc"):
-        runs = {s: [r for seed in (1, 2) if (r := _load(out / f"{task}-{s}-s{seed}" / "eval.json"))]
-                for s in ("entropy", "kmeans", "random")}
+        runs = {s: [r for seed in (1, 2, 3) if (r := _load(out / f"{task}-{s}-s{seed}" / "eval.json"))]
+                for s in ("entropy", "kmeans", "random", "coverage", "noise")}
         if not any(runs.values()):
             continue
         some = next(r for v in runs.values() for r in v)

@@ -20,6 +20,7 @@ ALL += ["spanbert", "structbert_wso", "structbert_sso"]  # issue 27
 ALL += ["prophetnet", "cap_pred", "sent_reorder", "sent_distance", "ernie2", "canine_char"]  # issue 22
 ALL += ["translation"]  # CoVe's MT-LSTM
 ALL += ["realm", "ernie_thu", "kepler"]
+ALL += ["ict"]  # REALM's retriever warm-up (issue 22)
 # objectives that read a file named in their options (corpus / triples): built in their own tests
 NEEDS_FILE = {"realm": "corpus", "ernie_thu": "triples", "kepler": "triples"}
 ALL += ["seq_autoencoder"]  # Dai & Le 2015

@@ -40,6 +40,7 @@ from plmkit.objectives.nsp import NSP
 from plmkit.objectives.plm import PLM
 from plmkit.objectives.prophetnet import ProphetNet
 from plmkit.objectives.realm import REALM
+from plmkit.objectives.realm_ict import ICT
 from plmkit.objectives.ernie_thu import ERNIE
 from plmkit.objectives.kepler import KEPLER
 from plmkit.objectives.rtd import RTD
@@ -79,6 +80,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "canine_char": CanineChar,  # masked character prediction for CANINE (plmkit.models.canine)
     "translation": Translation,  # teacher-forced seq2seq on parallel pairs (CoVe's MT-LSTM)
     "realm": REALM,  # retrieval-augmented salient-span MLM (plmkit.objectives.realm)
+    "ict": ICT,  # inverse cloze task: REALM's retriever warm-up (plmkit.objectives.realm_ict)
     "ernie_thu": ERNIE,  # TransE entities fused at mentions + dEA (plmkit.objectives.ernie_thu)
     "kepler": KEPLER,  # MLM + knowledge embedding of entity descriptions (plmkit.objectives.kepler)
     "seq_autoencoder": SeqAutoencoder,  # Dai & Le 2015's sequence autoencoder for RNN / LSTM LMs

@@ -307,8 +307,9 @@ class REALMConfig(ObjectiveConfig):
     sees the null document only: the same salient-span MLM without knowledge, the baseline arm)."""
     refresh_every: int = 100
     """Rebuild the index (re-embed every document) every this many training batches (in-line)."""
-    dim: int = 128
-    """Retrieval embedding size."""
+    dim: int | None = 128
+    """Retrieval embedding size; null: the encoders' width with identity-initialised projections (a retriever
+    warmed up by ``ict``, or a sentence-embedding checkpoint, keeps its geometry)."""
     pooling: Literal["cls", "mean"] = "cls"
     doc_len: int = 96
     """Tokens kept per document."""
@@ -331,8 +332,10 @@ class REALMConfig(ObjectiveConfig):
         super().validate(name)
         if not self.corpus:
             raise UserError(f"{name}: option corpus is required (a SQuAD .json or a text file of documents)")
-        for key in ("refresh_every", "dim", "doc_len", "query_len"):
+        for key in ("refresh_every", "doc_len", "query_len"):
             check_positive(name, key, getattr(self, key), integer=True)
+        if self.dim is not None:
+            check_positive(name, "dim", self.dim, integer=True)
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise UserError(f"{name}: option k must be an integer >= 0 (0: no retrieval, the null document "
                             f"only), got {self.k!r}")

@@ -188,9 +188,15 @@ class FinetuneConfig:
     """active learning (plmkit.tasks.active): the training file is the unlabelled pool; label --al-init random
     examples, then --al-rounds times fine-tune a fresh model on the labelled ones and label --al-batch more
     chosen by --al-strategy; eval.json holds the learning curve (dev metric vs labelled count)"""
-    al_strategy: str = field(default="entropy", metadata={"choices": lambda: ["entropy", "kmeans", "random"]})
+    al_strategy: str = field(default="entropy", metadata={"choices": lambda: ["entropy", "kmeans", "random",
+                                                                               "coverage", "noise"]})
     """--active-learning: entropy (most uncertain), kmeans (one per k-means cluster of the pooled
-    representations, nearest its centre) or random"""
+    representations, nearest its centre), random, or the reconstruction-loss criteria of --al-lm: coverage
+    (greedy: most surprisal mass in LM token types the labelled set lacks) or noise (entropy down-weighted
+    where the LM's loss is extreme)"""
+    al_lm: str | None = None
+    """--al-strategy coverage|noise: the causal LM whose per-token loss is the reconstruction loss (a model
+    directory or .gguf file with its tokenizer, e.g. SmolLM2-135M)"""
     al_init: int | None = field(default=None, metadata=bound(POSITIVE))
     """--active-learning: examples labelled at random before the first round (default: --al-batch)"""
     al_batch: int = field(default=32, metadata=bound(POSITIVE))
