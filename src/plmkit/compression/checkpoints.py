@@ -47,17 +47,18 @@ def _write(out: str, model, tok, info: dict, record: dict, source: str, options:
             "compression": info["compression"]}
 
 
-def quantize_checkpoint(path: str, out: str, method: str, group_size: int = 32, embeddings: bool = False
-                        ) -> dict[str, Any]:
+def quantize_checkpoint(path: str, out: str, method: str, group_size: int = 32, embeddings: bool = False,
+                        activations: str = "float32") -> dict[str, Any]:
     """Quantize ``path``'s block linears (and optionally the word table) into the checkpoint ``out``."""
     model, _, info, tok = _load_full(path)
     if (info.get("compression") or {}).get("quantization"):
         raise UserError(f"{path}: is already quantized ({info['compression']['quantization']['method']}); "
                         "quantize the fp32 checkpoint instead")
     model.eval()
-    record = quantize_model(model, method, group_size, embeddings)
+    record = quantize_model(model, method, group_size, embeddings, activations)
     return _write(out, model, tok, info, {"quantization": record}, path,
-                  {"quantize": method, "group_size": group_size, "embeddings": embeddings})
+                  {"quantize": method, "group_size": group_size, "embeddings": embeddings,
+                   **({"activations": activations} if activations != "float32" else {})})
 
 
 def _importance_batches(info: dict, obj, tok, data: str | None, examples: int, batch_size: int, seed: int):
