@@ -152,7 +152,9 @@ def main(argv=None) -> int:
                 ker = model(ids[None, : args.check_tokens]).logits
                 ref = build("fp32", args.gguf)[0](ids[None, : args.check_tokens]).logits
             e["kernel_vs_fp32_max_logit_diff"] = (ker - ref).abs().max().item()
-        gen = lambda n: generate(model, prompt, max_new_tokens=n, eos_token_id=[])  # noqa: E731
+        def gen(n, model=model):
+            return generate(model, prompt, max_new_tokens=n, eos_token_id=[])
+
         gen(4)  # warm-up: packs the weights
         cpu, wall = [], []
         for _ in range(args.gen_reps):
