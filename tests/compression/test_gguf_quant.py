@@ -103,3 +103,12 @@ def test_no_q4_tensors_is_refused(tmp_path):
     model = load_pretrained(path)
     with pytest.raises(UserError, match="no Q4_0 / Q4_1 linear weights"):
         keep_gguf_quantized(model, path)
+
+
+def test_generate_gguf_int4_bad_input_exits_2(tmp_path, capsys):
+    from plmkit.cli.main import main
+
+    path = _write(tmp_path / "f32.gguf", "F32")
+    assert main(["generate", str(path), "hello", "--gguf-int4", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Q4_0 / Q4_1 linear weights" in err, err

@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "for an encoder-decoder)")
     p.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=None, help="random seed for sampling")
     p.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
+    p.add_argument("--gguf-int4", choices=["off", "fp32", "bf16"], default="off",
+                   help="a .gguf model: run its Q4_0 / Q4_1 weights as stored (int4 blocks of 32, ATen's int4 CPU "
+                        "kernel) with fp32 or bf16 activations instead of de-quantizing them (fp32: same numbers, "
+                        "slow on CPU; bf16: about fp32 speed)")
     p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
                    help="Transformers: decode with cached transposed copies of the weights (faster on CPU, one extra "
                         "copy of the decoder weights in memory); auto: on when the parameters take <= 2 GiB")
@@ -112,6 +116,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     prompt = read_prompt(args.prompt)
     model = _load_model(args.model)  # first: a missing path or unknown preset gets load's precise message
+    if args.gguf_int4 != "off":
+        if Path(args.model).suffix.lower() != ".gguf":
+            raise UserError(f"--gguf-int4 {args.gguf_int4}: {args.model} is not a .gguf file")
+        from plmkit.compression.gguf_quant import keep_gguf_quantized
+        from plmkit.compression.quantization import set_activations
+
+        keep_gguf_quantized(model, args.model)
+        set_activations(model, "bfloat16" if args.gguf_int4 == "bf16" else "float32")
     extra: dict[str, Any] = {}
     if args.pack_weights != "auto":
         from plmkit.classic.recurrent import RecurrentLM
