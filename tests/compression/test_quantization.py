@@ -161,3 +161,15 @@ def test_bf16_activations_close_to_the_dequantized_weight_and_recorded(method):
         assert float((fresh(ids).last_hidden_state - fp).abs().max()) < 0.1
     with pytest.raises(UserError, match="--activations"):
         quantize_model(plmkit.load("bert-tiny", head=None), "dynamic-int8", activations="bfloat16")
+
+
+def test_qat_control_arm_trains_in_fp32(cls_run, workdir):
+    from plmkit.compression.checkpoints import qat_checkpoint
+    from plmkit.tasks.checkpoint import load_checkpoint
+
+    res = qat_checkpoint(str(workdir / "cls"), str(workdir / "q_ctl"), str(workdir), epochs=1, lr=1e-3,
+                         batch_size=16, fake_quant=False)
+    assert res["train_steps"] == 10 and not res["compression"].get("quantization")
+    model, _, info, _ = load_checkpoint(workdir / "q_ctl")
+    assert type(model.layers[0].attn.qkv) is torch.nn.Linear
+    assert info["compressed_from"][-1]["finetune"] == "fp32 (qat control)"
