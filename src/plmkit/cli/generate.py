@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gguf-int4", choices=["off", "fp32", "bf16"], default="off",
                    help="a .gguf model: run its Q4_0 / Q4_1 weights as stored (int4 blocks of 32, ATen's int4 CPU "
                         "kernel) with fp32 or bf16 activations instead of de-quantizing them (fp32: same numbers, "
-                        "slow on CPU; bf16: about fp32 speed)")
+                        "slow on CPU; bf16: faster than fp32 decoding, bf16 rounding; docs/COMPRESSION.md)")
     p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
                    help="Transformers: decode with cached transposed copies of the weights (faster on CPU, one extra "
                         "copy of the decoder weights in memory); auto: on when the parameters take <= 2 GiB")
