@@ -21,8 +21,8 @@ plmkit calls them directly on tensors it stores itself:
 
 Activations of the weight-only kernels (``activations=``, recorded in the checkpoint): in torch 2.13 the
 two weight-only CPU kernels are vectorised for bf16 activations only; with fp32 activations they run a
-slow path, measured 10-20x slower than the fp32 matmul at one row and 40-70x at 64-256 rows (576 x 1536,
-one thread). ``activations="bfloat16"`` casts the input (and the scales) to bf16 for the kernel and the
+slow path, measured 9-19x slower than the fp32 matmul at one row and 38-75x at 64-256 rows (576 x 1536,
+one thread; docs/COMPRESSION.md). ``activations="bfloat16"`` casts the input (and the scales) to bf16 for the kernel and the
 result back: as fast as the fp32 matmul or faster, at bf16 rounding of inputs and scales.
 ``"float32"`` (default) keeps fp32 numbers.
 
@@ -286,7 +286,11 @@ def swap_in_empty(model: nn.Module, record: dict) -> None:
             raise UserError(f"task.json compression.quantization: the model has no module {name!r}") from None
         kw = {"group_size": record.get("group_size", 32)} if method == "weight-int4" else {}
         _set(model, name, QUANTIZED[method](lin.in_features, lin.out_features, lin.bias is not None, **kw))
-    set_activations(model, record.get("activations", "float32"))
+    act = record.get("activations", "float32")
+    if act not in ACTIVATIONS:
+        raise UserError(f"task.json compression.quantization.activations: expected one of {', '.join(ACTIVATIONS)}, "
+                        f"got {act!r}")
+    set_activations(model, act)
     if record.get("embeddings"):
         w = model.embeddings.word
         model.embeddings.word = Int8Embedding(w.num_embeddings, w.embedding_dim, w.padding_idx)
