@@ -16,7 +16,7 @@ Perplexity: the text file's first ``--tokens`` tokens (SmolLM2's tokenizer, text
 into non-overlapping windows of ``--window`` tokens; every token after the first of its window is scored
 (context = the preceding tokens of its window); ppl = exp(mean NLL). The weight-only arms with fp32
 activations are scored through their de-quantized weights in ``F.linear`` (the same weights; their
-fp32-activation kernels are 40-70x slower than fp32 on multi-row inputs, see quantization.py): the
+fp32-activation kernels are 38-75x slower than fp32 on multi-row inputs, see quantization.py): the
 largest logit difference between that path and the kernel on the first ``--check-tokens`` tokens is
 reported as ``kernel_vs_dequant_max_logit_diff``. ``gguf-q4``'s weights equal fp32's up to float rounding
 (``max_abs_weight_diff``), so its perplexity is fp32's and is not recomputed.
