@@ -128,3 +128,48 @@ def test_int4_kernel_matches_the_dequantized_weight():
         want = torch.nn.functional.linear(x, q.dequantized_weight(), q.bias)
         torch.testing.assert_close(q(x), want, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(q(x.double()), want.double(), atol=1e-5, rtol=1e-5)  # the dequantized path
+
+
+@pytest.mark.parametrize("method", ["weight-int8", "weight-int4"])
+def test_bf16_activations_close_to_the_dequantized_weight_and_recorded(method):
+    """bf16 inputs / scales for the weight-only kernels: within bf16 rounding of the fp32 result; the record
+    carries it and ``swap_in_empty`` restores it; dynamic-int8 refuses it."""
+    import plmkit
+    from plmkit.compression.quantization import swap_in_empty
+    from plmkit.errors import UserError
+
+    torch.manual_seed(0)
+    model = plmkit.load("bert-tiny", head=None).eval()
+    ids = torch.randint(5, 1000, (2, 8))
+    record = quantize_model(model, method, group_size=32)
+    with torch.no_grad():
+        fp = model(ids).last_hidden_state
+        m = model.layers[0].mlp.up
+        x = torch.randn(5, m.in_features)
+        want = m(x)
+        record = quantize_model(plmkit.load("bert-tiny", head=None), method, 32, activations="bfloat16")
+        m.activations = "bfloat16"
+        got = m(x)
+    err = float((got - want).abs().max() / want.abs().max())
+    assert 0 < err < 0.02, err
+    assert record["activations"] == "bfloat16"
+    fresh = plmkit.load("bert-tiny", head=None).eval()
+    swap_in_empty(fresh, record)
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.layers[1].attn.qkv.activations == "bfloat16"
+    with torch.no_grad():
+        assert float((fresh(ids).last_hidden_state - fp).abs().max()) < 0.1
+    with pytest.raises(UserError, match="--activations"):
+        quantize_model(plmkit.load("bert-tiny", head=None), "dynamic-int8", activations="bfloat16")
+
+
+def test_qat_control_arm_trains_in_fp32(cls_run, workdir):
+    from plmkit.compression.checkpoints import qat_checkpoint
+    from plmkit.tasks.checkpoint import load_checkpoint
+
+    res = qat_checkpoint(str(workdir / "cls"), str(workdir / "q_ctl"), str(workdir), epochs=1, lr=1e-3,
+                         batch_size=16, fake_quant=False)
+    assert res["train_steps"] == 10 and not res["compression"].get("quantization")
+    model, _, info, _ = load_checkpoint(workdir / "q_ctl")
+    assert type(model.layers[0].attn.qkv) is torch.nn.Linear
+    assert info["compressed_from"][-1]["finetune"] == "fp32 (qat control)"

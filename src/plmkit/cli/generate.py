@@ -44,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "bf16 on CPUs with AMX, fp32 elsewhere (on AVX-512-BF16 CPUs without AMX, bf16 decoding "
                         "measured slower than fp32 at batch 1); the choice is printed on stderr")
     p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
+    p.add_argument("--gguf-int4", choices=["off", "fp32", "bf16"], default="off",
+                   help="a .gguf model: run its Q4_0 / Q4_1 weights as stored (int4 blocks of 32, ATen's int4 CPU "
+                        "kernel) with fp32 or bf16 activations instead of de-quantizing them (fp32: same numbers, "
+                        "slow on CPU; bf16: faster than fp32 decoding, bf16 rounding; docs/COMPRESSION.md)")
     p.add_argument("--pack-weights", choices=["auto", "on", "off"], default="auto",
                    help="Transformers: decode with cached transposed copies of the weights (faster on CPU, one extra "
                         "copy of the decoder weights in memory); auto: on when the parameters take <= 2 GiB")
@@ -129,6 +133,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     prompt = read_prompt(args.prompt)
     model = _load_model(args.model)  # first: a missing path or unknown preset gets load's precise message
+    if args.gguf_int4 != "off":
+        if Path(args.model).suffix.lower() != ".gguf":
+            raise UserError(f"--gguf-int4 {args.gguf_int4}: {args.model} is not a .gguf file")
+        from plmkit.compression.gguf_quant import keep_gguf_quantized
+        from plmkit.compression.quantization import set_activations
+
+        keep_gguf_quantized(model, args.model)
+        set_activations(model, "bfloat16" if args.gguf_int4 == "bf16" else "float32")
     extra: dict[str, Any] = {}
     if args.pack_weights != "auto":
         from plmkit.classic.recurrent import RecurrentLM
@@ -138,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
                             f"not to the recurrent {model.config.family} LM")
         extra["pack_weights"] = args.pack_weights == "on"
     tok = resolve_tokenizer(args.model, args.tokenizer)
-    if generation_dtype(args.precision) == torch.bfloat16:
+    if args.gguf_int4 != "off":
+        if args.precision == "bf16":
+            raise UserError("--precision bf16 / --bf16 and --gguf-int4: choose one (--gguf-int4 bf16 already runs "
+                            "the kept int4 weights with bf16 activations)")
+    elif generation_dtype(args.precision) == torch.bfloat16:
         model = model.to(torch.bfloat16)
     # an encoder-decoder returns decoder tokens only (start token first), and its source is encoded as
     # in training, special tokens included (T5: "... </s>"); a decoder returns prompt + continuation

@@ -47,17 +47,18 @@ def _write(out: str, model, tok, info: dict, record: dict, source: str, options:
             "compression": info["compression"]}
 
 
-def quantize_checkpoint(path: str, out: str, method: str, group_size: int = 32, embeddings: bool = False
-                        ) -> dict[str, Any]:
+def quantize_checkpoint(path: str, out: str, method: str, group_size: int = 32, embeddings: bool = False,
+                        activations: str = "float32") -> dict[str, Any]:
     """Quantize ``path``'s block linears (and optionally the word table) into the checkpoint ``out``."""
     model, _, info, tok = _load_full(path)
     if (info.get("compression") or {}).get("quantization"):
         raise UserError(f"{path}: is already quantized ({info['compression']['quantization']['method']}); "
                         "quantize the fp32 checkpoint instead")
     model.eval()
-    record = quantize_model(model, method, group_size, embeddings)
+    record = quantize_model(model, method, group_size, embeddings, activations)
     return _write(out, model, tok, info, {"quantization": record}, path,
-                  {"quantize": method, "group_size": group_size, "embeddings": embeddings})
+                  {"quantize": method, "group_size": group_size, "embeddings": embeddings,
+                   **({"activations": activations} if activations != "float32" else {})})
 
 
 def _importance_batches(info: dict, obj, tok, data: str | None, examples: int, batch_size: int, seed: int):
@@ -113,9 +114,11 @@ def prune_checkpoint(path: str, out: str, method: str, amount: float, scope: str
 
 
 def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: float = 2e-5, batch_size: int = 32,
-                   max_train_examples: int | None = None, seed: int = 1) -> dict[str, Any]:
+                   max_train_examples: int | None = None, seed: int = 1, fake_quant: bool = True) -> dict[str, Any]:
     """``qat-int8``: fine-tune ``path`` on its task's training data through fake int8 rounding (straight-through
-    estimator, Q8BERT), then store it as ``dynamic-int8`` in ``out``. Dev accuracy goes to ``OUT/eval.json``."""
+    estimator, Q8BERT), then store it as ``dynamic-int8`` in ``out``. Dev accuracy goes to ``OUT/eval.json``.
+
+    ``fake_quant=False`` is the fp32 control with the same data, steps and seed (an fp32 checkpoint)."""
     import time
 
     from plmkit.compression.quantization import convert_qat, prepare_qat
@@ -140,17 +143,18 @@ def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: floa
     tdata = read_task_data(fcfg, spec)
     tdata.labels = list(info["labels"])
     feats = encode_task_data(fcfg, spec, tok, tdata)
-    names = prepare_qat(model)
+    names = prepare_qat(model) if fake_quant else []
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "logs").mkdir(exist_ok=True)
     train_cfg = training_config(fcfg, model, len(feats.train))
     summary, _, train_time, _ = train(fcfg, spec, model, obj, tok, tdata, feats, train_cfg, Path(out) / "logs")
     model.eval()
-    record = convert_qat(model, names)
+    record = {"quantization": convert_qat(model, names)} if fake_quant else {}
     t0 = time.perf_counter()
     metrics = score(spec, tdata.labels, tdata.dev, feats.dev, run_model(model, obj, feats.dev, 64))
-    res = _write(out, model, tok, info, {"quantization": record}, path,
-                 {"quantize": "qat-int8", "epochs": epochs, "lr": lr, "max_train_examples": max_train_examples})
+    res = _write(out, model, tok, info, record, path,
+                 {"quantize" if fake_quant else "finetune": "qat-int8" if fake_quant else "fp32 (qat control)",
+                  "epochs": epochs, "lr": lr, "max_train_examples": max_train_examples})
     res.update(metrics, train_steps=summary["step"], train_time_s=round(train_time, 1),
                eval_time_s=round(time.perf_counter() - t0, 1))
     write_json_atomic(Path(out) / "eval.json", {k: v for k, v in res.items() if k != "compression"})

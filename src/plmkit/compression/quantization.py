@@ -19,6 +19,13 @@ plmkit calls them directly on tensors it stores itself:
   CPU int4 path uses, for groups of 32 / 64 / 128 / 256; the packed layout is made from the stored nibbles
   on first use), other inputs and group sizes through the dequantized weight.
 
+Activations of the weight-only kernels (``activations=``, recorded in the checkpoint): in torch 2.13 the
+two weight-only CPU kernels are vectorised for bf16 activations only; with fp32 activations they run a
+slow path, measured 9-19x slower than the fp32 matmul at one row and 38-75x at 64-256 rows (576 x 1536,
+one thread; docs/COMPRESSION.md). ``activations="bfloat16"`` casts the input (and the scales) to bf16 for the kernel and the
+result back: as fast as the fp32 matmul or faster, at bf16 rounding of inputs and scales.
+``"float32"`` (default) keeps fp32 numbers.
+
 Quantized modules keep plain int8 / uint8 / fp32 tensors as buffers, so a quantized checkpoint is a normal
 ``weights.safetensors`` (no pickles) and reloads without re-quantizing (:func:`swap_in_empty` builds empty
 modules of the right shapes, then the saved tensors load into them). Only the linear layers inside the
@@ -37,6 +44,14 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 
 METHODS = ("dynamic-int8", "weight-int8", "weight-int4")
+ACTIVATIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _kernel_dtype(module: nn.Module, x: Tensor) -> torch.dtype:
+    """The activation dtype a weight-only kernel runs in for ``x`` (fp32 unless the module says bf16 on CPU)."""
+    if x.device.type == "cpu" and getattr(module, "activations", "float32") == "bfloat16":
+        return torch.bfloat16
+    return torch.float32
 
 
 def _int8_per_row(w: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,14 +116,16 @@ class DynamicInt8Linear(_Int8PerRowLinear):
 
 
 class WeightInt8Linear(_Int8PerRowLinear):
-    """int8 weight per output channel, fp32 activations (``torch._weight_int8pack_mm``)."""
+    """int8 weight per output channel, fp32 (or bf16: ``activations``) activations (``torch._weight_int8pack_mm``)."""
 
     kind = "weight-only int8"
+    activations = "float32"
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
-        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]).float().contiguous(), self.weight_int8,
-                                      self.weight_scale)
+        dt = _kernel_dtype(self, x)
+        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(dt).contiguous(), self.weight_int8,
+                                      self.weight_scale.to(dt)).float()
         if self.bias is not None:
             y = y + self.bias
         return y.view(*shape[:-1], self.out_features).to(x.dtype)
@@ -116,6 +133,8 @@ class WeightInt8Linear(_Int8PerRowLinear):
 
 class WeightInt4Linear(nn.Module):
     """4-bit weights, per group of ``group_size`` inputs: ``w = (q - zero) * scale``, q in [0, 15], two per byte."""
+
+    activations = "float32"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 32):
         super().__init__()
@@ -165,8 +184,9 @@ class WeightInt4Linear(nn.Module):
         if x.device.type == "cpu" and x.dtype == torch.float32 and self.group_size in (32, 64, 128, 256):
             shape = x.shape
             packed, sz = self._packed()
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).contiguous(), packed,
-                                                          self.group_size, sz)
+            dt = _kernel_dtype(self, x)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(dt).contiguous(), packed,
+                                                          self.group_size, sz.to(dt)).float()
             if self.bias is not None:
                 y = y + self.bias
             return y.view(*shape[:-1], self.out_features)
@@ -214,11 +234,25 @@ def quantizable(model: nn.Module) -> list[str]:
             for n, m in layer.named_modules() if type(m) is nn.Linear]
 
 
-def quantize_model(model: nn.Module, method: str, group_size: int = 32, embeddings: bool = False) -> dict:
+def set_activations(model: nn.Module, activations: str) -> None:
+    """Run ``model``'s weight-only int8 / int4 modules with ``activations`` ("float32" or "bfloat16")."""
+    if activations not in ACTIVATIONS:
+        raise UserError(f"--activations {activations!r}: expected one of {', '.join(ACTIVATIONS)}")
+    for m in model.modules():
+        if isinstance(m, (WeightInt8Linear, WeightInt4Linear)):
+            m.activations = activations
+
+
+def quantize_model(model: nn.Module, method: str, group_size: int = 32, embeddings: bool = False,
+                   activations: str = "float32") -> dict:
     """Replace the linear layers of ``model``'s blocks by quantized ones, in place; returns the record that
-    :func:`swap_in_empty` rebuilds them from."""
+    :func:`swap_in_empty` rebuilds them from. ``activations``: what the weight-only kernels compute in
+    (module docstring); dynamic-int8 quantizes its activations itself and takes only "float32"."""
     if method not in METHODS:
         raise UserError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    if activations not in ACTIVATIONS or (method == "dynamic-int8" and activations != "float32"):
+        raise UserError(f"--activations {activations!r}: expected one of {', '.join(ACTIVATIONS)} "
+                        "(weight-int8 / weight-int4 only; dynamic-int8 quantizes its own activations)")
     if any(isinstance(m, (*QUANTIZED.values(), Int8Embedding)) for m in model.modules()):
         raise UserError("the model is already quantized; quantize the fp32 checkpoint instead")
     names = quantizable(model)
@@ -227,7 +261,10 @@ def quantize_model(model: nn.Module, method: str, group_size: int = 32, embeddin
         q = (WeightInt4Linear.from_linear(lin, group_size) if method == "weight-int4"
              else QUANTIZED[method].from_linear(lin))
         _set(model, name, q)
+    set_activations(model, activations)
     record = {"method": method, "modules": names, "group_size": group_size, "embeddings": False}
+    if activations != "float32":
+        record["activations"] = activations
     if embeddings:
         if getattr(model, "head", None) is not None and model.config.tie_word_embeddings:
             raise UserError("--embeddings: the word table is tied to the LM head; quantize the linear layers only")
@@ -249,6 +286,11 @@ def swap_in_empty(model: nn.Module, record: dict) -> None:
             raise UserError(f"task.json compression.quantization: the model has no module {name!r}") from None
         kw = {"group_size": record.get("group_size", 32)} if method == "weight-int4" else {}
         _set(model, name, QUANTIZED[method](lin.in_features, lin.out_features, lin.bias is not None, **kw))
+    act = record.get("activations", "float32")
+    if act not in ACTIVATIONS:
+        raise UserError(f"task.json compression.quantization.activations: expected one of {', '.join(ACTIVATIONS)}, "
+                        f"got {act!r}")
+    set_activations(model, act)
     if record.get("embeddings"):
         w = model.embeddings.word
         model.embeddings.word = Int8Embedding(w.num_embeddings, w.embedding_dim, w.padding_idx)

@@ -124,28 +124,12 @@ def read_gguf(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     Returns:
         (HF-style config dict, HF llama state dict of float32 tensors named ``model.layers.0...``).
     """
-    from gguf import MODEL_ARCH, get_tensor_name_map
     from gguf.quants import dequantize
-
-    from plmkit.interop.hf import FAMILIES, _expand
 
     reader = _reader(path)
     cfg = gguf_config(path, reader)
     gpt2 = cfg["model_type"] == "gpt2"
-    spec = FAMILIES[cfg["model_type"]]  # the family's HF rule table
-    n_layers = cfg["n_layer" if gpt2 else "num_hidden_layers"]
-    name_map = get_tensor_name_map(MODEL_ARCH.GPT2 if gpt2 else MODEL_ARCH.LLAMA, n_layers)
-    # GGUF module name -> HF module name, from our own llama rule table
-    gguf_to_hf: dict[str, str] = {}
-
-    for rule in _expand(spec, n_layers, share_layers=False):
-        for hf_name in rule.hf:
-            module = hf_name[: -len(".weight")] if hf_name.endswith(".weight") else hf_name
-            full = (spec.prefix if rule.prefixed else "") + module
-            g = name_map.get_name(full)
-            if g is not None:
-                gguf_to_hf[g] = full
-
+    gguf_to_hf = _hf_module_names(cfg)
     sd: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
         module, _, suffix = t.name.rpartition(".")
@@ -163,14 +147,64 @@ def read_gguf(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         if gpt2:
             if w.ndim == 2 and module.rpartition(".")[2] in ("attn_qkv", "attn_output", "ffn_up", "ffn_down"):
                 w = w.T  # llama.cpp stores HF's Conv1D (in, out) weights as (out, in)
-        elif module.endswith(".attn_q"):
-            w = _unpermute(w, cfg["num_attention_heads"])
-        elif module.endswith(".attn_k"):
-            w = _unpermute(w, cfg["num_key_value_heads"])
+        else:
+            w = _unpermute_qk(w, module, cfg)
         if not w.flags.writeable or not w.flags.c_contiguous:  # F32 tensors are views of the mmap (or transposed)
             w = np.array(w, dtype=np.float32, order="C", copy=True)
         sd[hf_name] = torch.from_numpy(w)
     return cfg, sd
+
+
+def _unpermute_qk(w: np.ndarray, module: str, cfg: dict) -> np.ndarray:
+    """llama: undo the q / k row permutation (rows are whole quantization blocks, so raw blocks work too)."""
+    if module.endswith(".attn_q"):
+        return _unpermute(w, cfg["num_attention_heads"])
+    if module.endswith(".attn_k"):
+        return _unpermute(w, cfg["num_key_value_heads"])
+    return w
+
+
+def _hf_module_names(cfg: dict) -> dict[str, str]:
+    """GGUF module name -> HF module name (``blk.3.attn_q`` -> ``model.layers.3.self_attn.q_proj``)."""
+    from gguf import MODEL_ARCH, get_tensor_name_map
+
+    from plmkit.interop.hf import FAMILIES, _expand
+
+    gpt2 = cfg["model_type"] == "gpt2"
+    spec = FAMILIES[cfg["model_type"]]  # the family's HF rule table
+    n_layers = cfg["n_layer" if gpt2 else "num_hidden_layers"]
+    name_map = get_tensor_name_map(MODEL_ARCH.GPT2 if gpt2 else MODEL_ARCH.LLAMA, n_layers)
+    # GGUF module name -> HF module name, from our own llama rule table
+    gguf_to_hf: dict[str, str] = {}
+
+    for rule in _expand(spec, n_layers, share_layers=False):
+        for hf_name in rule.hf:
+            module = hf_name[: -len(".weight")] if hf_name.endswith(".weight") else hf_name
+            full = (spec.prefix if rule.prefixed else "") + module
+            g = name_map.get_name(full)
+            if g is not None:
+                gguf_to_hf[g] = full
+    return gguf_to_hf
+
+
+def read_gguf_blocks(path: str | Path, types: tuple[str, ...] = ("Q4_0", "Q4_1")) -> dict[str, tuple[str, np.ndarray]]:
+    """The raw quantization blocks of a llama GGUF file's 2-D tensors stored in one of ``types``, not
+    de-quantized: ``{hf_name: (type name, uint8 array (rows, bytes per row))}``, rows in HF order (q / k
+    rows un-permuted like :func:`read_gguf`). ``plmkit.compression.gguf_quant`` turns them into kernels."""
+    reader = _reader(path)
+    cfg = gguf_config(path, reader)
+    if cfg["model_type"] != "llama":
+        raise UserError(f"{path}: keeping GGUF weights quantized is supported for llama files only")
+    gguf_to_hf = _hf_module_names(cfg)
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for t in reader.tensors:
+        module, _, suffix = t.name.rpartition(".")
+        if t.tensor_type.name not in types or len(t.shape) != 2 or module not in gguf_to_hf:
+            continue
+        raw = np.asarray(t.data, dtype=np.uint8)
+        raw = raw.reshape(int(t.shape[1]), -1)  # one row per output unit (ne1), its blocks along ne0
+        out[f"{gguf_to_hf[module]}.{suffix}"] = (t.tensor_type.name, np.ascontiguousarray(_unpermute_qk(raw, module, cfg)))
+    return out
 
 
 def load_gguf_tokenizer(path: str | Path):
