@@ -22,6 +22,8 @@ ALL += ["translation"]  # CoVe's MT-LSTM
 ALL += ["realm", "ernie_thu", "kepler"]
 # objectives that read a file named in their options (corpus / triples): built in their own tests
 NEEDS_FILE = {"realm": "corpus", "ernie_thu": "triples", "kepler": "triples"}
+ALL += ["distill_mlm"]  # general distillation (issue 20): needs its teacher checkpoint
+NEEDS_FILE["distill_mlm"] = "teacher"
 ALL += ["seq_autoencoder"]  # Dai & Le 2015
 
 
