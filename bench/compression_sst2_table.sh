@@ -25,5 +25,5 @@ python bench/bench_compression.py --data "$SST2" --batch 32 --seq 64 --reps 10 -
   theseus="$R/s_theseus"
 for sp in 0.5 0.7 0.9; do
   $PLM prune --model "$R/teacher" --out "$R/mag_$sp" --method magnitude --sparsity $sp
-  $PLM evaluate --checkpoint "$R/mag_$sp" --data "$SST2"
+  $PLM evaluate --checkpoint "$R/mag_$sp" --data "$SST2" --out "$R/mag_$sp/eval.json"
 done
