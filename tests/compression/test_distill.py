@@ -211,3 +211,21 @@ def test_cached_distillation_trains_like_uncached(cls_run, workdir):
     assert cache["examples"] == res["train_examples"] == 160
     assert cache["batches_computed"] == 10 and cache["batches_from_cache"] == res["train_steps"] - 10
     assert res["accuracy"] == pytest.approx(json.loads((workdir / "cache_off" / "eval.json").read_text())["accuracy"])
+
+
+def test_hard_label_only_distillation_never_runs_the_teacher(teacher):
+    from plmkit.compression.distill import METHODS, WEIGHTS, DistillObjective
+
+    model, obj, info, tok = teacher
+    student = copy.deepcopy(model)  # before the counting hook, so the copy does not carry it
+    calls = []
+    h = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        dobj = DistillObjective(obj, model, {k: 0.0 for k in WEIGHTS} | METHODS["none"], 2.0, [1])
+        ids = tok.encode("the movie was good")
+        batch = obj.make_batch([{"input_ids": ids, "token_type_ids": [0] * len(ids), "label": 1}])
+        terms, _ = dobj.terms(student, batch)
+        assert set(terms) == {"ce"} and calls == []
+        assert float(terms["ce"]) == pytest.approx(float(obj.task_loss(obj.forward(student, batch)[1], batch)))
+    finally:
+        h.remove()

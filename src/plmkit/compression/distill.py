@@ -244,7 +244,9 @@ class DistillObjective:
             ([self.teacher.num_layers - 1] if w["alpha_minilm"] > 0 else [])
         s_out, s_logits, s_a = self._run(model, batch, hidden, s_att)
         with torch.no_grad():
-            if self.cache is not None and not t_att:
+            if not any(w[k] > 0 for k in WEIGHTS if k != "alpha_ce"):  # hard labels only: no teacher pass
+                t_out, t_logits, t_a = None, None, {}
+            elif self.cache is not None and not t_att:
                 t_out, t_logits, t_a = self._cached_teacher(batch, hidden)
             else:
                 t_out, t_logits, t_a = self._run(self.teacher, batch, hidden, t_att)
