@@ -3,7 +3,8 @@
     python bench/compression_table.py RUN_DIR --out bench/results/compression_sst2_table.json [--note TEXT]
 
 Reads RUN_DIR/teacher/eval.json, RUN_DIR/s_*/eval.json (plm distill), RUN_DIR/bench_students.json
-(bench_compression.py: accuracy, params, throughput) and RUN_DIR/mag_*/eval.json (plm evaluate --out) or
+(bench_compression.py: accuracy, params, throughput), RUN_DIR/x2_* and cache_* (other distillation budgets,
+the --cache-teacher timing pair) and RUN_DIR/mag_*/eval.json (plm evaluate --out) or
 RUN_DIR/gradual_*/eval.json (plm prune --schedule cubic), and prints a Markdown table.
 """
 
@@ -50,6 +51,12 @@ def main(argv=None) -> int:
         res["students"][name] = entry
         rows.append((name, ev["accuracy"], entry["percent_of_teacher"], ev.get("student_params"),
                      b.get("speedup_vs_teacher_cpu"), b.get("speedup_vs_teacher_wall"), ev.get("train_steps")))
+    for d in sorted(list(R.glob("x2_*")) + list(R.glob("cache_*"))):  # other budgets; the teacher-cache timing
+        ev = _load(d / "eval.json")
+        if ev is not None:
+            res.setdefault("other_runs", {})[d.name] = {k: ev[k] for k in (
+                "method", "train_examples", "train_steps", "train_time_s", "train_cpu_s", "accuracy", "teacher_cache")
+                if k in ev}
     for d in sorted(list(R.glob("mag_*")) + list(R.glob("gradual_*"))):
         ev = _load(d / "eval.json")
         if ev is not None:
