@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude."
+HELP = ("Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude "
+        "(one-shot or gradual).")
 
 
 def _fraction(text: str) -> float:
