@@ -198,7 +198,7 @@ class Recipe:
 PATH_KEYS = {("model", "path"), ("tokenizer", "path"), ("data", "train"), ("data", "valid"),
              ("tokenizer", "train", "files")}
 # objective options that name files or checkpoints, resolved against the recipe's folder like PATH_KEYS
-OBJECTIVE_PATH_OPTIONS = {"data", "corpus", "retriever", "triples"}
+OBJECTIVE_PATH_OPTIONS = {"data", "corpus", "retriever", "triples", "teacher"}
 
 
 # --------------------------------------------------------------------------------------------- parsing

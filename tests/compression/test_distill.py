@@ -166,3 +166,66 @@ def test_bad_input_is_one_line_exit_2(cls_run, workdir, tmp_path, capsys):
         assert _distill(workdir, "bad", *flags) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_teacher_cache_gives_the_uncached_terms_in_any_batch_order(teacher):
+    from plmkit.compression.distill import WEIGHTS, DistillObjective
+
+    model, obj, info, tok = teacher
+    student = copy.deepcopy(model).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    weights = {k: 1.0 for k in WEIGHTS} | {"alpha_att": 0.0, "alpha_minilm": 0.0}
+    texts = ["the movie was good", "a dull and boring plot it was", "fine", "great great fun and a good cast"]
+    feats = [{"input_ids": tok.encode(t), "token_type_ids": [0] * len(tok.encode(t)), "label": i % 2}
+             for i, t in enumerate(texts)]
+    plain = DistillObjective(obj, model, weights, 2.0, [1, 2])
+    cached = DistillObjective(obj, model, weights, 2.0, [1, 2], cache_teacher=True)
+    for batch_feats in (feats[:2], feats[2:], [feats[3], feats[0]], [feats[2], feats[1], feats[0]]):
+        batch = obj.make_batch(batch_feats)
+        want, _ = plain.terms(student, batch)
+        got, _ = cached.terms(student, batch)
+        assert set(got) == set(want) == {"ce", "kd", "cos", "emb", "hid", "pkd"}
+        for k in want:
+            # the same examples padded to another width: equal up to float rounding (~1e-7)
+            assert float(got[k].detach()) == pytest.approx(float(want[k].detach()), rel=1e-4, abs=1e-6), k
+    assert (cached.cache_misses, cached.cache_hits, len(cached.cache)) == (2, 2, 4)
+
+
+def test_cached_distillation_trains_like_uncached(cls_run, workdir):
+    def losses(name):
+        lines = (workdir / name / "logs").glob("*.jsonl")
+        return [json.loads(x)["loss"] for f in sorted(lines) for x in f.read_text().splitlines()
+                if json.loads(x).get("loss") is not None]
+
+    assert _distill(workdir, "cache_off", "--student-layers", "1", "--method", "pkd", "--epochs", "3") == 0
+    assert _distill(workdir, "cache_on", "--student-layers", "1", "--method", "pkd", "--epochs", "3",
+                    "--cache-teacher") == 0
+    off, on = losses("cache_off"), losses("cache_on")
+    assert len(off) == len(on) >= 3
+    assert on == pytest.approx(off, rel=1e-4)
+    res = json.loads((workdir / "cache_on" / "eval.json").read_text())
+    cache = res["teacher_cache"]
+    assert cache["examples"] == res["train_examples"] == 160
+    assert cache["batches_computed"] == 10 and cache["batches_from_cache"] == res["train_steps"] - 10
+    assert res["accuracy"] == pytest.approx(json.loads((workdir / "cache_off" / "eval.json").read_text())["accuracy"])
+
+
+def test_hard_label_only_distillation_never_runs_the_teacher(teacher):
+    from plmkit.compression.distill import METHODS, WEIGHTS, DistillObjective
+
+    model, obj, info, tok = teacher
+    student = copy.deepcopy(model)  # before the counting hook, so the copy does not carry it
+    calls = []
+    h = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        dobj = DistillObjective(obj, model, {k: 0.0 for k in WEIGHTS} | METHODS["none"], 2.0, [1])
+        ids = tok.encode("the movie was good")
+        batch = obj.make_batch([{"input_ids": ids, "token_type_ids": [0] * len(ids), "label": 1}])
+        terms, _ = dobj.terms(student, batch)
+        assert set(terms) == {"ce"} and calls == []
+        assert float(terms["ce"]) == pytest.approx(float(obj.task_loss(obj.forward(student, batch)[1], batch)))
+    finally:
+        h.remove()

@@ -3,11 +3,13 @@ save and reload with the same outputs; magnitude pruning hits its sparsity; bad 
 
 from __future__ import annotations
 
+import json
 
 import pytest
 import torch
 
-from plmkit.compression.pruning import HeadGates, importance, lowest, magnitude_prune, prune_heads, prune_neurons
+from plmkit.compression.pruning import HeadGates, block_linears, importance, lowest, magnitude_prune, prune_heads, \
+    prune_neurons
 
 
 def _model():
@@ -101,3 +103,67 @@ def test_bad_fractions_exit_2(run_prune, capsys):
         assert run_prune("bad", *flags) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and ("[0, 1)" in err or "required" in err), err
+
+
+def test_cubic_schedule_values_by_hand():
+    from plmkit.compression.pruning import cubic_sparsity
+
+    # s_f = 0.8, s_i = 0.1, t0 = 2, n = 4, dt = 3: pruning at t = 2, 5, 8, 11, 14
+    want = {0: 0.1, 1: 0.1, 2: 0.1, 5: 0.8 - 0.7 * 0.75 ** 3, 8: 0.8 - 0.7 * 0.5 ** 3, 11: 0.8 - 0.7 * 0.25 ** 3,
+            14: 0.8, 20: 0.8}
+    for t, s in want.items():
+        assert cubic_sparsity(t, 0.8, 0.1, 2, 4, 3) == pytest.approx(s), t
+    assert cubic_sparsity(7, 0.8, 0.1, 2, 4, 3) == pytest.approx(want[5])  # held between pruning steps
+
+
+def test_gradual_pruner_masks_grow_final_exact_and_stay_zero_through_adamw():
+    import plmkit
+    from plmkit.compression.pruning import GradualPruner, block_linears
+
+    torch.manual_seed(0)
+    model = plmkit.load("bert-tiny", head=None)
+    linears = [m for _, _, m in block_linears(model)]
+    total = sum(m.weight.numel() for m in linears)
+    pruner = GradualPruner(model, 0.75, 0.0, start=1, n=4, every=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    ids = torch.randint(5, 1000, (2, 8))
+    previous = {k: v.clone() for k, v in pruner.masks.items()}
+    with pruner.attached():
+        for step in range(12):
+            opt.zero_grad()
+            model(ids).last_hidden_state.pow(2).mean().backward()
+            opt.step()  # the post-hook advances the schedule and re-applies the masks
+            for m in linears:
+                mask = pruner.masks[id(m)]
+                assert not (mask & ~previous[id(m)]).any()  # masks only grow
+                assert float((m.weight.detach() * ~mask).abs().sum()) == 0.0  # pruned weights stay exactly 0
+                previous[id(m)] = mask.clone()
+            masked = sum(int((~pruner.masks[id(m)]).sum()) for m in linears)
+            assert masked == round(pruner.target(pruner.step) * total)
+    assert pruner.step == 12
+    assert [h["step"] for h in pruner.history] == [1, 3, 5, 7, 9]  # t0 + j dt
+    assert sum(int((m.weight == 0).sum()) for m in linears) == round(0.75 * total)  # exact final sparsity
+    # step 13 after detaching: no hook any more, so AdamW's moments move pruned weights again
+    opt.zero_grad()
+    model(ids).last_hidden_state.pow(2).mean().backward()
+    opt.step()
+    assert pruner.step == 12
+
+
+def test_plm_prune_cubic_schedule_end_to_end(run_prune, workdir, capsys):
+    from plmkit.tasks.checkpoint import load_checkpoint
+    from plmkit.tasks.evaluation import evaluate_checkpoints
+
+    assert run_prune("gradual", "--method", "magnitude", "--sparsity", "0.6", "--schedule", "cubic", "--data",
+                     str(workdir), "--epochs", "1", "--lr", "1e-3", "--batch-size", "16") == 0
+    res = json.loads((workdir / "gradual" / "eval.json").read_text())
+    model, obj, info, tok = load_checkpoint(workdir / "gradual")
+    linears = [m for _, _, m in block_linears(model)]
+    zeros = sum(int((m.weight == 0).sum()) for m in linears)
+    assert zeros == round(0.6 * sum(m.weight.numel() for m in linears))
+    assert info["compression"]["sparsity"]["schedule"] == "cubic"
+    assert res["train_steps"] == 10 and evaluate_checkpoints([str(workdir / "gradual")], str(workdir))["accuracy"] \
+        == pytest.approx(res["accuracy"])
+    capsys.readouterr()
+    assert run_prune("bad", "--method", "heads", "--amount", "0.2", "--schedule", "cubic") == 2
+    assert "--schedule cubic" in capsys.readouterr().err

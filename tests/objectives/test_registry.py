@@ -23,6 +23,8 @@ ALL += ["realm", "ernie_thu", "kepler"]
 ALL += ["ict"]  # REALM's retriever warm-up (issue 22)
 # objectives that read a file named in their options (corpus / triples): built in their own tests
 NEEDS_FILE = {"realm": "corpus", "ernie_thu": "triples", "kepler": "triples"}
+ALL += ["distill_mlm"]  # general distillation (issue 20): needs its teacher checkpoint
+NEEDS_FILE["distill_mlm"] = "teacher"
 ALL += ["seq_autoencoder"]  # Dai & Le 2015
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses)."
+HELP = "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses; BERT-of-Theseus)."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from plmkit.compression.pruning import check_fraction, importance, lowest, magnitude_prune, prune_heads, \
-    prune_neurons
+from plmkit.compression.pruning import block_linears, check_fraction, importance, lowest, magnitude_prune, \
+    prune_heads, prune_neurons
 from plmkit.compression.quantization import quantize_model
 from plmkit.errors import UserError
 
@@ -157,5 +157,67 @@ def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: floa
                   "epochs": epochs, "lr": lr, "max_train_examples": max_train_examples})
     res.update(metrics, train_steps=summary["step"], train_time_s=round(train_time, 1),
                eval_time_s=round(time.perf_counter() - t0, 1))
+    write_json_atomic(Path(out) / "eval.json", {k: v for k, v in res.items() if k != "compression"})
+    return res
+
+
+def gradual_prune_checkpoint(path: str, out: str, sparsity: float, data: str, epochs: float = 1.0,
+                             lr: float = 2e-5, batch_size: int = 32, max_train_examples: int | None = None,
+                             seed: int = 1, scope: str = "global", initial: float = 0.0, start: float = 0.0,
+                             end: float = 0.7, every: int | None = None) -> dict[str, Any]:
+    """Gradual magnitude pruning (Zhu & Gupta 2017) of ``path`` while fine-tuning it further on its task:
+    sparsity follows the cubic schedule from ``initial`` at ``start`` (fraction of the steps) to ``sparsity``
+    at ``end``, pruning every ``every`` steps (default: 10 pruning steps); the rest of the steps fine-tune
+    the pruned model. Dev scores go to ``OUT/eval.json``."""
+    import time
+
+    from plmkit.compression.pruning import GradualPruner
+    from plmkit.tasks.checkpoint import write_json_atomic
+    from plmkit.tasks.config import FinetuneConfig
+    from plmkit.tasks.data import task_spec
+    from plmkit.tasks.finetuning import _seed_everything, encode_task_data, read_task_data, train, training_config
+    from plmkit.tasks.inference import run_model
+    from plmkit.tasks.scoring import score
+
+    check_fraction("--sparsity", sparsity)
+    if not 0.0 <= start < end <= 1.0:
+        raise UserError(f"--prune-start {start} / --prune-end {end}: expected 0 <= start < end <= 1 "
+                        "(fractions of the training steps)")
+    model, obj, info, tok = _load_full(path)
+    if (info.get("compression") or {}).get("quantization"):
+        raise UserError(f"{path}: is quantized; prune the fp32 checkpoint, then quantize")
+    if not data:
+        raise UserError("--schedule cubic prunes during fine-tuning: give --data DIR (the task's train/dev files)")
+    _seed_everything(seed)
+    fcfg = FinetuneConfig(**{**info["config"], "data": data, "out": out, "mode": "full", "epochs": epochs, "lr": lr,
+                             "batch_size": batch_size, "max_train_examples": max_train_examples, "seed": seed,
+                             "early_exit": False, "regularizer": None, "self_distill": 0.0, "eval_each_epoch": False})
+    spec = task_spec(fcfg)
+    tdata = read_task_data(fcfg, spec)
+    tdata.labels = list(info["labels"])
+    feats = encode_task_data(fcfg, spec, tok, tdata)
+    train_cfg = training_config(fcfg, model, len(feats.train))
+    steps = train_cfg.max_steps
+    t0, t1 = int(start * steps), max(int(start * steps) + 1, int(end * steps))
+    every = every or max(1, (t1 - t0) // 10)
+    n = max(1, (t1 - t0) // every)
+    pruner = GradualPruner(model, sparsity, initial, t0, n, every, scope)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "logs").mkdir(exist_ok=True)
+    with pruner.attached():
+        summary, _, train_time, _ = train(fcfg, spec, model, obj, tok, tdata, feats, train_cfg, Path(out) / "logs")
+    pruner.apply()
+    model.eval()
+    t_eval = time.perf_counter()
+    metrics = score(spec, tdata.labels, tdata.dev, feats.dev, run_model(model, obj, feats.dev, 64))
+    linears = [m for _, _, m in block_linears(model)]
+    achieved = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
+    record = {"sparsity": {"target": sparsity, "scope": scope, "achieved": achieved, "schedule": "cubic"}}
+    res = _write(out, model, tok, info, record, path,
+                 {"prune": "magnitude", "schedule": "cubic", "amount": sparsity, "initial": initial, "start_step": t0,
+                  "pruning_steps": n, "every": every, "epochs": epochs, "lr": lr,
+                  "max_train_examples": max_train_examples})
+    res.update(metrics, train_steps=summary["step"], train_time_s=round(train_time, 1),
+               eval_time_s=round(time.perf_counter() - t_eval, 1), schedule=pruner.history)
     write_json_atomic(Path(out) / "eval.json", {k: v for k, v in res.items() if k != "compression"})
     return res

@@ -41,6 +41,9 @@ METHODS: dict[str, dict[str, float]] = {
     "minilm": {"alpha_minilm": 1.0, "alpha_kd": 1.0, "alpha_ce": 1.0},
     # no distillation: the student trained on the hard labels alone (the baseline)
     "none": {"alpha_ce": 1.0},
+    # BERT-of-Theseus (Xu et al. 2020): module replacing, then successor fine-tuning, on the task loss alone
+    # (plmkit.compression.theseus; the teacher is the predecessor)
+    "theseus": {"alpha_ce": 1.0},
 }
 WEIGHTS = ("alpha_ce", "alpha_kd", "alpha_cos", "alpha_emb", "alpha_att", "alpha_hid", "alpha_pkd", "alpha_minilm")
 
@@ -107,11 +110,29 @@ class DistillConfig:
     """show a progress bar (default: only when stderr is a terminal)"""
     encoding_errors: str = field(default="strict", metadata={"choices": lambda: ["strict", "replace"]})
     """non-UTF-8 bytes in the data files: stop at the first (file:line, byte offset) or read them as U+FFFD"""
+    cache_teacher: bool = False
+    """compute the teacher's outputs once per distinct training example and reuse them in later epochs
+    (logit / hidden-state losses only; not with attention losses)"""
+    theseus_replacing: float = field(default=0.5, metadata=bound(POSITIVE))
+    """--method theseus: fraction of the training steps spent module replacing (the rest: successor alone)"""
+    theseus_base: float = field(default=0.3, metadata=bound(NON_NEGATIVE))
+    """--method theseus: replacement probability at step 0 (b in p = min(1, k t + b))"""
+    theseus_slope: float | None = field(default=None, metadata=bound(NON_NEGATIVE))
+    """--method theseus: k in p = min(1, k t + b) (default: p reaches 1 at the end of the replacing phase)"""
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.student_layers is not None and self.student is not None:
             raise UserError("give --student-layers N (DistilBERT init from the teacher) or --student, not both")
+        if self.method == "theseus" and self.student is not None:
+            raise UserError("--method theseus builds its successor from the teacher's layers; give --student-layers N, "
+                            "not --student")
+        if not self.theseus_replacing < 1.0:
+            raise UserError(f"--theseus-replacing {self.theseus_replacing}: expected a fraction in (0, 1) of the steps")
+        w = self.weights()
+        if self.cache_teacher and (w["alpha_att"] > 0 or w["alpha_minilm"] > 0):
+            raise UserError("--cache-teacher keeps logits and hidden states, not attention maps; set --alpha-att 0 "
+                            "and --alpha-minilm 0 or leave the cache off")
 
     def weights(self) -> dict[str, float]:
         """The loss weights: the method's defaults, overridden by the weights given."""
@@ -182,8 +203,10 @@ class DistillObjective:
     example_kind = "task"
 
     def __init__(self, task, teacher: nn.Module, weights: dict[str, float], temperature: float,
-                 layer_map: list[int], projections: nn.ModuleDict | None = None):
+                 layer_map: list[int], projections: nn.ModuleDict | None = None, cache_teacher: bool = False):
         self.task, self.teacher, self.w, self.T, self.layer_map = task, teacher, weights, temperature, layer_map
+        self.cache: dict | None = {} if cache_teacher else None
+        self.cache_hits = self.cache_misses = 0
         self.projections = projections if projections is not None else nn.ModuleDict()
         self.kind = task.kind
         for p in teacher.parameters():
@@ -221,7 +244,12 @@ class DistillObjective:
             ([self.teacher.num_layers - 1] if w["alpha_minilm"] > 0 else [])
         s_out, s_logits, s_a = self._run(model, batch, hidden, s_att)
         with torch.no_grad():
-            t_out, t_logits, t_a = self._run(self.teacher, batch, hidden, t_att)
+            if not any(w[k] > 0 for k in WEIGHTS if k != "alpha_ce"):  # hard labels only: no teacher pass
+                t_out, t_logits, t_a = None, None, {}
+            elif self.cache is not None and not t_att:
+                t_out, t_logits, t_a = self._cached_teacher(batch, hidden)
+            else:
+                t_out, t_logits, t_a = self._run(self.teacher, batch, hidden, t_att)
         mask = batch["attention_mask"]
         terms: dict[str, torch.Tensor] = {}
         if w["alpha_ce"] > 0:
@@ -250,6 +278,58 @@ class DistillObjective:
             att, vr = minilm_loss(s_a[S - 1], t_a[self.teacher.num_layers - 1], mask)
             terms["minilm"] = att + vr
         return terms, s_logits
+
+    def _cache_keys(self, batch) -> list[tuple]:
+        """One key per example: its token ids and token types (padding cut off), i.e. its content, so the
+        cache is independent of the batch order and of the padding width."""
+        ids, tt, lengths = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"].sum(-1).tolist()
+        return [(tuple(ids[r, :n].tolist()), tuple(tt[r, :n].tolist())) for r, n in enumerate(lengths)]
+
+    def _cached_states(self) -> set[int]:
+        """Teacher hidden states (0 = embeddings) the losses read: the only ones the cache keeps."""
+        lm, need = self.layer_map, set()
+        if self.w["alpha_emb"] > 0:
+            need.add(0)
+        if self.w["alpha_hid"] > 0:
+            need.update(lm)
+        if self.w["alpha_pkd"] > 0:
+            need.update(lm[:-1] or lm[-1:])
+        return need
+
+    def _cached_teacher(self, batch, hidden: bool):
+        """The teacher's logits (and, when ``hidden``, last and hidden states) for ``batch``: from the cache
+        where every example is in it, else computed now and stored per example (padding cut off)."""
+        from types import SimpleNamespace
+
+        keys = self._cache_keys(batch)
+        if not all(k in self.cache for k in keys):
+            self.cache_misses += 1
+            out, logits, _ = self._run(self.teacher, batch, hidden, [])
+            need = self._cached_states()
+            for r, k in enumerate(keys):
+                n = len(k[0])
+                self.cache[k] = (logits[r].clone(),
+                                 out.last_hidden_state[r, :n].clone() if self.w["alpha_cos"] > 0 else None,
+                                 {i: out.hidden_states[i][r, :n].clone() for i in need})
+            return out, logits, {}
+        self.cache_hits += 1
+        rows = [self.cache[k] for k in keys]
+        logits = torch.stack([r[0] for r in rows])
+        if not hidden:
+            return SimpleNamespace(last_hidden_state=None, hidden_states=None), logits, {}
+        T = batch["input_ids"].shape[1]
+
+        def pad(ts):
+            out = ts[0].new_zeros((len(ts), T) + tuple(ts[0].shape[1:]))
+            for r, t in enumerate(ts):
+                out[r, :t.shape[0]] = t
+            return out
+
+        last = pad([r[1] for r in rows]) if self.w["alpha_cos"] > 0 else None
+        need = self._cached_states()
+        states = tuple(pad([r[2][i] for r in rows]) if i in need else None
+                       for i in range(self.teacher.num_layers + 1))
+        return SimpleNamespace(last_hidden_state=last, hidden_states=states), logits, {}
 
     def loss(self, model, batch):
         terms, logits = self.terms(model, batch)
@@ -294,6 +374,63 @@ def projections_for(weights: dict[str, float], student: nn.Module, teacher: nn.M
     return proj
 
 
+# ---------------------------------------------------------------------------- BERT-of-Theseus
+class _CurriculumObjective:
+    """The task objective, setting the replacement probability from the curriculum before each step's loss."""
+
+    def __init__(self, task, theseus):
+        self.task, self.theseus, self.step, self.all_predecessor = task, theseus, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def prepare(self, model) -> None:
+        pass
+
+    def loss(self, model, batch):
+        p = self.theseus.set_step(self.step)
+        self.step += 1
+        loss, metrics = self.task.loss(model, batch)
+        if not loss.requires_grad:
+            # every module drew the (frozen) predecessor: nothing trainable ran, the step gets zero gradients
+            loss = loss + 0.0 * sum(q.sum() for layer in self.theseus.successor_layers for q in layer.parameters())
+            self.all_predecessor += 1
+        return loss, {**metrics, "replace_p": p}
+
+
+def _train_theseus(cfg: DistillConfig, fcfg, spec, theseus, task_obj, tok, data, feats, train_cfg, logs: Path):
+    """Module replacing for ``theseus_replacing`` of the steps, then the successor alone for the rest."""
+    import dataclasses
+
+    from plmkit.tasks.finetuning import train
+
+    total = train_cfg.max_steps
+    n1 = max(1, round(cfg.theseus_replacing * total))
+    n2 = total - n1
+    if n2 < 1:
+        raise UserError(f"--method theseus: {total} training step(s) leave none for successor fine-tuning; "
+                        "train longer (--epochs) or lower --theseus-replacing")
+    theseus.slope = cfg.theseus_slope if cfg.theseus_slope is not None else (1.0 - theseus.base) / n1
+    replacing = theseus.attach()
+    (logs / "replacing").mkdir(exist_ok=True)
+    (logs / "successor").mkdir(exist_ok=True)
+    _log(f"module replacing: {n1} steps, p = min(1, {theseus.slope:.6g} t + {theseus.base}); then {n2} steps of "
+         "successor fine-tuning")
+    curriculum = _CurriculumObjective(task_obj, theseus)
+    s1, _, w1, c1 = train(fcfg, spec, replacing, curriculum, tok, data, feats,
+                          dataclasses.replace(train_cfg, max_steps=n1, warmup_steps=int(cfg.warmup * n1)),
+                          logs / "replacing")
+    successor = theseus.detach()
+    s2, _, w2, c2 = train(fcfg, spec, successor, task_obj, tok, data, feats,
+                          dataclasses.replace(train_cfg, max_steps=n2, warmup_steps=int(cfg.warmup * n2)),
+                          logs / "successor")
+    extra = {"theseus": {"replacing_steps": s1["step"], "successor_steps": s2["step"], "base": theseus.base,
+                         "slope": theseus.slope, "final_p": theseus.p, "draws": theseus.draws,
+                         "replaced_fraction": theseus.replaced / max(1, theseus.draws),
+                         "steps_all_predecessor": curriculum.all_predecessor}}
+    return {**s2, "step": s1["step"] + s2["step"]}, w1 + w2, c1 + c2, extra
+
+
 # ---------------------------------------------------------------------------- run
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """One distillation run; returns the eval.json dict (also written to OUT/eval.json)."""
@@ -321,7 +458,18 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                         "uncompressed fine-tuned model")
     weights = cfg.weights()
     _seed_everything(cfg.seed)
-    if cfg.student is not None:
+    theseus = None
+    if cfg.method == "theseus":
+        from plmkit.compression.theseus import TheseusModel
+
+        if info["mode"] != "full" or info.get("early_exit"):
+            raise UserError(f"{cfg.teacher}: module replacing needs a fully fine-tuned predecessor (mode full, no "
+                            f"early exit); this one is mode {info['mode']!r}")
+        theseus = TheseusModel(teacher, cfg.student_layers, slope=0.0, base=cfg.theseus_base, seed=cfg.seed)
+        student = theseus.successor_model
+        init = f"BERT-of-Theseus successor: teacher layers {list(range(cfg.student_layers))}, each replacing " \
+               f"{theseus.k} teacher layers"
+    elif cfg.student is not None:
         student = plmkit.load(cfg.student)
         check_vocabularies(cfg.student, student, teacher, tok)
         t_obj.prepare(student)  # a fresh task head of the teacher's task
@@ -356,7 +504,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     projections = projections_for(weights, student, teacher)
     if len(projections):
         student.add_head("distill_projections", projections)
-    obj = DistillObjective(t_obj, teacher, weights, cfg.temperature, layer_map, projections)
+    obj = DistillObjective(t_obj, teacher, weights, cfg.temperature, layer_map, projections, cfg.cache_teacher)
     out.mkdir(parents=True, exist_ok=True)
     params = count_parameters(student)
     _log(f"student: {student.num_layers} layers, {params['total_params']:,} parameters ({init}); teacher "
@@ -365,7 +513,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     train_cfg = training_config(fcfg, student, len(feats.train))
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    summary, _, train_time, train_cpu = train(fcfg, spec, student, obj, tok, data, feats, train_cfg, logs)
+    extra: dict[str, Any] = {}
+    if theseus is not None:
+        summary, train_time, train_cpu, extra = _train_theseus(cfg, fcfg, spec, theseus, t_obj, tok, data, feats,
+                                                               train_cfg, logs)
+    else:
+        summary, _, train_time, train_cpu = train(fcfg, spec, student, obj, tok, data, feats, train_cfg, logs)
+        if obj.cache is not None:
+            extra["teacher_cache"] = {"examples": len(obj.cache), "batches_from_cache": obj.cache_hits,
+                                      "batches_computed": obj.cache_misses}
     if len(projections):
         del student.heads["distill_projections"]
     t0 = time.perf_counter()
@@ -378,7 +534,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                               "train_examples": len(data.train), "dev_examples": len(data.dev),
                               "train_steps": summary["step"], "train_time_s": round(train_time, 1),
                               "train_cpu_s": round(train_cpu, 1), "eval_time_s": round(time.perf_counter() - t0, 2),
-                              **metrics, "main_metric": spec.main_metric}
+                              **extra, **metrics, "main_metric": spec.main_metric}
     tinfo = task_info(fcfg, spec, tok, data, ModeConfig("full"), t_obj.num_outputs, info.get("target_scale"))
     tinfo.update(pooling=info["pooling"], base_model=info["base_model"], spec=info["spec"],
                  distillation={"teacher": str(Path(cfg.teacher).resolve()), **asdict(cfg)})

@@ -203,3 +203,101 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global") ->
     zeros = sum(int((m.weight == 0).sum()) for _, _, m in linears)
     total = sum(m.weight.numel() for _, _, m in linears)
     return {"target": sparsity, "scope": scope, "achieved": zeros / total}
+
+
+# ---------------------------------------------------------------------------- gradual magnitude pruning
+def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0, n: int = 1, every: int = 1
+                   ) -> float:
+    """Zhu & Gupta (2017), eq. 1: ``s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3`` at the pruning steps
+    ``t = t0, t0 + dt, ..., t0 + n dt``; ``s_i`` before ``t0``, held between pruning steps, ``s_f`` after."""
+    if step < start:
+        return initial
+    t = start + (min(step - start, n * every) // every) * every
+    return final + (initial - final) * (1.0 - (t - start) / (n * every)) ** 3
+
+
+class GradualPruner:
+    """Gradual magnitude pruning of the blocks' linear weights on the cubic schedule, during training.
+
+    At every pruning step the masks are recomputed: the ``s_t`` fraction of smallest-magnitude weights of each
+    group (all blocks at once for ``global``, one group per layer for ``layer``) is masked, weights masked
+    earlier counting as the smallest, so masks only grow and the count is exact (``round(s_t * size)``).
+    :meth:`apply` zeroes the masked weights; :meth:`attached` does that after every optimizer step (an
+    optimizer step post-hook, so Adam's moments cannot revive a pruned weight) and advances the schedule."""
+
+    def __init__(self, model: nn.Module, final: float, initial: float = 0.0, start: int = 0, n: int = 10,
+                 every: int = 1, scope: str = "global"):
+        check_fraction("--sparsity", final)
+        check_fraction("--initial-sparsity", initial)
+        if initial > final:
+            raise UserError(f"--initial-sparsity {initial} is above --sparsity {final}; expected initial <= final")
+        if scope not in ("global", "layer"):
+            raise UserError(f"--scope {scope!r}: expected global or layer")
+        if n < 1 or every < 1 or start < 0:
+            raise UserError(f"pruning schedule: expected n >= 1, every >= 1, start >= 0 (got {n}, {every}, {start})")
+        self.final, self.initial, self.start, self.n, self.every, self.scope = final, initial, start, n, every, scope
+        self.groups: dict = {}
+        for i, _, m in block_linears(model):
+            self.groups.setdefault("all" if scope == "global" else i, []).append(m)
+        self.masks = {id(m): torch.ones_like(m.weight, dtype=torch.bool) for ms in self.groups.values() for m in ms}
+        self.step = 0
+        self.history: list[dict] = []
+
+    def target(self, step: int) -> float:
+        return cubic_sparsity(step, self.final, self.initial, self.start, self.n, self.every)
+
+    def is_pruning_step(self, step: int) -> bool:
+        return self.start <= step <= self.start + self.n * self.every and (step - self.start) % self.every == 0
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """New masks for the sparsity of ``step`` (only at pruning steps)."""
+        if not self.is_pruning_step(step):
+            return
+        s = self.target(step)
+        for mods in self.groups.values():
+            scores = torch.cat([torch.where(self.masks[id(m)], m.weight.detach().abs(), -1.0).flatten()
+                                for m in mods])
+            k = round(s * scores.numel())
+            keep = torch.ones_like(scores, dtype=torch.bool)
+            if k:
+                keep[torch.argsort(scores, stable=True)[:k]] = False
+            offset = 0
+            for m in mods:
+                n = m.weight.numel()
+                self.masks[id(m)] = keep[offset:offset + n].view_as(m.weight)
+                offset += n
+        self.history.append({"step": step, "target": s, "achieved": self.sparsity()})
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for mods in self.groups.values():
+            for m in mods:
+                m.weight.mul_(self.masks[id(m)].to(m.weight.dtype))
+
+    def sparsity(self) -> float:
+        """Fraction of masked weights over all pruned matrices."""
+        masked = sum(int((~mk).sum()) for mk in self.masks.values())
+        return masked / sum(mk.numel() for mk in self.masks.values())
+
+    def on_optimizer_step(self) -> None:
+        self.step += 1
+        self.update(self.step)
+        self.apply()
+
+    def attached(self):
+        """Context manager: masks of step 0 now, then :meth:`on_optimizer_step` after every optimizer step."""
+        import contextlib
+
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        @contextlib.contextmanager
+        def ctx():
+            self.update(self.step)
+            self.apply()
+            handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: self.on_optimizer_step())
+            try:
+                yield self
+            finally:
+                handle.remove()
+        return ctx()

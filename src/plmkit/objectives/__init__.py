@@ -30,6 +30,7 @@ from plmkit.objectives.canine_char import CanineChar
 from plmkit.objectives.base import Objective, ObjectiveConfig
 from plmkit.objectives.clm import CLM
 from plmkit.objectives.colake import CoLAKE
+from plmkit.objectives.distill_mlm import DistillMLM
 from plmkit.objectives.ernie2 import Ernie2
 from plmkit.objectives.ernie2_tasks import CapitalizationPrediction, SentenceDistance, SentenceReordering
 from plmkit.objectives.glm import GLM
@@ -84,6 +85,7 @@ REGISTRY: dict[str, type[Objective]] = {
     "ernie_thu": ERNIE,  # TransE entities fused at mentions + dEA (plmkit.objectives.ernie_thu)
     "kepler": KEPLER,  # MLM + knowledge embedding of entity descriptions (plmkit.objectives.kepler)
     "seq_autoencoder": SeqAutoencoder,  # Dai & Le 2015's sequence autoencoder for RNN / LSTM LMs
+    "distill_mlm": DistillMLM,  # general distillation on MLM against a pretrained teacher (DistilBERT's losses)
 }
 
 __all__ = ["REGISTRY", "Objective", "ObjectiveConfig", "MultiObjective", "build", "build_many"]
