@@ -18,8 +18,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 
 def _pm(d: dict, m: str) -> str:
     return f"{d[m]:.3f} ± {d[m + '_std']:.3f} (min {d[m + '_min']:.3f})"
