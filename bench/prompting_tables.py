@@ -1,11 +1,14 @@
 """Tables + figure of the prompting runs (docs/PROMPTING.md, "Measured on real data").
 
-usage: python bench/prompting_tables.py icl RUN_DIR [RUN_DIR ...] --json OUT.json [--png OUT.png]
+usage: python bench/prompting_tables.py icl TASK=RUN_DIR[,RUN_DIR] ... --json OUT.json [--png OUT.png]
        python bench/prompting_tables.py soft RUN_DIR [RUN_DIR ...] --json OUT.json
 
-``icl``: each RUN_DIR is a ``plm icl --calibrate`` output (metrics.json); prints per task the accuracy per
-shot count (mean ± std and min over demonstration seeds and templates, raw and calibrated) and per template,
-and plots accuracy vs shots (one panel per task, raw solid / calibrated dashed, error bars = std over seeds).
+``icl``: each RUN_DIR is a ``plm icl --calibrate`` output; the numbers are recomputed from its predictions.jsonl
+(so runs of one task on the same examples can be merged, and a run stopped early counts its complete
+(template, shots, seed) groups); prints per task the accuracy per shot count (mean ± std and min over
+demonstration seeds and templates, raw and calibrated), the runs predicting one class for >= 90% of the examples,
+and per template; plots accuracy vs shots (one panel per task, raw solid / calibrated dashed, error bars = std
+over seeds).
 ``soft``: each RUN_DIR is a ``plm finetune`` output (eval.json); prints mode, trained parameters, accuracy and
 CPU / wall time. Both write the numbers (without per-example predictions) to --json.
 """
@@ -18,54 +21,88 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 
 def _pm(d: dict, m: str) -> str:
     return f"{d[m]:.3f} ± {d[m + '_std']:.3f} (min {d[m + '_min']:.3f})"
 
 
-def _one_class_runs(path: Path) -> dict:
-    """Per shot count: how many (template, seed) runs put >= 90% of the examples in one class, raw and calibrated."""
+def _summary(values: list[float]) -> dict:
+    v = np.array(values, dtype=float)
+    return {"accuracy": float(v.mean()), "accuracy_std": float(v.std()), "accuracy_min": float(v.min()),
+            "runs": len(values)}
+
+
+def _read_runs(dirs: list[Path]) -> dict:
+    """(template, shots, seed) -> prediction records, from each dir's predictions.jsonl; a run cut short (fewer
+    records than the complete ones) is left out."""
     runs: dict = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            runs.setdefault((r["template"], r["shots"], r["seed"]), []).append(r)
-    out: dict = {}
-    for (_, k, _), rs in sorted(runs.items(), key=lambda x: x[0][1]):
-        o = out.setdefault(str(k), {"runs": 0, "raw": 0, "calibrated": 0})
-        o["runs"] += 1
-        for kind, key in (("raw", "prediction"), ("calibrated", "calibrated_prediction")):
-            top = max(Counter(x[key] for x in rs).values()) / len(rs)
-            o[kind] += int(top >= 0.9)
+    for d in dirs:
+        with open(d / "predictions.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                r = json.loads(line)
+                runs.setdefault((r["template"], r["shots"], r["seed"]), []).append(r)
+    n = max(len(v) for v in runs.values())
+    return {k: v for k, v in runs.items() if len(v) == n}
+
+
+def _task_table(task: str, dirs: list[Path]) -> dict:
+    """Accuracy per shot count (mean / std / min over templates and seeds), per template, raw and calibrated, and
+    how many runs put >= 90% of the examples in one class."""
+    runs = _read_runs(dirs)
+    metas = [json.loads((d / "metrics.json").read_text()) for d in dirs if (d / "metrics.json").is_file()]
+    acc = {key: {kind: sum(r[kind] == r["label"] for r in rs) / len(rs)
+                 for kind in ("prediction", "calibrated_prediction")} for key, rs in runs.items()}
+    shots = sorted({k for _, k, _ in runs})
+    templates = list(dict.fromkeys(t for t, _, _ in runs))
+    out: dict = {"task": task, "n_eval": len(next(iter(runs.values()))), "shots": shots, "templates": templates,
+                 "by_shots": {}, "calibrated_by_shots": {}, "by_template": {}, "one_class_runs": {}}
+    for k in shots:
+        keys = [key for key in runs if key[1] == k]
+        out["by_shots"][str(k)] = _summary([acc[key]["prediction"] for key in keys])
+        out["calibrated_by_shots"][str(k)] = _summary([acc[key]["calibrated_prediction"] for key in keys])
+        one = {"runs": len(keys), "raw": 0, "calibrated": 0}
+        for key in keys:
+            for kind, field in (("raw", "prediction"), ("calibrated", "calibrated_prediction")):
+                top = max(Counter(r[field] for r in runs[key]).values()) / len(runs[key])
+                one[kind] += int(top >= 0.9)
+        out["one_class_runs"][str(k)] = one
+    for t in templates:
+        out["by_template"][t] = {kind: {str(k): _summary([acc[key][field] for key in runs if key[:2] == (t, k)])
+                                        for k in shots if any(key[:2] == (t, k) for key in runs)}
+                                 for kind, field in (("raw", "prediction"), ("calibrated", "calibrated_prediction"))}
+    out["runs"] = [{"template": t, "shots": k, "seed": sd, "accuracy": a["prediction"],
+                    "calibrated_accuracy": a["calibrated_prediction"]} for (t, k, sd), a in acc.items()]
+    for m in metas:
+        for key in ("scoring", "model", "threads", "n_train"):
+            out.setdefault(key, m.get(key))
+        out.setdefault("template_files", {}).update(m.get("templates", {}))
+        if "prefix_cache" in m:
+            out["prefix_cache"] = m["prefix_cache"]
     return out
 
 
-def icl(dirs: list[Path], out_json: Path, png: Path | None) -> None:
+def icl(specs: list[str], out_json: Path, png: Path | None) -> None:
     results = {}
-    for d in dirs:
-        m = json.loads((d / "metrics.json").read_text())
-        task = m["task"]
-        results[task] = {k: m[k] for k in ("by_shots", "calibrated_by_shots", "by_template", "scoring", "templates",
-                                           "shots", "seeds", "n_eval", "n_train", "examples_truncated", "seconds",
-                                           "threads", "model", "runs") if k in m}
-        if "prefix_cache" in m:
-            results[task]["prefix_cache"] = m["prefix_cache"]
-        results[task]["one_class_runs"] = _one_class_runs(d / "predictions.jsonl")
-        print(f"\n{task}: {m['n_eval']} dev examples, templates {', '.join(m['by_template'])}, {m['seeds']} seeds, "
-              f"{m['seconds']} s\n")
-        print("| shots | runs | accuracy | calibrated |")
-        print("|---|---|---|---|")
-        for k, v in m["by_shots"].items():
-            print(f"| {k} | {v['runs']} | {_pm(v, 'accuracy')} | {_pm(m['calibrated_by_shots'][k], 'accuracy')} |")
-        print("\n| template | " + " | ".join(f"{k} shots raw / cal" for k in m["by_shots"]) + " |")
-        print("|---|" + "---|" * len(m["by_shots"]))
-        for name, t in m["by_template"].items():
-            print(f"| {name} | " + " | ".join(f"{t['raw'][k]['accuracy']:.3f} / {t['calibrated'][k]['accuracy']:.3f}"
-                                             for k in m["by_shots"]) + " |")
-        print("\nruns predicting one class for >= 90% of the examples (raw / calibrated): " + ", ".join(
-            f"{k} shots {v['raw']} / {v['calibrated']} of {v['runs']}" for k, v in results[task]["one_class_runs"].items()))
-        if "prefix_cache" in m:
-            pc = m["prefix_cache"]
+    for spec in specs:
+        task, _, paths = spec.partition("=")
+        r = results[task] = _task_table(task, [Path(p) for p in paths.split(",")])
+        print(f"\n{task}: first {r['n_eval']} dev examples, templates {', '.join(r['templates'])}\n")
+        print("| shots | runs | accuracy | calibrated | one-class runs raw / cal |")
+        print("|---|---|---|---|---|")
+        for k, v in r["by_shots"].items():
+            o = r["one_class_runs"][k]
+            print(f"| {k} | {v['runs']} | {_pm(v, 'accuracy')} | {_pm(r['calibrated_by_shots'][k], 'accuracy')} | "
+                  f"{o['raw']} / {o['calibrated']} |")
+        print("\n| template | " + " | ".join(f"{k} shots raw / cal" for k in r["by_shots"]) + " |")
+        print("|---|" + "---|" * len(r["by_shots"]))
+        for name, t in r["by_template"].items():
+            print(f"| {name} | " + " | ".join(
+                f"{t['raw'][k]['accuracy']:.3f} / {t['calibrated'][k]['accuracy']:.3f}" if k in t["raw"] else "-"
+                for k in r["by_shots"]) + " |")
+        if "prefix_cache" in r:
+            pc = r["prefix_cache"]
             print(f"\nprefix cache: {pc['examples']} examples, {pc['shots']} shots, {pc['prefix_tokens']} prefix tokens, "
                   f"{pc['seconds_shared_prefix']} s shared vs {pc['seconds_reencoded_prefix']} s re-encoded = "
                   f"{pc['speedup']}x, max |diff| {pc['max_abs_logprob_diff']:.1e}")
@@ -84,9 +121,10 @@ def icl(dirs: list[Path], out_json: Path, png: Path | None) -> None:
         for i, (name, t) in enumerate(r["by_template"].items()):
             c = f"C{i}"
             for kind, style in (("raw", "-"), ("calibrated", "--")):
-                y = [t[kind][str(k)]["accuracy"] for k in shots]
-                e = [t[kind][str(k)]["accuracy_std"] for k in shots]
-                ax.errorbar(range(len(shots)), y, yerr=e, color=c, ls=style, marker="o", ms=3, capsize=2,
+                xs = [i for i, k in enumerate(shots) if str(k) in t[kind]]
+                y = [t[kind][str(shots[i])]["accuracy"] for i in xs]
+                e = [t[kind][str(shots[i])]["accuracy_std"] for i in xs]
+                ax.errorbar(xs, y, yerr=e, color=c, ls=style, marker="o", ms=3, capsize=2,
                             label=f"{name} ({'calibrated' if kind != 'raw' else 'raw'})")
         ax.axhline(0.5, color="grey", lw=0.8)
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])
@@ -127,14 +165,14 @@ def soft(dirs: list[Path], out_json: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("kind", choices=("icl", "soft"))
-    p.add_argument("dirs", nargs="+", type=Path)
+    p.add_argument("dirs", nargs="+", help="soft: run dirs; icl: TASK=DIR[,DIR...] (runs of one task merged)")
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--png", type=Path, default=None)
     a = p.parse_args()
     if a.kind == "icl":
         icl(a.dirs, a.json, a.png)
     else:
-        soft(a.dirs, a.json)
+        soft([Path(d) for d in a.dirs], a.json)
 
 
 if __name__ == "__main__":
