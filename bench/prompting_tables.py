@@ -36,13 +36,16 @@ def _summary(values: list[float]) -> dict:
 
 def _read_runs(dirs: list[Path]) -> dict:
     """(template, shots, seed) -> prediction records, from each dir's predictions.jsonl; a run cut short (fewer
-    records than the complete ones) is left out."""
+    records than the complete ones) is left out. All dirs must have evaluated the same examples."""
     runs: dict = {}
-    for d in dirs:
+    for d in dirs:  # a later dir's run replaces an earlier one's with the same (template, shots, seed)
+        mine: dict = {}
         with open(d / "predictions.jsonl", encoding="utf-8") as fh:
             for line in fh:
                 r = json.loads(line)
-                runs.setdefault((r["template"], r["shots"], r["seed"]), []).append(r)
+                mine.setdefault((r["template"], r["shots"], r["seed"]), []).append(r)
+        n = max(len(v) for v in mine.values())
+        runs.update({k: v for k, v in mine.items() if len(v) == n or k not in runs})
     n = max(len(v) for v in runs.values())
     return {k: v for k, v in runs.items() if len(v) == n}
 
