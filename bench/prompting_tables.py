@@ -36,18 +36,24 @@ def _summary(values: list[float]) -> dict:
 
 def _read_runs(dirs: list[Path]) -> dict:
     """(template, shots, seed) -> prediction records, from each dir's predictions.jsonl; a run cut short (fewer
-    records than the complete ones) is left out. All dirs must have evaluated the same examples."""
-    runs: dict = {}
-    for d in dirs:  # a later dir's run replaces an earlier one's with the same (template, shots, seed)
+    records than the complete ones) is left out, and a later dir's complete run replaces an earlier dir's. All
+    dirs must have evaluated the same examples."""
+    per_dir = []
+    for d in dirs:
         mine: dict = {}
         with open(d / "predictions.jsonl", encoding="utf-8") as fh:
             for line in fh:
-                r = json.loads(line)
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:  # the last line of a run stopped mid-write
+                    continue
                 mine.setdefault((r["template"], r["shots"], r["seed"]), []).append(r)
-        n = max(len(v) for v in mine.values())
-        runs.update({k: v for k, v in mine.items() if len(v) == n or k not in runs})
-    n = max(len(v) for v in runs.values())
-    return {k: v for k, v in runs.items() if len(v) == n}
+        per_dir.append(mine)
+    n = max(len(v) for mine in per_dir for v in mine.values())
+    runs: dict = {}
+    for mine in per_dir:
+        runs.update({k: v for k, v in mine.items() if len(v) == n})
+    return runs
 
 
 def _task_table(task: str, dirs: list[Path]) -> dict:
@@ -151,7 +157,7 @@ def soft(dirs: list[Path], out_json: Path) -> None:
         rows.append({"run": d.name, "mode": e["mode"], "trainable_params": e["trainable_params"],
                      "total_params": e["total_params"],
                      "trainable_percent": round(100 * e["trainable_params"] / e["total_params"], 4),
-                     "accuracy": e["accuracy"], "train_examples": e["train_examples"],
+                     "saved_prompt_params": e.get("saved_prompt_params"), "accuracy": e["accuracy"], "train_examples": e["train_examples"],
                      "dev_examples": e["dev_examples"], "train_steps": e["train_steps"],
                      "train_cpu_s": e.get("train_cpu_s"), "train_time_s": e.get("train_time_s"),
                      "eval_time_s": e.get("eval_time_s"), "threads": e.get("threads"),
