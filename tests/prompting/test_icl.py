@@ -239,3 +239,40 @@ def test_shipped_templates_fit_their_task(task):
     ts = load_templates([SST2.parent / task], labels=tuple(spec.labels), pair=spec.text_pair_column is not None,
                         task=task)
     assert len(ts) >= 2 and len({t.name for t in ts}) == len(ts)
+
+
+def test_run_one_encodes_the_demonstrations_once_and_scores_through_the_cache(tiny):
+    """The evaluation path (not only the scoring helper) uses the shared prefix: one batch-1 forward over the
+    demonstrations per (template, seed), then every scoring forward carries a cache and only query tokens; the
+    records equal those of re-encoding the prefix in every row."""
+    train, dev = _examples(tiny.data / "train.tsv"), _examples(tiny.data / "dev.tsv")
+    t = parse_template({"template": "Review: {text}\nSentiment:", "verbalizer": {"0": " bad", "1": " good"}}, "r.yaml")
+    b = PromptBuilder(tiny.tok, t)
+    demos = sample_demonstrations(train, 6, 0, ("0", "1"))
+    fulls = [b.full(demos, e.text, None) for e in dev]
+    prefix_len = len(b.prefix(demos, fulls))
+    assert prefix_len > 20
+    calls = []
+
+    def spy(module, args, kwargs):
+        ids = args[0] if args else kwargs["input_ids"]
+        calls.append((tuple(ids.shape), kwargs.get("past_key_values") is not None))
+
+    h = tiny.model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            shared = run_one(tiny.model, b, demos, dev, ("0", "1"), ICLSettings(shots=[6], batch_size=4))
+            n_shared = len(calls)
+            fresh = run_one(tiny.model, b, demos, dev, ("0", "1"),
+                            ICLSettings(shots=[6], batch_size=4, share_prefix=False))
+    finally:
+        h.remove()
+    first, rest = calls[0], calls[1:n_shared]
+    assert first == ((1, prefix_len), False)  # the demonstrations, once
+    longest_query = max(len(f) for f in fulls) - prefix_len
+    assert rest and all(cached and shape[1] <= longest_query + 2 for shape, cached in rest)
+    assert all(not cached and shape[1] > prefix_len for shape, cached in calls[n_shared:])
+    for a, c in zip(shared, fresh):
+        assert a["prediction"] == c["prediction"] and a["calibrated_prediction"] == c["calibrated_prediction"]
+        for lab in ("0", "1"):
+            assert a["scores"][lab] == pytest.approx(c["scores"][lab], abs=1e-4)

@@ -160,3 +160,34 @@ def test_features_mode_backbone_runs_without_dropout_while_the_head_trains():
     torch.manual_seed(0)
     full = plmkit.load("bert-tiny", hidden_dropout=0.5, attention_dropout=0.5).train()
     assert not torch.equal(full(ids, **kw).last_hidden_state, full(ids, **kw).last_hidden_state)
+
+
+def test_lora_on_grouped_query_attention_fused_qkv():
+    """Llama with grouped-query attention: the fused qkv is H + 2 * kv_dim wide (not 3H); LoRA finds it and
+    updates the W_q and W_v rows only, as a hand-built W + (alpha / r) B A on those rows computes."""
+    torch.manual_seed(0)
+    m = plmkit.load("llama-tiny").eval()
+    blk = A.find_blocks(m)[0]
+    q, k, v = blk.attn.split
+    assert k < q  # grouped-query attention: fewer key/value heads
+    names = A.block_linears(blk, m.config.hidden_size)
+    assert (names.query, names.value, names.attn_out, names.ffn_out) == ("attn.qkv", "attn.qkv", "attn.o", "mlp.down")
+    ids = torch.randint(5, m.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(1))
+    ref = m(ids).logits
+    W = blk.attn.qkv.weight.detach().clone()
+    new = A.add_lora(m, m.config.hidden_size, r=4, alpha=8)
+    assert len(new) == 4 * m.num_layers
+    assert torch.allclose(m(ids).logits, ref, atol=1e-6)
+    with torch.no_grad():
+        for p in new:
+            p.normal_(0, 0.1)
+    lora = blk.attn.qkv
+    (a_q, a_v), (b_q, b_v) = list(lora.lora_a), list(lora.lora_b)
+    want = W.clone()
+    want[:q] += 2.0 * b_q @ a_q
+    want[q + k:] += 2.0 * b_v @ a_v
+    assert torch.allclose(lora.weight, want, atol=1e-6)
+    out = m(ids).logits
+    assert not torch.allclose(out, ref, atol=1e-4)
+    assert A.merge_lora(m) == m.num_layers
+    assert torch.allclose(m(ids).logits, out, atol=1e-5)

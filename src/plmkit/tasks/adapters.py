@@ -61,6 +61,13 @@ class BlockLinears:
     ffn_out: str
 
 
+def _fused_qkv(block: nn.Module, name: str, linear: nn.Linear) -> bool:
+    """Whether ``linear`` is a fused q/k/v projection: its module declares split = (q, k, v) covering its rows."""
+    parent = block.get_submodule(name.rpartition(".")[0]) if "." in name else block
+    split = getattr(parent, "split", None)
+    return split is not None and len(split) == 3 and sum(split) == linear.out_features
+
+
 def block_linears(block: nn.Module, hidden_size: int) -> BlockLinears:
     """Name the q / v / attention-out / ffn-out linears of one block by shape and order."""
     lins = [(n, m) for n, m in block.named_modules() if isinstance(m, nn.Linear)]
@@ -68,8 +75,10 @@ def block_linears(block: nn.Module, hidden_size: int) -> BlockLinears:
         raise ValueError(f"a transformer block has {len(lins)} Linear layers; expected at least 4")
     # ffn-out: the last linear projecting back to H from a wider input
     ffn_out = next((n for n, m in reversed(lins) if m.out_features == hidden_size and m.in_features > hidden_size), None)
-    # attention-out: the last H->H linear registered before the first linear widening H
-    first_wide = next((i for i, (_, m) in enumerate(lins) if m.out_features > hidden_size and m.in_features == hidden_size and m.out_features != 3 * hidden_size), None)
+    # attention-out: the last H->H linear registered before the first linear widening H (a fused qkv widens H
+    # too: 3H, or H + 2 * kv_dim with grouped-query attention, which its module's ``split`` names)
+    first_wide = next((i for i, (n, m) in enumerate(lins) if m.out_features > hidden_size and m.in_features == hidden_size
+                       and m.out_features != 3 * hidden_size and not _fused_qkv(block, n, m)), None)
     if ffn_out is None or first_wide is None:
         raise ValueError("could not identify the feed-forward projections of a transformer block")
     before = lins[:first_wide]
