@@ -147,6 +147,47 @@ def test_v_star_optimisation_lowers_the_new_target_nll(llama, bpe_tok):
     undo(llama, d)
 
 
+@pytest.mark.parametrize("name, site", [("llama-tiny", "layer"), ("llama-tiny", "mlp"), ("gpt2-tiny", "layer")])
+def test_v_star_of_several_requests_at_once_equals_one_at_a_time(bpe_tok, name, site):
+    """optimise_deltas (MEMIT's z_i in shared forwards): each request's delta, clean value and curve
+    equal a separate optimise_delta call, including a request that stops early (NLL < nll_stop)
+    while the others go on, and the norm clamp."""
+    model = tiny(name, bpe_tok, seed=1, num_layers=3)
+    s = locate(model)
+    reqs = [REQ, Request("Bob Jones is a native speaker of", "Bob Jones", "German", "English"),
+            Request("the native language of Alice Smith is", "Alice Smith", "French", "English")]
+    templates = common.context_templates(s, bpe_tok, 1, 3)
+    with common.frozen(model):
+        free = common.VParams(steps=8, lr=0.5, weight_decay=0.1, clamp_norm_factor=1e4, nll_stop=0.0)
+        probe = []
+        common.optimise_delta(s, bpe_tok, reqs[1], site, 1, templates, free, probe)
+        # a threshold that stops request 1 early, at the first step reaching its lowest NLL
+        vp = common.VParams(steps=8, lr=0.5, weight_decay=0.1, clamp_norm_factor=1e4,
+                            nll_stop=min(x["nll"] for x in probe[1:7]) + 1e-5)
+        single = []
+        for r in reqs:
+            curve = []
+            single.append((*common.optimise_delta(s, bpe_tok, r, site, 1, templates, vp, curve), curve))
+        assert 1 < len(single[1][2]) < 8 and max(len(x[2]) for x in single) == 8  # stopped early; others go on
+        curves = [[], [], []]
+        deltas, cleans = common.optimise_deltas(s, bpe_tok, reqs, site, 1, templates, vp, curves)
+    assert deltas.shape == cleans.shape == (3, s.hidden_size)
+    for i, (d, c, curve) in enumerate(single):
+        torch.testing.assert_close(deltas[i], d, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(cleans[i], c, rtol=1e-5, atol=1e-6)
+        assert [x["step"] for x in curves[i]] == [x["step"] for x in curve]
+        for a, b in zip(curves[i], curve):
+            assert a["nll"] == pytest.approx(b["nll"], rel=1e-3, abs=1e-4)
+            assert a["norm"] == pytest.approx(b["norm"], rel=1e-3, abs=1e-4)
+    # the clamp: each delta held to clamp_norm_factor x its own clean norm
+    tight = common.VParams(steps=4, lr=0.5, weight_decay=0.0, clamp_norm_factor=0.05, nll_stop=0.0)
+    with common.frozen(model):
+        deltas, cleans = common.optimise_deltas(s, bpe_tok, reqs, site, 1, templates, tight)
+        one = common.optimise_delta(s, bpe_tok, reqs[2], site, 1, templates, tight)[0]
+    assert torch.all(deltas.norm(dim=-1) <= 0.05 * cleans.norm(dim=-1) * (1 + 1e-5))
+    torch.testing.assert_close(deltas[2], one, rtol=1e-3, atol=1e-5)
+
+
 def test_memit_one_edit_one_layer_is_rome_scaled_by_q_over_lambda_plus_q(llama, bpe_tok, corpus):
     g = torch.Generator().manual_seed(0)
     K = torch.randn(1, 6, dtype=torch.float64, generator=g)
