@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from plmkit.errors import UserError
-from plmkit.knowledge.edit import Request, common, covariance, edit, load_hparams, memit, rome, undo
+from plmkit.knowledge.edit import Request, common, covariance, edit, edit_each, load_hparams, memit, rome, undo
 from plmkit.knowledge.structure import locate
 
 import plmkit
@@ -345,3 +345,35 @@ def test_every_recipe_loads():
         assert f.name.startswith(method + "-") and f.name[len(method) + 1:].startswith(("llama", "gpt2"))
         hp = load_hparams(method, f)
         assert hp.layers
+
+
+@pytest.mark.parametrize("method", ["rome", "ft"])
+def test_edit_each_equals_one_edit_per_request_and_leaves_the_model(llama, bpe_tok, corpus, monkeypatch, method):
+    """edit_each: every request's delta equals edit([request]) then undo; ROME computes the keys and v*
+    of a group together (groups of 2 here, so 3 requests make a full and a partial group)."""
+    s = locate(llama)
+    reqs = [REQ, Request("Berlin is located in", "Berlin", "Spain", "Germany"),
+            Request("the native language of Bob Jones is", "Bob Jones", "French", "English")]
+    if method == "rome":
+        monkeypatch.setattr(rome, "V_GROUP", 2)
+        hp = load_hparams("rome", {"layers": [1], "n_context": 1, "context_length": 3,
+                                   "v": {"steps": 5, "weight_decay": 0.1, "clamp_norm_factor": 1e4, "nll_stop": 0.0}})
+        C = covs(s, bpe_tok, corpus, [1])
+    else:
+        hp, C = load_hparams("ft", {"layers": [1], "steps": 3, "lr": 0.05}), None
+    snap = snapshot(llama)
+    got = edit_each(llama, reqs, method, hp, tokenizer=bpe_tok, covariance=C)
+    assert_same(llama, snap)
+    assert len(got) == 3
+    for r, d in zip(reqs, got):
+        want = edit(llama, [r], method, hp, tokenizer=bpe_tok, covariance=C)
+        undo(llama, want)
+        assert d.delta.keys() == want.delta.keys() and not d.original
+        for k in want.delta:
+            torch.testing.assert_close(d.delta[k], want.delta[k], rtol=2e-3, atol=1e-6)
+            assert float(want.delta[k].norm()) > 0
+        if method == "rome":
+            assert len(d.info["v_curve"][0]) == 5
+            torch.testing.assert_close(d.info["v_star"][0], want.info["v_star"][0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(UserError, match="not found in prompt"):
+        edit_each(llama, [Request("Paris is nice", "Berlin", "Spain")], method, hp, tokenizer=bpe_tok, covariance=C)

@@ -118,7 +118,8 @@ def test_run_scores_every_case_before_and_after_in_blocks(bpe_tok, monkeypatch, 
 def test_one_at_a_time_edits_scored_together_equal_scoring_each_edited_model(bpe_tok, monkeypatch, method, kind):
     """RowDeltas: the edited scores and fluency samples of a block of one-at-a-time edits, computed in
     shared forwards of the unedited model (row b adds its case's delta), equal editing the model,
-    scoring that case alone and undoing the edit, case by case."""
+    scoring that case alone and undoing the edit, case by case (ROME's deltas themselves come from
+    ``edit_each`` then, equal up to rounding)."""
     from plmkit.knowledge.edit import load_hparams
 
     model = tiny(bpe_tok, seed=5)
@@ -149,7 +150,7 @@ def test_one_at_a_time_edits_scored_together_equal_scoring_each_edited_model(bpe
         else:
             assert shared["edited"] == one["edited"]
             n_changed += 1
-        assert shared["delta_norm"] == one["delta_norm"]
+        assert shared["delta_norm"] == pytest.approx(one["delta_norm"], rel=1e-4)  # ROME: v* of the block together
     assert n_changed >= 3  # the edits did change what is scored
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from plmkit.errors import UserError
-from plmkit.knowledge.edit import common, edit, undo
+from plmkit.knowledge.edit import common, edit, edit_each, undo
 from plmkit.knowledge.structure import ModelStructure
 from plmkit.textio import read_json
 
@@ -311,7 +311,8 @@ def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: 
     """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo.
 
     With ``batch_size`` 1 (and ``ROW_DELTAS``) the cases go in blocks of ``PRE_BLOCK``: each case is
-    edited and undone in turn, keeping its exact delta, then the block's edited scores and fluency
+    edited alone and undone, keeping its exact delta (``edit_each``: ROME's keys and v* of the block
+    share forwards), then the block's edited scores and fluency
     samples are computed together, row b of every forward seeing its own case's edit (``RowDeltas``).
     ``on_rows`` receives the rows so far after every batch / block (``plm edit`` keeps ``cases.jsonl``
     current with it, so an interrupted run keeps its finished cases)."""
@@ -325,22 +326,21 @@ def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: 
         if b % block == 0:  # the unedited scores of the next block of cases, batched
             nxt = cases[b: b + block]
             pre_all.update(zip(range(b, b + len(nxt)), scores_many(kind, struct, tok, nxt, fluency_tokens, seed)))
-        if per_row:
-            chunks = [[c] for c in cases[b: b + step]]
-        else:
-            chunks = [cases[b: b + batch_size]]
         done: list[tuple[list[Case], Any, float]] = []
-        for chunk in chunks:
+        if per_row:  # each case edited alone (and undone), its exact delta kept
+            part = cases[b: b + step]
+            for c, delta in zip(part, edit_each(struct.model, [c.request for c in part], method, hparams,
+                                                tokenizer=tok, covariance=cov)):
+                done.append(([c], delta, delta.info["seconds"]))
+                edit_seconds += delta.info["seconds"]
+        else:
+            chunk = cases[b: b + batch_size]
             t0 = time.time()
             delta = edit(struct.model, [c.request for c in chunk], method, hparams, tokenizer=tok, covariance=cov)
             dt = time.time() - t0
             edit_seconds += dt
-            if per_row:
-                undo(struct.model, delta)
-                delta.original = {}
-            else:
-                post = scores_many(kind, struct, tok, chunk, fluency_tokens, seed)
-                undo(struct.model, delta)
+            post = scores_many(kind, struct, tok, chunk, fluency_tokens, seed)
+            undo(struct.model, delta)
             done.append((chunk, delta, dt))
         if per_row:
             flat = [c for chunk, _, _ in done for c in chunk]
