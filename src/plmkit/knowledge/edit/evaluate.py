@@ -295,6 +295,45 @@ def details(kind: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return {**{k: (sum(v) / len(v) if v else None) for k, v in vals.items()}, "n": len(rows)}
 
 
+def read_unedited(folder: str | Path, kind: str, model: str, data: str, fluency_tokens: int, seed: int,
+                  cases: list[Case]) -> dict[Any, dict[str, Any]]:
+    """The unedited scores of ``cases`` from an earlier ``plm edit --data`` output folder (its
+    details.json and cases.jsonl), refused (UserError) unless it ran on the same model file, data file,
+    fluency tokens and seed and holds every case with the same request. Runs written before the seed
+    was recorded in details.json used the default seed 0."""
+    import json
+
+    folder = Path(folder)
+    det, rows_path = folder / "details.json", folder / "cases.jsonl"
+    if not det.is_file() or not rows_path.is_file():
+        raise UserError(f"--unedited {folder}: expected the output folder of an earlier 'plm edit --data' run "
+                        "(details.json and cases.jsonl)")
+    d = read_json(det, "--unedited details.json")
+    want = {"kind": kind, "model": str(model), "data": str(data), "fluency_tokens": fluency_tokens}
+    for k, v in want.items():
+        if d.get(k) != v:
+            raise UserError(f"--unedited {det}: {k} is {d.get(k)!r}, this run's is {v!r}")
+    if d.get("seed", 0) != seed:
+        raise UserError(f"--unedited {det}: seed is {d.get('seed', 0)!r}, this run's is {seed!r}")
+    by_id = {}
+    for ln, line in enumerate(rows_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                r = json.loads(line)
+                by_id[r["id"]] = r
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"--unedited {rows_path}:{ln}: expected a JSON object with an id") from None
+    out = {}
+    for c in cases:
+        r = by_id.get(c.id)
+        if r is None:
+            raise UserError(f"--unedited {rows_path}: case {c.id!r} is missing (it holds {len(by_id)} cases)")
+        if r.get("request") != c.request.to_dict():
+            raise UserError(f"--unedited {rows_path}: case {c.id!r} has another request than {data}")
+        out[c.id] = r["unedited"]
+    return out
+
+
 PRE_BLOCK = 16
 """Cases whose unedited scores are computed together (the edits themselves go ``batch_size`` at a time);
 with ``batch_size`` 1 also the cases whose edited scores share forwards (``RowDeltas``)."""
@@ -306,16 +345,18 @@ right after it is made); False: score each case on the edited model before undoi
 
 def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: str, hparams: Any,
         cov: dict[int, torch.Tensor] | None, batch_size: int = 1, fluency_tokens: int = 100, seed: int = 0,
-        log: Callable[[str], None] = print, on_rows: Callable[[list[dict[str, Any]]], None] | None = None
-        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        log: Callable[[str], None] = print, on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+        unedited: dict[Any, dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo.
 
     With ``batch_size`` 1 (and ``ROW_DELTAS``) the cases go in blocks of ``PRE_BLOCK``: each case is
     edited alone and undone, keeping its exact delta (``edit_each``: ROME's keys and v* of the block
-    share forwards), then the block's edited scores and fluency
-    samples are computed together, row b of every forward seeing its own case's edit (``RowDeltas``).
-    ``on_rows`` receives the rows so far after every batch / block (``plm edit`` keeps ``cases.jsonl``
-    current with it, so an interrupted run keeps its finished cases)."""
+    share forwards), then the block's edited scores and fluency samples are computed together, row b
+    of every forward seeing its own case's edit (``RowDeltas``). ``on_rows`` receives the rows so far
+    after every batch / block (``plm edit`` keeps ``cases.jsonl`` current with it, so an interrupted
+    run keeps its finished cases). ``unedited``: case id -> unedited scores from an earlier run on the
+    same model, data, fluency tokens and seed (``read_unedited``), used instead of recomputing them."""
+    unedited = unedited or {}
     rows: list[dict[str, Any]] = []
     edit_seconds = 0.0
     pre_all: dict[int, dict[str, Any]] = {}
@@ -324,8 +365,12 @@ def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: 
     step = block if per_row else batch_size
     for b in range(0, len(cases), step):
         if b % block == 0:  # the unedited scores of the next block of cases, batched
-            nxt = cases[b: b + block]
-            pre_all.update(zip(range(b, b + len(nxt)), scores_many(kind, struct, tok, nxt, fluency_tokens, seed)))
+            nxt = [(b + i, c) for i, c in enumerate(cases[b: b + block])]
+            pre_all.update((i, unedited[c.id]) for i, c in nxt if c.id in unedited)
+            todo = [(i, c) for i, c in nxt if c.id not in unedited]
+            if todo:
+                pre_all.update(zip([i for i, _ in todo], scores_many(kind, struct, tok, [c for _, c in todo],
+                                                                     fluency_tokens, seed)))
         done: list[tuple[list[Case], Any, float]] = []
         if per_row:  # each case edited alone (and undone), its exact delta kept
             part = cases[b: b + step]
