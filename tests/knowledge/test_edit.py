@@ -347,10 +347,12 @@ def test_every_recipe_loads():
         assert hp.layers
 
 
-@pytest.mark.parametrize("method", ["rome", "ft"])
+@pytest.mark.parametrize("method", ["rome", "ft", "ft-l", "kn"])
 def test_edit_each_equals_one_edit_per_request_and_leaves_the_model(llama, bpe_tok, corpus, monkeypatch, method):
     """edit_each: every request's delta equals edit([request]) then undo; ROME computes the keys and v*
-    of a group together (groups of 2 here, so 3 requests make a full and a partial group)."""
+    of a group together, FT / FT+L tune the requests side by side (groups of 2 here, so 3 requests
+    make a full and a partial group; FT stops one request early while the others go on)."""
+    from plmkit.knowledge.edit import ft
     s = locate(llama)
     reqs = [REQ, Request("Berlin is located in", "Berlin", "Spain", "Germany"),
             Request("the native language of Bob Jones is", "Bob Jones", "French", "English")]
@@ -359,8 +361,17 @@ def test_edit_each_equals_one_edit_per_request_and_leaves_the_model(llama, bpe_t
         hp = load_hparams("rome", {"layers": [1], "n_context": 1, "context_length": 3,
                                    "v": {"steps": 5, "weight_decay": 0.1, "clamp_norm_factor": 1e4, "nll_stop": 0.0}})
         C = covs(s, bpe_tok, corpus, [1])
+    elif method == "kn":
+        hp, C = load_hparams("kn", {"layers": [0, 1, 2], "steps": 4, "n_context": 0, "threshold": 0.1,
+                                    "share": 0.5, "lambda2": 3.0}), None
     else:
-        hp, C = load_hparams("ft", {"layers": [1], "steps": 3, "lr": 0.05}), None
+        monkeypatch.setattr(ft, "GROUP", 2)
+        hp, C = load_hparams(method, {"layers": [1, 2], "steps": 6, "lr": 0.05,
+                                      **({"norm_constraint": 0.01} if method == "ft-l" else {})}), None
+        if method == "ft":  # a stop that request 1 reaches early (its curve's lowest NLL after step 0)
+            probe = edit(llama, [reqs[1]], method, hp, tokenizer=bpe_tok)
+            undo(llama, probe)
+            hp.nll_stop = min(probe.info["nll_curve"][1:5]) + 1e-5
     snap = snapshot(llama)
     got = edit_each(llama, reqs, method, hp, tokenizer=bpe_tok, covariance=C)
     assert_same(llama, snap)
@@ -375,5 +386,12 @@ def test_edit_each_equals_one_edit_per_request_and_leaves_the_model(llama, bpe_t
         if method == "rome":
             assert len(d.info["v_curve"][0]) == 5
             torch.testing.assert_close(d.info["v_star"][0], want.info["v_star"][0], rtol=1e-4, atol=1e-6)
+        if method in ("ft", "ft-l"):
+            assert d.info["nll_curve"] == pytest.approx(want.info["nll_curve"], rel=1e-4, abs=1e-5)
+            if method == "ft-l":
+                assert all(float(x.abs().max()) <= 0.01 for x in d.delta.values())
+    if method == "ft":
+        lens = [len(d.info["nll_curve"]) for d in got]
+        assert min(lens) < max(lens)  # one stopped early while another went on
     with pytest.raises(UserError, match="not found in prompt"):
         edit_each(llama, [Request("Paris is nice", "Berlin", "Spain")], method, hp, tokenizer=bpe_tok, covariance=C)

@@ -108,11 +108,12 @@ def edit_each(model: nn.Module, requests: list[Request | dict], method: str, hpa
     would return (``original`` left empty), and the model unchanged (every edit undone).
 
     ROME: the keys k* and the v* optimisations of all the requests share batched forwards
-    (``rome.each``; equal to one ``edit`` per request up to float rounding, tested); the other methods
-    edit and undo one request at a time. ``info["seconds"]`` / ``["cpu_seconds"]``: the call's time
+    (``rome.each``); FT / FT+L tune the requests' own changes side by side (``ft.each``); both equal
+    one ``edit`` per request up to float rounding (tested). MEMIT and KN edit and undo one request at
+    a time. ``info["seconds"]`` / ``["cpu_seconds"]``: the call's time
     divided evenly between the requests."""
     struct, reqs = _checked(model, requests, method, hparams, covariance)
-    if method != "rome":
+    if method not in ("rome", "ft", "ft-l"):
         out = []
         for r in reqs:
             d = edit(model, [r], method, hparams, tokenizer=tokenizer, covariance=covariance)
@@ -122,7 +123,10 @@ def edit_each(model: nn.Module, requests: list[Request | dict], method: str, hpa
         return out
     t0, c0 = time.time(), time.process_time()
     with common.frozen(model):
-        out = rome.each(struct, tokenizer, reqs, hparams, covariance)
+        if method == "rome":
+            out = rome.each(struct, tokenizer, reqs, hparams, covariance)
+        else:
+            out = ft.each(struct, tokenizer, reqs, hparams)
     wall, cpu = (time.time() - t0) / len(reqs), (time.process_time() - c0) / len(reqs)
     for d in out:
         d.info.update(method=method, layers=list(hparams.layers), seconds=round(wall, 3), cpu_seconds=round(cpu, 3))
