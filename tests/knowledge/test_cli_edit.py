@@ -197,3 +197,34 @@ def test_smollm2_recipe_layers_are_the_shipped_trace_peak():
         want, _ = layers_from_trace(str(trace), method, 30)
         for f in sorted(root.glob(f"{method}-llama*.yaml")):
             assert yaml.safe_load(f.read_text())["layers"] == want, f.name
+
+
+def test_unedited_scores_reused_from_an_earlier_run(setup, capsys):
+    """--unedited DIR: a second method on the same cases takes the first run's unedited scores (the same
+    as recomputing them), and a run with other settings is refused in one line."""
+    write_hparams(setup, "ft")
+    write_hparams(setup, "rome")
+    base = ["--data", str(setup / "cf.json"), "--n", "2", "--fluency-tokens", "4"]
+    assert main(common_args(setup, "ft") + base + ["--out", str(setup / "u-ft")]) == 0
+    assert main(common_args(setup) + base + ["--out", str(setup / "u-rome")]) == 0
+    # mark the earlier run's unedited rows, to see them come back rather than being recomputed
+    marked = [json.loads(x) for x in (setup / "u-ft" / "cases.jsonl").read_text().splitlines()]
+    for r in marked:
+        r["unedited"]["marker"] = r["id"]
+    (setup / "u-ft" / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in marked))
+    assert main(common_args(setup) + base + ["--unedited", str(setup / "u-ft"), "--out", str(setup / "u-rome2")]) == 0
+    rows = {d: [json.loads(x) for x in (setup / d / "cases.jsonl").read_text().splitlines()]
+            for d in ("u-ft", "u-rome", "u-rome2")}
+    for a, b, c in zip(rows["u-ft"], rows["u-rome"], rows["u-rome2"]):
+        assert c["unedited"] == a["unedited"] and c["unedited"]["marker"] == c["id"]
+        assert c["unedited"]["logp"] == pytest.approx(b["unedited"]["logp"], abs=1e-6)
+        assert c["unedited"]["generation"] == b["unedited"]["generation"]
+        assert c["edited"]["logp"] == pytest.approx(b["edited"]["logp"], abs=1e-6)
+    assert json.loads((setup / "u-rome2" / "details.json").read_text())["unedited_from"] == str(setup / "u-ft")
+    capsys.readouterr()
+    for extra, msg in ((["--fluency-tokens", "5"], "fluency_tokens is 4"), (["--seed", "3"], "seed is 0"),
+                       (["--start", "2"], "case 2 is missing")):
+        args = common_args(setup) + base + extra + ["--unedited", str(setup / "u-ft"), "--out", str(setup / "bad")]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from plmkit.errors import UserError
-from plmkit.knowledge.edit import Request, common, covariance, edit, load_hparams, memit, rome, undo
+from plmkit.knowledge.edit import Request, common, covariance, edit, edit_each, load_hparams, memit, rome, undo
 from plmkit.knowledge.structure import locate
 
 import plmkit
@@ -145,6 +145,47 @@ def test_v_star_optimisation_lowers_the_new_target_nll(llama, bpe_tok):
     (curve,) = d.info["v_curve"]
     assert curve[-1]["nll"] < curve[0]["nll"] - 0.05
     undo(llama, d)
+
+
+@pytest.mark.parametrize("name, site", [("llama-tiny", "layer"), ("llama-tiny", "mlp"), ("gpt2-tiny", "layer")])
+def test_v_star_of_several_requests_at_once_equals_one_at_a_time(bpe_tok, name, site):
+    """optimise_deltas (MEMIT's z_i in shared forwards): each request's delta, clean value and curve
+    equal a separate optimise_delta call, including a request that stops early (NLL < nll_stop)
+    while the others go on, and the norm clamp."""
+    model = tiny(name, bpe_tok, seed=1, num_layers=3)
+    s = locate(model)
+    reqs = [REQ, Request("Bob Jones is a native speaker of", "Bob Jones", "German", "English"),
+            Request("the native language of Alice Smith is", "Alice Smith", "French", "English")]
+    templates = common.context_templates(s, bpe_tok, 1, 3)
+    with common.frozen(model):
+        free = common.VParams(steps=8, lr=0.5, weight_decay=0.1, clamp_norm_factor=1e4, nll_stop=0.0)
+        probe = []
+        common.optimise_delta(s, bpe_tok, reqs[1], site, 1, templates, free, probe)
+        # a threshold that stops request 1 early, at the first step reaching its lowest NLL
+        vp = common.VParams(steps=8, lr=0.5, weight_decay=0.1, clamp_norm_factor=1e4,
+                            nll_stop=min(x["nll"] for x in probe[1:7]) + 1e-5)
+        single = []
+        for r in reqs:
+            curve = []
+            single.append((*common.optimise_delta(s, bpe_tok, r, site, 1, templates, vp, curve), curve))
+        assert 1 < len(single[1][2]) < 8 and max(len(x[2]) for x in single) == 8  # stopped early; others go on
+        curves = [[], [], []]
+        deltas, cleans = common.optimise_deltas(s, bpe_tok, reqs, site, 1, templates, vp, curves)
+    assert deltas.shape == cleans.shape == (3, s.hidden_size)
+    for i, (d, c, curve) in enumerate(single):
+        torch.testing.assert_close(deltas[i], d, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(cleans[i], c, rtol=1e-5, atol=1e-6)
+        assert [x["step"] for x in curves[i]] == [x["step"] for x in curve]
+        for a, b in zip(curves[i], curve):
+            assert a["nll"] == pytest.approx(b["nll"], rel=1e-3, abs=1e-4)
+            assert a["norm"] == pytest.approx(b["norm"], rel=1e-3, abs=1e-4)
+    # the clamp: each delta held to clamp_norm_factor x its own clean norm
+    tight = common.VParams(steps=4, lr=0.5, weight_decay=0.0, clamp_norm_factor=0.05, nll_stop=0.0)
+    with common.frozen(model):
+        deltas, cleans = common.optimise_deltas(s, bpe_tok, reqs, site, 1, templates, tight)
+        one = common.optimise_delta(s, bpe_tok, reqs[2], site, 1, templates, tight)[0]
+    assert torch.all(deltas.norm(dim=-1) <= 0.05 * cleans.norm(dim=-1) * (1 + 1e-5))
+    torch.testing.assert_close(deltas[2], one, rtol=1e-3, atol=1e-5)
 
 
 def test_memit_one_edit_one_layer_is_rome_scaled_by_q_over_lambda_plus_q(llama, bpe_tok, corpus):
@@ -304,3 +345,53 @@ def test_every_recipe_loads():
         assert f.name.startswith(method + "-") and f.name[len(method) + 1:].startswith(("llama", "gpt2"))
         hp = load_hparams(method, f)
         assert hp.layers
+
+
+@pytest.mark.parametrize("method", ["rome", "ft", "ft-l", "kn"])
+def test_edit_each_equals_one_edit_per_request_and_leaves_the_model(llama, bpe_tok, corpus, monkeypatch, method):
+    """edit_each: every request's delta equals edit([request]) then undo; ROME computes the keys and v*
+    of a group together, FT / FT+L tune the requests side by side (groups of 2 here, so 3 requests
+    make a full and a partial group; FT stops one request early while the others go on)."""
+    from plmkit.knowledge.edit import ft
+    s = locate(llama)
+    reqs = [REQ, Request("Berlin is located in", "Berlin", "Spain", "Germany"),
+            Request("the native language of Bob Jones is", "Bob Jones", "French", "English")]
+    if method == "rome":
+        monkeypatch.setattr(rome, "V_GROUP", 2)
+        hp = load_hparams("rome", {"layers": [1], "n_context": 1, "context_length": 3,
+                                   "v": {"steps": 5, "weight_decay": 0.1, "clamp_norm_factor": 1e4, "nll_stop": 0.0}})
+        C = covs(s, bpe_tok, corpus, [1])
+    elif method == "kn":
+        hp, C = load_hparams("kn", {"layers": [0, 1, 2], "steps": 4, "n_context": 0, "threshold": 0.1,
+                                    "share": 0.5, "lambda2": 3.0}), None
+    else:
+        monkeypatch.setattr(ft, "GROUP", 2)
+        hp, C = load_hparams(method, {"layers": [1, 2], "steps": 6, "lr": 0.05,
+                                      **({"norm_constraint": 0.01} if method == "ft-l" else {})}), None
+        if method == "ft":  # a stop that request 1 reaches early (its curve's lowest NLL after step 0)
+            probe = edit(llama, [reqs[1]], method, hp, tokenizer=bpe_tok)
+            undo(llama, probe)
+            hp.nll_stop = min(probe.info["nll_curve"][1:5]) + 1e-5
+    snap = snapshot(llama)
+    got = edit_each(llama, reqs, method, hp, tokenizer=bpe_tok, covariance=C)
+    assert_same(llama, snap)
+    assert len(got) == 3
+    for r, d in zip(reqs, got):
+        want = edit(llama, [r], method, hp, tokenizer=bpe_tok, covariance=C)
+        undo(llama, want)
+        assert d.delta.keys() == want.delta.keys() and not d.original
+        for k in want.delta:
+            torch.testing.assert_close(d.delta[k], want.delta[k], rtol=2e-3, atol=1e-6)
+            assert float(want.delta[k].norm()) > 0
+        if method == "rome":
+            assert len(d.info["v_curve"][0]) == 5
+            torch.testing.assert_close(d.info["v_star"][0], want.info["v_star"][0], rtol=1e-4, atol=1e-6)
+        if method in ("ft", "ft-l"):
+            assert d.info["nll_curve"] == pytest.approx(want.info["nll_curve"], rel=1e-4, abs=1e-5)
+            if method == "ft-l":
+                assert all(float(x.abs().max()) <= 0.01 for x in d.delta.values())
+    if method == "ft":
+        lens = [len(d.info["nll_curve"]) for d in got]
+        assert min(lens) < max(lens)  # one stopped early while another went on
+    with pytest.raises(UserError, match="not found in prompt"):
+        edit_each(llama, [Request("Paris is nice", "Berlin", "Spain")], method, hp, tokenizer=bpe_tok, covariance=C)

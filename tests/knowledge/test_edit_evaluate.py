@@ -105,8 +105,58 @@ def test_run_scores_every_case_before_and_after_in_blocks(bpe_tok, monkeypatch, 
     metrics, rows = ev.run("counterfact", s, bpe_tok, cases, "ft", hp, None, batch_size, 4, 0,
                            log=lambda _: None, on_rows=lambda r: seen.append(len(r)))
     assert [r["id"] for r in rows] == [c.id for c in cases]
-    assert seen == list(range(batch_size, len(cases), batch_size)) + [len(cases)]
+    step = block if batch_size == 1 else batch_size  # one edit at a time: a block's edited cases scored together
+    assert seen == list(range(step, len(cases), step)) + [len(cases)]
     for r, w in zip(rows, want):
         assert r["unedited"]["logp"] == pytest.approx(w["logp"], abs=1e-5)
         assert r["unedited"]["generation"] == w["generation"]
     assert any(r["edited"]["logp"]["prompt_new"] != r["unedited"]["logp"]["prompt_new"] for r in rows)
+
+
+@pytest.mark.parametrize("method, kind", [("ft", "counterfact"), ("rome", "counterfact"), ("kn", "counterfact"),
+                                          ("ft", "zsre")])
+def test_one_at_a_time_edits_scored_together_equal_scoring_each_edited_model(bpe_tok, monkeypatch, method, kind):
+    """RowDeltas: the edited scores and fluency samples of a block of one-at-a-time edits, computed in
+    shared forwards of the unedited model (row b adds its case's delta), equal editing the model,
+    scoring that case alone and undoing the edit, case by case (ROME's deltas themselves come from
+    ``edit_each`` then, equal up to rounding)."""
+    from plmkit.knowledge.edit import load_hparams
+
+    model = tiny(bpe_tok, seed=5)
+    s = locate(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hp = {"ft": {"layers": [1], "steps": 3, "lr": 0.05},
+          "rome": {"layers": [1], "n_context": 0, "covariance": False,
+                   "v": {"steps": 4, "weight_decay": 0.0, "clamp_norm_factor": 1e4}},
+          "kn": {"layers": [0, 1, 2], "steps": 4, "n_context": 0, "threshold": 0.1, "share": 0.5, "lambda2": 3.0}}
+    hp = load_hparams(method, hp[method])
+    cases = CASES + [ev.Case(3, CASES[0].request, CASES[1].rephrase, CASES[2].locality, "Spain")]
+    monkeypatch.setattr(ev, "ROWS_PER_FORWARD", 12 if kind == "counterfact" else 6)  # cases split over forwards
+    monkeypatch.setattr(ev, "PRE_BLOCK", 3)  # blocks of 3 and 1
+    runs = {}
+    for flag in (False, True):
+        monkeypatch.setattr(ev, "ROW_DELTAS", flag)
+        runs[flag] = ev.run(kind, s, bpe_tok, cases, method, hp, None, 1, 5, 0, log=lambda _: None)[1]
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k  # every edit undone
+    n_changed = 0
+    for one, shared in zip(runs[False], runs[True]):
+        assert one["id"] == shared["id"]
+        if kind == "counterfact":
+            assert shared["edited"]["logp"] == pytest.approx(one["edited"]["logp"], abs=1e-4)
+            assert shared["edited"]["generation"] == one["edited"]["generation"]
+            n_changed += shared["edited"]["logp"]["prompt_new"] != pytest.approx(
+                shared["unedited"]["logp"]["prompt_new"], abs=1e-3)
+        else:
+            assert shared["edited"] == one["edited"]
+            n_changed += 1
+        assert shared["delta_norm"] == pytest.approx(one["delta_norm"], rel=1e-4)  # ROME: v* of the block together
+    assert n_changed >= 3  # the edits did change what is scored
+
+
+def test_row_deltas_refuse_a_parameter_that_is_not_a_value_matrix(bpe_tok):
+    model = tiny(bpe_tok)
+    s = locate(model)
+    name = next(n for n, _ in model.named_parameters() if "embed" in n)
+    with pytest.raises(ValueError, match="not an FFN value matrix"):
+        ev.RowDeltas(s, [{name: torch.zeros(1)}])

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fluency-tokens", type=int, default=100,
                    help="tokens sampled for the fluency (n-gram entropy) score; 0 skips it")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (fluency continuations)")
+    g.add_argument("--unedited", default=None,
+                   help="output folder of an earlier --data run on the same model, data, fluency tokens and seed: "
+                        "reuse its unedited scores instead of recomputing them")
     s = p.add_argument_group("single edit")
     s.add_argument("--prompt", default=None, help="prompt mentioning the subject")
     s.add_argument("--subject", default=None, help="the subject in the prompt")
@@ -110,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
         if args.subject is None or args.target is None:
             raise UserError("--prompt needs --subject and --target")
         request = common.Request(args.prompt, args.subject, args.target, args.target_true).validate("--prompt")
-    else:
+    unedited = None
+    if not single:
         kind, cases, skipped = ev.read_cases(args.data, args.n, args.start)
         if not cases:
             raise UserError(f"{args.data}: no editable record among the first {args.n or 'all'} "
                             f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else ''})")
+        if args.unedited is not None:
+            unedited = ev.read_unedited(args.unedited, kind, args.model, args.data, args.fluency_tokens, args.seed,
+                                        cases)
     hp = load_hparams(args.method, args.hparams, covariance=False if args.no_covariance else None)
     model, tok, struct = load_for_knowledge(args.model, args.tokenizer)
     layers_source = f"recipe {args.hparams}" if args.hparams else "default"
@@ -153,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         return _single(args, struct, tok, request, hp, hp_dict, cov, out, layers_source)
     print(f"{args.method} on {len(cases)} {kind} cases ({len(skipped)} skipped), layers {hp.layers}", flush=True)
     metrics, rows = ev.run(kind, struct, tok, cases, args.method, hp, cov, args.batch_size, args.fluency_tokens,
-                           args.seed, on_rows=lambda rows: report.write_jsonl(out / "cases.jsonl", rows))
+                           args.seed, on_rows=lambda rows: report.write_jsonl(out / "cases.jsonl", rows),
+                           unedited=unedited)
     report.write_json(out / "metrics.json", metrics)
     report.write_jsonl(out / "cases.jsonl", rows)
     report.write_json(out / "details.json", {
@@ -161,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "start": args.start, "n_cases": len(rows), "n_skipped": len(skipped), "skipped": skipped,
         "batch_size": args.batch_size,
         "layers": hp.layers, "layers_source": layers_source, "hparams": hp_dict, "fluency_tokens": args.fluency_tokens,
+        "seed": args.seed, "unedited_from": args.unedited,
         "covariance": None if cov is None else {"corpus": args.stats_corpus, "samples": args.stats_samples,
                                                 "seq_len": args.stats_seq_len, "seconds": cov_info},
         "cpu_seconds_per_edit": sum(r["edit_cpu_seconds"] for r in rows) / max(1, len(rows)),

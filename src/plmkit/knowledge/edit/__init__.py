@@ -76,15 +76,9 @@ def load_hparams(method: str, source: str | Path | dict | None = None, **overrid
     return hp
 
 
-def edit(model: nn.Module, requests: list[Request | dict], method: str, hparams: Any, *, tokenizer: Any,
-         covariance: dict[int, Tensor] | None = None) -> Delta:
-    """Edit ``model`` in place so that each request's prompt continues with its new target.
-
-    ``covariance``: {layer: C = E[k k^T]} for ROME / MEMIT (``covariance.layer_stats``); missing layers
-    or None with ``hparams.covariance`` true raise. Returns the exact ``Delta`` (see ``undo``).
-    Raises UserError for a request that cannot be edited (subject not in the prompt, empty target,
-    target equal to the true object) or layers out of range; nothing is changed then.
-    """
+def _checked(model: nn.Module, requests: list[Request | dict], method: str, hparams: Any,
+             covariance: dict[int, Tensor] | None) -> tuple[Any, list[Request]]:
+    """(structure, validated requests), or UserError (see ``edit``)."""
     if method not in METHODS:
         raise UserError(f"unknown editing method {method!r}; expected one of {', '.join(METHODS)}")
     struct = locate(model)
@@ -105,8 +99,53 @@ def edit(model: nn.Module, requests: list[Request | dict], method: str, hparams:
         if missing:
             raise UserError(f"{method}: no key covariance for layer(s) {missing}; pass --stats-corpus "
                             "or --no-covariance")
+    return struct, reqs
+
+
+def edit_each(model: nn.Module, requests: list[Request | dict], method: str, hparams: Any, *, tokenizer: Any,
+              covariance: dict[int, Tensor] | None = None) -> list[Delta]:
+    """Each request edited alone on the current weights: the ``Delta`` that ``edit(model, [request], ...)``
+    would return (``original`` left empty), and the model unchanged (every edit undone).
+
+    ROME: the keys k* and the v* optimisations of all the requests share batched forwards
+    (``rome.each``); FT / FT+L tune the requests' own changes side by side (``ft.each``); both equal
+    one ``edit`` per request up to float rounding (tested). MEMIT and KN edit and undo one request at
+    a time. ``info["seconds"]`` / ``["cpu_seconds"]``: the call's time
+    divided evenly between the requests."""
+    struct, reqs = _checked(model, requests, method, hparams, covariance)
+    if method not in ("rome", "ft", "ft-l"):
+        out = []
+        for r in reqs:
+            d = edit(model, [r], method, hparams, tokenizer=tokenizer, covariance=covariance)
+            undo(model, d)
+            d.original = {}
+            out.append(d)
+        return out
+    t0, c0 = time.time(), time.process_time()
+    with common.frozen(model):
+        if method == "rome":
+            out = rome.each(struct, tokenizer, reqs, hparams, covariance)
+        else:
+            out = ft.each(struct, tokenizer, reqs, hparams)
+    wall, cpu = (time.time() - t0) / len(reqs), (time.process_time() - c0) / len(reqs)
+    for d in out:
+        d.info.update(method=method, layers=list(hparams.layers), seconds=round(wall, 3), cpu_seconds=round(cpu, 3))
+        d.info.setdefault("delta_norm", {k: round(v, 6) for k, v in d.norms().items()})
+    return out
+
+
+def edit(model: nn.Module, requests: list[Request | dict], method: str, hparams: Any, *, tokenizer: Any,
+         covariance: dict[int, Tensor] | None = None) -> Delta:
+    """Edit ``model`` in place so that each request's prompt continues with its new target.
+
+    ``covariance``: {layer: C = E[k k^T]} for ROME / MEMIT (``covariance.layer_stats``); missing layers
+    or None with ``hparams.covariance`` true raise. Returns the exact ``Delta`` (see ``undo``).
+    Raises UserError for a request that cannot be edited (subject not in the prompt, empty target,
+    target equal to the true object) or layers out of range; nothing is changed then.
+    """
+    struct, reqs = _checked(model, requests, method, hparams, covariance)
     rec = common.Recorder(model)
-    info: dict[str, Any] = {"method": method, "layers": list(layers)}
+    info: dict[str, Any] = {"method": method, "layers": list(hparams.layers)}
     t0, c0 = time.time(), time.process_time()
     try:
         with common.frozen(model):
@@ -126,4 +165,4 @@ def edit(model: nn.Module, requests: list[Request | dict], method: str, hparams:
     return rec.finish(**info)
 
 
-__all__ = ["METHODS", "Delta", "Request", "edit", "load_hparams", "undo"]
+__all__ = ["METHODS", "Delta", "Request", "edit", "edit_each", "load_hparams", "undo"]

@@ -439,57 +439,99 @@ def optimise_delta(struct: ModelStructure, tok: Any, req: Request, site: str, la
     All rows (the prompt in every context template + the KL prompt) go through one batched forward
     per step, and only from the subject's last token on (``SplitForward``: the tokens before it cannot
     see delta); the clean distribution and value are read from step 0, where delta = 0."""
-    tgt = target_ids(tok, req.target_new)
-    rows, split, sel = [], [], []
-    for t in templates:
-        text, cs = in_context(t, req.prompt, req.subject)
-        e = encode(tok, text, req.subject, cs)
-        rows.append(e.ids + tgt[:-1])
-        split.append(e.subject_last)
-        sel.append(list(range(len(e.ids) - 1, len(e.ids) - 1 + len(tgt))))
-    ke = encode(tok, f"{req.subject} is a", req.subject, 0)
-    rows.append(ke.ids)
-    split.append(ke.subject_last)
-    sel.append([len(ke.ids) - 1])
+    deltas, cleans = optimise_deltas(struct, tok, [req], site, layer, templates, vp,
+                                     None if log is None else [log])
+    return deltas[0], cleans[0]
+
+
+def optimise_deltas(struct: ModelStructure, tok: Any, reqs: list[Request], site: str, layer: int,
+                    templates: list[str], vp: VParams, logs: list[list[dict]] | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """``optimise_delta`` for several requests at once, each with its own delta (n, H) and clean value
+    (n, H), on the same (unedited) weights.
+
+    The rows of every request share one forward per step; request i's delta is added only at its own
+    rows, and the loss is the sum of the requests' losses, so each delta gets exactly its own
+    gradient, and Adam (element-wise, all started together) moves it as it would alone. A request
+    whose NLL falls below ``nll_stop`` is frozen from that step on (its rows are still computed); the
+    norm clamp and the weight decay use each request's own clean value. Equal to one call per request
+    up to float rounding (tested)."""
     n_rw = len(templates)
+    rows, split, sel, owner, tgts = [], [], [], [], []
+    for i, req in enumerate(reqs):
+        tgt = target_ids(tok, req.target_new)
+        tgts.append(tgt)
+        for t in templates:
+            text, cs = in_context(t, req.prompt, req.subject)
+            e = encode(tok, text, req.subject, cs)
+            rows.append(e.ids + tgt[:-1])
+            split.append(e.subject_last)
+            sel.append(list(range(len(e.ids) - 1, len(e.ids) - 1 + len(tgt))))
+        ke = encode(tok, f"{req.subject} is a", req.subject, 0)
+        rows.append(ke.ids)
+        split.append(ke.subject_last)
+        sel.append([len(ke.ids) - 1])
+        owner += [i] * (n_rw + 1)
+    n = len(reqs)
     fwd = SplitForward(struct, rows, split)
-    tgt_t = torch.tensor(tgt * n_rw)
+    first = torch.tensor([i * (n_rw + 1) for i in range(n)])  # each request's bare-prompt row
+    owner_t = torch.tensor(owner)
     where = torch.zeros(fwd.ids.shape + (1,))
     where[:, 0] = 1.0  # the subject's last token starts every suffix
+    # the logits rows come row by row, each row's positions in order: request i's target rows, then its KL row
+    tgt_rows, tgt_ids, kl_rows, k = [], [], [], 0
+    for i in range(n):
+        m = n_rw * len(tgts[i])
+        tgt_rows.append(torch.arange(k, k + m))
+        tgt_ids.append(torch.tensor(tgts[i] * n_rw))
+        kl_rows.append(k + m)
+        k += m + 1
+    kl_rows_t = torch.tensor(kl_rows)
 
     clean: list[Tensor] = []
-    delta = torch.zeros(struct.hidden_size, requires_grad=True)
+    delta = torch.zeros((n, struct.hidden_size), requires_grad=True)
     opt = torch.optim.Adam([delta], lr=vp.lr)
 
-    def shift(i: int, out: Tensor) -> Tensor:
+    def shift(_: int, out: Tensor) -> Tensor:
         if not clean:  # step 0: delta = 0, the clean output
-            clean.append(out[0, 0].detach().float().clone())
-        return out + (where * delta).to(out.dtype)
+            clean.append(out[first, 0].detach().float().clone())
+        return out + (where * delta[owner_t][:, None, :]).to(out.dtype)
 
     init_kl = base_norm = None
+    done = torch.zeros(n, dtype=torch.bool)
     for step in range(vp.steps):
         opt.zero_grad()
         with intervene(struct, site, shift, layers=[layer]):
             lg = fwd.logits(sel)
         if init_kl is None:
-            init_kl = lg[-1:].detach().log_softmax(-1)
-            base_norm = clean[0].norm()
-        lp = lg[:-1].log_softmax(-1)
-        nll = -lp[torch.arange(len(tgt_t)), tgt_t].sum() / n_rw / len(tgt)
-        kl = torch.nn.functional.kl_div(lg[-1:].log_softmax(-1), init_kl, log_target=True, reduction="batchmean")
-        wd = delta.norm() ** 2 / base_norm ** 2
+            init_kl = lg[kl_rows_t].detach().log_softmax(-1)
+            base_norm = clean[0].norm(dim=-1)
+        nll = torch.stack([-lg[r].log_softmax(-1)[torch.arange(len(r)), t].sum() / n_rw / len(tgts[i])
+                           for i, (r, t) in enumerate(zip(tgt_rows, tgt_ids))])
+        kl = torch.nn.functional.kl_div(lg[kl_rows_t].log_softmax(-1), init_kl, log_target=True,
+                                        reduction="none").sum(-1)
+        wd = delta.norm(dim=-1) ** 2 / base_norm ** 2
         loss = nll + vp.kl_factor * kl + vp.weight_decay * wd
-        if log is not None:
-            log.append({"step": step, "nll": round(float(nll.detach()), 5), "kl": round(float(kl.detach()), 5),
-                        "norm": round(float(delta.detach().norm()), 4)})
-        if float(nll.detach()) < vp.nll_stop:
+        nll_d, kl_d, norm_d = nll.detach(), kl.detach(), delta.detach().norm(dim=-1)
+        for i in range(n):
+            if done[i]:
+                continue
+            if logs is not None:
+                logs[i].append({"step": step, "nll": round(float(nll_d[i]), 5), "kl": round(float(kl_d[i]), 5),
+                                "norm": round(float(norm_d[i]), 4)})
+            if float(nll_d[i]) < vp.nll_stop:
+                done[i] = True
+        if bool(done.all()):
             break
-        loss.backward()
+        keep = delta.detach()[done].clone()
+        loss[~done].sum().backward()
         opt.step()
         with torch.no_grad():
             lim = vp.clamp_norm_factor * base_norm
-            if delta.norm() > lim:
-                delta.mul_(lim / delta.norm())
+            norms = delta.norm(dim=-1)
+            over = norms > lim
+            delta[over] *= (lim[over] / norms[over])[:, None]
+            delta[done] = keep
     if not clean:  # steps = 0
         with torch.no_grad(), intervene(struct, site, shift, layers=[layer]):
             fwd.logits(sel)

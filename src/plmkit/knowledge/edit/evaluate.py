@@ -23,6 +23,7 @@ undone, or ``batch_size`` cases at once).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -30,12 +31,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from plmkit.errors import UserError
-from plmkit.knowledge.edit import common, edit, undo
+from plmkit.knowledge.edit import common, edit, edit_each, undo
 from plmkit.knowledge.structure import ModelStructure
 from plmkit.textio import read_json
 
@@ -99,9 +100,64 @@ def _chunks(seq: list, n: int) -> list[list]:
     return [seq[i: i + n] for i in range(0, len(seq), n)]
 
 
+class RowDeltas:
+    """Batched forwards of the unedited model in which each row sees its own case's edited weights.
+
+    ``deltas[c]``: the exact change (``Delta.delta``: parameter name -> new - old) of case c's edit,
+    which has been undone; only FFN value matrices (``down``) may be in it (every method here edits
+    only those). Inside ``with rd.rows(case_of_row):`` a forward hook on each changed ``down`` adds
+    ``x_b ΔW_c^T`` to row b's output, c = ``case_of_row[b]``: row b computes ``W x + ΔW_c x``, the
+    edited model's ``W' x`` up to float rounding (tested against editing, scoring and undoing one case
+    at a time). This lets the edited scores and fluency samples of many one-at-a-time edits share
+    batched forwards and one decode."""
+
+    def __init__(self, struct: ModelStructure, deltas: list[dict[str, torch.Tensor]]) -> None:
+        by_name: dict[str, torch.nn.Module] = {}
+        for layer in range(struct.num_layers):
+            m = struct.down(layer)
+            by_name.setdefault(common.param_name(struct.model, m.weight), m)
+        self.entries: dict[int, tuple[torch.nn.Module, list[tuple[int, torch.Tensor]]]] = {}
+        for c, d in enumerate(deltas):
+            for name, D in d.items():
+                if name not in by_name:
+                    raise ValueError(f"RowDeltas: {name} is not an FFN value matrix (down)")
+                m = by_name[name]
+                self.entries.setdefault(id(m), (m, []))[1].append((c, D))
+        self.case: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def rows(self, case_of_row: list[int]) -> Iterator[None]:
+        self.case = torch.tensor(case_of_row, dtype=torch.long)
+        handles = [m.register_forward_hook(self._hook(items)) for m, items in self.entries.values()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            self.case = None
+
+    def _hook(self, items: list[tuple[int, torch.Tensor]]) -> Callable:
+        def add(mod: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            x = args[0]
+            if x.shape[0] != len(self.case):
+                raise RuntimeError(f"RowDeltas: {x.shape[0]} rows in the forward, {len(self.case)} cases given")
+            for c, D in items:
+                idx = (self.case == c).nonzero().flatten()
+                if len(idx):
+                    out = out.index_add(0, idx, (x[idx].to(D.dtype) @ D.T).to(out.dtype))
+            return out
+        return add
+
+
+def _rows(rd: RowDeltas | None, case_of_row: list[int]) -> Any:
+    return rd.rows(case_of_row) if rd is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
-def counterfact_scores_many(struct: ModelStructure, tok: Any, cases: list[Case]) -> list[dict[str, Any]]:
-    """ES / EM, PS / PM, NS / NM and the six log-probabilities of each case (batched forwards)."""
+def counterfact_scores_many(struct: ModelStructure, tok: Any, cases: list[Case],
+                            rd: RowDeltas | None = None) -> list[dict[str, Any]]:
+    """ES / EM, PS / PM, NS / NM and the six log-probabilities of each case (batched forwards;
+    ``rd``: case i scored under its own edit, see ``RowDeltas``)."""
     prompts, targets = [], []
     for c in cases:
         r = c.request
@@ -111,8 +167,9 @@ def counterfact_scores_many(struct: ModelStructure, tok: Any, cases: list[Case])
         prompts += [p[0], p[0], p[1], p[1], p[2], p[2]]
         targets += [new, true, new, true, new, loc_true]
     lp: list[float] = []
-    for ps, ts in zip(_chunks(prompts, ROWS_PER_FORWARD), _chunks(targets, ROWS_PER_FORWARD)):
-        lp += common.target_logprobs(struct, ps, ts).tolist()
+    for k, (ps, ts) in enumerate(zip(_chunks(prompts, ROWS_PER_FORWARD), _chunks(targets, ROWS_PER_FORWARD))):
+        with _rows(rd, [(k * ROWS_PER_FORWARD + j) // 6 for j in range(len(ps))]):
+            lp += common.target_logprobs(struct, ps, ts).tolist()
     out = []
     for i in range(len(cases)):
         x = lp[6 * i: 6 * i + 6]
@@ -125,15 +182,17 @@ def counterfact_scores_many(struct: ModelStructure, tok: Any, cases: list[Case])
 
 
 @torch.no_grad()
-def zsre_scores_many(struct: ModelStructure, tok: Any, cases: list[Case]) -> list[dict[str, float]]:
+def zsre_scores_many(struct: ModelStructure, tok: Any, cases: list[Case],
+                     rd: RowDeltas | None = None) -> list[dict[str, float]]:
     prompts, targets = [], []
     for c in cases:
         new, loc = common.target_ids(tok, c.request.target_new), common.target_ids(tok, c.locality_target)
         prompts += [common.encode(tok, p).ids for p in (c.request.prompt, c.rephrase, c.locality)]
         targets += [new, new, loc]
     acc: list[float] = []
-    for ps, ts in zip(_chunks(prompts, ROWS_PER_FORWARD), _chunks(targets, ROWS_PER_FORWARD)):
-        acc += common.target_token_accuracy(struct, ps, ts)
+    for k, (ps, ts) in enumerate(zip(_chunks(prompts, ROWS_PER_FORWARD), _chunks(targets, ROWS_PER_FORWARD))):
+        with _rows(rd, [(k * ROWS_PER_FORWARD + j) // 3 for j in range(len(ps))]):
+            acc += common.target_token_accuracy(struct, ps, ts)
     return [{"efficacy": acc[3 * i], "paraphrase": acc[3 * i + 1], "specificity": acc[3 * i + 2]}
             for i in range(len(cases))]
 
@@ -152,13 +211,15 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
 
 @torch.no_grad()
 def sample_continuations(struct: ModelStructure, tok: Any, prompts: list[str], tokens: int,
-                         seeds: list[int]) -> list[str]:
+                         seeds: list[int], rd: RowDeltas | None = None, cases: list[int] | None = None
+                         ) -> list[str]:
     """``tokens`` tokens sampled (top-k 5, no stop at EOS, as ROME's fluency samples) after each prompt.
 
     One batched decode with a KV cache over the left-padded prompts; row b draws from its own RNG
     seeded ``seeds[b]``, so a row's text does not depend on the batch it is decoded in (up to the
     rounding of batched vs. single forwards). Few-row linears use the cached transposed weights
-    (``plmkit.models.kernels.decoding_weights``), refreshed when an edit changes a weight."""
+    (``plmkit.models.kernels.decoding_weights``), refreshed when an edit changes a weight. ``rd``: row b
+    decodes under the edit of case ``cases[b]`` (``RowDeltas``)."""
     from plmkit.models.cache import KVCache
     from plmkit.models.kernels import decoding_weights
 
@@ -176,7 +237,7 @@ def sample_continuations(struct: ModelStructure, tok: Any, prompts: list[str], t
     last = torch.zeros_like(ids, dtype=torch.bool)
     last[:, -1] = True
     new = torch.empty((B, tokens), dtype=torch.long)
-    with decoding_weights(model, True):
+    with decoding_weights(model, True), _rows(rd, cases if cases is not None else list(range(B))):
         logits = model(ids, attention_mask=mask, position_ids=pos, past_key_values=cache, labels_mask=last).logits
         for step in range(tokens):
             top = logits.float().topk(min(5, logits.shape[-1]), dim=-1)
@@ -193,15 +254,16 @@ def sample_continuations(struct: ModelStructure, tok: Any, prompts: list[str], t
 
 
 def scores_many(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], fluency_tokens: int,
-                seed: int) -> list[dict[str, Any]]:
-    """Every score of each case (batched forwards; fluency continuations decoded together)."""
+                seed: int, rd: RowDeltas | None = None) -> list[dict[str, Any]]:
+    """Every score of each case (batched forwards; fluency continuations decoded together).
+    ``rd``: case i is scored under its own edit (``RowDeltas`` built from the cases' deltas, in order)."""
     if kind == "zsre":
-        return zsre_scores_many(struct, tok, cases)
-    out = counterfact_scores_many(struct, tok, cases)
+        return zsre_scores_many(struct, tok, cases, rd)
+    out = counterfact_scores_many(struct, tok, cases, rd)
     if fluency_tokens > 0:
         for part in _chunks(list(range(len(cases))), 64):
             texts = sample_continuations(struct, tok, [cases[i].request.prompt for i in part], fluency_tokens,
-                                         [_seed(seed, cases[i].id) for i in part])
+                                         [_seed(seed, cases[i].id) for i in part], rd, part)
             for i, text in zip(part, texts):
                 out[i]["fluency"] = ngram_entropy(text)
                 out[i]["generation"] = text
@@ -233,46 +295,119 @@ def details(kind: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return {**{k: (sum(v) / len(v) if v else None) for k, v in vals.items()}, "n": len(rows)}
 
 
+def read_unedited(folder: str | Path, kind: str, model: str, data: str, fluency_tokens: int, seed: int,
+                  cases: list[Case]) -> dict[Any, dict[str, Any]]:
+    """The unedited scores of ``cases`` from an earlier ``plm edit --data`` output folder (its
+    details.json and cases.jsonl), refused (UserError) unless it ran on the same model file, data file,
+    fluency tokens and seed and holds every case with the same request. Runs written before the seed
+    was recorded in details.json used the default seed 0."""
+    import json
+
+    folder = Path(folder)
+    det, rows_path = folder / "details.json", folder / "cases.jsonl"
+    if not det.is_file() or not rows_path.is_file():
+        raise UserError(f"--unedited {folder}: expected the output folder of an earlier 'plm edit --data' run "
+                        "(details.json and cases.jsonl)")
+    d = read_json(det, "--unedited details.json")
+    want = {"kind": kind, "model": str(model), "data": str(data), "fluency_tokens": fluency_tokens}
+    for k, v in want.items():
+        if d.get(k) != v:
+            raise UserError(f"--unedited {det}: {k} is {d.get(k)!r}, this run's is {v!r}")
+    if d.get("seed", 0) != seed:
+        raise UserError(f"--unedited {det}: seed is {d.get('seed', 0)!r}, this run's is {seed!r}")
+    by_id = {}
+    for ln, line in enumerate(rows_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                r = json.loads(line)
+                by_id[r["id"]] = r
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"--unedited {rows_path}:{ln}: expected a JSON object with an id") from None
+    out = {}
+    for c in cases:
+        r = by_id.get(c.id)
+        if r is None:
+            raise UserError(f"--unedited {rows_path}: case {c.id!r} is missing (it holds {len(by_id)} cases)")
+        if r.get("request") != c.request.to_dict():
+            raise UserError(f"--unedited {rows_path}: case {c.id!r} has another request than {data}")
+        out[c.id] = r["unedited"]
+    return out
+
+
 PRE_BLOCK = 16
-"""Cases whose unedited scores are computed together (the edits themselves go ``batch_size`` at a time)."""
+"""Cases whose unedited scores are computed together (the edits themselves go ``batch_size`` at a time);
+with ``batch_size`` 1 also the cases whose edited scores share forwards (``RowDeltas``)."""
+
+ROW_DELTAS = True
+"""One edit at a time: score a block's edited cases together through ``RowDeltas`` (each edit undone
+right after it is made); False: score each case on the edited model before undoing it."""
 
 
 def run(kind: str, struct: ModelStructure, tok: Any, cases: list[Case], method: str, hparams: Any,
         cov: dict[int, torch.Tensor] | None, batch_size: int = 1, fluency_tokens: int = 100, seed: int = 0,
-        log: Callable[[str], None] = print, on_rows: Callable[[list[dict[str, Any]]], None] | None = None
-        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        log: Callable[[str], None] = print, on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+        unedited: dict[Any, dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, one row per case): unedited scores, edit (batch_size cases at once), edited scores, undo.
 
-    ``on_rows`` receives the rows so far after every batch (``plm edit`` keeps ``cases.jsonl`` current
-    with it, so an interrupted run keeps its finished cases)."""
+    With ``batch_size`` 1 (and ``ROW_DELTAS``) the cases go in blocks of ``PRE_BLOCK``: each case is
+    edited alone and undone, keeping its exact delta (``edit_each``: ROME's keys and v* of the block
+    share forwards), then the block's edited scores and fluency samples are computed together, row b
+    of every forward seeing its own case's edit (``RowDeltas``). ``on_rows`` receives the rows so far
+    after every batch / block (``plm edit`` keeps ``cases.jsonl`` current with it, so an interrupted
+    run keeps its finished cases). ``unedited``: case id -> unedited scores from an earlier run on the
+    same model, data, fluency tokens and seed (``read_unedited``), used instead of recomputing them."""
+    unedited = unedited or {}
     rows: list[dict[str, Any]] = []
     edit_seconds = 0.0
     pre_all: dict[int, dict[str, Any]] = {}
+    per_row = batch_size == 1 and ROW_DELTAS
     block = batch_size * max(1, -(-PRE_BLOCK // batch_size))  # a multiple of batch_size
-    for b in range(0, len(cases), batch_size):
-        chunk = cases[b: b + batch_size]
+    step = block if per_row else batch_size
+    for b in range(0, len(cases), step):
         if b % block == 0:  # the unedited scores of the next block of cases, batched
-            nxt = cases[b: b + block]
-            pre_all.update(zip(range(b, b + len(nxt)), scores_many(kind, struct, tok, nxt, fluency_tokens, seed)))
-        pre = [pre_all.pop(b + i) for i in range(len(chunk))]
-        t0 = time.time()
-        delta = edit(struct.model, [c.request for c in chunk], method, hparams, tokenizer=tok, covariance=cov)
-        dt = time.time() - t0
-        edit_seconds += dt
-        post = scores_many(kind, struct, tok, chunk, fluency_tokens, seed)
-        undo(struct.model, delta)
-        for c, a, z in zip(chunk, pre, post):
-            rows.append({"id": c.id, "request": c.request.to_dict(), "rephrase": c.rephrase, "locality": c.locality,
-                         "locality_target": c.locality_target, "unedited": a, "edited": z,
-                         "edit_seconds": round(dt / len(chunk), 3),
-                         "edit_cpu_seconds": round(delta.info["cpu_seconds"] / len(chunk), 3),
-                         "delta_norm": delta.info.get("delta_norm"),
-                         "v_curve": _last_curve(delta.info, chunk.index(c))})
+            nxt = [(b + i, c) for i, c in enumerate(cases[b: b + block])]
+            pre_all.update((i, unedited[c.id]) for i, c in nxt if c.id in unedited)
+            todo = [(i, c) for i, c in nxt if c.id not in unedited]
+            if todo:
+                pre_all.update(zip([i for i, _ in todo], scores_many(kind, struct, tok, [c for _, c in todo],
+                                                                     fluency_tokens, seed)))
+        done: list[tuple[list[Case], Any, float]] = []
+        if per_row:  # each case edited alone (and undone), its exact delta kept
+            part = cases[b: b + step]
+            for c, delta in zip(part, edit_each(struct.model, [c.request for c in part], method, hparams,
+                                                tokenizer=tok, covariance=cov)):
+                done.append(([c], delta, delta.info["seconds"]))
+                edit_seconds += delta.info["seconds"]
+        else:
+            chunk = cases[b: b + batch_size]
+            t0 = time.time()
+            delta = edit(struct.model, [c.request for c in chunk], method, hparams, tokenizer=tok, covariance=cov)
+            dt = time.time() - t0
+            edit_seconds += dt
+            post = scores_many(kind, struct, tok, chunk, fluency_tokens, seed)
+            undo(struct.model, delta)
+            done.append((chunk, delta, dt))
+        if per_row:
+            flat = [c for chunk, _, _ in done for c in chunk]
+            post = scores_many(kind, struct, tok, flat, fluency_tokens, seed,
+                               RowDeltas(struct, [d.delta for _, d, _ in done]))
+        k = 0
+        for chunk, delta, dt in done:
+            for i, c in enumerate(chunk):
+                a, z = pre_all.pop(b + k), post[k]
+                k += 1
+                rows.append({"id": c.id, "request": c.request.to_dict(), "rephrase": c.rephrase,
+                             "locality": c.locality, "locality_target": c.locality_target, "unedited": a,
+                             "edited": z, "edit_seconds": round(dt / len(chunk), 3),
+                             "edit_cpu_seconds": round(delta.info["cpu_seconds"] / len(chunk), 3),
+                             "delta_norm": delta.info.get("delta_norm"),
+                             "v_curve": _last_curve(delta.info, i)})
         head = ", ".join(f"{k} {v:.2f}" for k, v in summarize(kind, [r["edited"] for r in rows]).items()
                          if isinstance(v, float))
         if on_rows is not None:
             on_rows(rows)
-        log(f"[{len(rows)}/{len(cases)}] edited {len(chunk)} in {dt:.1f}s; running edited: {head}")
+        n_new, dt_new = sum(len(c) for c, _, _ in done), sum(d for _, _, d in done)
+        log(f"[{len(rows)}/{len(cases)}] edited {n_new} in {dt_new:.1f}s; running edited: {head}")
     metrics = {"unedited": summarize(kind, [r["unedited"] for r in rows]),
                "edited": summarize(kind, [r["edited"] for r in rows]),
                "seconds_per_edit": edit_seconds / max(1, len(rows))}

@@ -20,6 +20,7 @@ scaled by q / (lambda + q), q = k*^T C^{-1} k*: ROME is the lambda -> 0 limit (t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,10 @@ class MEMITParams(common.KeyValueParams):
     mom2_weight: float = 1500.0
     """lambda: weight of the corpus keys against the edited keys (MEMIT's 15,000-20,000 were for
     GPT-J / GPT-2 XL keys of width 16,384 / 6,400; q = k^T C^{-1} k grows with the width I)."""
+
+
+V_GROUP = 16
+"""Requests whose z_i are optimised in shared forwards (``common.optimise_deltas``)."""
 
 
 def layer_update(K: Tensor, R: Tensor, C: Tensor | None, lam: float) -> Tensor:
@@ -69,15 +74,20 @@ def apply(struct: ModelStructure, tok: Any, requests: list[common.Request], hp: 
     layers = sorted(hp.layers)
     last = layers[-1]
     templates = common.context_templates(struct, tok, hp.n_context, hp.context_length, hp.context_seed)
+    # z_i: each request's own delta, optimised on the unedited weights as in the paper; the requests of
+    # a group share the forwards (``optimise_deltas``: the same result as one at a time, faster)
+    t0 = time.process_time()
     zs, ds, info["v_curve"] = [], [], []
-    for req in requests:  # z_i one request at a time (as the paper); the layer updates take all at once
-        curve: list[dict] = []
-        delta, clean = common.optimise_delta(struct, tok, req, "layer", last, templates, hp.v, curve)
-        info["v_curve"].append(curve)
+    for g in range(0, len(requests), V_GROUP):
+        part = requests[g: g + V_GROUP]
+        curves: list[list[dict]] = [[] for _ in part]
+        delta, clean = common.optimise_deltas(struct, tok, part, "layer", last, templates, hp.v, curves)
+        info["v_curve"] += curves
         zs.append(clean + delta)
-        ds.append(delta.norm())
-    Z = torch.stack(zs)  # (n, H)
+        ds.append(delta.norm(dim=-1))
+    Z = torch.cat(zs)  # (n, H)
     info["z"] = Z
+    info["v_cpu_seconds"] = round(time.process_time() - t0, 3)
     for idx, layer in enumerate(layers):
         K = common.subject_keys(struct, tok, layer, requests, templates)  # (n, I)
         D = Z - _residuals(struct, tok, last, requests)
@@ -86,5 +96,5 @@ def apply(struct: ModelStructure, tok: Any, requests: list[common.Request], hp: 
         W = rec.watch(struct.down(layer).weight)
         common.add_(W, layer_update(K, R, C, hp.mom2_weight))
     # what is left of each z_i - h_i at the last layer after the updates, relative to |delta_i| (0: reached)
-    left = (Z - _residuals(struct, tok, last, requests)).norm(dim=-1) / torch.stack(ds).clamp(min=1e-12)
+    left = (Z - _residuals(struct, tok, last, requests)).norm(dim=-1) / torch.cat(ds).clamp(min=1e-12)
     info["z_left"] = [round(float(x), 4) for x in left]

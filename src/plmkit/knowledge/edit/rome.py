@@ -56,3 +56,34 @@ def apply(struct: ModelStructure, tok: Any, requests: list[common.Request], hp: 
         common.add_(W, rank_one(W, k, r, C))
         info.setdefault("k_star", []).append(k)
         info.setdefault("v_star", []).append(v_star)
+
+
+V_GROUP = 16
+"""Requests whose k* and v* ``each`` computes in shared forwards."""
+
+
+def each(struct: ModelStructure, tok: Any, requests: list[common.Request], hp: ROMEParams,
+         cov: dict[int, Tensor] | None) -> list[common.Delta]:
+    """Each request's own ROME edit of the current weights (not applied): what ``apply`` on that request
+    alone would change, as a ``Delta`` (new - old of the value matrix, in its dtype; ``original`` empty;
+    ``info``: v_curve, k_star, v_star). The keys and v* of a group of requests share forwards
+    (``common.subject_keys``, ``common.optimise_deltas``)."""
+    (layer,) = hp.layers
+    templates = common.context_templates(struct, tok, hp.n_context, hp.context_length, hp.context_seed)
+    down = struct.down(layer)
+    W = down.weight.detach()
+    name = common.param_name(struct.model, down.weight)
+    C = cov.get(layer) if (hp.covariance and cov) else None
+    out = []
+    for g in range(0, len(requests), V_GROUP):
+        part = requests[g: g + V_GROUP]
+        K = common.subject_keys(struct, tok, layer, part, templates)
+        curves: list[list[dict]] = [[] for _ in part]
+        deltas, _ = common.optimise_deltas(struct, tok, part, "mlp", layer, templates, hp.v, curves)
+        for k, delta, curve in zip(K, deltas, curves):
+            new = W.clone()
+            common.add_(new, rank_one(W, k, delta, C))
+            v_star = common.value_output(struct, layer, k) + delta
+            out.append(common.Delta(delta={name: new.float() - W.float()},
+                                    info={"v_curve": [curve], "k_star": [k], "v_star": [v_star]}))
+    return out
