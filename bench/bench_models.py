@@ -13,7 +13,9 @@ plmkit workloads:
 - train_bert_mlm: forward with ``labels_mask`` (MLM head only at the ~15% labelled positions) + CE.
 - train_gpt2_lm: ``backbone`` + ``linear_cross_entropy`` (chunked fused CE, no (B, T, V) logits).
 - infer_bert: the encoder + pooler (HF ``BertModel``), eval + no_grad.
-- gen_gpt2_b{1,8}: ``model.generate`` greedy with the static KV cache, 32-token prompt, 128 new tokens.
+- gen_gpt2_b{1,8}: ``model.generate`` greedy with the static KV cache, 32-token prompt, 128 new tokens; in
+  bf16 the model's weights are bf16 (what ``plm generate --precision bf16`` does: autocast would re-cast or
+  bypass the weights at every step), while the HF side keeps hf_baseline's autocast.
 - train_bertbase_mlm: the MLM step at the bert-base shape (12 x 768, batch 16 x 128); both sides built here
   (HF ``BertForMaskedLM`` with bert-base sizes, same batch recipe as hf_baseline's MLM case).
 
@@ -235,13 +237,15 @@ def gen_case(bsz):
     from plmkit.models import from_config
 
     model = from_config(gpt2_config()).eval()
+    if hb.AMP == "bf16":  # plmkit's bf16 decoding is bf16 weights (plm generate --precision bf16), not autocast
+        model = model.to(torch.bfloat16)
     g = torch.Generator().manual_seed(hb.SEED + bsz)
     prompt = torch.randint(0, hb.GPT2_CONFIG["vocab_size"], (bsz, hb.GEN_PROMPT), generator=g)
     mask = torch.ones_like(prompt)
     res = {}
 
     def run():
-        with torch.no_grad(), hb.amp_ctx(torch):
+        with torch.no_grad():
             res["out"] = model.generate(prompt, attention_mask=mask, max_new_tokens=hb.GEN_NEW_TOKENS,
                                         eos_token_id=[])  # transformers' side has EOS off too
 

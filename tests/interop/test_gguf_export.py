@@ -151,7 +151,7 @@ def test_export_tokenizer_and_chat_template(src_dir, tmp_path, capsys):
     assert len(tokens) == V and tokens[n:] == [f"[PAD{i}]" for i in range(n, V)] and set(types[n:]) == {5}
     eos = src_tok.backend.token_to_id("<|endoftext|>")
     assert types[eos] == 3 and r.fields["tokenizer.ggml.eos_token_id"].contents() == eos
-    assert r.fields["tokenizer.ggml.model"].contents() == "gpt2" and r.fields["tokenizer.ggml.pre"].contents() == "gpt2"
+    assert r.fields["tokenizer.ggml.model"].contents() == "gpt2" and r.fields["tokenizer.ggml.pre"].contents() == "gpt-2"
     if src_dir.name.startswith("llama"):
         assert r.fields["tokenizer.chat_template"].contents() == TEMPLATE
         assert hf_tok.chat_template == TEMPLATE

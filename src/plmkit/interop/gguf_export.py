@@ -69,7 +69,7 @@ def _pre_tokenizer_name(pre: dict | None, where: str) -> str:
     if pre is None:
         raise UserError(f"{where}: the tokenizer has no pre-tokenizer; GGUF export writes byte-level BPE tokenizers")
     if byte_level(pre, True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp LLAMA_VOCAB_PRE_TYPE_GPT2 (it rejects "gpt2")
     steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
     if steps and len(steps) == 2:
         a, b = steps
