@@ -51,7 +51,7 @@ def test_generate_streams_the_greedy_continuation(gpt_dir, capsys):
     assert printed == tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True) + "\n"
 
 
-@pytest.mark.parametrize("kind, expected", [("amx", torch.bfloat16), ("avx512_bf16", torch.float32),
+@pytest.mark.parametrize("kind, expected", [("amx", torch.bfloat16), ("avx512_bf16", torch.bfloat16),
                                             (None, torch.float32)])
 def test_generate_precision_auto_follows_the_cpu(gpt_dir, capsys, monkeypatch, kind, expected):
     import plmkit.models.kernels as kernels

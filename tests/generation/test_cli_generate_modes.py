@@ -86,7 +86,7 @@ def _expected(d, args: list[str]) -> str:
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_decoding_mode_prints_the_library_output(model_dir, mode, capsys):
     args = MODES[mode]
-    assert main(["generate", str(model_dir), PROMPT, "--max-new-tokens", "8", *args]) == 0
+    assert main(["generate", str(model_dir), PROMPT, "--max-new-tokens", "8", "--precision", "fp32", *args]) == 0
     printed = capsys.readouterr().out
     want = _expected(model_dir, args)
     assert want.strip(), "the tiny model's continuation is empty: the comparison would prove nothing"
@@ -106,7 +106,7 @@ def test_streaming_writes_as_tokens_arrive(model_dir, capsys, monkeypatch):
             super().put(tokens)
 
     monkeypatch.setattr(generation, "TextStreamer", Spy)
-    assert main(["generate", str(model_dir), PROMPT, "--max-new-tokens", "8", "--ignore-eos"]) == 0
+    assert main(["generate", str(model_dir), PROMPT, "--max-new-tokens", "8", "--precision", "fp32", "--ignore-eos"]) == 0
     assert len(puts) == 8
     assert capsys.readouterr().out == _expected(model_dir, ["--ignore-eos"]) + "\n"
     puts.clear()

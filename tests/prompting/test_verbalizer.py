@@ -152,7 +152,7 @@ def test_finetune_with_verbalizer_saves_the_prompt_and_reloads(vb, tmp_path, cap
         from plmkit.tasks.checkpoint import load_checkpoint
 
         capsys.readouterr()
-        assert _main("generate", out, "good fun", "--max-new-tokens", 6, "--ignore-eos") == 0
+        assert _main("generate", out, "good fun", "--max-new-tokens", 6, "--ignore-eos", "--precision", "fp32") == 0
         text = capsys.readouterr().out.strip()
         model, _, _, tok = load_checkpoint(out)
         ids = tok.encode("good fun", add_special_tokens=False)

@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=arg(int, NON_NEGATIVE), default=None, help="random seed for sampling")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="bf16: the model's weights in bfloat16 (half the memory traffic; products in bf16); auto: "
-                        "bf16 on CPUs with AMX, fp32 elsewhere (on AVX-512-BF16 CPUs without AMX, bf16 decoding "
-                        "measured slower than fp32 at batch 1); the choice is printed on stderr")
+                        "bf16 on CPUs that multiply bf16 natively (AMX or AVX-512 BF16), fp32 elsewhere; the choice is "
+                        "printed on stderr")
     p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
     p.add_argument("--gguf-int4", choices=["off", "fp32", "bf16"], default="off",
                    help="a .gguf model: run its Q4_0 / Q4_1 weights as stored (int4 blocks of 32, ATen's int4 CPU "
@@ -109,16 +109,15 @@ def read_prompt(arg: str | None) -> str:
 
 
 def generation_dtype(precision: str):
-    """torch dtype for ``--precision`` (auto: bf16 with AMX, else fp32), said once on stderr."""
+    """torch dtype for ``--precision`` (auto: bf16 where the CPU multiplies bf16 natively), said on stderr."""
     import torch
 
     from plmkit.models.kernels import cpu_bf16
 
     if precision == "auto":
         kind = cpu_bf16()
-        precision = "bf16" if kind == "amx" else "fp32"
-        why = {"amx": "this CPU has AMX", "avx512_bf16": "AVX-512 BF16 without AMX: fp32 decodes faster here",
-               None: "no native bf16 on this CPU"}[kind]
+        precision = "bf16" if kind else "fp32"
+        why = f"this CPU multiplies bf16 natively ({kind})" if kind else "no native bf16 on this CPU"
         print(f"plm generate: precision {precision} (auto: {why})", file=sys.stderr)
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
