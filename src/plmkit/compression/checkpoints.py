@@ -113,6 +113,25 @@ def prune_checkpoint(path: str, out: str, method: str, amount: float, scope: str
     return res
 
 
+def _continue_training(info: dict, tok, data: str, out: str, epochs: float, lr: float, batch_size: int,
+                       max_train_examples: int | None, seed: int):
+    """Seeded set-up to fine-tune a loaded checkpoint further on its own task (QAT, gradual pruning): its
+    fine-tuning config with the new data / budget, the task spec, the data (labels as the checkpoint's) and
+    the encoded features."""
+    from plmkit.tasks.config import FinetuneConfig
+    from plmkit.tasks.data import task_spec
+    from plmkit.tasks.finetuning import _seed_everything, encode_task_data, read_task_data
+
+    _seed_everything(seed)
+    fcfg = FinetuneConfig(**{**info["config"], "data": data, "out": out, "mode": "full", "epochs": epochs, "lr": lr,
+                             "batch_size": batch_size, "max_train_examples": max_train_examples, "seed": seed,
+                             "early_exit": False, "regularizer": None, "self_distill": 0.0, "eval_each_epoch": False})
+    spec = task_spec(fcfg)
+    tdata = read_task_data(fcfg, spec)
+    tdata.labels = list(info["labels"])
+    return fcfg, spec, tdata, encode_task_data(fcfg, spec, tok, tdata)
+
+
 def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: float = 2e-5, batch_size: int = 32,
                    max_train_examples: int | None = None, seed: int = 1, fake_quant: bool = True) -> dict[str, Any]:
     """``qat-int8``: fine-tune ``path`` on its task's training data through fake int8 rounding (straight-through
@@ -123,9 +142,7 @@ def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: floa
 
     from plmkit.compression.quantization import convert_qat, prepare_qat
     from plmkit.tasks.checkpoint import write_json_atomic
-    from plmkit.tasks.config import FinetuneConfig
-    from plmkit.tasks.data import task_spec
-    from plmkit.tasks.finetuning import _seed_everything, encode_task_data, read_task_data, train, training_config
+    from plmkit.tasks.finetuning import train, training_config
     from plmkit.tasks.inference import run_model
     from plmkit.tasks.scoring import score
 
@@ -135,14 +152,8 @@ def qat_checkpoint(path: str, out: str, data: str, epochs: float = 1.0, lr: floa
                         "quantize the fp32 checkpoint instead")
     if not data:
         raise UserError("--method qat-int8 fine-tunes: give --data DIR (the task's train/dev files)")
-    _seed_everything(seed)
-    fcfg = FinetuneConfig(**{**info["config"], "data": data, "out": out, "mode": "full", "epochs": epochs, "lr": lr,
-                             "batch_size": batch_size, "max_train_examples": max_train_examples, "seed": seed,
-                             "early_exit": False, "regularizer": None, "self_distill": 0.0, "eval_each_epoch": False})
-    spec = task_spec(fcfg)
-    tdata = read_task_data(fcfg, spec)
-    tdata.labels = list(info["labels"])
-    feats = encode_task_data(fcfg, spec, tok, tdata)
+    fcfg, spec, tdata, feats = _continue_training(info, tok, data, out, epochs, lr, batch_size, max_train_examples,
+                                                  seed)
     names = prepare_qat(model) if fake_quant else []
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "logs").mkdir(exist_ok=True)
@@ -173,9 +184,7 @@ def gradual_prune_checkpoint(path: str, out: str, sparsity: float, data: str, ep
 
     from plmkit.compression.pruning import GradualPruner
     from plmkit.tasks.checkpoint import write_json_atomic
-    from plmkit.tasks.config import FinetuneConfig
-    from plmkit.tasks.data import task_spec
-    from plmkit.tasks.finetuning import _seed_everything, encode_task_data, read_task_data, train, training_config
+    from plmkit.tasks.finetuning import train, training_config
     from plmkit.tasks.inference import run_model
     from plmkit.tasks.scoring import score
 
@@ -188,14 +197,8 @@ def gradual_prune_checkpoint(path: str, out: str, sparsity: float, data: str, ep
         raise UserError(f"{path}: is quantized; prune the fp32 checkpoint, then quantize")
     if not data:
         raise UserError("--schedule cubic prunes during fine-tuning: give --data DIR (the task's train/dev files)")
-    _seed_everything(seed)
-    fcfg = FinetuneConfig(**{**info["config"], "data": data, "out": out, "mode": "full", "epochs": epochs, "lr": lr,
-                             "batch_size": batch_size, "max_train_examples": max_train_examples, "seed": seed,
-                             "early_exit": False, "regularizer": None, "self_distill": 0.0, "eval_each_epoch": False})
-    spec = task_spec(fcfg)
-    tdata = read_task_data(fcfg, spec)
-    tdata.labels = list(info["labels"])
-    feats = encode_task_data(fcfg, spec, tok, tdata)
+    fcfg, spec, tdata, feats = _continue_training(info, tok, data, out, epochs, lr, batch_size, max_train_examples,
+                                                  seed)
     train_cfg = training_config(fcfg, model, len(feats.train))
     steps = train_cfg.max_steps
     t0, t1 = int(start * steps), max(int(start * steps) + 1, int(end * steps))
