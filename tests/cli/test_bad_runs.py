@@ -359,8 +359,10 @@ def test_sigterm_during_pretraining_says_where_and_resumes(corpus, tmp_path):
 def test_sigint_before_training_starts_is_one_line(corpus, tmp_path):
     """A stop while the tokenizer trains / the data is prepared: one line with where and how to continue."""
     big = tmp_path / "big.txt"
-    big.write_text((corpus / "train.txt").read_text() * 400)
-    recipe = _recipe(corpus, tmp_path)
+    # big enough that the signal lands while the tokenizer trains even when this process reads the liveness
+    # line late (a loaded CI machine), and a run too long to finish before it (rc 0 would say nothing)
+    big.write_text((corpus / "train.txt").read_text() * 2000)
+    recipe = _recipe(corpus, tmp_path, max_steps=100000)
     r = yaml.safe_load(recipe.read_text())
     r["data"]["train"] = [str(big)]
     r["tokenizer"] = {"train": {"kind": "bpe", "vocab_size": 300}}
