@@ -312,8 +312,11 @@ def test_changes_that_cannot_be_honoured_are_refused(finished, run, capsys, over
 def _spawn(args: list[str], cwd: Path, every: str = "0.3") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC), "PLMKIT_PROGRESS_EVERY": every, "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}
+    # a suite started as a background job inherits SIGINT ignored (POSIX), and so would the child: these tests
+    # send it SIGINT as a user's Ctrl-C would, so the child starts with the default disposition
     return subprocess.Popen([sys.executable, "-m", "plmkit", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(proc: subprocess.Popen, needle: str, timeout: float = 120.0) -> list[str]:
@@ -359,10 +362,8 @@ def test_sigterm_during_pretraining_says_where_and_resumes(corpus, tmp_path):
 def test_sigint_before_training_starts_is_one_line(corpus, tmp_path):
     """A stop while the tokenizer trains / the data is prepared: one line with where and how to continue."""
     big = tmp_path / "big.txt"
-    # big enough that the signal lands while the tokenizer trains even when this process reads the liveness
-    # line late (a loaded CI machine), and a run too long to finish before it (rc 0 would say nothing)
-    big.write_text((corpus / "train.txt").read_text() * 2000)
-    recipe = _recipe(corpus, tmp_path, max_steps=100000)
+    big.write_text((corpus / "train.txt").read_text() * 400)
+    recipe = _recipe(corpus, tmp_path, max_steps=3000)  # a run that cannot finish before the signal
     r = yaml.safe_load(recipe.read_text())
     r["data"]["train"] = [str(big)]
     r["tokenizer"] = {"train": {"kind": "bpe", "vocab_size": 300}}
