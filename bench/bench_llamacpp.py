@@ -56,6 +56,22 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _measure(gen) -> tuple[float, float, object]:
+    """(time to first token, wall of a NEW_TOKENS call, its output) of a warmed-up ``gen(n)``: best of 3 / 2."""
+    ttft = min(_timed(lambda: gen(1)) for _ in range(3))
+    walls, out = [], None
+    for _ in range(2):
+        t = time.perf_counter()
+        out = gen(NEW_TOKENS)
+        walls.append(time.perf_counter() - t)
+    return ttft, min(walls), out
+
+
+def _rates(ttft: float, wall: float) -> dict:
+    return dict(ttft_ms=round(1000 * ttft, 1), decode_tok_s=round((NEW_TOKENS - 1) / max(wall - ttft, 1e-9), 2),
+                total_s=round(wall, 3))
+
+
 def arm_plmkit(gguf: str, threads: int, mode: str, profile: bool) -> dict:
     import torch
 
@@ -86,15 +102,8 @@ def arm_plmkit(gguf: str, threads: int, mode: str, profile: bool) -> dict:
             return model.generate(ids, max_new_tokens=n, eos_token_id=[])
 
     gen(4)  # warm-up (weights packed for decoding, allocator)
-    ttft = min(_timed(lambda: gen(1)) for _ in range(3))
-    walls, out = [], None
-    for _ in range(2):
-        t = time.perf_counter()
-        out = gen(NEW_TOKENS)
-        walls.append(time.perf_counter() - t)
-    wall = min(walls)
-    rec = dict(arm=f"plmkit {mode}", threads=threads, load_s=round(load_s, 2), ttft_ms=round(1000 * ttft, 1),
-               decode_tok_s=round((NEW_TOKENS - 1) / max(wall - ttft, 1e-9), 2), total_s=round(wall, 3),
+    ttft, wall, out = _measure(gen)
+    rec = dict(arm=f"plmkit {mode}", threads=threads, load_s=round(load_s, 2), **_rates(ttft, wall),
                prompt_tokens=int(ids.shape[1]), first_ids=out[0, ids.shape[1]: ids.shape[1] + 32].tolist())
     if mode == "fp32":
         n_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
@@ -148,16 +157,9 @@ def arm_llamacpp(gguf: str, threads: int, label: str) -> dict:
         return out
 
     gen(4)
-    ttft = min(_timed(lambda: gen(1)) for _ in range(3))
-    walls, out = [], None
-    for _ in range(2):
-        t = time.perf_counter()
-        out = gen(NEW_TOKENS)
-        walls.append(time.perf_counter() - t)
-    wall = min(walls)
+    ttft, wall, out = _measure(gen)
     return dict(arm=f"llama.cpp {label}", threads=threads, llama_cpp_python=llama_cpp.__version__,
-                load_s=round(load_s, 2), ttft_ms=round(1000 * ttft, 1),
-                decode_tok_s=round((NEW_TOKENS - 1) / max(wall - ttft, 1e-9), 2), total_s=round(wall, 3),
+                load_s=round(load_s, 2), **_rates(ttft, wall),
                 prompt_tokens=len(toks), first_ids=out[:32], peak_rss_mb=round(_peak_mb(), 1))
 
 

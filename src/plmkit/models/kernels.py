@@ -18,6 +18,7 @@ Only ``plmkit.models`` uses these; nothing here knows a model family.
 from __future__ import annotations
 
 import contextlib
+import functools
 import contextvars
 import math
 from typing import Callable, Iterator
@@ -43,21 +44,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 # ---------------------------------------------------------------------------- bf16 support
-_CPU_BF16: list[str | None] = []
-
-
+@functools.cache
 def cpu_bf16() -> str | None:
     """How this machine's CPU multiplies bfloat16 natively: ``"amx"`` (AMX tiles, Sapphire Rapids and
     later), ``"avx512_bf16"`` (AVX-512 BF16 dot products: Cooper Lake, Zen 4 and later) or None (bf16
     products are emulated, slower than fp32). Read once from the CPU flags (Linux ``/proc/cpuinfo``)."""
-    if not _CPU_BF16:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-        except OSError:
-            flags = []
-        _CPU_BF16.append("amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None)
-    return _CPU_BF16[0]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
 
 
 # ---------------------------------------------------------------------------- fast CPU linear
