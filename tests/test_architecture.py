@@ -174,7 +174,7 @@ LAYERS = {
     "plmkit": 5,
     "plmkit.tasks": 6, "plmkit.knowledge": 6, "plmkit.prompting": 6, "plmkit.compression": 6,
     "plmkit.attribution": 6, "plmkit.analysis": 6, "plmkit.reporting": 6,
-    "plmkit.pipelines": 7,
+    "plmkit.pipelines": 7, "plmkit.reproduce": 7,
     "plmkit.cli": 8, "plmkit.__main__": 8,
 }
 
