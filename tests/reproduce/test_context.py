@@ -91,3 +91,45 @@ def test_missing_prerequisite(tmp_path, toy_runner):
     with pytest.raises(UserError, match="claim toy: missing prerequisite: data file .*nope/file.txt"):
         run_claim(c, "small", tmp_path / "out", tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def _tiny_recipe(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    lines = [f"the {a} sees the {b}." for a in ("cat", "dog", "king") for b in ("sea", "ball", "house")] * 20
+    (d / "train.txt").write_text("\n".join(lines) + "\n")
+    (d / "valid.txt").write_text("\n".join(lines[:20]) + "\n")
+    return {"model": {"preset": "gpt2-tiny", "overrides": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                                           "intermediate_size": 64, "max_position_embeddings": 64}},
+            "tokenizer": {"train": {"kind": "char", "vocab_size": 0}},
+            "data": {"train": [str(d / "train.txt")], "valid": [str(d / "valid.txt")], "seq_len": 32},
+            "objective": {"name": "clm"},
+            "train": {"max_steps": 4, "batch_size": 4, "lr": 3e-3, "log_every": 1, "eval_every": 2, "eval_batches": 1,
+                      "save_every": 2, "tensorboard": False, "plots": False, "num_threads": 1}}
+
+
+def test_pretrain_runs_once_and_a_stopped_run_is_not_taken_for_finished(tmp_path, monkeypatch):
+    import plmkit.pipelines.pretrain as P
+    from plmkit.errors import Interrupted
+    from plmkit.reproduce.context import ClaimContext
+
+    ctx = ClaimContext(_claim(), "small", tmp_path / "out", tmp_path)
+    recipe = _tiny_recipe(tmp_path)
+    real = P.run_pretraining
+    calls = []
+
+    def stopped(recipe, out, **kw):  # the trainer returns this summary when SIGTERM stops it after a step
+        calls.append(kw["resume"])
+        return real(recipe, out, overrides=["train.max_steps=2"], resume=kw["resume"], overwrite=kw["overwrite"],
+                    progress=False) | {"interrupted": True}
+
+    monkeypatch.setattr(P, "run_pretraining", stopped)
+    with pytest.raises(Interrupted, match="pretraining run tiny stopped at step 2; run the same plm reproduce"):
+        ctx.pretrain(recipe, "tiny")
+    assert not (tmp_path / "out" / "runs" / "tiny" / "summary.json").exists()
+    monkeypatch.setattr(P, "run_pretraining", lambda recipe, out, **kw: calls.append(kw["resume"]) or real(
+        recipe, out, **kw))
+    summary = ctx.pretrain(recipe, "tiny")
+    assert calls == [False, True] and summary["step"] == 4 and summary["run_dir"] == "runs/tiny"
+    assert (tmp_path / "out" / "runs" / "tiny" / "metrics.jsonl").is_file()
+    assert ctx.pretrain(recipe, "tiny") == summary and calls == [False, True]  # finished: read back, not rerun

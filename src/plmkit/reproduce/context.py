@@ -107,14 +107,19 @@ class ClaimContext:
         from plmkit.pipelines.pretrain import RUN_MARKER, run_pretraining
 
         out = self.run_dir(name)
-        done = out / "summary.json"
-        if done.is_file():
+        done = out / "summary.json"  # written here, only for a run that reached its last step
+        if done.is_file() and (out / "final").is_dir():
             return json.loads(done.read_text(encoding="utf-8"))
         resume = (out / RUN_MARKER).is_file() and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
         overwrite = out.exists() and not resume
         self.log(f"pretrain {name}{' (resuming)' if resume else ''} ...")
         summary = run_pretraining(recipe, out, overrides=list(overrides or []), resume=resume, overwrite=overwrite,
                                   progress=False, log=lambda m: self.log(f"{name}: {m}"))
+        if summary.get("interrupted"):
+            from plmkit.errors import Interrupted
+
+            raise Interrupted(f"claim {self.claim.id}: pretraining run {name} stopped at step {summary.get('step')}; "
+                              f"run the same plm reproduce command again to resume it")
         summary = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool, type(None), list, dict))}
         summary["run_dir"] = str(Path("runs") / name)
         _write_json(done, summary)
