@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("distill", "Distil a fine-tuned teacher into a smaller student (DistilBERT, TinyBERT, PKD, MiniLM losses)."),
     "quantize": ("quantize", "Quantize a fine-tuned checkpoint's linear layers (dynamic int8, weight-only int8 / int4)."),
     "prune": ("prune", "Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude."),
+    "report": ("report", "Write one self-contained HTML report (claims vs papers, loss curves, evaluations, configs, "
+                         "environment) from claim and run directories."),
 }
 
 

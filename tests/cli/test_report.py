@@ -1,0 +1,57 @@
+"""``plm report``: what it found, the page it wrote, and one line + exit 2 for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plmkit.cli.main import main
+from tests.report.fakes import fake_claim, write_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_report_of_a_reproduce_folder_and_a_run(tmp_path, capsys):
+    fake_claim(tmp_path / "claims", "ngram-order")
+    run = write_run(tmp_path / "runs" / "bert")
+    out = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "claims"), str(run), "--out", str(out), "--title", "T<1>"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.strip() == str(out)
+    assert cap.err.splitlines()[0] == "found 1 claim(s) and 3 run(s)"
+    assert f"  run runs/bert: 8 logged steps, 2 evaluations: {run}" in cap.err.splitlines()
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<title>T&lt;1&gt;</title>" in page
+
+
+@pytest.mark.parametrize("case", ["empty-dir", "bad-line", "out-not-html", "out-is-dir", "missing"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    run = write_run(tmp_path / "run")
+    out = tmp_path / "r.html"
+    if case == "empty-dir":
+        (tmp_path / "empty").mkdir()
+        args, expected = [tmp_path / "empty"], f"{tmp_path / 'empty'}: no claim.json or metrics.jsonl in it or below it"
+    elif case == "bad-line":
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write("{oops\n")
+        args, expected = [run], f"{run / 'metrics.jsonl'}:9: not valid JSON"
+    elif case == "out-not-html":
+        out = tmp_path / "metrics.json"
+        out.write_text("{}")
+        args, expected = [run], f"--out {out}: is an existing file not ending in .html"
+    elif case == "out-is-dir":
+        out = tmp_path / "dir.html"
+        out.mkdir()
+        args, expected = [run], f"--out {out}: exists and is not a file"
+    else:
+        args, expected = [tmp_path / "nowhere"], f"{tmp_path / 'nowhere'}: no such file or directory"
+    p = subprocess.run([sys.executable, "-m", "plmkit", "report", *map(str, args), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith(f"plm report: error: {expected}"), p.stderr
+    if case == "out-not-html":
+        assert out.read_text() == "{}"  # left as it was
