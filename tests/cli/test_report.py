@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from plmkit.cli.main import main
-from tests.report.fakes import fake_claim, write_run
+from tests.reporting.fakes import fake_claim, write_run
 
 REPO = Path(__file__).resolve().parents[2]
 

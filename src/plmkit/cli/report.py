@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plmkit.report import build_report, describe
+    from plmkit.reporting import build_report, describe
 
     found = build_report(args.paths, args.out, args.title)
     for line in describe(found):

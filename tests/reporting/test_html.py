@@ -8,10 +8,10 @@ import json
 import re
 from html.parser import HTMLParser
 
-from plmkit.report import build_report
-from plmkit.report.html import MAX_POINTS, fmt, plot_data, render, script_json
-from plmkit.report.sources import discover
-from tests.report.fakes import INJECT, write_run
+from plmkit.reporting import build_report
+from plmkit.reporting.html import MAX_POINTS, fmt, plot_data, render, script_json
+from plmkit.reporting.sources import discover
+from tests.reporting.fakes import INJECT, write_run
 
 ENV = {"python": "3.11", "torch": "2.13.0", "plmkit": "0.1.0", "time_utc": "2026-12-06 00:00:00"}
 
@@ -156,3 +156,23 @@ def test_build_report_writes_atomically_and_replaces(reproduce_out, tmp_path):
     build_report([reproduce_out / "ngram-order"], out)
     assert out.read_text() != first and "pretrain-vs-scratch" not in out.read_text()
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]
+
+
+def test_plain_number_figures_match_reference_by_prefix_and_extra_keys_are_listed(tmp_path):
+    # the shape plm reproduce ngram-order writes: plain numbers, "1-gram KN" beside the reference's "1-gram"
+    d = tmp_path / "ngram-order"
+    d.mkdir()
+    (d / "claim.json").write_text(json.dumps({
+        "id": "ngram-order", "claim": "c", "verdict": "inconclusive", "rule": "r",
+        "reference": {"source": "seed table", "figures": {"1-gram": 962, "2-gram": 170, "12-gram": 1}},
+        "ours": {"1-gram KN": 701.25, "1-gram add-k": 702.0, "2-gram KN": None, "3-gram KN": 300.5},
+        "effect": -1.5, "se": None, "params": {"k_grid": [1.0, 0.1]}, "table": None, "runs": [],
+        "details": {"train_sentences": 10}, "environment": {}}))
+    page = render(discover([d]), ENV)
+    for row in ["<td>1-gram KN</td><td>962</td><td>701.2</td>", "<td>1-gram add-k</td><td>962</td><td>702</td>",
+                "<td>2-gram KN</td><td>170</td><td>\u2014</td>", "<td>3-gram KN</td><td>\u2014</td><td>300.5</td>",
+                "<td>12-gram</td><td>1</td><td>\u2014</td>"]:
+        assert row in page, row
+    for kv in ['<td>effect</td><td class="num">-1.5</td>', "<td>se</td><td>\u2014</td>",
+               "<td>params.k_grid</td><td>[1.0, 0.1]</td>", '<td>details.train_sentences</td><td class="num">10</td>']:
+        assert kv in page, kv

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.report.fakes import INJECT, fake_claim
+from tests.reporting.fakes import INJECT, fake_claim
 
 
 @pytest.fixture

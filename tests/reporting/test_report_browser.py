@@ -120,8 +120,8 @@ def _require_browser():
 
 def test_report_in_headless_chromium(reproduce_out, tmp_path):
     _require_browser()
-    from plmkit.report import build_report
-    from tests.report.fakes import write_run
+    from plmkit.reporting import build_report
+    from tests.reporting.fakes import write_run
 
     write_run(tmp_path / "runs" / "solo", steps=60)
     out = tmp_path / "report.html"

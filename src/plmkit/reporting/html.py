@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from plmkit.report.sources import Claim, Found, Run
+from plmkit.reporting.sources import Claim, Found, Run
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MAX_POINTS = 2000  # per series in a plot; longer logs are thinned (every k-th point, the last one kept)
@@ -97,12 +97,30 @@ def _reference(claim: Claim) -> tuple[str, dict]:
     return ("" if ref is None else str(ref)), {}
 
 
+def _matching_reference(name: str, ref_figs: dict) -> str | None:
+    """The reference figure for our figure ``name``: the same name, else the longest reference name that
+    ``name`` starts with as a whole word (``1-gram`` for ``1-gram KN``), else None."""
+    if name in ref_figs:
+        return name
+    best = None
+    for ref in ref_figs:
+        if name.startswith(ref) and not name[len(ref)].isalnum() and (best is None or len(ref) > len(best)):
+            best = ref
+    return best
+
+
 def _figure_rows(claim: Claim) -> list[list]:
+    """(figure, reference figure, ours) rows: ours in their order, each beside its reference figure; then the
+    reference figures that none of ours matched."""
     _, ref_figs = _reference(claim)
     ours = claim.data.get("ours") or {}
-    names = list(ours) + [n for n in ref_figs if n not in ours]
-    return [[n, fmt(ref_figs.get(n)) if n in ref_figs else "\u2014", _ours(ours.get(n)) if n in ours else "\u2014"]
-            for n in names]
+    rows, used = [], set()
+    for n, fig in ours.items():
+        ref = _matching_reference(n, ref_figs)
+        used.add(ref)
+        rows.append([n, "\u2014" if ref is None else fmt(ref_figs[ref]), _ours(fig)])
+    rows += [[n, fmt(v), "\u2014"] for n, v in ref_figs.items() if n not in used]
+    return rows
 
 
 def _figures_cell(claim: Claim) -> str:
@@ -143,7 +161,7 @@ def _claim_section(c: Claim, labels: dict[str, str]) -> str:
              f'<p><b>Rule:</b> {esc(d.get("rule", "not given"))}</p>']
     if source:
         parts.append(f"<p><b>Reference:</b> {esc(source)}</p>")
-    facts = {k: d[k] for k in ("budget", "seconds") if k in d}
+    facts = {k: v for k, v in _flat_other(d).items()}
     facts["directory"] = str(c.path)
     parts.append(_kv(facts))
     rows = _figure_rows(c)
@@ -159,6 +177,26 @@ def _claim_section(c: Claim, labels: dict[str, str]) -> str:
         parts.append("<h4>Environment</h4>" + _kv(d["environment"]))
     parts.append('<p><a href="#claims">back to the claims table</a></p></section>')
     return "".join(parts)
+
+
+# claim.json keys shown in their own place; every other key is listed in the claim's facts table.
+_CLAIM_SHOWN = {"id", "claim", "reference", "ours", "verdict", "rule", "table", "runs", "environment"}
+
+
+def _flat_other(d: dict) -> dict:
+    out: dict = {}
+
+    def walk(v: Any, key: str) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(x, f"{key}.{k}")
+        else:
+            out[key] = v
+
+    for k, v in d.items():
+        if k not in _CLAIM_SHOWN:
+            walk(v, k)
+    return out
 
 
 def _eval_table(run: Run) -> str:

@@ -1,6 +1,6 @@
 """One self-contained HTML report of reproduced claims and training runs (the body of ``plm report``).
 
-    from plmkit.report import build_report
+    from plmkit.reporting import build_report
     found = build_report(["runs/claims", "runs/bert"], "report.html")
 
 - ``sources.py``: finds claim directories (``claim.json`` from ``plm reproduce``) and run directories
@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from plmkit.errors import UserError
-from plmkit.report.environment import capture
-from plmkit.report.sources import Claim, Found, Run, describe, discover
+from plmkit.reporting.environment import capture
+from plmkit.reporting.sources import Claim, Found, Run, describe, discover
 
 __all__ = ["build_report", "capture", "check_output_path", "describe", "discover", "Claim", "Found", "Run"]
 
@@ -35,7 +35,7 @@ def check_output_path(out: str | os.PathLike) -> Path:
 
 def build_report(paths: list[str | os.PathLike], out: str | os.PathLike, title: str = "plmkit report") -> Found:
     """Find the claims and runs under ``paths`` and write the report to ``out`` (atomically)."""
-    from plmkit.report.html import render
+    from plmkit.reporting.html import render
 
     target = check_output_path(out)
     found = discover(paths)

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from plmkit.errors import UserError
-from plmkit.report.sources import describe, discover, read_jsonl
+from plmkit.reporting.sources import describe, discover, read_jsonl
 
-from tests.report.fakes import fake_claim, write_run
+from tests.reporting.fakes import fake_claim, write_run
 
 
 def test_discovers_claims_and_their_runs_recursively(reproduce_out):
