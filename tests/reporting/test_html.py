@@ -176,3 +176,10 @@ def test_plain_number_figures_match_reference_by_prefix_and_extra_keys_are_liste
     for kv in ['<td>effect</td><td class="num">-1.5</td>', "<td>se</td><td>\u2014</td>",
                "<td>params.k_grid</td><td>[1.0, 0.1]</td>", '<td>details.train_sentences</td><td class="num">10</td>']:
         assert kv in page, kv
+
+
+def test_folders_without_runs_are_named_on_the_page(tmp_path):
+    write_run(tmp_path / "a")
+    (tmp_path / "b<i>").mkdir()
+    page = render(discover([tmp_path]), ENV)
+    assert f'<p class="note">No claim.json or metrics.jsonl in or below: {tmp_path}/b&lt;i&gt;</p>' in page

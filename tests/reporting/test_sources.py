@@ -135,3 +135,12 @@ def test_claim_file_not_json(tmp_path):
     d.mkdir()
     (d / "claim.json").write_text('{"id": "x",\n "claim": }')
     assert _error([d]).startswith(f"{d / 'claim.json'}: not valid JSON")
+
+
+def test_folders_without_runs_are_named(tmp_path):
+    write_run(tmp_path / "a")
+    (tmp_path / "pruned" / "x").mkdir(parents=True)  # e.g. plm prune outputs: no training log
+    (tmp_path / "pruned" / "x" / "eval.json").write_text("{}")
+    found = discover([tmp_path])
+    assert [r.label for r in found.runs] == ["a"] and found.empty == [tmp_path / "pruned"]
+    assert describe(found)[-1] == f"  no claim.json or metrics.jsonl in or below: {tmp_path / 'pruned'}"

@@ -6,7 +6,8 @@
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
   var COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-                "#7f7f7f", "#bcbd22"];
+                "#7f7f7f", "#bcbd22", "#393b79", "#843c39", "#637939", "#e6550d", "#7b4173", "#3182bd",
+                "#8c6d31", "#31a354", "#636363", "#ad494a"];
   var W = 640, H = 300, M = {left: 64, right: 16, top: 12, bottom: 40};
 
   function el(name, attrs, parent) {

@@ -323,7 +323,10 @@ def render(found: Found, environment: dict, title: str = "plmkit report") -> str
     nav.append('<a href="#environment">Environment</a>')
     body = [
         f"<header><h1>{esc(title)}</h1><p>{esc(summary)}; generated {esc(environment.get('time_utc', ''))} UTC "
-        f"by plmkit {esc(environment.get('plmkit', ''))}</p><nav>{' | '.join(nav)}</nav></header>",
+        f"by plmkit {esc(environment.get('plmkit', ''))}</p>"
+        + (f'<p class="note">No claim.json or metrics.jsonl in or below: {esc(", ".join(str(p) for p in found.empty))}'
+           "</p>" if found.empty else "")
+        + f"<nav>{' | '.join(nav)}</nav></header>",
         f'<section id="claims"><h2>Claims</h2>{_claims_table(found, labels)}</section>',
         '<section id="curves"><h2>Curves</h2>',
         ('<p class="controls"><label><input type="checkbox" id="log-all"> log scale on every plot</label> '

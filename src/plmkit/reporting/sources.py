@@ -68,6 +68,7 @@ class Claim:
 class Found:
     claims: list[Claim] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
+    empty: list[Path] = field(default_factory=list)  # folders given or directly inside one, holding neither
 
 
 def finite(value: Any) -> Any:
@@ -251,6 +252,7 @@ def discover(paths: list[str | os.PathLike]) -> Found:
         raise UserError("no directories given (expected claim or run directories, or folders of them)")
     claim_dirs: list[Path] = []
     run_dirs: list[Path] = []
+    empty: list[Path] = []
     for arg in paths:
         p = Path(arg)
         if not p.exists():
@@ -263,12 +265,19 @@ def discover(paths: list[str | os.PathLike]) -> Found:
             if p.name == "logs" and _kind(p.parent) == "run":  # plm finetune's OUT/logs/metrics.jsonl
                 p = p.parent
         before = len(claim_dirs) + len(run_dirs)
-        _walk(p, claim_dirs, run_dirs)
+        if _kind(p) is None and p.name not in _SKIP_DIRS:  # a folder of runs / claims: say which parts held none
+            for child in sorted(c for c in p.iterdir() if c.is_dir() and c.name not in _SKIP_DIRS):
+                n = len(claim_dirs) + len(run_dirs)
+                _walk(child, claim_dirs, run_dirs)
+                if len(claim_dirs) + len(run_dirs) == n:
+                    empty.append(child)
+        else:
+            _walk(p, claim_dirs, run_dirs)
         if len(claim_dirs) + len(run_dirs) == before:
             raise UserError(f"{p}: no {CLAIM_FILE} or {METRICS_FILE} in it or below it (expected a claim directory "
                             f"from plm reproduce, a run directory from plm pretrain / plm finetune, or a folder "
                             f"of them)")
-    found = Found()
+    found = Found(empty=empty)
     seen_claims: set[str] = set()
     for d in claim_dirs:
         if _key(d) not in seen_claims:
@@ -332,4 +341,6 @@ def describe(found: Found) -> list[str]:
         lines.append(f"  run {r.label}: {len(r.metrics)} logged steps{ev}: {r.path}")
     for r in found.runs:
         lines += [f"  note: {n}" for n in r.notes]
+    if found.empty:
+        lines.append(f"  no {CLAIM_FILE} or {METRICS_FILE} in or below: " + ", ".join(str(p) for p in found.empty))
     return lines
