@@ -22,7 +22,10 @@ def test_report_of_a_reproduce_folder_and_a_run(tmp_path, capsys):
     cap = capsys.readouterr()
     assert cap.out.strip() == str(out)
     assert cap.err.splitlines()[0] == "found 1 claim(s) and 3 run(s)"
-    assert f"  run runs/bert: 8 logged steps, 2 evaluations: {run}" in cap.err.splitlines()
+    lines = cap.err.splitlines()
+    assert f"  run bert: 8 logged steps, 2 evaluations: {run}" in lines  # labels: below each argument's parent
+    assert f"  run claims/ngram-order/runs/arm-0: 8 logged steps, 2 evaluations: " \
+           f"{tmp_path / 'claims' / 'ngram-order' / 'runs' / 'arm-0'}" in lines
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<title>T&lt;1&gt;</title>" in page
 

@@ -114,7 +114,7 @@ def test_plot_data_follows_the_logs(tmp_path):
     assert names == ["a", "a (eval)", "b", "b (eval)"]
     a_train = by["loss"]["series"][0]["points"]
     ref = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
-    assert a_train == [[r["step"], r["loss"]] for r in ref]
+    assert a_train == [[r["step"], float(f"{r['loss']:.6g}")] for r in ref]  # 6 significant digits
     assert by["loss"]["series"][2]["points"][-1] == [25, None]  # a gap, drawn as one
     assert [s["kind"] for s in by["ppl"]["series"]] == ["eval", "eval"]
     assert per_run["run-a"] == ["loss", "ppl", "lr", "grad_norm", "tokens_per_s"]
@@ -127,7 +127,8 @@ def test_long_logs_are_thinned_keeping_the_last_point(tmp_path):
     (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, n + 1)))
     (plot,) = plot_data(discover([d]))[0]
     (s,) = plot["series"]
-    assert s["stride"] == 4 and len(s["points"]) <= MAX_POINTS + 1 and s["points"][-1] == [n, 1 / n]
+    assert s["stride"] == 4 and len(s["points"]) <= MAX_POINTS + 1 and s["points"][-1] == [n, float(f"{1 / n:.6g}")]
+    assert s["points"][:2] == [[1, 1.0], [5, 0.2]]
 
 
 def test_quickstart_style_logs_split_by_model(tmp_path):

@@ -138,6 +138,17 @@ def test_report_in_headless_chromium(reproduce_out, tmp_path):
     print(f"report screenshot: {seen['screenshot']}")
 
 
+def test_skips_with_the_reason_without_a_chromium(monkeypatch):
+    import pytest
+
+    pytest.importorskip("playwright", reason="Playwright is not installed")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert find_chromium() is None
+    with pytest.raises(pytest.skip.Exception, match="no Chromium found .* apt-get install -y chromium"):
+        _require_browser()
+
+
 if __name__ == "__main__":
     import argparse
 

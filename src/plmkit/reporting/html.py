@@ -25,7 +25,8 @@ from typing import Any
 from plmkit.reporting.sources import Claim, Found, Run
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-MAX_POINTS = 2000  # per series in a plot; longer logs are thinned (every k-th point, the last one kept)
+MAX_POINTS = 1000  # per series in a plot; longer logs are thinned (every k-th point, the last one kept)
+DIGITS = 6  # significant digits of the plotted values (the tables show them in full)
 NOT_PLOTTED = {"step", "elapsed_s", "epoch"}
 _FIRST = ("loss", "ppl", "acc", "lr", "grad_norm", "tokens_per_s")
 
@@ -250,6 +251,10 @@ def _metric_order(m: str) -> tuple:
     return (2, 0, m)
 
 
+def _round(v: float | None) -> float | None:
+    return v if v is None or isinstance(v, int) else float(f"{v:.{DIGITS}g}")
+
+
 def _series(run: Run, records: list[dict], kind: str) -> dict[str, list[dict]]:
     """metric -> series of one run's log (split by a string ``model`` field, as plm quickstart writes)."""
     groups: dict[str, list[dict]] = {}
@@ -260,7 +265,7 @@ def _series(run: Run, records: list[dict], kind: str) -> dict[str, list[dict]]:
     for tag, recs in groups.items():
         keys = [k for k in dict.fromkeys(k for r in recs for k in r) if k not in NOT_PLOTTED]
         for k in keys:
-            pts = [[r["step"], r[k]] for r in recs if k in r and
+            pts = [[r["step"], _round(r[k])] for r in recs if k in r and
                    (r[k] is None or (isinstance(r[k], (int, float)) and not isinstance(r[k], bool)))]
             if not any(p[1] is not None for p in pts):
                 continue

@@ -253,6 +253,7 @@ def discover(paths: list[str | os.PathLike]) -> Found:
     claim_dirs: list[Path] = []
     run_dirs: list[Path] = []
     empty: list[Path] = []
+    roots: dict[str, Path] = {}  # item -> the argument it was found under (the first one)
     for arg in paths:
         p = Path(arg)
         if not p.exists():
@@ -264,7 +265,7 @@ def discover(paths: list[str | os.PathLike]) -> Found:
             p = p.parent
             if p.name == "logs" and _kind(p.parent) == "run":  # plm finetune's OUT/logs/metrics.jsonl
                 p = p.parent
-        before = len(claim_dirs) + len(run_dirs)
+        before, before_claims, before_runs = len(claim_dirs) + len(run_dirs), len(claim_dirs), len(run_dirs)
         if _kind(p) is None and p.name not in _SKIP_DIRS:  # a folder of runs / claims: say which parts held none
             for child in sorted(c for c in p.iterdir() if c.is_dir() and c.name not in _SKIP_DIRS):
                 n = len(claim_dirs) + len(run_dirs)
@@ -273,6 +274,8 @@ def discover(paths: list[str | os.PathLike]) -> Found:
                     empty.append(child)
         else:
             _walk(p, claim_dirs, run_dirs)
+        for d in claim_dirs[before_claims:] + run_dirs[before_runs:]:
+            roots.setdefault(_key(d), p)
         if len(claim_dirs) + len(run_dirs) == before:
             raise UserError(f"{p}: no {CLAIM_FILE} or {METRICS_FILE} in it or below it (expected a claim directory "
                             f"from plm reproduce, a run directory from plm pretrain / plm finetune, or a folder "
@@ -289,7 +292,7 @@ def discover(paths: list[str | os.PathLike]) -> Found:
         if _key(d) not in seen_runs:
             seen_runs[_key(d)] = read_run(d)
             found.runs.append(seen_runs[_key(d)])
-    _name(found, seen_runs)
+    _name(found, seen_runs, roots)
     return found
 
 
@@ -300,16 +303,18 @@ def _slug(text: str) -> str:
     return s or "x"
 
 
-def _name(found: Found, runs_by_key: dict[str, Run]) -> None:
-    """Labels (paths relative to the items' common folder) and unique anchors."""
-    items = [c.path for c in found.claims] + [r.path for r in found.runs]
-    real = [Path(_key(p)) for p in items]
-    if len(real) == 1:
-        base = real[0].parent
-    else:
-        base = Path(os.path.commonpath([str(p) for p in real]))
-        if base in real:
-            base = base.parent
+def _name(found: Found, runs_by_key: dict[str, Run], roots: dict[str, Path]) -> None:
+    """Labels and unique anchors. A label is the item's path below the argument it was found under, with that
+    argument's own name in front when there were several arguments (``seed1``, ``claims/ngram-order``)."""
+    several = len(set(roots.values())) > 1
+
+    def label(p: Path) -> str:
+        root = roots.get(_key(p))
+        if root is None:  # a run a claim lists from outside the folder given
+            return os.path.relpath(_key(p))
+        rel = os.path.relpath(_key(p), _key(root.parent) if several else _key(root))
+        return Path(_key(root)).name if rel == "." else rel
+
     used: set[str] = set()
 
     def anchor(prefix: str, text: str) -> str:
@@ -320,10 +325,10 @@ def _name(found: Found, runs_by_key: dict[str, Run]) -> None:
         return a
 
     for run in found.runs:
-        run.label = os.path.relpath(_key(run.path), base)
+        run.label = label(run.path)
         run.anchor = anchor("run", run.label)
     for claim in found.claims:
-        claim.label = os.path.relpath(_key(claim.path), base)
+        claim.label = label(claim.path)
         claim.anchor = anchor("claim", claim.data["id"])
         for p in claim.runs:
             run = runs_by_key[_key(p)]
