@@ -93,11 +93,12 @@ def _exercise_plots(page, seen: dict) -> None:
     every plot; a legend swatch hides its series; the pointer over a plot reads the values."""
     fig = page.locator("figure.plot").first
     before = seen["plots"][0]["yticks"]
+    n_paths = fig.locator("svg path.series").count()
     fig.locator("input[type=checkbox]").check()
     after = fig.locator("svg text.ytick").all_text_contents()
     assert fig.locator("svg").get_attribute("data-scale") == "log"
     assert after != before and len(after) >= 2, (before, after)
-    assert fig.locator("svg path.series").count() == seen["plots"][0]["paths"]
+    assert fig.locator("svg path.series").count() == n_paths  # the loss is positive: every series still drawn
     fig.locator("input[type=checkbox]").uncheck()
     assert fig.locator("svg text.ytick").all_text_contents() == before
     # the global toggle sets every plot; a legend swatch hides its series
@@ -130,10 +131,18 @@ def test_report_in_headless_chromium(reproduce_out, tmp_path):
     from tests.reporting.fakes import write_run
 
     write_run(tmp_path / "runs" / "solo", steps=60)
+    # edge cases: one logged step; a gap (null); a metric crossing zero (its log scale drops the values <= 0)
+    (tmp_path / "runs" / "single").mkdir()
+    (tmp_path / "runs" / "single" / "metrics.jsonl").write_text('{"step": 3, "loss": 4.0}\n')
+    (tmp_path / "runs" / "edge").mkdir()
+    (tmp_path / "runs" / "edge" / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": 5.0, "delta": -0.5}\n{"step": 2, "loss": null, "delta": 0.5}\n'
+        '{"step": 3, "loss": 4.5, "delta": 0.25}\n')
     out = tmp_path / "report.html"
     build_report([reproduce_out, tmp_path / "runs"], out)
     seen = check_report(out, tmp_path / "report.png")
-    assert len(seen["plots"]) == 5
+    assert [p["id"] for p in seen["plots"]] == ["plot-loss", "plot-ppl", "plot-lr", "plot-grad_norm",
+                                                "plot-tokens_per_s", "plot-delta"]
     assert Path(seen["screenshot"]).stat().st_size > 10_000
     print(f"report screenshot: {seen['screenshot']}")
 

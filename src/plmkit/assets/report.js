@@ -171,7 +171,7 @@
       });
       if (!d) { return; }
       el("path", {"d": d, "stroke": color, "class": "series " + s.kind, "data-series": s.name}, svg);
-      if (s.kind === "eval" && s.points.length <= 200) {
+      if ((s.kind === "eval" && s.points.length <= 200) || d.split("L").length === 1) {  // evals; a lone point
         s.points.forEach(function (p) {
           if (self.ok(p[1])) { el("circle", {"cx": sx(p[0]), "cy": sy(p[1]), "r": 2.5, "fill": color}, svg); }
         });
