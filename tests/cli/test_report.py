@@ -58,3 +58,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     assert p.stderr.startswith(f"plm report: error: {expected}"), p.stderr
     if case == "out-not-html":
         assert out.read_text() == "{}"  # left as it was
+
+
+def test_out_must_be_an_html_path(tmp_path, capsys):
+    run = write_run(tmp_path / "run")
+    assert main(["report", str(run), "--out", str(tmp_path / "report.txt")]) == 2
+    assert capsys.readouterr().err == (f"plm report: error: --out {tmp_path / 'report.txt'}: does not end in .html; "
+                                       "expected the path of the .html file to write\n")
+    assert not (tmp_path / "report.txt").exists()
+    (tmp_path / "d").mkdir()
+    assert main(["report", str(run), "--out", str(tmp_path / "d")]) == 2
+    assert "--out " + str(tmp_path / "d") + ": is a directory not ending in .html" in capsys.readouterr().err

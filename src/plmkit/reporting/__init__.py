@@ -26,8 +26,10 @@ def check_output_path(out: str | os.PathLike) -> Path:
     """The report's path: it must end in ``.html`` / ``.htm`` and, if it exists, be a file (then replaced)."""
     p = Path(out)
     if p.suffix.lower() not in (".html", ".htm"):
-        what = "a directory" if p.is_dir() else ("an existing file" if p.exists() else "a path")
-        raise UserError(f"--out {p}: is {what} not ending in .html; expected the path of the .html file to write")
+        what = "is a directory" if p.is_dir() else ("is an existing file" if p.exists() else "does not end in .html")
+        if p.exists():
+            what += " not ending in .html"
+        raise UserError(f"--out {p}: {what}; expected the path of the .html file to write")
     if p.exists() and not p.is_file():
         raise UserError(f"--out {p}: exists and is not a file; expected the path of the .html file to write")
     return p
