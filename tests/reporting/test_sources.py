@@ -119,6 +119,7 @@ def test_bad_input_lines(tmp_path):
     (lambda d: d["ours"].update(x={"mean": "big"}), "key 'ours.x.mean': expected a number, got \"big\""),
     (lambda d: d.update(table={"columns": ["a"]}), "key 'table': expected {\"columns\": [...], \"rows\": [[...], ...]}"),
     (lambda d: d.update(runs=["runs/missing"]), "key 'runs[0]': "),
+    (lambda d: d["ours"].update(x={"mean": 1, "values": 3}), "key 'ours.x.values': expected a list of numbers"),
     (lambda d: d.update(reference=3), "key 'reference': expected a string or an object, got int"),
 ])
 def test_bad_claim_files(tmp_path, edit, expected):

@@ -189,6 +189,9 @@ def _check_claim(path: Path, data: Any) -> None:
         for k in ("mean", "sd", "n"):
             if k in fig and fig[k] is not None and not _number(fig[k]):
                 raise UserError(f"{path}: key 'ours.{name}.{k}': expected a number, got {json.dumps(fig[k])}")
+        values = fig.get("values", [])
+        if not (isinstance(values, list) and all(v is None or _number(v) for v in values)):
+            raise UserError(f"{path}: key 'ours.{name}.values': expected a list of numbers (one per seed)")
     table = data.get("table")
     if table is not None:
         if not (isinstance(table, dict) and isinstance(table.get("columns"), list)
