@@ -184,3 +184,11 @@ def test_folders_without_runs_are_named_on_the_page(tmp_path):
     (tmp_path / "b<i>").mkdir()
     page = render(discover([tmp_path]), ENV)
     assert f'<p class="note">No claim.json or metrics.jsonl in or below: {tmp_path}/b&lt;i&gt;</p>' in page
+
+
+def test_ours_mean_sd_n():
+    from plmkit.reporting.html import _ours
+
+    assert _ours({"mean": 0.87804, "sd": 0.009076, "n": 3}) == "0.878 \u00b1 0.0091 (n=3)"
+    assert _ours({"mean": 701.25, "sd": 2, "n": 3}) == "701.2 \u00b1 2 (n=3)"
+    assert _ours({"mean": 5.0}) == "5" and _ours(3.5) == "3.5" and _ours(None) == "\u2014"

@@ -85,7 +85,7 @@ def _ours(fig: Any) -> str:
     mean, sd, n = fig.get("mean"), fig.get("sd"), fig.get("n")
     text = fmt(mean)
     if sd is not None:
-        text += f" \u00b1 {fmt(sd)}"
+        text += f" \u00b1 {sd:.2g}" if isinstance(sd, float) else f" \u00b1 {fmt(sd)}"
     if n is not None:
         text += f" (n={fmt(n)})"
     return text
@@ -128,7 +128,7 @@ def _figures_cell(claim: Claim) -> str:
     rows = _figure_rows(claim)
     if not rows:
         return '<span class="muted">no figures</span>'
-    body = "".join(f"<tr><th>{esc(n)}</th><td>{esc(r)}</td><td>{esc(o)}</td></tr>" for n, r, o in rows)
+    body = "".join(f'<tr><th>{esc(n)}</th><td class="ref">{esc(r)}</td><td>{esc(o)}</td></tr>' for n, r, o in rows)
     return f'<table class="figs"><thead><tr><th></th><th>reference</th><th>ours</th></tr></thead><tbody>{body}</tbody></table>'
 
 
