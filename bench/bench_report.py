@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import tempfile
@@ -86,7 +87,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "load_avg_1min": os.getloadavg()[0],
+                                               "cpu_count": os.cpu_count(), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
