@@ -145,3 +145,13 @@ def test_folders_without_runs_are_named(tmp_path):
     found = discover([tmp_path])
     assert [r.label for r in found.runs] == ["a"] and found.empty == [tmp_path / "pruned"]
     assert describe(found)[-1] == f"  no claim.json or metrics.jsonl in or below: {tmp_path / 'pruned'}"
+
+
+def test_same_claim_id_twice_gets_two_anchors(tmp_path):
+    fake_claim(tmp_path / "small", "ngram-order", runs=1)
+    fake_claim(tmp_path / "full", "ngram-order", runs=1)
+    found = discover([tmp_path / "small", tmp_path / "full"])
+    assert [c.anchor for c in found.claims] == ["claim-ngram-order", "claim-ngram-order-2"]
+    assert [r.label for r in found.runs] == ["small/ngram-order/runs/arm-0", "full/ngram-order/runs/arm-0"]
+    assert [c.run_anchors for c in found.claims] == [["run-small-ngram-order-runs-arm-0"],
+                                                     ["run-full-ngram-order-runs-arm-0"]]
