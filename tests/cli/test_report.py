@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from plmkit.cli.main import main
+from pretrain_recipes import tiny_clm_recipe
 from tests.reporting.fakes import fake_claim, write_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,3 +70,27 @@ def test_out_must_be_an_html_path(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     assert main(["report", str(run), "--out", str(tmp_path / "d")]) == 2
     assert "--out " + str(tmp_path / "d") + ": is a directory not ending in .html" in capsys.readouterr().err
+
+
+def test_report_of_a_real_pretraining_run(corpus, tmp_path, capsys):
+    """A real (tiny) plm pretrain run: its logs, recipe and summary as the trainer writes them."""
+    import json
+
+    from plmkit.reporting.html import plot_data
+    from plmkit.reporting.sources import discover
+
+    run = tmp_path / "run"
+    assert main(["pretrain", str(tiny_clm_recipe(corpus, tmp_path)), "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "found 0 claim(s) and 1 run(s)\n  run run: 6 logged steps, 2 evaluations: " in err
+    (r,) = discover([run]).runs
+    assert r.recipe[0] == "recipe.yaml" and r.recipe[1] == (run / "recipe.yaml").read_text()
+    assert r.summary[0] == "final/train_summary.json" and r.summary[1]["step"] == 6
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    plots = {p["metric"]: p for p in plot_data(discover([run]))[0]}
+    assert plots["loss"]["series"][0]["points"] == [[x["step"], float(f"{x['loss']:.6g}")] for x in logged]
+    assert [p[0] for p in plots["loss"]["series"][1]["points"]] == [3, 6]  # the evaluations
+    page = out.read_text()
+    assert "<summary>Configuration (recipe.yaml)</summary>" in page and "gpt2-tiny" in page

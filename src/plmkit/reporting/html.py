@@ -338,6 +338,8 @@ def render(found: Found, environment: dict, title: str = "plmkit report") -> str
          '<span class="muted">(each plot has its own toggle; click a legend swatch to hide a series; '
          'the pointer over a plot reads the values)</span></p>' if plots else
          '<p class="muted">No run with logged metrics was given.</p>'),
+        ('<noscript><p class="note">The plots are drawn by the page\'s script: allow JavaScript for this file '
+         "to see them (the tables below need none).</p></noscript>" if plots else ""),
         f'<div class="plots">{plot_divs}</div></section>',
     ]
     if found.claims:
