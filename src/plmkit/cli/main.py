@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("prune", "Prune a fine-tuned checkpoint: attention heads / FFN neurons by importance, or weights by magnitude."),
     "reproduce": ("reproduce", "Reproduce a claim of the literature in miniature (recipes/claims): run it, write claim.json "
                                "with a verdict."),
+    "report": ("report", "Write one self-contained HTML report (claims vs papers, loss curves, evaluations, configs, "
+                         "environment) from claim and run directories."),
 }
 
 
