@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -146,21 +145,10 @@ class ClaimContext:
 
 
 def environment() -> dict:
-    """Versions, threads, host and git revision, for claim.json and the report."""
-    import torch
+    """Versions, threads, host and git revision (``plmkit.reporting.environment.capture``) plus the command line."""
+    from plmkit.reporting.environment import capture
 
-    from plmkit import __version__
-
-    rev = None
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"plmkit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "host": platform.node(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "git_revision": rev, "argv": sys.argv[1:]}
+    return capture() | {"argv": sys.argv[1:]}
 
 
 def check_out(claim: Claim, budget: str, out: Path, overwrite: bool = False) -> str:
