@@ -59,12 +59,12 @@ def with_steps(c: Claim, out: Path, steps: dict) -> None:
         (out / "steps" / f"{name}.json").write_text(json.dumps({"step": name, "seconds": 0.0, "result": result}))
 
 
-def check_shape(res: dict, c: Claim) -> None:
+def check_shape(res: dict, c: Claim, out: Path) -> None:
     assert res["id"] == c.id and res["verdict"] in ("held", "not held", "inconclusive")
     assert res["rule"] and isinstance(res["ours"], dict) and res["ours"]
     assert res["table"]["columns"] and all(len(r) == len(res["table"]["columns"]) for r in res["table"]["rows"])
-    saved = json.loads((Path(res["_out"]) / "claim.json").read_text()) if "_out" in res else None
-    assert saved is None or saved["verdict"] == res["verdict"]
+    saved = json.loads((out / "claim.json").read_text())
+    assert saved["verdict"] == res["verdict"] and saved["ours"] == json.loads(json.dumps(res["ours"]))
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_contextuality_end_to_end_and_rerun(tiny, tmp_path, monkeypatch):
               "min_occurrences": 3, "min_words": 3}
     c = claim("contextuality_by_layer", params, tmp_path)
     res = run(c, tmp_path / "out", tiny / "data")
-    check_shape(res, c)
+    check_shape(res, c, tmp_path / "out")
     assert [r[0] for r in res["table"]["rows"]] == [0, 1, 2]  # bert-tiny: embeddings + 2 layers
     assert sorted(p.name for p in (tmp_path / "out" / "steps").iterdir()) == ["seed-0.json", "seed-1.json"]
     forbid_work(monkeypatch)
@@ -193,7 +193,7 @@ def test_lama_by_layer_end_to_end_and_rerun(tiny, tmp_path, monkeypatch):
     params = {"model": str(tiny / "llama"), "data": "lama", "relations": "P17", "max_facts": 5}
     c = claim("lama_by_layer", params, tmp_path)
     res = run(c, tmp_path / "out", tiny / "data")
-    check_shape(res, c)
+    check_shape(res, c, tmp_path / "out")
     assert res["details"]["n_states"] == 5  # embeddings + 4 blocks
     preds = [json.loads(x) for x in (tmp_path / "out" / "runs" / "lama" / "predictions.jsonl").read_text().splitlines()]
     layered = [p for p in preds if p.get("layer_ranks")]
@@ -225,7 +225,7 @@ def test_kn_suppression_end_to_end_and_rerun(tiny, tmp_path, monkeypatch):
               "random_draws": 2, "controls": 2}
     c = claim("kn_suppression", params, tmp_path)
     res = run(c, tmp_path / "out", tiny / "data")
-    check_shape(res, c)
+    check_shape(res, c, tmp_path / "out")
     found = json.loads((tmp_path / "out" / "runs" / "neurons" / "neurons.json").read_text())
     assert len(found["facts"]) == 6 and found["layers"] == [2, 3]
     # suppressing a fact's own knowledge neurons is measured against P(correct) of the unedited model
@@ -257,7 +257,7 @@ def test_rome_vs_ft_end_to_end_tunes_the_bound_and_reruns(tiny, tmp_path, monkey
               "fluency_tokens": 0, "hparams": hp}
     c = claim("rome_vs_ft", params, tmp_path)
     res = run(c, tmp_path / "out", tiny / "data")
-    check_shape(res, c)
+    check_shape(res, c, tmp_path / "out")
     d = res["details"]
     assert set(d["ft_l_tuning_s"]) == {"0.0001", "0.01"} and d["ft_l_bound"] in (1e-4, 1e-2)
     best = max(d["ft_l_tuning_s"].values())
@@ -295,7 +295,7 @@ def test_icl_shots_end_to_end_and_rerun(tiny, tmp_path, monkeypatch):
               "shots": [0, 2], "seeds": 2, "limit": 6}
     c = claim("icl_shots", params, tmp_path)
     res = run(c, tmp_path / "out", tiny / "data")
-    check_shape(res, c)
+    check_shape(res, c, tmp_path / "out")
     runs = res["details"]["runs"]
     assert sorted((r["shots"], r["seed"]) for r in runs) == [(0, None), (2, 0), (2, 1)]
     assert res["ours"]["2-shot accuracy"]["n"] == 2
@@ -333,7 +333,7 @@ def test_distil_retention_end_to_end_and_rerun(tiny, tmp_path, monkeypatch):
               "seeds": [1, 2], "target_retention": 0.97}
     c = claim("distil_retention", params, tmp_path)
     res = run(c, tmp_path / "out", tiny / "data")
-    check_shape(res, c)
+    check_shape(res, c, tmp_path / "out")
     teacher = json.loads((tmp_path / "out" / "runs" / "teacher" / "eval.json").read_text())
     assert res["ours"]["teacher accuracy"] == teacher["accuracy"]
     for s in (1, 2):
