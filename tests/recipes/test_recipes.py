@@ -13,7 +13,7 @@ import pytest
 from plmkit.config import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-NOT_PRETRAINING = ("editing", "prompts", "label-text")  # label-text: tests/tasks/test_labeltext.py
+NOT_PRETRAINING = ("editing", "prompts", "label-text", "claims")  # label-text: tests/tasks/test_labeltext.py; claims: tests/reproduce
 RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
                  if p.relative_to(REPO / "recipes").parts[0] not in NOT_PRETRAINING)
 
