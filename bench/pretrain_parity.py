@@ -353,7 +353,7 @@ class PlmRun(Run):
     """plmkit's model + objective + ``Trainer.train_step`` (the Trainer draws the batches: ``batch_order``)."""
 
     def __init__(self, model: str, tok, s: dict, data: Sequence, evals: list[dict], seed: int, threads: int,
-                 init_state: dict | None = None):
+                 init_state: dict | None = None, swap_masks: bool = False):
         from plmkit.training import Trainer
 
         torch.manual_seed(seed)
@@ -363,6 +363,8 @@ class PlmRun(Run):
             self.model.load_state_dict(init_state)
         self.obj = plm_objective(model, tok, s)
         self.obj.prepare(self.model)
+        if swap_masks and model == "mlm":  # diagnostic: MLM masks drawn by transformers' collator instead
+            self.obj.make_batch = hf_collator(model, tok, s)
         self.data = Recording(data)
         self.trainer = Trainer(self.model, self.obj, self.data, train_config(s, seed, threads))
         self.evals = evals
@@ -373,6 +375,20 @@ class PlmRun(Run):
 
     def evaluate(self) -> float:
         return eval_plm(self.model_kind, self.model, self.obj, self.evals)
+
+
+def hf_collator(model: str, tok, s: dict) -> Callable[[Sequence[Sequence[int]]], dict]:
+    """transformers' ``DataCollatorForLanguageModeling`` over rows of token ids (MLM: it draws the masks)."""
+    from transformers import DataCollatorForLanguageModeling
+
+    collate = DataCollatorForLanguageModeling(
+        hf_tokenizer(tok), mlm=model == "mlm", mlm_probability=s["mlm_prob"],
+        mask_replace_prob=s["mask_prob"], random_replace_prob=s["random_prob"])
+
+    def collator(rows):
+        return collate([{"input_ids": list(r)} for r in rows])
+
+    return collator
 
 
 def hf_param_groups(model, weight_decay: float) -> list[dict]:
@@ -388,8 +404,8 @@ class HfRun(Run):
     over the batches of ``order``."""
 
     def __init__(self, model: str, tok, s: dict, data: Sequence, order: list[list[int]], evals: list[dict],
-                 seed: int, threads: int, init_state: dict | None = None, collator=None):
-        from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+                 seed: int, threads: int, init_state: dict | None = None, collator=None, swap_masks: bool = False):
+        from transformers import get_linear_schedule_with_warmup
 
         if threads:
             torch.set_num_threads(threads)
@@ -399,14 +415,9 @@ class HfRun(Run):
         if init_state is not None:
             self.model.load_state_dict(init_state)
         self.model.train()
-        if collator is None:
-            hf_collate = DataCollatorForLanguageModeling(
-                hf_tokenizer(tok), mlm=model == "mlm", mlm_probability=s["mlm_prob"],
-                mask_replace_prob=s["mask_prob"], random_replace_prob=s["random_prob"])
-
-            def collator(rows):
-                return hf_collate([{"input_ids": r} for r in rows])
-        self.collator = collator
+        if collator is None and swap_masks and model == "mlm":  # diagnostic: plmkit's MLM objective masks
+            collator = plm_objective(model, tok, s).make_batch
+        self.collator = collator or hf_collator(model, tok, s)
         self.opt = torch.optim.AdamW(hf_param_groups(self.model, s["weight_decay"]), lr=s["lr"],
                                      betas=tuple(s["betas"]), eps=s["eps"])
         self.sched = get_linear_schedule_with_warmup(self.opt, warmup_steps(s), s["steps"])
@@ -593,6 +604,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pretrain_parity.json")
     p.add_argument("--plot", type=Path, default=REPO / "docs" / "figures" / "pretrain_parity.png")
     p.add_argument("--replot", action="store_true", help="recompute the summary and plot from --out")
+    p.add_argument("--swap-masks", action="store_true",
+                   help="diagnostic: each side trains with the other's MLM masking (plmkit's model + Trainer with the "
+                        "collator's masks, transformers' model + loop with plmkit's MLM objective's masks)")
     a = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -627,6 +641,8 @@ def main(argv=None) -> int:
         "vocab": len(tok), "unigram_nats": data["unigram_nats"], "torch": torch.__version__,
         "transformers": transformers.__version__, "load_avg_start": os.getloadavg(), "rule": RULE,
         "speed_unit": "input tokens (batch x seq) per CPU-second of the training steps (time.process_time)",
+        "mlm_masks": ("swapped: plmkit side masked by transformers' collator, transformers side by plmkit's MLM "
+                      "objective" if a.swap_masks else "each side its own"),
         "init": {}, "runs": {m: {"plmkit": {}, "hf": {}} for m in models},
     }
     for m in models:
@@ -641,9 +657,9 @@ def main(argv=None) -> int:
             order = batch_order(len(data[m]), s["batch_size"], seed, s["steps"])
             for side in SIDES:  # alternate so that machine load hits both sides alike
                 if side == "plmkit":
-                    run: Run = PlmRun(m, tok, s, data[m], evals, seed, a.threads)
+                    run: Run = PlmRun(m, tok, s, data[m], evals, seed, a.threads, swap_masks=a.swap_masks)
                 else:
-                    run = HfRun(m, tok, s, data[m], order, evals, seed, a.threads)
+                    run = HfRun(m, tok, s, data[m], order, evals, seed, a.threads, swap_masks=a.swap_masks)
                 r = train_run(run, s, f"{m} {side} seed {seed}", log)
                 seen = run.data.seen if side == "plmkit" else run.seen
                 r["same_batches_as_order"] = seen == [j for idx in order for j in idx]

@@ -51,19 +51,19 @@ def originals(batch: dict) -> torch.Tensor:
     return torch.where(labels != -100, labels, batch["input_ids"])
 
 
-@pytest.mark.parametrize("model", ["mlm", "clm"])
-def test_both_sides_train_on_the_same_token_batches(pp, setup, model):
+@pytest.mark.parametrize("model,swap", [("mlm", False), ("clm", False), ("mlm", True)])
+def test_both_sides_train_on_the_same_token_batches(pp, setup, model, swap):
     s, tok, stream = setup
     data = pp.windows(stream, s["seq_len"], model, tok)
     evals = pp.eval_batches(model, pp.windows(stream[::-1], s["seq_len"], model, tok), tok, s)
     order = pp.batch_order(len(data), s["batch_size"], 3, s["steps"])
     want = [torch.tensor([data[j] for j in idx]) for idx in order]
 
-    plm = pp.PlmRun(model, tok, s, data, evals, seed=3, threads=0)
+    plm = pp.PlmRun(model, tok, s, data, evals, seed=3, threads=0, swap_masks=swap)
     seen_plm = []
     make_batch = plm.obj.make_batch
     plm.obj.make_batch = lambda ex: (seen_plm.append(b := make_batch(ex)), b)[1]
-    hf = pp.HfRun(model, tok, s, data, order, evals, seed=3, threads=0)
+    hf = pp.HfRun(model, tok, s, data, order, evals, seed=3, threads=0, swap_masks=swap)
     seen_hf = []
     collate = hf.collator
     hf.collator = lambda rows: (seen_hf.append(b := collate(rows)), b)[1]
@@ -71,6 +71,10 @@ def test_both_sides_train_on_the_same_token_batches(pp, setup, model):
         assert torch.isfinite(torch.tensor(plm.step())) and torch.isfinite(torch.tensor(hf.step()))
     assert plm.data.seen == hf.seen == [j for idx in order for j in idx]
     assert len(seen_plm) == len(seen_hf) == s["steps"]
+    if swap:  # --swap-masks: plmkit's objective selects floor/ceil(15% x 14) tokens a row, the collator a
+        # Bernoulli(0.15) number (deterministic here: the runs seed torch's global RNG)
+        counts = lambda batches: {int(n) for b in batches for n in (b["labels"] != -100).sum(1)}  # noqa: E731
+        assert counts(seen_hf) <= {2, 3} and not counts(seen_plm) <= {2, 3}
     for w, bp, bh in zip(want, seen_plm, seen_hf):
         if model == "mlm":  # each side masked its own way; the tokens under the masks are the same
             assert torch.equal(originals(bp), w) and torch.equal(originals(bh), w)
