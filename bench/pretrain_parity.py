@@ -29,7 +29,7 @@ and p beside it.
 Speed: tokens per CPU-second of the training steps (input tokens B x T per step, evaluation excluded;
 ``time.process_time`` of this process, 1 thread by default): robust to a shared, loaded machine.
 
-    python bench/pretrain_parity.py [--steps 300] [--seeds 3] [--threads 1] [--eval-every 25]
+    python bench/pretrain_parity.py [--steps 600] [--seeds 3] [--threads 1] [--eval-every 25]
         [--out bench/results/pretrain_parity.json] [--plot docs/figures/pretrain_parity.png]
     python bench/pretrain_parity.py --replot   (JSON -> summary + plot again)
 """
@@ -68,7 +68,7 @@ SIDES = ("plmkit", "hf")
 def default_settings(**kw: Any) -> dict:
     """Everything a run depends on; the shape fields override hf_baseline's BERT / GPT-2 configs."""
     s = dict(
-        steps=800, batch_size=16, seq_len=64, hidden=128, layers=2, heads=2, intermediate=512, vocab_size=4000,
+        steps=600, batch_size=16, seq_len=64, hidden=128, layers=2, heads=2, intermediate=512, vocab_size=4000,
         dropout=0.1, warmup_frac=0.1, clip=1.0, lr=2e-3, weight_decay=hb.WEIGHT_DECAY, betas=list(hb.BETAS),
         eps=hb.EPS, mlm_prob=hb.MLM_PROB, mask_prob=0.8, random_prob=0.1, eval_every=50, eval_batches=8,
     )
@@ -585,7 +585,7 @@ def write_json(res: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--models", default="mlm,clm")
