@@ -29,7 +29,7 @@ and p beside it.
 Speed: tokens per CPU-second of the training steps (input tokens B x T per step, evaluation excluded;
 ``time.process_time`` of this process, 1 thread by default): robust to a shared, loaded machine.
 
-    python bench/pretrain_parity.py [--steps 600] [--seeds 3] [--threads 1] [--eval-every 25]
+    python bench/pretrain_parity.py [--steps 600] [--seeds 3] [--threads 1] [--eval-every 50]
         [--out bench/results/pretrain_parity.json] [--plot docs/figures/pretrain_parity.png]
     python bench/pretrain_parity.py --replot   (JSON -> summary + plot again)
 """
