@@ -138,7 +138,7 @@ def test_elmo_vs_word2vec_end_to_end(shared_data: Path, tmp_path: Path):
     _conll(shared_data / "conll2003" / "train.txt", root / "conll" / "train.txt", 120)
     _conll(shared_data / "conll2003" / "valid.txt", root / "conll" / "valid.txt", 40)
     params = {"task_train": "conll/train.txt", "task_test": "conll/valid.txt", "elmo_steps": 2, "seeds": [0, 1],
-              "hidden_size": 16, "elmo_preset": "elmo-tiny", "elmo": {"lstm_size": 16}, "w2v_epochs": 1,
+              "hidden_size": 16, "elmo_preset": "elmo-tiny", "elmo": {"lstm_size": 16}, "w2v_epochs": 1, "vocab_min_count": 2,
               "seq_len": 16, "batch_size": 4, "probe_iters": 10}
     claim = _claim("elmo-vs-word2vec", "classic:elmo_vs_word2vec", params)
     out = tmp_path / "elmo"
