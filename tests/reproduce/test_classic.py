@@ -106,6 +106,8 @@ def test_neural_lm_vs_ngram_not_held_when_undertrained_and_rerun_reuses_steps(wi
                                                 (wiki / "wt" / "test.txt").read_text().splitlines() if line.split())
     for run in res["runs"]:
         assert (out / run / "metrics.jsonl").is_file()
+    step = json.loads((out / "steps" / "lstm-seed1.json").read_text())
+    assert step["result"]["steps"] == 2 and step["result"]["train_loss"] > 0
     before = _step_mtimes(out)
     again = run_claim(claim, "small", out, wiki, threads=1)
     assert _step_mtimes(out) == before and again["ours"] == res["ours"]

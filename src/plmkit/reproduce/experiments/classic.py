@@ -103,8 +103,15 @@ def _train(ctx: ClaimContext, name: str, model, objective, data: list, *, steps:
                       tensorboard=False, plots=False, num_threads=ctx.threads or 0)
     c0 = time.process_time()
     summary = Trainer(model, objective, data, cfg, out_dir=out).fit(resume=False)
+    if summary.get("interrupted"):  # Ctrl-C / SIGTERM: no step result from a half-trained model
+        raise KeyboardInterrupt(f"training run {name} interrupted at step {summary.get('step')}")
+    import json
+
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+              if line.strip()] if (out / "metrics.jsonl").is_file() else []
+    losses = [r["loss"] for r in logged if isinstance(r.get("loss"), (int, float))]
     return {"cpu_seconds": round(time.process_time() - c0, 1), "steps": int(summary.get("step", steps)),
-            "train_loss": summary.get("loss"), "run_dir": str(Path("runs") / name)}
+            "train_loss": round(losses[-1], 4) if losses else None, "run_dir": str(Path("runs") / name)}
 
 
 def _read_lines(path: Path) -> list[list[str]]:
@@ -185,7 +192,10 @@ def neural_lm_vs_ngram(ctx: ClaimContext) -> Outcome:
         ppl = evaluate_perplexity(model, objective, _windows(test_ids, T), batch_size=32)
         return {**r, "ppl": _ppl(ppl), "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())}
 
-    res = {arm: [ctx.step(f"{arm}-seed{s}", lambda a=arm, s=s: neural(a, s)) for s in ctx.seeds] for arm in arms}
+    res: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for s in ctx.seeds:  # seed by seed: an interrupted run has both arms of its first seeds
+        for arm in arms:
+            res[arm].append(ctx.step(f"{arm}-seed{s}", lambda a=arm, s=s: neural(a, s)))
     ppls = {arm: [r["ppl"] for r in rs] for arm, rs in res.items()}
     z = float(ctx.param("z", 2.0))
     parts = {f"{name} beats {kn['order']}-gram KN": stats.paired(
@@ -270,8 +280,10 @@ def word2vec_architectures(ctx: ClaimContext) -> Outcome:
                 "evaluated": ev["evaluated"], "skipped": ev["skipped"], "sections": secs,
                 "vocab": wv.train_stats["vocab_size"], "cpu_seconds": round(cpu, 1)}
 
-    res = {f"{a}-{loss}": [ctx.step(f"{a}-{loss}-seed{s}", lambda a=a, loss=loss, s=s: one(a, loss, s))
-                           for s in ctx.seeds] for a, loss in arms}
+    res: dict[str, list[dict]] = {f"{a}-{loss}": [] for a, loss in arms}
+    for s in ctx.seeds:  # seed by seed: an interrupted run has every arm of its first seeds
+        for a, loss in arms:
+            res[f"{a}-{loss}"].append(ctx.step(f"{a}-{loss}-seed{s}", lambda a=a, loss=loss, s=s: one(a, loss, s)))
     fig = lambda arm, key: [r[key] if r[key] is not None else 0.0 for r in res[arm]]  # noqa: E731
     z = float(ctx.param("z", 2.0))
     parts = {}
