@@ -11,6 +11,7 @@ from plmkit.cli.main import main
 from plmkit.errors import UserError
 from plmkit.knowledge import trace as tr
 from plmkit.knowledge.structure import locate
+from plmkit.models.kernels import cpu_bf16
 
 PROMPT, SUBJECT, TARGET = "the native language of Alice Smith is", "Alice Smith", "French"
 
@@ -143,6 +144,19 @@ def test_trace_known_only_keeps_the_facts_the_model_predicts(model_dirs, gpt2, b
     summ = json.loads((out / "summary.json").read_text())
     assert summ["n_facts"] == summ["n_known"] == 1 and summ["n_scanned"] == 2
     assert (out / "facts" / "9.json").is_file()
+    assert summ["precision"] == ("bf16" if cpu_bf16() else "fp32")  # --precision auto
+    assert "plm trace: precision" in capsys.readouterr().err
+
+
+def test_trace_precision_auto_follows_the_cpu(monkeypatch, capsys):
+    import plmkit.models.kernels as kernels
+    from plmkit.cli.trace import trace_precision
+
+    monkeypatch.setattr(kernels, "cpu_bf16", lambda: "avx512_bf16")
+    assert trace_precision("auto") == "bf16" and "native" in capsys.readouterr().err
+    monkeypatch.setattr(kernels, "cpu_bf16", lambda: None)
+    assert trace_precision("auto") == "fp32" and "no native bf16" in capsys.readouterr().err
+    assert trace_precision("bf16-autocast") == "bf16-autocast" and trace_precision("fp32") == "fp32"
 
 
 def test_fast_path_equals_the_reference_and_restores_clean_exactly(setup):
