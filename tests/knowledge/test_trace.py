@@ -221,6 +221,10 @@ def test_bf16_weights_close_to_fp32(setup):
         with auto.autocast():
             assert auto.clean(f)[0]["mlp"][0].dtype == torch.bfloat16
         assert fp32.clean(f)[0]["mlp"][0].dtype == torch.float32
+        # every token of a layer restored gives back the bf16 model's own clean probability
+        allpos, L = list(range(len(f.ids))), s.num_layers
+        p = bf16.restored_fast(f, clean, bf16.corrupted(f), "layer", [([i], allpos) for i in range(L)])
+        torch.testing.assert_close(p, probs[f.target_id].expand(L), atol=1e-6, rtol=0)
     kinds = ("hidden", "mlp_window", "attn")
     a, b, c = fp32.trace(f, kinds), bf16.trace(f, kinds), auto.trace(f, kinds)
     assert b["p_clean"] == pytest.approx(a["p_clean"], rel=0.05)
