@@ -206,25 +206,31 @@ def test_stacked_restorations_equal_one_at_a_time_exactly(setup):
             assert together[-1] != together[0]  # restorations differ
 
 
-def test_bf16_weights_close_to_fp32(setup):
+@pytest.mark.parametrize("precision", ["bf16", "bf16-mixed"])
+def test_bf16_weights_close_to_fp32(setup, precision):
     """precision="bf16": the forwards run on a bfloat16 copy (clean states in bf16, the caller's model
-    untouched), the probabilities come from a float32 head; effects close to fp32 (and to autocast)."""
+    untouched); "bf16-mixed": only the blocks' matrices are bf16 (residual stream float32, under
+    autocast); the probabilities come from a float32 head; effects close to fp32 (and to autocast)."""
     model, s, f = setup
     kw = dict(noise=0.6, samples=3, window=3)
-    fp32, bf16, auto = (tr.Tracer(s, **kw), tr.Tracer(s, precision="bf16", **kw),
+    fp32, bf16, auto = (tr.Tracer(s, **kw), tr.Tracer(s, precision=precision, **kw),
                         tr.Tracer(s, precision="bf16-autocast", **kw))
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert bf16.w.word_embeddings.weight.dtype == torch.bfloat16 and bf16.fast
+    full = precision == "bf16"
+    assert bf16.w.layers[0].mlp.down.weight.dtype == torch.bfloat16 and bf16.fast
+    assert bf16.w.word_embeddings.weight.dtype == (torch.bfloat16 if full else torch.float32)
     with torch.no_grad():
-        clean, probs = bf16.clean(f)
-        assert clean["mlp"][0].dtype == clean["layer"][-1].dtype == torch.bfloat16 and probs.dtype == torch.float32
+        with bf16.autocast():
+            clean, probs = bf16.clean(f)
+            assert clean["mlp"][0].dtype == torch.bfloat16 and probs.dtype == torch.float32
+            assert clean["layer"][-1].dtype == (torch.bfloat16 if full else torch.float32)
+            # every token of a layer restored gives back the model's own clean probability
+            allpos, L = list(range(len(f.ids))), s.num_layers
+            p = bf16.restored_fast(f, clean, bf16.corrupted(f), "layer", [([i], allpos) for i in range(L)])
+            torch.testing.assert_close(p, probs[f.target_id].expand(L), atol=1e-6, rtol=0)
         with auto.autocast():
             assert auto.clean(f)[0]["mlp"][0].dtype == torch.bfloat16
         assert fp32.clean(f)[0]["mlp"][0].dtype == torch.float32
-        # every token of a layer restored gives back the bf16 model's own clean probability
-        allpos, L = list(range(len(f.ids))), s.num_layers
-        p = bf16.restored_fast(f, clean, bf16.corrupted(f), "layer", [([i], allpos) for i in range(L)])
-        torch.testing.assert_close(p, probs[f.target_id].expand(L), atol=1e-6, rtol=0)
     kinds = ("hidden", "mlp_window", "attn")
     a, b, c = fp32.trace(f, kinds), bf16.trace(f, kinds), auto.trace(f, kinds)
     assert b["p_clean"] == pytest.approx(a["p_clean"], rel=0.05)
@@ -236,7 +242,7 @@ def test_bf16_weights_close_to_fp32(setup):
         torch.testing.assert_close(eb, ea, atol=tol, rtol=0)
         torch.testing.assert_close(ec, ea, atol=tol, rtol=0)
     # the reference path (full forwards with hooks) in bf16 gives the fast path's numbers
-    ref = tr.Tracer(s, precision="bf16", fast=False, **kw)
+    ref = tr.Tracer(s, precision=precision, fast=False, **kw)
     r = ref.trace(f, ("hidden",))
     torch.testing.assert_close(torch.tensor(r["effects"]["hidden"]), torch.tensor(b["effects"]["hidden"]),
                                atol=0.02 * float(torch.tensor(a["effects"]["hidden"]).abs().max()) + 1e-4, rtol=0)

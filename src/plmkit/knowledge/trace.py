@@ -46,7 +46,7 @@ from plmkit.knowledge.structure import ModelStructure, _site_module, intervene, 
 from plmkit.models.cache import KVCache
 from plmkit.models.layers import AttentionContext
 
-PRECISIONS = ("fp32", "bf16", "bf16-autocast")
+PRECISIONS = ("fp32", "bf16", "bf16-mixed", "bf16-autocast")
 KINDS = ("hidden", "mlp", "attn", "mlp_window", "attn_window")
 SITE = {"hidden": "layer", "mlp": "mlp", "attn": "attn", "mlp_window": "mlp", "attn_window": "attn"}
 CLASSES = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
@@ -168,8 +168,10 @@ class Tracer:
     ``precision``: ``"fp32"``; ``"bf16"``: every forward runs on a bfloat16 copy of the model
     (weights, activations, noise, clean states and KV cache in bf16, no casts), and the final norm
     + head that give the probabilities run in float32 on the original weights (bf16 logits would
-    move P(o) by several percent); ``"bf16-autocast"``: the forwards under bf16 autocast (products
-    in bf16, the rest in float32; slower than ``"bf16"`` because of the casts).
+    move P(o) by several percent); ``"bf16-mixed"``: a copy whose blocks' matrices are bf16 and whose
+    embeddings, norms and head stay float32, run under bf16 autocast (products in bf16, residual
+    stream, norms and head in float32; no weight casts); ``"bf16-autocast"``: the float32 model under
+    bf16 autocast (as "bf16-mixed" but every product casts its weights, and the head is bf16).
     ``batch_size``: most rows (restorations x samples) per batched pass.
     """
 
@@ -186,6 +188,12 @@ class Tracer:
         self.w = struct
         if precision == "bf16":
             self.w = locate(copy.deepcopy(struct.model).to(torch.bfloat16))
+        elif precision == "bf16-mixed":  # the blocks' matrices in bf16, the rest float32 (run under autocast)
+            self.w = locate(copy.deepcopy(struct.model))
+            for layer in self.w.layers:
+                for mod in layer.modules():
+                    if isinstance(mod, torch.nn.Linear):
+                        mod.to(torch.bfloat16)
         self.batch_size = batch_size
         self.fast = fast and _fast_path_ok(struct)
 
@@ -199,12 +207,15 @@ class Tracer:
     def _target_prob(self, last: Tensor, target: int) -> Tensor:
         """P(target) (B,) from block outputs (B, H) at the last position: the final norm + head in
         chunks of rows (the head is the largest product), in float32 for bf16 weights."""
-        out = []
-        for c in last.split(256):
-            if self.w is not self.s:
-                c = c.float()
-            out.append(self.s.readout(c).float().softmax(-1)[:, target])
-        return torch.cat(out)
+        return torch.cat([self._readout(c).softmax(-1)[:, target] for c in last.split(256)])
+
+    def _readout(self, h: Tensor) -> Tensor:
+        """Float32 logits of the caller's final norm + head on block outputs; for "bf16" / "bf16-mixed"
+        in float32 (autocast off), for "bf16-autocast" under autocast as its forwards."""
+        if self.w is self.s:
+            return self.s.readout(h).float()
+        with torch.autocast(h.device.type, enabled=False):
+            return self.s.readout(h.float()).float()
 
     def _prob(self, ids: Tensor, target: int) -> Tensor:
         sel = torch.zeros_like(ids, dtype=torch.bool)
@@ -229,7 +240,7 @@ class Tracer:
                 intervene(self.w, "attn", lambda i, h: rec["attn"].__setitem__(i, h[0].clone())):
             logits = self.w.model(ids).logits[0, -1]
         if self.w is not self.s:
-            logits = self.s.readout(rec["layer"][-1][-1].float())
+            logits = self._readout(rec["layer"][-1][-1:])[0]
         return rec, logits.float().softmax(-1)
 
     def restored(self, f: TraceFact, clean: dict[str, list[Tensor]], site: str, layers: list[int],
@@ -374,8 +385,8 @@ class Tracer:
         return x[:, -1]
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast context of ``precision`` (a no-op except for "bf16-autocast")."""
-        if self.precision != "bf16-autocast":
+        """The autocast context of ``precision`` (a no-op for "fp32" and "bf16")."""
+        if self.precision not in ("bf16-autocast", "bf16-mixed"):
             return contextlib.nullcontext()
         return torch.autocast(self.s.word_embeddings.weight.device.type, dtype=torch.bfloat16)
 
