@@ -144,7 +144,7 @@ def test_trace_known_only_keeps_the_facts_the_model_predicts(model_dirs, gpt2, b
     summ = json.loads((out / "summary.json").read_text())
     assert summ["n_facts"] == summ["n_known"] == 1 and summ["n_scanned"] == 2
     assert (out / "facts" / "9.json").is_file()
-    assert summ["precision"] == ("bf16" if cpu_bf16() else "fp32")  # --precision auto
+    assert summ["precision"] == ("bf16-mixed" if cpu_bf16() else "fp32")  # --precision auto
     assert "plm trace: precision" in capsys.readouterr().err
 
 
@@ -153,7 +153,7 @@ def test_trace_precision_auto_follows_the_cpu(monkeypatch, capsys):
     from plmkit.cli.trace import trace_precision
 
     monkeypatch.setattr(kernels, "cpu_bf16", lambda: "avx512_bf16")
-    assert trace_precision("auto") == "bf16" and "native" in capsys.readouterr().err
+    assert trace_precision("auto") == "bf16-mixed" and "native" in capsys.readouterr().err
     monkeypatch.setattr(kernels, "cpu_bf16", lambda: None)
     assert trace_precision("auto") == "fp32" and "no native bf16" in capsys.readouterr().err
     assert trace_precision("bf16-autocast") == "bf16-autocast" and trace_precision("fp32") == "fp32"

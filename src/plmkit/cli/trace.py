@@ -1,7 +1,7 @@
 """``plm trace``: causal tracing of factual recall (Meng et al. 2022, ROME §2).
 
     plm trace --model M --facts known_1000.json [--n 50] [--noise 3sigma] [--samples 10]
-              [--precision auto|fp32|bf16|bf16-autocast] --out DIR
+              [--precision auto|fp32|bf16|bf16-mixed|bf16-autocast] --out DIR
 
 Writes per fact ``DIR/facts/<id>.json`` (indirect-effect arrays, layer x token, per kind) and
 ``DIR/facts/<id>.png`` (heatmaps), and over the facts ``DIR/summary.json`` (average indirect effect by
@@ -35,11 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--batch-size", type=arg(int, POSITIVE), default=1024,
                    help="most rows (restorations x noise samples) per batched forward")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "bf16-autocast"], default="auto",
-                   help="bf16: the forwards on a bfloat16 copy of the model, probabilities from a float32 head (~1.6x "
-                        "less CPU than fp32 on AVX512-BF16 CPUs; effects within ~0.01 of fp32, docs/KNOWLEDGE.md); "
-                        "bf16-autocast: float32 weights under bf16 autocast (slower than bf16); auto: bf16 on CPUs "
-                        "that multiply bf16 natively (AMX or AVX-512 BF16), fp32 elsewhere (said on stderr)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "bf16-mixed", "bf16-autocast"], default="auto",
+                   help="bf16-mixed: the blocks' matrices in bfloat16, residual stream, norms and head float32 "
+                        "(~1.5x less CPU than fp32 on AVX512-BF16 CPUs, effects within ~0.02 of fp32); bf16: the "
+                        "whole model in bfloat16, float32 head (as fast, effects within ~0.03); bf16-autocast: "
+                        "float32 weights under bf16 autocast; auto: bf16-mixed on CPUs that multiply bf16 natively "
+                        "(AMX or AVX-512 BF16), fp32 elsewhere (said on stderr); docs/KNOWLEDGE.md")
     p.add_argument("--no-plots", action="store_true", help="skip the per-fact heatmap PNGs")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -77,7 +78,7 @@ def parse_noise(value: str) -> tuple[float, bool]:
 
 
 def trace_precision(precision: str) -> str:
-    """``--precision`` resolved: auto -> bf16 where the CPU multiplies bf16 natively (said on stderr), else fp32."""
+    """``--precision`` resolved: auto -> bf16-mixed where the CPU multiplies bf16 natively (said on stderr), else fp32."""
     import sys
 
     from plmkit.models.kernels import cpu_bf16
@@ -86,8 +87,8 @@ def trace_precision(precision: str) -> str:
         return precision
     kind = cpu_bf16()
     why = f"this CPU multiplies bf16 natively ({kind})" if kind else "no native bf16 on this CPU"
-    print(f"plm trace: precision {'bf16' if kind else 'fp32'} (auto: {why})", file=sys.stderr)
-    return "bf16" if kind else "fp32"
+    print(f"plm trace: precision {'bf16-mixed' if kind else 'fp32'} (auto: {why})", file=sys.stderr)
+    return "bf16-mixed" if kind else "fp32"
 
 
 def run(args: argparse.Namespace) -> int:

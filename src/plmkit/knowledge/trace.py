@@ -20,10 +20,12 @@ subject tokens, last subject token, first subsequent token, further tokens (afte
 last), last token. A one-token subject counts as first and last subject token; tokens before the
 subject belong to no class.
 
-Precision: ``precision="bf16"`` runs every forward on a bfloat16 copy of the model (no casts; the
-final norm + head that give P(o) stay float32); on a CPU with AVX512-BF16 about 1.6x less CPU time
-per fact than float32 for SmolLM2, effects within ~0.01 (absolute) of float32; ``"bf16-autocast"``
-(float32 weights under bf16 autocast) is kept for comparison (docs/KNOWLEDGE.md has the figures).
+Precision: ``precision="bf16-mixed"`` runs the blocks' matrix products in bfloat16 (a copy of the
+model with bf16 block matrices, under autocast; residual stream, norms and head in float32),
+``"bf16"`` a whole bfloat16 copy (float32 head), ``"bf16-autocast"`` the float32 model under
+autocast. With the restorations stacked, all three take ~1.55x less CPU than float32 per fact for
+SmolLM2 on an AVX512-BF16 CPU; the effects move by up to ~0.02 (absolute; "bf16": ~0.03) from
+float32 (docs/KNOWLEDGE.md has the figures).
 
 The object token is the first token of " " + attribute; a fact is *known* when it is the clean
 run's top-1 prediction (ROME traces facts the model knows; averages are reported for both sets).
