@@ -78,7 +78,8 @@ def parse_noise(value: str) -> tuple[float, bool]:
 
 
 def trace_precision(precision: str) -> str:
-    """``--precision`` resolved: auto -> bf16-mixed where the CPU multiplies bf16 natively (said on stderr), else fp32."""
+    """``--precision`` resolved: auto -> bf16-mixed where the CPU multiplies bf16 natively (said on stderr),
+    else fp32."""
     import sys
 
     from plmkit.models.kernels import cpu_bf16
