@@ -11,6 +11,7 @@ from plmkit.cli.main import main
 from plmkit.errors import UserError
 from plmkit.knowledge import trace as tr
 from plmkit.knowledge.structure import locate
+from plmkit.models.kernels import cpu_bf16
 
 PROMPT, SUBJECT, TARGET = "the native language of Alice Smith is", "Alice Smith", "French"
 
@@ -143,6 +144,19 @@ def test_trace_known_only_keeps_the_facts_the_model_predicts(model_dirs, gpt2, b
     summ = json.loads((out / "summary.json").read_text())
     assert summ["n_facts"] == summ["n_known"] == 1 and summ["n_scanned"] == 2
     assert (out / "facts" / "9.json").is_file()
+    assert summ["precision"] == ("bf16-mixed" if cpu_bf16() else "fp32")  # --precision auto
+    assert "plm trace: precision" in capsys.readouterr().err
+
+
+def test_trace_precision_auto_follows_the_cpu(monkeypatch, capsys):
+    import plmkit.models.kernels as kernels
+    from plmkit.cli.trace import trace_precision
+
+    monkeypatch.setattr(kernels, "cpu_bf16", lambda: "avx512_bf16")
+    assert trace_precision("auto") == "bf16-mixed" and "native" in capsys.readouterr().err
+    monkeypatch.setattr(kernels, "cpu_bf16", lambda: None)
+    assert trace_precision("auto") == "fp32" and "no native bf16" in capsys.readouterr().err
+    assert trace_precision("bf16-autocast") == "bf16-autocast" and trace_precision("fp32") == "fp32"
 
 
 def test_fast_path_equals_the_reference_and_restores_clean_exactly(setup):
@@ -162,29 +176,75 @@ def test_fast_path_equals_the_reference_and_restores_clean_exactly(setup):
         allpos = list(range(len(f.ids)))
         for site in ("layer", "mlp", "attn"):
             for layer in range(s.num_layers):
-                p = fast.restored_fast(f, clean, corrupted, site, [layer] if site == "layer" else
-                                       list(range(layer, s.num_layers)), [allpos, allpos[-1:]])
+                layers = [layer] if site == "layer" else list(range(layer, s.num_layers))
+                p = fast.restored_fast(f, clean, corrupted, site, [(layers, allpos), (layers, allpos[-1:])])
                 if site == "layer":  # every position of one layer restored == the clean run
                     torch.testing.assert_close(p[:1], probs[f.target_id].reshape(1), atol=1e-6, rtol=1e-5)
-                ref_p = ref.restored(f, clean, site, [layer] if site == "layer" else list(range(layer, s.num_layers)),
-                                     [allpos, allpos[-1:]])
+                ref_p = ref.restored(f, clean, site, layers, [allpos, allpos[-1:]])
                 torch.testing.assert_close(p, ref_p, atol=1e-6, rtol=0)
 
 
-def test_bf16_precision_runs_under_autocast_and_stays_close_to_fp32(setup):
-    """precision="bf16": the MLP outputs are bfloat16 (autocast is on), effects close to fp32."""
+def test_stacked_restorations_equal_one_at_a_time_exactly(setup):
+    """restored_fast on all (layer, token) restorations of a kind at once (rows of later layers joining
+    the pass at their layer) == each restoration in its own pass, bit for bit in float32. 5 samples:
+    the smallest product then has 5 rows (CPU BLAS takes another kernel below that, moving the last bit)."""
     model, s, f = setup
-    fp32, bf16 = tr.Tracer(s, noise=0.6, samples=3, window=3), tr.Tracer(s, noise=0.6, samples=3, window=3,
-                                                                         precision="bf16")
-    with torch.no_grad(), bf16.autocast():
-        assert bf16.clean(f)[0]["mlp"][0].dtype == torch.bfloat16
-    with torch.no_grad(), fp32.autocast():
+    t = tr.Tracer(s, noise=0.6, samples=5, window=3)
+    T, L = len(f.ids), s.num_layers
+    with torch.no_grad():
+        clean, _ = t.clean(f)
+        corrupted = t.corrupted(f)
+        for site, sets in (("layer", [[i] for i in range(L)]), ("mlp", [tr._window(i, 3, L) for i in range(L)]),
+                           ("attn", [[i] for i in range(L)])):
+            rest = [(ls, [tk]) for ls in sets for tk in range(T)] + [(sets[0], list(range(T)))]
+            together = t.restored_fast(f, clean, corrupted, site, rest)
+            alone = torch.cat([t.restored_fast(f, clean, corrupted, site, [r]) for r in rest])
+            assert torch.equal(together, alone), (site, (together - alone).abs().max())
+            # several passes (batch_size below the rows of one token) give the same numbers too
+            small = tr.Tracer(s, noise=0.6, samples=5, window=3, batch_size=12)
+            assert torch.equal(small.restored_fast(f, clean, corrupted, site, rest), together)
+            assert together[-1] != together[0]  # restorations differ
+
+
+@pytest.mark.parametrize("precision", ["bf16", "bf16-mixed"])
+def test_bf16_weights_close_to_fp32(setup, precision):
+    """precision="bf16": the forwards run on a bfloat16 copy (clean states in bf16, the caller's model
+    untouched); "bf16-mixed": only the blocks' matrices are bf16 (residual stream float32, under
+    autocast); the probabilities come from a float32 head; effects close to fp32 (and to autocast)."""
+    model, s, f = setup
+    kw = dict(noise=0.6, samples=3, window=3)
+    fp32, bf16, auto = (tr.Tracer(s, **kw), tr.Tracer(s, precision=precision, **kw),
+                        tr.Tracer(s, precision="bf16-autocast", **kw))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    full = precision == "bf16"
+    assert bf16.w.layers[0].mlp.down.weight.dtype == torch.bfloat16 and bf16.fast
+    assert bf16.w.word_embeddings.weight.dtype == (torch.bfloat16 if full else torch.float32)
+    with torch.no_grad():
+        with bf16.autocast():
+            clean, probs = bf16.clean(f)
+            assert clean["mlp"][0].dtype == torch.bfloat16 and probs.dtype == torch.float32
+            assert clean["layer"][-1].dtype == (torch.bfloat16 if full else torch.float32)
+            # every token of a layer restored gives back the model's own clean probability
+            allpos, L = list(range(len(f.ids))), s.num_layers
+            p = bf16.restored_fast(f, clean, bf16.corrupted(f), "layer", [([i], allpos) for i in range(L)])
+            torch.testing.assert_close(p, probs[f.target_id].expand(L), atol=1e-6, rtol=0)
+        with auto.autocast():
+            assert auto.clean(f)[0]["mlp"][0].dtype == torch.bfloat16
         assert fp32.clean(f)[0]["mlp"][0].dtype == torch.float32
-    a, b = fp32.trace(f, ("hidden", "mlp_window")), bf16.trace(f, ("hidden", "mlp_window"))
+    kinds = ("hidden", "mlp_window", "attn")
+    a, b, c = fp32.trace(f, kinds), bf16.trace(f, kinds), auto.trace(f, kinds)
     assert b["p_clean"] == pytest.approx(a["p_clean"], rel=0.05)
-    for kind in ("hidden", "mlp_window"):
-        ea, eb = torch.tensor(a["effects"][kind]), torch.tensor(b["effects"][kind])
+    assert b["p_corrupt"] == pytest.approx(a["p_corrupt"], rel=0.05)
+    for kind in kinds:
+        ea, eb, ec = (torch.tensor(r["effects"][kind]) for r in (a, b, c))
         assert not torch.equal(ea, eb)  # really computed in another precision
-        torch.testing.assert_close(eb, ea, atol=0.05 * float(ea.abs().max()) + 1e-4, rtol=0)
+        tol = 0.05 * float(ea.abs().max()) + 1e-4
+        torch.testing.assert_close(eb, ea, atol=tol, rtol=0)
+        torch.testing.assert_close(ec, ea, atol=tol, rtol=0)
+    # the reference path (full forwards with hooks) in bf16 gives the fast path's numbers
+    ref = tr.Tracer(s, precision=precision, fast=False, **kw)
+    r = ref.trace(f, ("hidden",))
+    torch.testing.assert_close(torch.tensor(r["effects"]["hidden"]), torch.tensor(b["effects"]["hidden"]),
+                               atol=0.02 * float(torch.tensor(a["effects"]["hidden"]).abs().max()) + 1e-4, rtol=0)
     with pytest.raises(UserError, match="unknown precision 'fp16'"):
         tr.Tracer(s, noise=0.6, precision="fp16")

@@ -1,6 +1,7 @@
 """``plm trace``: causal tracing of factual recall (Meng et al. 2022, ROME §2).
 
-    plm trace --model M --facts known_1000.json [--n 50] [--noise 3sigma] [--samples 10] --out DIR
+    plm trace --model M --facts known_1000.json [--n 50] [--noise 3sigma] [--samples 10]
+              [--precision auto|fp32|bf16|bf16-mixed|bf16-autocast] --out DIR
 
 Writes per fact ``DIR/facts/<id>.json`` (indirect-effect arrays, layer x token, per kind) and
 ``DIR/facts/<id>.png`` (heatmaps), and over the facts ``DIR/summary.json`` (average indirect effect by
@@ -32,9 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--known-only", action="store_true",
                    help="trace the first N facts whose object is the model's top-1 prediction (ROME's setting)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=256, help="rows per batched forward")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: forwards under bfloat16 autocast (~1.5x less CPU on AVX512-BF16 CPUs; effects within ~1e-3)")
+    p.add_argument("--batch-size", type=arg(int, POSITIVE), default=1024,
+                   help="most rows (restorations x noise samples) per batched forward")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "bf16-mixed", "bf16-autocast"], default="auto",
+                   help="bf16-mixed: the blocks' matrices in bfloat16, residual stream, norms and head float32 "
+                        "(~1.5x less CPU than fp32 on AVX512-BF16 CPUs, effects within ~0.02 of fp32); bf16: the "
+                        "whole model in bfloat16, float32 head (as fast, effects within ~0.03); bf16-autocast: "
+                        "float32 weights under bf16 autocast; auto: bf16-mixed on CPUs that multiply bf16 natively "
+                        "(AMX or AVX-512 BF16), fp32 elsewhere (said on stderr); docs/KNOWLEDGE.md")
     p.add_argument("--no-plots", action="store_true", help="skip the per-fact heatmap PNGs")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -69,6 +75,21 @@ def parse_noise(value: str) -> tuple[float, bool]:
         return float(v), False
     except ValueError:
         raise UserError(f"--noise {value!r}: expected e.g. 3sigma or 0.1") from None
+
+
+def trace_precision(precision: str) -> str:
+    """``--precision`` resolved: auto -> bf16-mixed where the CPU multiplies bf16 natively (said on stderr),
+    else fp32."""
+    import sys
+
+    from plmkit.models.kernels import cpu_bf16
+
+    if precision != "auto":
+        return precision
+    kind = cpu_bf16()
+    why = f"this CPU multiplies bf16 natively ({kind})" if kind else "no native bf16 on this CPU"
+    print(f"plm trace: precision {'bf16-mixed' if kind else 'fp32'} (auto: {why})", file=sys.stderr)
+    return "bf16-mixed" if kind else "fp32"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
         std, noise = None, level
     out = Path(args.out)
     (out / "facts").mkdir(parents=True, exist_ok=True)
+    precision = trace_precision(args.precision)
     tracer = tr.Tracer(struct, noise, samples=args.samples, window=args.window, seed=args.seed,
-                       batch_size=args.batch_size, precision=args.precision)
+                       batch_size=args.batch_size, precision=precision)
     traces: list[dict] = []
     times: list[float] = []
     cpu: list[float] = []
@@ -134,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             "model": str(args.model), "n_facts": len(traces), "n_requested": len(facts), "n_known": len(known),
             "known_only": args.known_only, "n_scanned": scanned,
             "noise": noise, "embedding_std": std, "noise_arg": args.noise, "samples": args.samples,
-            "window": args.window, "kinds": list(kinds), "precision": args.precision,
+            "window": args.window, "kinds": list(kinds), "precision": precision,
             "seconds_per_fact": sum(times) / len(times),
             "cpu_seconds_per_fact": sum(cpu) / len(cpu), "threads": torch.get_num_threads(),
             "mean_p_clean": sum(t["p_clean"] for t in traces) / len(traces),

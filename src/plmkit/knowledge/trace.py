@@ -10,18 +10,22 @@ For a prompt that asks for a fact ("Vinson Massif is located in the continent of
    clean value; the **indirect effect** IE(l, t) = P_restored(o) - p*. With a window W (the paper's
    Figure 2 MLP/attention panels use 10), the site is restored at the W layers centred on l.
 
-Kinds: ``hidden``, ``mlp``, ``attn`` (single layer) and ``mlp_window``, ``attn_window``. Each
-(kind, layer) is one batched forward of T x samples rows (row t restores token t), reading only the
-last position's logits; restoring at layer l leaves layers < l identical to the corrupted run.
+Kinds: ``hidden``, ``mlp``, ``attn`` (single layer) and ``mlp_window``, ``attn_window``. All the
+(layer, token) restorations of one kind are batched: those restoring the same token share one pass
+over the blocks (from that token on), a restoration's rows joining the pass at its first layer
+(``Tracer.restored_fast``); only the last position's logits are read.
 
 Token classes for averages over facts (the paper's Figure 2/3 rows): first subject token, middle
 subject tokens, last subject token, first subsequent token, further tokens (after it, before the
 last), last token. A one-token subject counts as first and last subject token; tokens before the
 subject belong to no class.
 
-Precision: ``precision="bf16"`` runs every forward under bf16 autocast (matrix products in bfloat16,
-additions, norms and softmax in float32): on a CPU with AVX512-BF16 about 1.5x less CPU time per fact
-for SmolLM2, effects within ~1e-3 (absolute) of float32 (docs/KNOWLEDGE.md has the figures).
+Precision: ``precision="bf16-mixed"`` runs the blocks' matrix products in bfloat16 (a copy of the
+model with bf16 block matrices, under autocast; residual stream, norms and head in float32),
+``"bf16"`` a whole bfloat16 copy (float32 head), ``"bf16-autocast"`` the float32 model under
+autocast. With the restorations stacked, all three take ~1.55x less CPU than float32 per fact for
+SmolLM2 on an AVX512-BF16 CPU; the effects move by up to ~0.02 (absolute; "bf16": ~0.03) from
+float32 (docs/KNOWLEDGE.md has the figures).
 
 The object token is the first token of " " + attribute; a fact is *known* when it is the clean
 run's top-1 prediction (ROME traces facts the model knows; averages are reported for both sets).
@@ -33,17 +37,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import contextlib
+import copy
 
 import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.knowledge.lama import causal_ids, front_specials
-from plmkit.knowledge.structure import ModelStructure, _site_module, intervene
+from plmkit.knowledge.structure import ModelStructure, _site_module, intervene, locate
 from plmkit.models.cache import KVCache
 from plmkit.models.layers import AttentionContext
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "bf16-mixed", "bf16-autocast")
 KINDS = ("hidden", "mlp", "attn", "mlp_window", "attn_window")
 SITE = {"hidden": "layer", "mlp": "mlp", "attn": "attn", "mlp_window": "mlp", "attn_window": "attn"}
 CLASSES = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
@@ -122,28 +127,75 @@ class _Corrupted:
     p: Tensor  # (S,) P(target)
 
 
+class _PrefixCache:
+    """The KV cache of a run that computes positions ``t0..T-1`` for B = n x S rows (row r carries
+    noise sample r % S): the keys / values of positions < t0 are the corrupted run's (read from its
+    cache, the same for every restoration), the run's own positions are appended to them per layer.
+    The attention layers see it through ``update`` / ``len`` / ``key_mask`` like a ``KVCache``."""
+
+    key_mask = None  # no padding
+
+    def __init__(self, cache: KVCache, t0: int, samples: int) -> None:
+        self.k, self.v = cache.k[:, :, :, :t0], cache.v[:, :, :, :t0]  # (L, S, Nkv, t0, D)
+        self.t0, self.samples = t0, samples
+
+    def __len__(self) -> int:
+        return self.t0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, Nkv, T - t0, D) keys / values of this run -> (B, Nkv, T, D) with the corrupted prefix."""
+        if self.t0 == 0:
+            return k, v
+        n = k.shape[0] // self.samples
+        return (torch.cat([self.k[layer].repeat(n, 1, 1, 1), k], 2),
+                torch.cat([self.v[layer].repeat(n, 1, 1, 1), v], 2))
+
+
 class Tracer:
     """Runs the clean, corrupted and restored forwards of one fact (see the module docstring).
 
     ``fast`` (default; plmkit ``Transformer`` causal LMs): the corrupted run is computed once per
-    fact and kept (every block's input and its KV cache); a run restoring tokens ``toks`` at layers
-    ``layers`` starts at block ``min(layers)`` from the corrupted input and computes only positions
-    ``>= min(toks)`` (the earlier ones equal the corrupted run's at every layer, so their keys and
-    values come from its cache), and only the last position goes through the head. Restoring a
-    token before the first subject token is a no-op (its clean and corrupted states are the same)
-    and gives ``p_corrupt`` without a forward. ``fast=False``: one full batched forward of the
-    model per restoration set, with hooks (the reference implementation, ``restored``).
-    ``precision="bf16"``: ``trace`` runs under bf16 autocast (see the module docstring).
+    fact and kept (every block's input and its KV cache). A restoration of tokens ``toks`` at layers
+    ``layers`` changes nothing below block ``min(layers)`` and nothing before position ``min(toks)``
+    (causal attention), so its run starts at that block from the kept corrupted input, computes
+    only the positions ``>= min(toks)`` (the earlier ones' keys and values come from the kept
+    cache) and only the last position goes through the head. The restorations of one kind are
+    batched (``restored_fast``): those with the same first token share one pass over the blocks, and
+    a restoration's rows join that pass at its first layer, so each block runs once per (kind,
+    token) on all the rows started so far. Restoring a token before the first subject token is a
+    no-op (its clean and corrupted states are the same) and gives ``p_corrupt`` without a forward.
+    ``fast=False``: one full batched forward of the model per restoration set, with hooks (the
+    reference implementation, ``restored``).
+
+    ``precision``: ``"fp32"``; ``"bf16"``: every forward runs on a bfloat16 copy of the model
+    (weights, activations, noise, clean states and KV cache in bf16, no casts), and the final norm
+    + head that give the probabilities run in float32 on the original weights (bf16 logits would
+    move P(o) by several percent); ``"bf16-mixed"``: a copy whose blocks' matrices are bf16 and whose
+    embeddings, norms and head stay float32, run under bf16 autocast (products in bf16, residual
+    stream, norms and head in float32; no weight casts); ``"bf16-autocast"``: the float32 model under
+    bf16 autocast (as "bf16-mixed" but every product casts its weights, and the head is bf16).
+    ``batch_size``: most rows (restorations x samples) per batched pass.
     """
 
     def __init__(self, struct: ModelStructure, noise: float, samples: int = 10, window: int = 10,
-                 seed: int = 0, batch_size: int = 256, fast: bool = True, precision: str = "fp32") -> None:
+                 seed: int = 0, batch_size: int = 1024, fast: bool = True, precision: str = "fp32") -> None:
         if struct.kind != "lm":
             raise UserError("causal tracing needs a causal LM (the object is read from the next-token distribution)")
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.precision = precision
         self.s, self.noise, self.samples, self.window, self.seed = struct, noise, samples, window, seed
+        # self.s: the caller's model (its final norm + head give the probabilities); self.w: the model
+        # the forwards run on (a bf16 copy for precision "bf16")
+        self.w = struct
+        if precision == "bf16":
+            self.w = locate(copy.deepcopy(struct.model).to(torch.bfloat16))
+        elif precision == "bf16-mixed":  # the blocks' matrices in bf16, the rest float32 (run under autocast)
+            self.w = locate(copy.deepcopy(struct.model))
+            for layer in self.w.layers:
+                for mod in layer.modules():
+                    if isinstance(mod, torch.nn.Linear):
+                        mod.to(torch.bfloat16)
         self.batch_size = batch_size
         self.fast = fast and _fast_path_ok(struct)
 
@@ -151,23 +203,46 @@ class Tracer:
     def _noise(self, f: TraceFact) -> Tensor:
         g = torch.Generator().manual_seed(self.seed)
         lo, hi = f.subject_range
-        e = self.s.word_embeddings.weight
+        e = self.w.word_embeddings.weight
         return (torch.randn(self.samples, hi - lo, e.shape[1], generator=g) * self.noise).to(e.dtype)
+
+    def _target_prob(self, last: Tensor, target: int) -> Tensor:
+        """P(target) (B,) from block outputs (B, H) at the last position: the final norm + head in
+        chunks of rows (the head is the largest product), in float32 for bf16 weights."""
+        return torch.cat([self._readout(c).softmax(-1)[:, target] for c in last.split(256)])
+
+    def _readout(self, h: Tensor) -> Tensor:
+        """Float32 logits of the caller's final norm + head on block outputs; for "bf16" / "bf16-mixed"
+        in float32 (autocast off), for "bf16-autocast" under autocast as its forwards."""
+        if self.w is self.s:
+            return self.s.readout(h).float()
+        with torch.autocast(h.device.type, enabled=False):
+            return self.s.readout(h.float()).float()
 
     def _prob(self, ids: Tensor, target: int) -> Tensor:
         sel = torch.zeros_like(ids, dtype=torch.bool)
         sel[:, -1] = True
-        logits = self.s.model(ids, labels_mask=sel).logits  # (B, V)
-        return logits.float().softmax(-1)[:, target]
+        if self.w is self.s:
+            logits = self.s.model(ids, labels_mask=sel).logits  # (B, V)
+            return logits.float().softmax(-1)[:, target]
+        last: list[Tensor] = []  # bf16 weights: the last block's output, read out in float32
+        h = self.w.layers[-1].register_forward_hook(lambda m, a, o: last.append(o[:, -1]))
+        try:
+            self.w.model(ids, labels_mask=sel)
+        finally:
+            h.remove()
+        return self._target_prob(last[-1], target)
 
     def clean(self, f: TraceFact) -> tuple[dict[str, list[Tensor]], Tensor]:
         """({site: [output (T, H) per layer]}, probabilities (V,) at the last position) of the clean run."""
         rec: dict[str, list[Tensor]] = {k: [None] * self.s.num_layers for k in ("layer", "mlp", "attn")}
         ids = torch.tensor([f.ids])
-        with intervene(self.s, "layer", lambda i, h: rec["layer"].__setitem__(i, h[0].clone())), \
-                intervene(self.s, "mlp", lambda i, h: rec["mlp"].__setitem__(i, h[0].clone())), \
-                intervene(self.s, "attn", lambda i, h: rec["attn"].__setitem__(i, h[0].clone())):
-            logits = self.s.model(ids).logits[0, -1]
+        with intervene(self.w, "layer", lambda i, h: rec["layer"].__setitem__(i, h[0].clone())), \
+                intervene(self.w, "mlp", lambda i, h: rec["mlp"].__setitem__(i, h[0].clone())), \
+                intervene(self.w, "attn", lambda i, h: rec["attn"].__setitem__(i, h[0].clone())):
+            logits = self.w.model(ids).logits[0, -1]
+        if self.w is not self.s:
+            logits = self._readout(rec["layer"][-1][-1:])[0]
         return rec, logits.float().softmax(-1)
 
     def restored(self, f: TraceFact, clean: dict[str, list[Tensor]], site: str, layers: list[int],
@@ -196,36 +271,26 @@ class Tracer:
             def restore(i: int, out_: Tensor) -> Tensor:
                 return torch.where(mask[..., None], clean[site][i][None].to(out_.dtype), out_)
 
-            with _embedding_hook(self.s, corrupt), intervene(self.s, site, restore, layers=layers):
+            with _embedding_hook(self.w, corrupt), intervene(self.w, site, restore, layers=layers):
                 p = self._prob(ids, f.target_id)  # (B,)
             out.append(p.view(len(chunk), S).mean(1))
         return torch.cat(out)
 
     # -------------------------------------------------------------- fast path
-    def _run_blocks(self, x: Tensor, start: int, cache: KVCache, hook=None) -> Tensor:
-        """Blocks start..L-1 on ``x`` (B, T', H) = positions len(cache)..len(cache)+T'-1, whose keys
-        and values are written into ``cache`` (the earlier positions' are read from it).
-        ``hook(i, x)`` may replace block i's output."""
-        m = self.s.model
-        B, T = x.shape[:2]
-        past = len(cache)
-        mask, is_causal = m._attention_mask(None, B, T, past, cache, x.device)
-        pos = m.default_position_ids(None, T, past, x.device)
-        rotary = m.rotary(pos, x.dtype) if hasattr(m, "rotary") else None
-        ctx = AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache)
-        for i in range(start, self.s.num_layers):
-            self._layer = i
-            x = self.s.layers[i](x, ctx, i)
-            if hook is not None:
-                x = hook(i, x)
-        return x
-
-    def _target_prob(self, last: Tensor, target: int) -> Tensor:
-        return self.s.readout(last).float().softmax(-1)[:, target]  # (B,)
+    def _context(self, n: int, past: int, cache: Any, dtype: torch.dtype) -> AttentionContext:
+        """Attention context of a run computing positions past..past+n-1 (as the model's backbone makes it)."""
+        m = self.w.model
+        dev = self.w.word_embeddings.weight.device
+        mask, is_causal = m._attention_mask(None, 1, n, past, cache, dev)
+        if torch.is_autocast_enabled(dev.type):
+            dtype = torch.get_autocast_dtype(dev.type)
+        rotary = m.rotary(m.default_position_ids(None, n, past, dev), dtype) if hasattr(m, "rotary") else None
+        return AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache)
 
     def corrupted(self, f: TraceFact) -> _Corrupted:
         """The ``samples`` corrupted runs (fast path): block inputs, KV cache and P(target)."""
-        m, S, (lo, hi) = self.s.model, self.samples, f.subject_range
+        m, S, (lo, hi) = self.w.model, self.samples, f.subject_range
+        T = len(f.ids)
         ids = torch.tensor([f.ids]).expand(S, -1)
         noise = self._noise(f)
 
@@ -234,86 +299,96 @@ class Tracer:
             emb[:, lo:hi] += noise
             return emb
 
-        with _embedding_hook(self.s, corrupt):
-            x = m.embeddings(ids, m.default_position_ids(ids, len(f.ids), 0, ids.device), None, None)
-        cache = KVCache.for_model(m, S, len(f.ids))
-        inputs: list[Tensor] = [None] * self.s.num_layers
-
-        def keep(i: int, h: Tensor) -> Tensor:
-            if i + 1 < self.s.num_layers:
-                inputs[i + 1] = h
-            return h
-
-        inputs[0] = x
-        x = self._run_blocks(x, 0, cache, keep)
-        cache.advance(len(f.ids))
+        with _embedding_hook(self.w, corrupt):
+            x = m.embeddings(ids, m.default_position_ids(ids, T, 0, ids.device), None, None)
+        cache = KVCache.for_model(m, S, T)
+        ctx = self._context(T, 0, cache, x.dtype)
+        inputs: list[Tensor] = []
+        for i in range(self.s.num_layers):
+            inputs.append(x)
+            x = self.w.layers[i](x, ctx, i)
+        cache.advance(T)
         return _Corrupted(inputs, cache, self._target_prob(x[:, -1], f.target_id))
 
     def restored_fast(self, f: TraceFact, clean: dict[str, list[Tensor]], corrupted: _Corrupted, site: str,
-                      layers: list[int], tokens: list[list[int]]) -> Tensor:
-        """``restored`` computed from the kept corrupted run (see the class docstring) -> (len(tokens),)."""
-        S, lo = self.samples, f.subject_range[0]
-        p_corrupt = corrupted.p.mean()
-        out = torch.empty(len(tokens))
-        groups: dict[int, list[int]] = {}  # first restored position -> entries
-        for k, toks in enumerate(tokens):
+                      restorations: list[tuple[list[int], list[int]]]) -> Tensor:
+        """``restored`` for many restorations at once, computed from the kept corrupted run.
+
+        ``restorations``: (layers, tokens) pairs, each restoring ``site``'s output at ``tokens`` in
+        every layer of ``layers`` -> P(target) averaged over the noise samples, (len(restorations),).
+        The restorations whose first restored token is t0 share one pass over the blocks that
+        computes positions t0..T-1 only (``_stacked``); at most ``batch_size`` rows per pass.
+        """
+        S, lo, T = self.samples, f.subject_range[0], len(f.ids)
+        out = torch.full((len(restorations),), float(corrupted.p.mean()))
+        groups: dict[int, list[int]] = {}  # first restored position -> restorations
+        for k, (layers, toks) in enumerate(restorations):
             live = [t for t in toks if t >= lo]
-            if not live or not layers:
-                out[k] = p_corrupt
-            else:
+            if live and layers:
                 groups.setdefault(min(live), []).append(k)
-        start, wanted = min(layers) if layers else 0, set(layers)
         per = max(1, self.batch_size // S)
-        T = len(f.ids)
-        # buckets of entries run together from the bucket's first position t0: an entry joins while
-        # its own span T - t is at least half the bucket's (few, large matmuls, at most 2x the positions)
-        buckets: list[tuple[int, list[int]]] = []
-        for t in sorted(groups):
-            for k in groups[t]:
-                if buckets and 2 * (T - t) >= T - buckets[-1][0] and len(buckets[-1][1]) < per:
-                    buckets[-1][1].append(k)
-                else:
-                    buckets.append((t, [k]))
         lasts: list[Tensor] = []
-        for t0, chunk in buckets:
-            n = len(chunk)
-            mask = torch.zeros(n * S, T - t0, dtype=torch.bool)  # row j * S + s restores entry chunk[j]
-            for j, k in enumerate(chunk):
-                mask[j * S: (j + 1) * S, [t - t0 for t in tokens[k] if t >= lo]] = True
-            cache = KVCache(self.s.num_layers, n * S, corrupted.cache.num_kv_heads, corrupted.cache.head_dim,
-                            T, corrupted.cache.device)
-            cache.k = corrupted.cache.k.repeat(1, n, 1, 1, 1)
-            cache.v = corrupted.cache.v.repeat(1, n, 1, 1, 1)
-            cache.capacity, cache.length = cache.k.shape[3], t0
-
-            def put(i: int, h: Tensor, t0=t0, mask=mask) -> Tensor:
-                return torch.where(mask[..., None], clean[site][i][t0:][None].to(h.dtype), h)
-
-            x = corrupted.inputs[start][:, t0:].repeat(n, 1, 1)
-            if site == "layer":
-                x = self._run_blocks(x, start, cache, lambda i, h: put(i, h) if i in wanted else h)
-            else:
-                mods = {id(_site_module(self.s, site, i)): _site_module(self.s, site, i) for i in layers}
-                handles = [mod.register_forward_hook(
-                    lambda mod_, a, h: put(self._layer, h) if self._layer in wanted else None)
-                    for mod in mods.values()]
-                try:
-                    x = self._run_blocks(x, start, cache)
-                finally:
-                    for h in handles:
-                        h.remove()
-            lasts.append(x[:, -1])
-        if lasts:  # one head product for all buckets (the head is the largest matrix)
-            p = self._target_prob(torch.cat(lasts), f.target_id)
-            r = 0
-            for _, chunk in buckets:
-                out[chunk] = p[r: r + len(chunk) * S].view(len(chunk), S).mean(1)
-                r += len(chunk) * S
+        order: list[int] = []
+        for t0, ks in sorted(groups.items()):
+            ks.sort(key=lambda k: min(restorations[k][0]))
+            n = -(-len(ks) // per)
+            for c in range(n):
+                chunk = ks[c * len(ks) // n: (c + 1) * len(ks) // n]
+                lasts.append(self._stacked(clean, corrupted, site, t0, T, lo, [restorations[k] for k in chunk]))
+                order += chunk
+        if order:  # the head on every row of every pass, in chunks
+            out[order] = self._target_prob(torch.cat(lasts), f.target_id).view(len(order), S).mean(1)
         return out
 
+    def _stacked(self, clean: dict[str, list[Tensor]], corrupted: _Corrupted, site: str, t0: int, T: int, lo: int,
+                 chunk: list[tuple[list[int], list[int]]]) -> Tensor:
+        """Last-position block outputs (len(chunk) x S, H) of the restorations ``chunk`` (sorted by
+        first layer; first restored token t0). Restoration j's S rows (j * S + sample) join the batch
+        at block min(layers_j), from the corrupted input of that block at positions t0..T-1; a block
+        runs once on all the rows that have joined (none of the restorations of a later layer)."""
+        S, L = self.samples, self.s.num_layers
+        n = len(chunk)
+        starts = [min(layers) for layers, _ in chunk]
+        lay = torch.zeros(L, n * S, 1, dtype=torch.bool)  # restoration of row r active at layer i
+        tok = torch.zeros(n * S, T - t0, dtype=torch.bool)  # ... at position t0 + p
+        for j, (layers, toks) in enumerate(chunk):
+            lay[layers, j * S: (j + 1) * S] = True
+            tok[j * S: (j + 1) * S, [t - t0 for t in toks if t >= lo]] = True
+        where = lay & tok  # (L, n x S, T - t0)
+        active = lay.flatten(1).any(1).tolist()
+        state = {"layer": 0}
+
+        def put(i: int, h: Tensor) -> Tensor:
+            if not active[i]:
+                return h
+            return torch.where(where[i, : h.shape[0], :, None], clean[site][i][t0:][None].to(h.dtype), h)
+
+        handles = []
+        if site != "layer":
+            mods = {id(_site_module(self.w, site, i)): _site_module(self.w, site, i) for i in range(L) if active[i]}
+            handles = [mod.register_forward_hook(lambda mod_, a, h: put(state["layer"], h)) for mod in mods.values()]
+        try:
+            x = corrupted.inputs[starts[0]][:0, t0:]
+            ctx = self._context(T - t0, t0, _PrefixCache(corrupted.cache, t0, S), x.dtype)
+            j = 0
+            for i in range(starts[0], L):
+                new = 0
+                while j < n and starts[j] == i:
+                    new, j = new + 1, j + 1
+                if new:
+                    x = torch.cat([x, corrupted.inputs[i][:, t0:].repeat(new, 1, 1)])
+                state["layer"] = i
+                x = self.w.layers[i](x, ctx, i)
+                if site == "layer":
+                    x = put(i, x)
+        finally:
+            for h in handles:
+                h.remove()
+        return x[:, -1]
+
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast context of ``precision`` (a no-op for fp32)."""
-        if self.precision == "fp32":
+        """The autocast context of ``precision`` (a no-op for "fp32" and "bf16")."""
+        if self.precision not in ("bf16-autocast", "bf16-mixed"):
             return contextlib.nullcontext()
         return torch.autocast(self.s.word_embeddings.weight.device.type, dtype=torch.bfloat16)
 
@@ -324,29 +399,27 @@ class Tracer:
             return self._trace(f, kinds)
 
     def _trace(self, f: TraceFact, kinds: tuple[str, ...]) -> dict[str, Any]:
-        clean, probs = self.clean(f)
-        p_clean = float(probs[f.target_id])
-        if self.fast:
-            corrupted = self.corrupted(f)
-            p_corrupt = float(corrupted.p.mean())
-
-            def restored(f, clean, site, layers, tokens):
-                return self.restored_fast(f, clean, corrupted, site, layers, tokens)
-        else:
-            restored = self.restored
-            p_corrupt = float(self.restored(f, clean, "layer", [], [[]])[0])
-        T, L = len(f.ids), self.s.num_layers
-        res: dict[str, Any] = {"p_clean": p_clean, "p_corrupt": p_corrupt, "top1_id": int(probs.argmax()),
-                               "known": int(probs.argmax()) == f.target_id, "effects": {}}
         for kind in kinds:
             if kind not in KINDS:
                 raise UserError(f"unknown trace kind {kind!r}: expected one of {', '.join(KINDS)}")
-            rows = []
-            for layer in range(L):
-                layers = _window(layer, self.window, L) if kind.endswith("_window") else [layer]
-                p = restored(f, clean, SITE[kind], layers, [[t] for t in range(T)])
-                rows.append((p - p_corrupt).tolist())
-            res["effects"][kind] = rows  # (L, T): indirect effect of restoring (layer, token)
+        clean, probs = self.clean(f)
+        p_clean = float(probs[f.target_id])
+        T, L = len(f.ids), self.s.num_layers
+        if self.fast:
+            corrupted = self.corrupted(f)
+            p_corrupt = float(corrupted.p.mean())
+        else:
+            p_corrupt = float(self.restored(f, clean, "layer", [], [[]])[0])
+        res: dict[str, Any] = {"p_clean": p_clean, "p_corrupt": p_corrupt, "top1_id": int(probs.argmax()),
+                               "known": int(probs.argmax()) == f.target_id, "effects": {}}
+        for kind in kinds:
+            sets = [_window(layer, self.window, L) if kind.endswith("_window") else [layer] for layer in range(L)]
+            if self.fast:
+                p = self.restored_fast(f, clean, corrupted, SITE[kind], [(ls, [t]) for ls in sets for t in range(T)])
+                p = p.view(L, T)
+            else:
+                p = torch.stack([self.restored(f, clean, SITE[kind], ls, [[t] for t in range(T)]) for ls in sets])
+            res["effects"][kind] = (p - p_corrupt).tolist()  # (L, T): indirect effect of restoring (layer, token)
         return res
 
 
