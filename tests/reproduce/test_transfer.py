@@ -56,7 +56,7 @@ def test_pretrain_finetune_end_to_end_and_rerun(tmp_path):
     params = {"pretrain": {"hidden_size": 64, "num_layers": 1, "seq_len": 32, "vocab_size": 120, "steps": 4,
                            "batch_size": 8, "eval_batches": 2},
               "tapt": {"steps": 2, "batch_size": 8, "lr": 1e-3, "eval_batches": 2},
-              "sizes": [8, 16], "heldout": 16, "seeds": [0, 1], "lr_grid": [1e-3, 3e-3], "probe_lr_grid": [1e-2],
+              "sizes": [8, 16], "heldout": 16, "seeds": [0, 1], "lr_grid": [1e-3, 3e-3], "probe_l2_grid": [1e-2, 1e-1],
               "epochs": {8: 2, 16: 1}, "batch_size": 8, "max_seq_len": 32}
     claim = Claim(id="pt-ft-test", claim="pretraining beats random init", reference={"source": "test"},
                   runner="transfer:pretrain_finetune", budgets={"small": params})
@@ -80,12 +80,21 @@ def test_pretrain_finetune_end_to_end_and_rerun(tmp_path):
     chosen = saved["details"]["lr_chosen_on_heldout_train"]
     assert set(chosen) == {f"{m}/{a}/{n}" for m in ("full", "features") for a in ("random", "pretrained", "tapt")
                            for n in (8, 16)}
-    for c in chosen.values():
-        assert c["heldout_by_lr"][f"{c['lr']:g}"] == max(c["heldout_by_lr"].values())
+    for key, c in chosen.items():
+        what = "l2" if key.startswith("features/") else "lr"
+        assert c[f"heldout_by_{what}"][f"{c[what]:g}"] == max(c[f"heldout_by_{what}"].values())
     assert set(chosen["full/random/8"]["heldout_by_lr"]) == {"0.001", "0.003"}
-    # grid on seed 0 (2 LRs) + seed 1 at the chosen LR = 3 full runs; probe 1 + 1; per arm and size
+    assert set(chosen["features/tapt/16"]["heldout_by_l2"]) == {"0.01", "0.1"}
+    # grid on seed 0 (2 LRs) + seed 1 at the chosen LR = 3 fine-tuning runs per arm and size
     ft_steps = [p for p in (out / "steps").glob("ft_*.json")]
-    assert len(ft_steps) == 3 * 2 * (3 + 2)
+    assert len(ft_steps) == 3 * 2 * 3
+    # the linear probe: one step per arm and seed, every size and L2 from one pass of frozen features
+    probe = json.loads((out / "steps" / "probe_pretrained_s1.json").read_text())["result"]
+    assert probe["features"] == 2 * 64  # embeddings + one block, hidden 64, concatenated
+    assert set(probe["by_n"]) == {"8", "16"} and set(probe["by_n"]["8"]) == {"0.01", "0.1"}
+    dev = saved["ours"]["probe pretrained n=16 dev acc"]["values"]
+    l2 = chosen["features/pretrained/16"]["l2"]
+    assert dev[1] == probe["by_n"]["16"][f"{l2:g}"]["dev"]
     one = json.loads(ft_steps[0].read_text())["result"]
     assert one["dev_examples"] == 40 and one["train_examples"] in (8, 16)
     assert not any((out / "runs").glob("ft-*"))  # fine-tuned checkpoints are deleted once scored

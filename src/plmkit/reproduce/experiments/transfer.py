@@ -116,6 +116,63 @@ def _arm_runs(ctx: ClaimContext, *, arm: str, models: dict[int, str], sst2: Path
             + sum((per_seed[s].get("train_cpu_s") or 0.0) for s in rest)}
 
 
+def _probe_runs(ctx: ClaimContext, *, arm: str, models: dict[int, str], sst2: Path, sizes: list[int],
+                l2_grid: list[float], max_seq_len: int) -> dict[int, dict]:
+    """Frozen-feature linear probes of one arm, one step per seed: every sentence of the seed's largest training
+    set, of the held-out slice and of SST-2 dev goes once through the frozen model; its features are the
+    mean over words of every hidden state (embeddings and each block, concatenated; words = mean of their
+    pieces, :func:`plmkit.analysis.features.iter_word_states`); a logistic regression
+    (:func:`plmkit.analysis.probes.train_probe`, L-BFGS, L2 from ``l2_grid``) is fitted on the first n rows
+    for every n. Returns seed -> {n -> {l2 -> {"heldout", "dev"}}}."""
+
+    def one(seed: int) -> dict:
+        import numpy as np
+
+        import plmkit
+        from plmkit.analysis.features import iter_word_states
+        from plmkit.analysis.probes import accuracy, train_probe
+
+        def read(path: Path) -> tuple[list[list[str]], np.ndarray]:
+            header, rows = _read_tsv(path)
+            si, li = header.index("sentence"), header.index("label")
+            return [r[si].split() for r in rows], np.array([int(r[li]) for r in rows])
+
+        model, tok = plmkit.load(models[seed]), plmkit.load_tokenizer(models[seed])
+        model.eval()
+
+        def feats(words: list[list[str]]) -> np.ndarray:
+            x = None
+            for i, states, mask in iter_word_states(model, tok, words, batch_size=64, max_len=max_seq_len):
+                v = states[:, mask].mean(1).reshape(-1) if mask.any() else np.zeros(states.shape[0] * states.shape[2])
+                if x is None:
+                    x = np.zeros((len(words), v.shape[0]), dtype=np.float32)
+                x[i] = v
+            return x
+
+        (wtr, ytr), (wh, yh), (wd, yd) = (read(ctx.out / "splits" / f"train-s{seed}-n{max(sizes)}.tsv"),
+                                          read(ctx.out / "splits" / "heldout.tsv"), read(sst2 / "dev.tsv"))
+        xtr, xh, xd = feats(wtr), feats(wh), feats(wd)
+        out: dict = {}
+        for n in sizes:
+            out[str(n)] = {}
+            for l2 in l2_grid:
+                probe = train_probe(xtr[:n], ytr[:n], 2, l2=l2, max_iter=100, seed=seed)
+                out[str(n)][f"{l2:g}"] = {"heldout": accuracy(probe, xh, yh), "dev": accuracy(probe, xd, yd)}
+        return {"features": int(xtr.shape[1]), "by_n": out}
+
+    res = {s: ctx.step(f"probe/{arm}/s{s}", lambda s=s: one(s)) for s in ctx.seeds}
+    first = ctx.seeds[:max(1, int(ctx.param("select_seeds", 1)))]
+    chosen = {}
+    for n in sizes:
+        held = {f"{l2:g}": sum(res[s]["by_n"][str(n)][f"{l2:g}"]["heldout"] for s in first) / len(first)
+                for l2 in l2_grid}
+        best = max(l2_grid, key=lambda l2: (held[f"{l2:g}"], l2))  # ties: the stronger regulariser
+        chosen[n] = {"l2": best, "heldout_by_l2": {k: round(v, 4) for k, v in held.items()},
+                     "dev": [res[s]["by_n"][str(n)][f"{best:g}"]["dev"] for s in ctx.seeds],
+                     "features": res[ctx.seeds[0]]["features"]}
+    return chosen
+
+
 def _ft_params(ctx: ClaimContext) -> dict:
     return {"batch_size": int(ctx.param("batch_size", 32)), "max_seq_len": int(ctx.param("max_seq_len", 64)),
             "select_seeds": int(ctx.param("select_seeds", 1))}
@@ -288,21 +345,29 @@ def pretrain_finetune(ctx: ClaimContext) -> Outcome:
     models = _fine_tune_models(ctx, pt_dir, tapt_dir, float(ctx.param("finetune_dropout", 0.1)))
     _splits(ctx, sst2, sizes, int(ctx.param("heldout", 1000)))
 
-    modes = {"full": [float(x) for x in ctx.param("lr_grid", [1e-4, 3e-4, 1e-3])]}
-    if ctx.param("probe", True):
-        modes["features"] = [float(x) for x in ctx.param("probe_lr_grid", [1e-3, 1e-2])]
+    grid = [float(x) for x in ctx.param("lr_grid", [1e-4, 3e-4, 1e-3])]
     results: dict[str, dict[str, list[float]]] = {}
     rows, chosen = [], {}
-    for mode, grid in modes.items():
-        for n in sizes:
-            for arm in PT_ARMS:
-                r = _arm_runs(ctx, arm=arm, models=models[arm], sst2=sst2, n=n, mode=mode, lr_grid=grid,
-                              epochs=_epochs(ctx, n), **ft)
-                results.setdefault(mode, {})[f"{arm}/{n}"] = r["dev"]
+    if ctx.param("probe", True):  # cheap: first, so a small budget always has it
+        l2_grid = [float(x) for x in ctx.param("probe_l2_grid", [1e-3, 1e-2, 1e-1])]
+        for arm in PT_ARMS:
+            probes = _probe_runs(ctx, arm=arm, models=models[arm], sst2=sst2, sizes=sizes, l2_grid=l2_grid,
+                                 max_seq_len=ft["max_seq_len"])
+            for n, r in probes.items():
+                results.setdefault("features", {})[f"{arm}/{n}"] = r["dev"]
                 s = stats.summary(r["dev"])
-                chosen[f"{mode}/{arm}/{n}"] = {"lr": r["lr"], "heldout_by_lr": r["heldout_by_lr"]}
-                rows.append([mode, n, arm, round(s["mean"], 4), round(s["sd"], 4), r["lr"],
-                             max(r["heldout_by_lr"].values()), round(r["cpu_s"], 1)])
+                chosen[f"features/{arm}/{n}"] = {"l2": r["l2"], "heldout_by_l2": r["heldout_by_l2"]}
+                rows.append(["linear probe", n, arm, round(s["mean"], 4), round(s["sd"], 4), f"L2 {r['l2']:g}",
+                             max(r["heldout_by_l2"].values()), None])
+    for n in sizes:
+        for arm in PT_ARMS:
+            r = _arm_runs(ctx, arm=arm, models=models[arm], sst2=sst2, n=n, mode="full", lr_grid=grid,
+                          epochs=_epochs(ctx, n), **ft)
+            results.setdefault("full", {})[f"{arm}/{n}"] = r["dev"]
+            s = stats.summary(r["dev"])
+            chosen[f"full/{arm}/{n}"] = {"lr": r["lr"], "heldout_by_lr": r["heldout_by_lr"]}
+            rows.append(["fine-tuned", n, arm, round(s["mean"], 4), round(s["sd"], 4), f"LR {r['lr']:g}",
+                         max(r["heldout_by_lr"].values()), round(r["cpu_s"], 1)])
     verdict, secondary = transfer_verdict(results, sizes, z=float(ctx.param("z", 2.0)))
     ours = {f"{'probe ' if mode == 'features' else ''}{arm} n={n} dev acc": stats.summary(v)
             for mode, r in results.items() for key, v in r.items() for arm, n in [key.split("/")]}
@@ -310,8 +375,8 @@ def pretrain_finetune(ctx: ClaimContext) -> Outcome:
     details = {"pretraining": pt, "pretraining_last_eval": pt_eval, "tapt": tp, "tapt_last_eval": tapt_eval,
                "books": len(files), "lr_chosen_on_heldout_train": chosen,
                "secondary": {k: v.as_dict() for k, v in secondary.items()}}
-    table = {"columns": ["mode", "labelled examples", "arm", "dev acc mean", "dev acc sd", "LR (chosen on held-out "
-                         "train)", "held-out acc at that LR", "fine-tuning CPU s"], "rows": rows}
+    table = {"columns": ["mode", "labelled examples", "arm", "dev acc mean", "dev acc sd", "LR / probe L2 (chosen on "
+                         "held-out train)", "held-out acc at that setting", "fine-tuning CPU s"], "rows": rows}
     return Outcome(ours=ours, verdict=verdict, table=table, runs=[pt["run_dir"], tp["run_dir"]], details=details)
 
 
