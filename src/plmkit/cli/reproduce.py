@@ -105,10 +105,12 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise UserError(f"claim {cid}: missing prerequisite: {missing[0]}")
         claims[cid].params(args.budget)
-    from plmkit.reproduce.context import run_claim
+    from plmkit.reproduce.context import check_out, run_claim
 
     root = Path(args.out)
     single = len(ids) == 1 and args.claims != ["all"]
+    for cid in ids:  # and what --out holds
+        check_out(claims[cid], args.budget, root if single else root / cid, args.overwrite)
     failed = []
     for cid in ids:
         out = root if single else root / cid

@@ -158,6 +158,33 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "git_revision": rev, "argv": sys.argv[1:]}
 
 
+def check_out(claim: Claim, budget: str, out: Path, overwrite: bool = False) -> str:
+    """What ``out`` holds: "new" (absent or empty), "resume" (this claim's earlier attempt at this budget and
+    parameters), "replace" (a claim run, with ``overwrite``); anything else is refused in one line (a folder that is
+    not a claim run is never deleted, even with ``overwrite``)."""
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    state = json.loads(json.dumps({"id": claim.id, "budget": budget, "params": claim.params(budget)}))
+    old = None
+    if (out / STATE).is_file():
+        try:
+            old = json.loads((out / STATE).read_text(encoding="utf-8"))
+        except ValueError:
+            old = None
+    if overwrite and isinstance(old, dict):
+        return "replace"
+    if old == state:
+        return "resume"
+    if overwrite:  # never delete a folder that is not a claim run
+        raise UserError(f"--out {out} holds files that are not a plm reproduce run; --overwrite only replaces a "
+                        f"claim's folder; choose another --out")
+    what = f"claim {old.get('id')} at budget {old.get('budget')}" if isinstance(old, dict) else "files of something else"
+    same = isinstance(old, dict) and old.get("id") == claim.id and old.get("budget") == budget
+    raise UserError(f"--out {out} holds {what}" + (" with other parameters" if same else "")
+                    + "; choose another --out or pass --overwrite")
+
+
 def run_claim(claim: Claim, budget: str, out: Path, data_root: Path, *, threads: int | None = None,
               overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Run ``claim`` at ``budget`` into ``out`` and write ``out/claim.json``; returns its content.
@@ -176,21 +203,8 @@ def run_claim(claim: Claim, budget: str, out: Path, data_root: Path, *, threads:
     fn = claim.function()
     params = claim.params(budget)
     state = {"id": claim.id, "budget": budget, "params": params}
-    if out.exists() and any(out.iterdir()):
-        old = None
-        if (out / STATE).is_file():
-            try:
-                old = json.loads((out / STATE).read_text(encoding="utf-8"))
-            except ValueError:
-                old = None
-        if old != json.loads(json.dumps(state)) and not overwrite:
-            what = (f"claim {old.get('id')} at budget {old.get('budget')}" if isinstance(old, dict)
-                    else "files of something else")
-            same = isinstance(old, dict) and old.get("id") == claim.id and old.get("budget") == budget
-            raise UserError(f"--out {out} holds {what}" + (" with other parameters" if same else "")
-                            + "; choose another --out or pass --overwrite")
-        if overwrite and old != json.loads(json.dumps(state)):
-            shutil.rmtree(out)
+    if check_out(claim, budget, out, overwrite) == "replace":
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / STATE, state)
     if threads:
