@@ -188,3 +188,21 @@ def test_stopped_pretraining_is_not_taken_for_finished(tmp_path, monkeypatch):
     (run / "final").mkdir()
     monkeypatch.setattr(ctx, "pretrain", lambda recipe, name, overrides=None: {"step": 8, "run_dir": "runs/pretrain"})
     assert _pretrain(ctx, {}, "pretrain")["step"] == 8
+
+
+def test_stopped_finetuning_is_not_a_finished_step(tmp_path, monkeypatch):
+    """plm finetune scores a run stopped by a signal as it is; such a run must not become a step's result."""
+    import plmkit.tasks.run
+    from plmkit.errors import UserError
+    from plmkit.reproduce.context import ClaimContext
+    from plmkit.reproduce.experiments.transfer import _finetune_once
+
+    claim = Claim(id="t", claim="c", reference={}, runner="transfer:pretrain_finetune", budgets={"small": {}})
+    ctx = ClaimContext(claim, "small", tmp_path, tmp_path, log=lambda m: None)
+    monkeypatch.setattr(plmkit.tasks.run, "finetune",
+                        lambda cfg: {"interrupted": True, "train_steps": 16, "accuracy": 0.5})
+    with pytest.raises(UserError, match="stopped at step 16"):
+        ctx.step("ft/x", lambda: _finetune_once(ctx, model="m", sst2=tmp_path, train_file=tmp_path / "t.tsv",
+                                                 name="ft-x", mode="full", lr=1e-3, epochs=1, seed=0, batch_size=8,
+                                                 max_seq_len=16))
+    assert not (tmp_path / "steps" / "ft_x.json").exists()

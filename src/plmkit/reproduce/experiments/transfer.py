@@ -82,6 +82,11 @@ def _finetune_once(ctx: ClaimContext, *, model: str, sst2: Path, train_file: Pat
                          train_file=str(train_file), dev_file=str(ctx.out / "splits" / "heldout.tsv"),
                          eval_each_epoch=False, progress=False)
     res = finetune(cfg)
+    if res.get("interrupted"):  # a stopped run scores its partial model: never keep that as the step's result
+        from plmkit.errors import UserError
+
+        raise UserError(f"claim {ctx.claim.id}: fine-tuning {name} stopped at step {res.get('train_steps')}; "
+                        f"run the claim again with the same --out to redo it")
     dev = evaluate_checkpoints([str(out)], str(sst2), "dev.tsv")
     shutil.rmtree(out, ignore_errors=True)  # the scores are what the claim keeps
     return {"heldout_accuracy": res["accuracy"], "dev_accuracy": dev["accuracy"], "dev_examples": dev["examples"],
