@@ -162,34 +162,6 @@ def test_claim_files_load(cid):
     assert small["seeds"] and len(small["seeds"] if isinstance(small["seeds"], list) else range(small["seeds"])) >= 3
 
 
-def test_stopped_pretraining_is_not_taken_for_finished(tmp_path, monkeypatch):
-    """ctx.pretrain keeps summary.json of a run stopped by a signal; the claim must resume that run, not skip it."""
-    from plmkit.errors import UserError
-    from plmkit.reproduce.context import ClaimContext
-    from plmkit.reproduce.experiments.transfer import _pretrain
-
-    claim = Claim(id="t", claim="c", reference={}, runner="transfer:pretrain_finetune", budgets={"small": {}})
-    ctx = ClaimContext(claim, "small", tmp_path, tmp_path, log=lambda m: None)
-    run = ctx.run_dir("pretrain")
-    run.mkdir()
-    (run / "summary.json").write_text('{"step": 3, "interrupted": true}')
-    calls = []
-
-    def fake(recipe, name, overrides=None):
-        calls.append(name)
-        assert not (run / "summary.json").exists()  # set aside: the real ctx.pretrain would resume the run
-        (run / "summary.json").write_text('{"step": 5, "interrupted": true}')
-        return {"step": 5, "interrupted": True, "run_dir": "runs/pretrain"}
-
-    monkeypatch.setattr(ctx, "pretrain", fake)
-    with pytest.raises(UserError, match="stopped at step 5"):
-        _pretrain(ctx, {}, "pretrain")
-    assert calls == ["pretrain"] and not (run / "summary.json").exists()
-    (run / "final").mkdir()
-    monkeypatch.setattr(ctx, "pretrain", lambda recipe, name, overrides=None: {"step": 8, "run_dir": "runs/pretrain"})
-    assert _pretrain(ctx, {}, "pretrain")["step"] == 8
-
-
 def test_stopped_finetuning_is_not_a_finished_step(tmp_path, monkeypatch):
     """plm finetune scores a run stopped by a signal as it is; such a run must not become a step's result."""
     import plmkit.tasks.run

@@ -235,24 +235,6 @@ def _tapt_recipe(ctx: ClaimContext, start: Path, sst2: Path, t: dict, seq_len: i
                       **({"head_lr": float(t["head_lr"])} if t.get("head_lr") else {})}}
 
 
-def _pretrain(ctx: ClaimContext, recipe: dict, name: str) -> dict:
-    """``ctx.pretrain`` that never takes a stopped run for a finished one: a ``summary.json`` without ``final/``
-    (a run stopped by a signal) is set aside so the run resumes from its checkpoint, and a run stopped now
-    stops the claim (its finished steps are kept for the rerun)."""
-    from plmkit.errors import UserError
-
-    run = ctx.run_dir(name)
-    done = run / "summary.json"
-    if done.is_file() and not (run / "final").is_dir():
-        done.unlink()
-    summary = ctx.pretrain(recipe, name)
-    if summary.get("interrupted") or not (run / "final").is_dir():
-        done.unlink(missing_ok=True)
-        raise UserError(f"claim {ctx.claim.id}: pretraining run {name} stopped at step {summary.get('step')}; "
-                        f"run the claim again with the same --out to resume it")
-    return summary
-
-
 def _last_eval(run: Path) -> dict | None:
     import json
 
@@ -340,10 +322,10 @@ def pretrain_finetune(ctx: ClaimContext) -> Outcome:
     seq_len = int(pt_params.get("seq_len", 64))
     mask_rate = float(pt_params.get("mask_rate", 0.15))
 
-    pt = _pretrain(ctx, _pretrain_recipe(ctx, files), "pretrain")
+    pt = ctx.pretrain(_pretrain_recipe(ctx, files), "pretrain")
     pt_dir = ctx.out / pt["run_dir"] / "final"
     tapt_params = dict(ctx.param("tapt"))
-    tp = _pretrain(ctx, _tapt_recipe(ctx, pt_dir, sst2, tapt_params, seq_len - 2, mask_rate,
+    tp = ctx.pretrain(_tapt_recipe(ctx, pt_dir, sst2, tapt_params, seq_len - 2, mask_rate,
                                    {"hidden_dropout": 0.1, "attention_dropout": 0.1}
                                    if tapt_params.get("dropout", True) else None), "tapt")
     tapt_dir = ctx.out / tp["run_dir"] / "final"
@@ -405,7 +387,7 @@ def further_pretraining(ctx: ClaimContext) -> Outcome:
         base_path = package_dir(base[len("pkg:"):])
     else:
         base_path = base
-    tp = _pretrain(ctx, _tapt_recipe(ctx, Path(base_path), sst2, t, int(t.get("seq_len", 64)),
+    tp = ctx.pretrain(_tapt_recipe(ctx, Path(base_path), sst2, t, int(t.get("seq_len", 64)),
                                    float(t.get("mask_rate", 0.15)), {"head": "mlm"}), "tapt")
     tapt_dir = str(ctx.out / tp["run_dir"] / "final")
     _splits(ctx, sst2, sizes, int(ctx.param("heldout", 500)))
