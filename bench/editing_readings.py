@@ -7,7 +7,8 @@ Per ``LABEL=DIR[,DIR...]`` (pooled as in ``editing_table.py``): cases whose edit
 changed side (to the new object / back to the true one), the change of the locality gap
 log P(true) - log P(new) (mean, median, most negative), the change of fluency (mean; samples that fell
 below 4 bits), and the optimisation curve (v* for ROME / MEMIT, the NLL for FT / FT+L: steps, final
-value, how many ended below 0.05)."""
+value, how many ended below 0.05; v* curves hold one {step, nll, kl, norm} per evaluated step, the NLL is
+read from them)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def readings(rows: list[dict]) -> dict:
     fl = [(a.get("fluency"), b.get("fluency")) for a, b in zip(u, e)]
     fl = [(a, b) for a, b in fl if a is not None and b is not None]
     curves = [r["v_curve"] for r in rows if isinstance(r.get("v_curve"), list) and r["v_curve"]]
-    curves = [c for c in curves if not isinstance(c[0], list)]
+    curves = [[x["nll"] if isinstance(x, dict) else x for x in c] for c in curves if not isinstance(c[0], list)]
     return {
         "n": len(rows),
         "es_fail": sum(1 for x in e if x["es"] < 1),
