@@ -41,6 +41,12 @@ def test_default_claims_dir_is_the_checkout():
     assert registry.default_claims_dir() == CLAIMS
 
 
+def test_missing_package_is_named(tmp_path):
+    c = registry.load_claim(_write(tmp_path, GOOD.format(id="c").replace(
+        "requires: {data: [wikitext-2/valid.txt]}", "requires: {packages: [json, no_such_package_xyz]}")))
+    assert c.missing(tmp_path) == ["Python package no_such_package_xyz (pip install no-such-package-xyz)"]
+
+
 def test_good_claim(tmp_path):
     c = registry.load_claim(_write(tmp_path, GOOD.format(id="c")))
     assert c.id == "c" and c.requires == {"data": ["wikitext-2/valid.txt"]}

@@ -22,6 +22,7 @@ file cannot import arbitrary code.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
