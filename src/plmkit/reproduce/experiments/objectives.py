@@ -25,7 +25,7 @@ import csv
 import math
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from plmkit.errors import UserError
 from plmkit.reproduce import stats
