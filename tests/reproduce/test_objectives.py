@@ -73,6 +73,16 @@ def test_noninferior_rule_holds_fails_and_abstains():
     assert O.above([0.30, 0.32, 0.31], 0.5).verdict == stats.NOT_HELD
 
 
+def test_downstream_parts_need_arms_above_the_majority_class(tmp_path):
+    held = O.noninferior([0.51, 0.51], [0.51, 0.5], margin=0.01)
+    assert held.verdict == stats.HELD
+    floored = O.above_floor(held, {"a": [0.51, 0.51], "b": [0.51, 0.5]}, floor=0.509)
+    assert floored.verdict == stats.INCONCLUSIVE and "majority-class rate 0.5090" in floored.rule
+    assert O.above_floor(held, {"a": [0.7, 0.71], "b": [0.69, 0.7]}, floor=0.509) is held
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\na\t1\nb\t0\nc\t1\nd\t1\n", encoding="utf-8")
+    assert O.majority_rate({"data": tmp_path}) == 0.75
+
+
 def test_save_every_divides_the_steps():
     assert O._save_every(150, 100) == 75
     assert O._save_every(171, 100) == 57
@@ -93,7 +103,8 @@ def test_dynamic_masking_end_to_end_and_rerun(tiny_data, tmp_path, monkeypatch):
     assert set(r["details"]["finetune_lr"]) == {"dynamic", "static"}
     # the verdict is the rule applied to the table's numbers
     col = {k: [row[4] for row in r["table"]["rows"] if row[0] == k] for k in ("dynamic", "static")}
-    want = O.noninferior(col["dynamic"], col["static"], margin=0.01).verdict
+    want = O.above_floor(O.noninferior(col["dynamic"], col["static"], margin=0.01), col,
+                         O.majority_rate({"data": tiny_data / "glue" / "SST-2"})).verdict
     assert r["details"]["parts"]["SST-2 dev accuracy: dynamic >= static - margin"]["verdict"] == want
 
     # a rerun trains and fine-tunes nothing: every step is read back

@@ -290,7 +290,9 @@ def _sst2_split(ctx: ClaimContext) -> dict:
 
 
 def sst2_finetune(ctx: ClaimContext, split: dict, model_dir: Path, out: Path, lr: float, dev: str) -> float:
-    """Full fine-tune of ``model_dir`` on the SST-2 fine-tuning rows; accuracy on ``dev`` ("heldout" or "dev")."""
+    """Full fine-tune of ``model_dir`` on the SST-2 fine-tuning rows (mean pooling unless ``ft_pooling`` says
+    otherwise: the same head for every arm, none of which pretrained a pooler); accuracy on ``dev`` ("heldout" or
+    "dev")."""
     from plmkit.tasks.config import FinetuneConfig
     from plmkit.tasks.run import finetune
 
@@ -299,7 +301,8 @@ def sst2_finetune(ctx: ClaimContext, split: dict, model_dir: Path, out: Path, lr
                          dev_file=str(split["heldout"]) if dev == "heldout" else "dev.tsv",
                          epochs=float(ctx.param("ft_epochs", 1.0)), lr=float(lr),
                          batch_size=int(ctx.param("ft_batch_size", 32)), max_seq_len=int(ctx.param("ft_seq_len", 64)),
-                         seed=int(ctx.param("ft_seed", 1)), eval_each_epoch=False, progress=False)
+                         seed=int(ctx.param("ft_seed", 1)), pooling=str(ctx.param("ft_pooling", "mean")),
+                         eval_each_epoch=False, progress=False)
     result = finetune(cfg)
     for p in Path(out).glob("*.safetensors"):  # the fine-tuned weights are not needed: keep the folder small
         p.unlink()
@@ -398,6 +401,31 @@ def _per_arm(ctx: ClaimContext, arms: Arms, scorer: Callable[[Path], dict] | Non
     return res
 
 
+def majority_rate(split: dict) -> float:
+    """The SST-2 dev accuracy of always answering the most frequent dev label."""
+    with open(Path(split["data"]) / "dev.tsv", encoding="utf-8", newline="") as f:
+        labels = [r[-1] for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:] if r]
+    return max(labels.count(v) for v in set(labels)) / len(labels)
+
+
+def above_floor(verdict: stats.Verdict, accs: dict[str, list[float]], floor: float, margin: float = 0.01
+                ) -> stats.Verdict:
+    """A downstream comparison only counts when every arm learnt the task: an arm whose mean accuracy is within
+    ``margin`` of the majority-class rate ``floor`` makes the part inconclusive (two arms at the floor are
+    "comparable" for no reason)."""
+    low = [arm for arm, v in accs.items() if sum(v) / len(v) <= floor + margin]
+    if not low:
+        return verdict
+    return stats.Verdict(stats.INCONCLUSIVE, verdict.rule + f"; but {', '.join(low)} stay(s) within {margin:g} of the "
+                         f"majority-class rate {floor:.4f}, so the fine-tune does not separate the arms: inconclusive",
+                         verdict.effect, verdict.se)
+
+
+def _sst2_part(ctx: ClaimContext, res: dict, verdict: stats.Verdict, arms: tuple[str, ...]) -> stats.Verdict:
+    accs = {arm: _col(res, arm, "sst2_dev_acc") for arm in arms}
+    return above_floor(verdict, accs, majority_rate(_sst2_split(ctx)))
+
+
 def _col(res: dict, arm: str, key: str) -> list[float]:
     return [float(r[key]) for r in res[arm]["rows"]]
 
@@ -432,9 +460,9 @@ def dynamic_masking(ctx: ClaimContext) -> Outcome:
     margin_acc = float(ctx.param("margin_acc", 0.01))
     margin_loss = float(ctx.param("margin_loss", 0.02))
     parts = {
-        "SST-2 dev accuracy: dynamic >= static - margin": noninferior(
+        "SST-2 dev accuracy: dynamic >= static - margin": _sst2_part(ctx, res, noninferior(
             _col(res, "dynamic", "sst2_dev_acc"), _col(res, "static", "sst2_dev_acc"), margin=margin_acc,
-            what="SST-2 dev accuracy, paired by seed"),
+            what="SST-2 dev accuracy, paired by seed"), ("dynamic", "static")),
         "held-out MLM loss: dynamic <= static + margin": noninferior(
             _col(res, "dynamic", "mlm_loss"), _col(res, "static", "mlm_loss"), margin=margin_loss,
             higher_is_better=False, what="held-out MLM loss (same masks), paired by seed"),
@@ -480,9 +508,9 @@ def nsp_sop(ctx: ClaimContext) -> Outcome:
             sop_on_nsp, 0.5, what="NSP accuracy of the SOP-trained head minus 0.5, over seeds"),
         "ALBERT: on SOP, the SOP-trained head beats the NSP-trained head": stats.paired(
             _col(res, "sop", "sop_head_on_sop"), nsp_on_sop, what="held-out SOP accuracy, paired by seed"),
-        "RoBERTa: no sentence objective >= NSP - margin on SST-2": noninferior(
+        "RoBERTa: no sentence objective >= NSP - margin on SST-2": _sst2_part(ctx, res, noninferior(
             _col(res, "none", "sst2_dev_acc"), _col(res, "nsp", "sst2_dev_acc"), margin=margin_acc,
-            what="SST-2 dev accuracy, paired by seed"),
+            what="SST-2 dev accuracy, paired by seed"), ("none", "nsp")),
     }
     ours = {"NSP head: NSP acc": stats.summary(_col(res, "nsp", "nsp_head_on_nsp")),
             "NSP head: SOP acc": stats.summary(nsp_on_sop),
@@ -508,9 +536,9 @@ def mask_rate(ctx: ClaimContext) -> Outcome:
         f"rate-{high:g}": {"objective": [{"name": "mlm", "rate": high}]}})
     res = _per_arm(ctx, arms, _mlm_scorer(arms, ctx))
     hi = f"rate-{high:g}"
-    parts = {f"SST-2 dev accuracy: {high:.0%} >= 15% - margin": noninferior(
+    parts = {f"SST-2 dev accuracy: {high:.0%} >= 15% - margin": _sst2_part(ctx, res, noninferior(
         _col(res, hi, "sst2_dev_acc"), _col(res, "rate-0.15", "sst2_dev_acc"),
-        margin=float(ctx.param("margin_acc", 0.01)), what="SST-2 dev accuracy, paired by seed")}
+        margin=float(ctx.param("margin_acc", 0.01)), what="SST-2 dev accuracy, paired by seed"), (hi, "rate-0.15"))}
     ours = {f"{arm} {label}": stats.summary(_col(res, arm, key)) for arm in arms.arms
             for key, label in (("sst2_dev_acc", "SST-2 dev acc"), ("mlm_loss", "held-out MLM loss at 15%"))}
     return Outcome(ours=ours, verdict=stats.combine(parts),
@@ -573,9 +601,9 @@ def electra_vs_mlm(ctx: ClaimContext) -> Outcome:
         "electra": {"objective": [rtd_obj]},
         "mlm": {"objective": [{"name": "mlm"}], "steps": mlm_steps, "model": {"overrides": mlm_over}}})
     res = _per_arm(ctx, arms, None)
-    parts = {"SST-2 dev accuracy: ELECTRA > MLM at equal FLOPs": stats.paired(
+    parts = {"SST-2 dev accuracy: ELECTRA > MLM at equal FLOPs": _sst2_part(ctx, res, stats.paired(
         _col(res, "electra", "sst2_dev_acc"), _col(res, "mlm", "sst2_dev_acc"),
-        what="SST-2 dev accuracy, paired by seed")}
+        what="SST-2 dev accuracy, paired by seed"), ("electra", "mlm"))}
     ours = {f"{arm} SST-2 dev acc": stats.summary(_col(res, arm, "sst2_dev_acc")) for arm in arms.arms}
     return Outcome(ours=ours, verdict=stats.combine(parts), table=_table(res, [("sst2_dev_acc", "SST-2 dev acc")]),
                    runs=arms.runs(),
