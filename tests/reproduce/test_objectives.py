@@ -83,6 +83,13 @@ def test_downstream_parts_need_arms_above_the_majority_class(tmp_path):
     assert O.majority_rate({"data": tmp_path}) == 0.75
 
 
+def test_cross_task_parts_need_heads_that_learnt_their_own_task():
+    v = O.above([0.70, 0.72, 0.71], 0.527)
+    assert O.learnt(v, {"SOP head on SOP": ([0.80, 0.82, 0.81], 0.527)}) is v
+    gated = O.learnt(v, {"SOP head on SOP": ([0.527, 0.527, 0.527], 0.527)})
+    assert gated.verdict == stats.INCONCLUSIVE and "did not learn its own task" in gated.rule
+
+
 def test_save_every_divides_the_steps():
     assert O._save_every(150, 100) == 75
     assert O._save_every(171, 100) == 57
@@ -150,6 +157,7 @@ def test_nsp_sop_scores_both_heads_on_both_tasks(tiny_data, tmp_path):
     state = load_file(str(tmp_path / "ns" / "runs" / "sop-s0" / "checkpoints" / "step-4" / "model_state.safetensors"))
     assert (model.heads["sop"].state_dict()["classifier.weight"] == state["heads.sop.classifier.weight"]).all()
     assert len(r["details"]["parts"]) == 3
+    assert all(0.5 <= r["details"]["majority_rate"][t] <= 1 for t in ("nsp", "sop"))
 
 
 def test_mask_rate_trains_both_rates(tiny_data, tmp_path):

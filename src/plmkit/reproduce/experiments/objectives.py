@@ -424,6 +424,18 @@ def above_floor(verdict: stats.Verdict, accs: dict[str, list[float]], floor: flo
                          verdict.effect, verdict.se)
 
 
+def learnt(verdict: stats.Verdict, heads: dict[str, tuple[list[float], float]], margin: float = 0.01) -> stats.Verdict:
+    """Cross-task comparisons of sentence-pair heads only count when each head learnt its own task:
+    ``heads``: name -> (per-seed accuracy on its own task, majority-label rate). A head whose mean accuracy is within
+    ``margin`` of the majority rate makes the part inconclusive."""
+    low = [f"{name} {sum(v) / len(v):.3f} (majority rate {floor:.3f})" for name, (v, floor) in heads.items()
+           if sum(v) / len(v) <= floor + margin]
+    if not low:
+        return verdict
+    return stats.Verdict(stats.INCONCLUSIVE, verdict.rule + f"; but a head did not learn its own task at this budget "
+                         f"({'; '.join(low)}): inconclusive", verdict.effect, verdict.se)
+
+
 def _sst2_part(ctx: ClaimContext, res: dict, verdict: stats.Verdict, arms: tuple[str, ...]) -> stats.Verdict:
     accs = {arm: _col(res, arm, "sst2_dev_acc") for arm in arms}
     return above_floor(verdict, accs, majority_rate(_sst2_split(ctx)))
@@ -502,15 +514,34 @@ def nsp_sop(ctx: ClaimContext) -> Outcome:
                 out[f"{head}_head_on_{task}"] = pair_accuracy(model, head, batches, f"{task}_labels")
         return out
 
+    def label_rates() -> dict:
+        """The majority-label rate of the held-out NSP and SOP pairs: a constant head's accuracy."""
+        import torch
+
+        import plmkit
+
+        tok = plmkit.load_tokenizer(arms.tok_dir)
+        store = _heldout_store(ctx, arms.tok_dir)
+        out = {}
+        for task in ("nsp", "sop"):
+            y = torch.cat([b[f"{task}_labels"] for b in pair_batches(tok, store, arms.seq_len, task, n_pairs)])
+            rate = float(y.float().mean())
+            out[task] = max(rate, 1.0 - rate)
+        return out
+
     res = _per_arm(ctx, arms, scorer, downstream=("nsp", "none"))  # the RoBERTa part compares these two
+    floor = ctx.step("pair-majority", label_rates)
     margin_acc = float(ctx.param("margin_acc", 0.01))
     sop_on_nsp = _col(res, "sop", "sop_head_on_nsp")
     nsp_on_sop = _col(res, "nsp", "nsp_head_on_sop")
+    own = {"NSP head on NSP": (_col(res, "nsp", "nsp_head_on_nsp"), floor["nsp"]),
+           "SOP head on SOP": (_col(res, "sop", "sop_head_on_sop"), floor["sop"])}
     parts = {
-        "ALBERT: the SOP-trained head scores NSP above chance": above(
-            sop_on_nsp, 0.5, what="NSP accuracy of the SOP-trained head minus 0.5, over seeds"),
-        "ALBERT: on SOP, the SOP-trained head beats the NSP-trained head": stats.paired(
-            _col(res, "sop", "sop_head_on_sop"), nsp_on_sop, what="held-out SOP accuracy, paired by seed"),
+        "ALBERT: the SOP-trained head scores NSP above the majority rate": learnt(above(
+            sop_on_nsp, floor["nsp"], what=f"NSP accuracy of the SOP-trained head minus the majority rate "
+                                            f"{floor['nsp']:.3f}, over seeds"), {"SOP head on SOP": own["SOP head on SOP"]}),
+        "ALBERT: on SOP, the SOP-trained head beats the NSP-trained head": learnt(stats.paired(
+            _col(res, "sop", "sop_head_on_sop"), nsp_on_sop, what="held-out SOP accuracy, paired by seed"), own),
         "RoBERTa: no sentence objective >= NSP - margin on SST-2": _sst2_part(ctx, res, noninferior(
             _col(res, "none", "sst2_dev_acc"), _col(res, "nsp", "sst2_dev_acc"), margin=margin_acc,
             what="SST-2 dev accuracy, paired by seed"), ("none", "nsp")),
@@ -526,7 +557,7 @@ def nsp_sop(ctx: ClaimContext) -> Outcome:
                          ("mlm_loss", "held-out MLM loss"), ("sst2_dev_acc", "SST-2 dev acc")])
     return Outcome(ours=ours, verdict=stats.combine(parts), table=table, runs=arms.runs(),
                    details={"parts": {k: v.as_dict() for k, v in parts.items()}, "finetune_lr": _lrs(res),
-                            "eval_pairs": n_pairs})
+                            "eval_pairs": n_pairs, "majority_rate": floor})
 
 
 @claim_runner
