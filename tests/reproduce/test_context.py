@@ -133,3 +133,10 @@ def test_pretrain_runs_once_and_a_stopped_run_is_not_taken_for_finished(tmp_path
     assert calls == [False, True] and summary["step"] == 4 and summary["run_dir"] == "runs/tiny"
     assert (tmp_path / "out" / "runs" / "tiny" / "metrics.jsonl").is_file()
     assert ctx.pretrain(recipe, "tiny") == summary and calls == [False, True]  # finished: read back, not rerun
+
+
+def test_ours_must_be_numbers_or_summaries(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "resolve_runner", lambda spec, where="": lambda ctx: Outcome(
+        ours={"ranks": [1, 2]}, verdict=stats.Verdict("held", "r")))
+    with pytest.raises(TypeError, match=r"ours\['ranks'\] is \[1, 2\], expected a number or stats.summary"):
+        run_claim(_claim(), "small", tmp_path / "out", tmp_path)

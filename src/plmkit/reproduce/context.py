@@ -215,6 +215,12 @@ def run_claim(claim: Claim, budget: str, out: Path, data_root: Path, *, threads:
     outcome = fn(ctx)
     if not isinstance(outcome, Outcome):
         raise TypeError(f"claim runner {claim.runner} returned {type(outcome).__name__}, not Outcome")
+    for key, value in outcome.ours.items():  # the contract plm report reads: a number or a summary over seeds
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+            isinstance(value, dict) and {"mean", "sd", "n"} <= set(value))
+        if not ok:
+            raise TypeError(f"claim runner {claim.runner}: ours[{key!r}] is {value!r}, expected a number or "
+                            f"stats.summary(...)")
     steps = sorted((out / "steps").glob("*.json"))
     step_seconds = sum(json.loads(p.read_text(encoding="utf-8")).get("seconds", 0.0) for p in steps)
     result = {

@@ -345,8 +345,9 @@ def lama_by_layer(ctx: ClaimContext) -> Outcome:
     p1 = [sum(f["layer_ranks"][s] == 1 for f in facts) / len(facts) for s in range(n_states)]
     mrr = [_mean([1.0 / f["layer_ranks"][s] for f in facts]) for s in range(n_states)]
     ours = {"P@1 at the top state": _r(p1[-1]), "P@1 at the middle state": _r(p1[mid]),
-            "P@1 at the embeddings": _r(p1[0]), "median rank top / middle / embeddings":
-                [median[-1], median[mid], median[0]], "facts with a layer readout": len(facts)}
+            "P@1 at the embeddings": _r(p1[0]), "median gold rank at the top state": median[-1],
+            "median gold rank at the middle state": median[mid], "median gold rank at the embeddings": median[0],
+            "facts with a layer readout": len(facts)}
     table = {"columns": ["state (0 = embeddings)", "P@1", "MRR", "median gold rank"],
              "rows": [[s, _r(p1[s]), _r(mrr[s]), median[s]] for s in range(n_states)]}
     return Outcome(ours=ours, verdict=stats.combine(parts), table=table,
