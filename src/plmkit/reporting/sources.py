@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.errors import UserError
-from plmkit.textio import read_json
+from plmkit.textio import read_json, read_text
 
 CLAIM_FILE = "claim.json"
 METRICS_FILE = "metrics.jsonl"
@@ -90,12 +90,7 @@ def read_jsonl(path: Path, what: str) -> tuple[list[dict], list[str]]:
     """The records of a JSONL log: each line a JSON object with a numeric ``step``. A malformed line is a
     ``UserError`` naming ``file:line``, except a torn last line (no newline at the end: a run killed while
     writing), which is left out and reported in the returned notes."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: invalid UTF-8 at byte {e.start}") from None
+    text = read_text(path)  # not UTF-8: one line naming file:line and the byte
     lines = text.split("\n")
     torn_possible = not text.endswith("\n")
     records, notes = [], []
