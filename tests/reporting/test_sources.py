@@ -155,3 +155,10 @@ def test_same_claim_id_twice_gets_two_anchors(tmp_path):
     assert [r.label for r in found.runs] == ["small/ngram-order/runs/arm-0", "full/ngram-order/runs/arm-0"]
     assert [c.run_anchors for c in found.claims] == [["run-small-ngram-order-runs-arm-0"],
                                                      ["run-full-ngram-order-runs-arm-0"]]
+
+
+def test_a_log_that_is_not_utf8_names_file_and_line(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_bytes(b'{"step": 1, "loss": 2.0}\n{"step": 2, "note": "\xff"}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl:2: invalid UTF-8 at byte"):
+        read_jsonl(p, "metrics.jsonl")
