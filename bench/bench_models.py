@@ -107,13 +107,18 @@ def _train(torch, name, model, loss_fn, extra):
 
 def case_train_bert_mlm():
     torch = hb.setup()
-    import torch.nn.functional as F
-
     from plmkit.models import from_config
 
     model = from_config(bert_config(pooler=False, head="mlm"))  # BertForMaskedLM has no pooler
     g = torch.Generator().manual_seed(hb.SEED)
     batch, n_labels = hb.mlm_batch(torch, g)
+    return _train(torch, "train_bert_mlm", model, _plmkit_mlm_loss(model, batch), dict(mlm_labels=n_labels))
+
+
+def _plmkit_mlm_loss(model, batch):
+    """The MLM loss of a plmkit model, its head computed only at the labelled positions (``labels_mask``)."""
+    import torch.nn.functional as F
+
     sel = batch["labels"] != -100
     targets = batch["labels"][sel]
 
@@ -122,13 +127,11 @@ def case_train_bert_mlm():
                     token_type_ids=batch["token_type_ids"], labels_mask=sel)
         return F.cross_entropy(out.logits.float(), targets)
 
-    return _train(torch, "train_bert_mlm", model, loss_fn, dict(mlm_labels=n_labels))
+    return loss_fn
 
 
 def case_train_bertbase_mlm(impl: str):
     torch = hb.setup()
-    import torch.nn.functional as F
-
     g = torch.Generator().manual_seed(hb.SEED)
     batch, n_labels = hb.mlm_batch(torch, g)
     extra = dict(mlm_labels=n_labels, config=dict(hb.BERT_CONFIG, **BERT_BASE))
@@ -143,15 +146,7 @@ def case_train_bertbase_mlm(impl: str):
 
     model = from_config(bert_config(pooler=False, head="mlm", hidden_size=768, num_layers=12, num_heads=12,
                                     intermediate_size=3072))
-    sel = batch["labels"] != -100
-    targets = batch["labels"][sel]
-
-    def loss_fn():
-        out = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                    token_type_ids=batch["token_type_ids"], labels_mask=sel)
-        return F.cross_entropy(out.logits.float(), targets)
-
-    return _train(torch, "train_bertbase_mlm", model, loss_fn, extra)
+    return _train(torch, "train_bertbase_mlm", model, _plmkit_mlm_loss(model, batch), extra)
 
 
 def case_peak():
