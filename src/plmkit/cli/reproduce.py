@@ -38,7 +38,7 @@ def _data_root(arg: str | None) -> Path:
     return Path(arg or os.environ.get("PLMKIT_DATA") or "../shared/data")
 
 
-def _listing(claims, data_root: Path, root: Path | None, budget: str) -> list[dict]:
+def _listing(claims, data_root: Path, root: Path | None) -> list[dict]:
     rows = []
     for c in claims.values():
         row = {"id": c.id, "claim": c.claim, "missing": c.missing(data_root), "verdict": None, "ours": None}
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if args.claims:
             raise UserError("--list takes no CLAIM (it lists them all)")
         root = Path(args.out) if args.out else None
-        rows = _listing(claims, data_root, root, args.budget)
+        rows = _listing(claims, data_root, root)
         if args.json:
             print(json.dumps(rows, indent=1))
             return 0
@@ -101,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads: expected a positive integer, got {args.threads}")
     for cid in ids:  # every prerequisite is checked before anything runs
-        missing = claims[cid].missing(data_root)
-        if missing:
-            raise UserError(f"claim {cid}: missing prerequisite: {missing[0]}")
+        claims[cid].check_prerequisites(data_root)
         claims[cid].params(args.budget)
     from plmkit.reproduce.context import check_out, run_claim
 

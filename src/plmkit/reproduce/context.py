@@ -159,6 +159,11 @@ def environment() -> dict:
     return capture() | {"argv": sys.argv[1:]}
 
 
+def _state(claim: Claim, budget: str) -> dict:
+    """What ``DIR/reproduce.json`` pins (as it reads back from JSON): the claim, the budget, its parameters."""
+    return json.loads(json.dumps({"id": claim.id, "budget": budget, "params": claim.params(budget)}))
+
+
 def check_out(claim: Claim, budget: str, out: Path, overwrite: bool = False) -> str:
     """What ``out`` holds: "new" (absent or empty), "resume" (this claim's earlier attempt at this budget and
     parameters), "replace" (a claim run, with ``overwrite``); anything else is refused in one line (a folder that is
@@ -166,7 +171,7 @@ def check_out(claim: Claim, budget: str, out: Path, overwrite: bool = False) -> 
     out = Path(out)
     if not out.exists() or not any(out.iterdir()):
         return "new"
-    state = json.loads(json.dumps({"id": claim.id, "budget": budget, "params": claim.params(budget)}))
+    state = _state(claim, budget)
     old = None
     if (out / STATE).is_file():
         try:
@@ -197,17 +202,13 @@ def run_claim(claim: Claim, budget: str, out: Path, data_root: Path, *, threads:
     import torch
 
     out = Path(out)
-    missing = claim.missing(data_root)
-    if missing:
-        raise UserError(f"claim {claim.id}: missing prerequisite: {missing[0]}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    claim.check_prerequisites(data_root)
     fn = claim.function()
     params = claim.params(budget)
-    state = {"id": claim.id, "budget": budget, "params": params}
     if check_out(claim, budget, out, overwrite) == "replace":
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / STATE, state)
+    _write_json(out / STATE, _state(claim, budget))
     if threads:
         torch.set_num_threads(threads)
     ctx = ClaimContext(claim, budget, out, data_root, threads=threads, log=log)

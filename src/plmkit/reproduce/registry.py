@@ -55,6 +55,13 @@ class Claim:
     def function(self) -> Callable:
         return resolve_runner(self.runner, where=f"{self.path}: key runner")
 
+    def check_prerequisites(self, data_root: Path) -> None:
+        """One-line UserError naming the first missing prerequisite (and how many more are missing)."""
+        missing = self.missing(data_root)
+        if missing:
+            raise UserError(f"claim {self.id}: missing prerequisite: {missing[0]}"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
     def missing(self, data_root: Path) -> list[str]:
         """The prerequisites that are not there, each as one phrase (empty when all are)."""
         out = []
