@@ -44,7 +44,25 @@ def test_ig_attributions_sum_to_the_output_difference(name, tokname, prompt, req
     full = kn.attribute(s, p, steps=2)
     assert full.shape == (s.num_layers, s.intermediate_size)
     part = kn.attribute(s, p, steps=2, layers=[layer])
-    assert torch.equal(part[layer], full[layer]) and not part[0].any()
+    torch.testing.assert_close(part[layer], full[layer], rtol=1e-5, atol=1e-8)
+    assert not part[0].any()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_stacked_attribution_equals_one_pass_per_layer(name, bpe_tok, request):
+    """The one-pass attribution of a causal LM (scaled rows join at their own block, last position only)
+    equals the full forward + backward per layer, for every layer and for a subset."""
+    model = request.getfixturevalue(name)
+    model.requires_grad_(False)
+    s = locate(model)
+    p = kn.encode_prompt(s, bpe_tok, "the native language of Alice Smith is", "French")
+    slow = kn.attribute(s, p, steps=5, fast=False)
+    fast = kn.attribute(s, p, steps=5)
+    assert slow.abs().max() > 0
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-7)
+    sub = kn.attribute(s, p, steps=5, layers=[s.num_layers - 1, 0])
+    assert torch.equal(sub[1:-1], torch.zeros_like(sub[1:-1])) if s.num_layers > 2 else True
+    torch.testing.assert_close(sub[[0, -1]], slow[[0, -1]], rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])

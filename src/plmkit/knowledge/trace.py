@@ -43,10 +43,10 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
+from plmkit.knowledge.blocks import PrefixCache, attention_context, fast_path_ok
 from plmkit.knowledge.lama import causal_ids, front_specials
 from plmkit.knowledge.structure import ModelStructure, _site_module, intervene, locate
 from plmkit.models.cache import KVCache
-from plmkit.models.layers import AttentionContext
 
 PRECISIONS = ("fp32", "bf16", "bf16-mixed", "bf16-autocast")
 KINDS = ("hidden", "mlp", "attn", "mlp_window", "attn_window")
@@ -110,14 +110,6 @@ def _window(layer: int, window: int, num_layers: int) -> list[int]:
     return list(range(lo, min(num_layers, layer - window // 2 + window)))
 
 
-def _fast_path_ok(struct: ModelStructure) -> bool:
-    """True for plmkit's own ``Transformer`` backbone (blocks can be run one by one with a KV cache)."""
-    from plmkit.models.transformer import Transformer
-
-    m = struct.model
-    return isinstance(m, Transformer) and type(m).backbone is Transformer.backbone and bool(m.config.causal)
-
-
 @dataclass
 class _Corrupted:
     """The ``samples`` corrupted runs of one fact, kept for the restored runs."""
@@ -125,30 +117,6 @@ class _Corrupted:
     inputs: list[Tensor]  # input of block i, (S, T, H)
     cache: KVCache  # keys / values of every layer, (L, S, Nkv, T, D)
     p: Tensor  # (S,) P(target)
-
-
-class _PrefixCache:
-    """The KV cache of a run that computes positions ``t0..T-1`` for B = n x S rows (row r carries
-    noise sample r % S): the keys / values of positions < t0 are the corrupted run's (read from its
-    cache, the same for every restoration), the run's own positions are appended to them per layer.
-    The attention layers see it through ``update`` / ``len`` / ``key_mask`` like a ``KVCache``."""
-
-    key_mask = None  # no padding
-
-    def __init__(self, cache: KVCache, t0: int, samples: int) -> None:
-        self.k, self.v = cache.k[:, :, :, :t0], cache.v[:, :, :, :t0]  # (L, S, Nkv, t0, D)
-        self.t0, self.samples = t0, samples
-
-    def __len__(self) -> int:
-        return self.t0
-
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, Nkv, T - t0, D) keys / values of this run -> (B, Nkv, T, D) with the corrupted prefix."""
-        if self.t0 == 0:
-            return k, v
-        n = k.shape[0] // self.samples
-        return (torch.cat([self.k[layer].repeat(n, 1, 1, 1), k], 2),
-                torch.cat([self.v[layer].repeat(n, 1, 1, 1), v], 2))
 
 
 class Tracer:
@@ -197,7 +165,7 @@ class Tracer:
                     if isinstance(mod, torch.nn.Linear):
                         mod.to(torch.bfloat16)
         self.batch_size = batch_size
-        self.fast = fast and _fast_path_ok(struct)
+        self.fast = fast and fast_path_ok(struct)
 
     # -------------------------------------------------------------- pieces
     def _noise(self, f: TraceFact) -> Tensor:
@@ -277,16 +245,6 @@ class Tracer:
         return torch.cat(out)
 
     # -------------------------------------------------------------- fast path
-    def _context(self, n: int, past: int, cache: Any, dtype: torch.dtype) -> AttentionContext:
-        """Attention context of a run computing positions past..past+n-1 (as the model's backbone makes it)."""
-        m = self.w.model
-        dev = self.w.word_embeddings.weight.device
-        mask, is_causal = m._attention_mask(None, 1, n, past, cache, dev)
-        if torch.is_autocast_enabled(dev.type):
-            dtype = torch.get_autocast_dtype(dev.type)
-        rotary = m.rotary(m.default_position_ids(None, n, past, dev), dtype) if hasattr(m, "rotary") else None
-        return AttentionContext(mask=mask, is_causal=is_causal, rotary=rotary, cache=cache)
-
     def corrupted(self, f: TraceFact) -> _Corrupted:
         """The ``samples`` corrupted runs (fast path): block inputs, KV cache and P(target)."""
         m, S, (lo, hi) = self.w.model, self.samples, f.subject_range
@@ -302,7 +260,7 @@ class Tracer:
         with _embedding_hook(self.w, corrupt):
             x = m.embeddings(ids, m.default_position_ids(ids, T, 0, ids.device), None, None)
         cache = KVCache.for_model(m, S, T)
-        ctx = self._context(T, 0, cache, x.dtype)
+        ctx = attention_context(self.w, T, 0, cache, x.dtype)
         inputs: list[Tensor] = []
         for i in range(self.s.num_layers):
             inputs.append(x)
@@ -369,7 +327,7 @@ class Tracer:
             handles = [mod.register_forward_hook(lambda mod_, a, h: put(state["layer"], h)) for mod in mods.values()]
         try:
             x = corrupted.inputs[starts[0]][:0, t0:]
-            ctx = self._context(T - t0, t0, _PrefixCache(corrupted.cache, t0, S), x.dtype)
+            ctx = attention_context(self.w, T - t0, t0, PrefixCache(corrupted.cache, t0, S), x.dtype)
             j = 0
             for i in range(starts[0], L):
                 new = 0
