@@ -214,7 +214,8 @@ def _pretrain_recipe(ctx: ClaimContext, files: list[Path]) -> dict:
                       "weight_decay": 0.01, "beta2": 0.98, "eps": 1e-6, "seed": int(p.get("seed", 1)),
                       "log_every": max(1, steps // 50), "eval_every": max(1, steps // 4),
                       "eval_batches": int(p.get("eval_batches", 10)), "save_every": max(1, steps // 4),
-                      "keep_last": 1, "tensorboard": False, "plots": False}}
+                      "keep_last": 1, "tensorboard": False, "plots": False,
+                      "precision": str(p.get("precision", "fp32"))}}
 
 
 def _tapt_recipe(ctx: ClaimContext, start: Path, sst2: Path, t: dict, seq_len: int, mask_rate: float,
@@ -232,6 +233,7 @@ def _tapt_recipe(ctx: ClaimContext, start: Path, sst2: Path, t: dict, seq_len: i
                       "seed": int(t.get("seed", 1)), "log_every": max(1, steps // 30),
                       "eval_every": max(1, steps // 3), "eval_batches": int(t.get("eval_batches", 10)),
                       "save_every": max(1, steps // 3), "keep_last": 1, "tensorboard": False, "plots": False,
+                      "precision": str(t.get("precision", "fp32")),
                       **({"head_lr": float(t["head_lr"])} if t.get("head_lr") else {})}}
 
 
