@@ -276,3 +276,130 @@ def test_run_one_encodes_the_demonstrations_once_and_scores_through_the_cache(ti
         assert a["prediction"] == c["prediction"] and a["calibrated_prediction"] == c["calibrated_prediction"]
         for lab in ("0", "1"):
             assert a["scores"][lab] == pytest.approx(c["scores"][lab], abs=1e-4)
+
+
+# ---------------------------------------------------------------------------- precision
+def _random_items(V, g):
+    prefix = torch.randint(0, V, (23,), generator=g).tolist()
+    items = [(torch.randint(0, V, (n,), generator=g).tolist(),
+              [torch.randint(0, V, (m,), generator=g).tolist() for m in (1, 2)]) for n in (3, 6, 10)]
+    items.append((items[1][0], [[5], [9]]))  # all single-token: one row scores them all
+    return prefix, items
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_bf16_label_logprobs_near_fp32_and_cache_equals_reencoding(tiny, family):
+    """The bf16 copy's label log-likelihoods stay within 5e-3 (absolute, nats; ~1e-3 measured) of float32 on a
+    random tiny model, the shared-prefix path equals re-encoding the prefix in every row under bf16 too (within
+    3e-3, ~6e-4 measured: the two paths round different bf16 intermediates), and the caller's model is left
+    float32 and untouched. (SmolLM2's figures: docs/PROMPTING.md "Precision".)"""
+    from plmkit.prompting.scoring import scoring_model
+
+    if family == "llama":
+        model = tiny.model
+    else:
+        torch.manual_seed(0)
+        model = plmkit.load("gpt2-tiny", vocab_size=tiny.model.config.vocab_size).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = scoring_model(model, "bf16")
+    assert fast is not model and next(fast.layers.parameters()).dtype == torch.bfloat16
+    assert scoring_model(model, "fp32") is model
+    prefix, items = _random_items(model.config.vocab_size, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = continuation_logprobs(model, prefix, items, batch_size=2, share_prefix=True)
+        shared = continuation_logprobs(fast, prefix, items, batch_size=2, share_prefix=True)
+        fresh = continuation_logprobs(fast, prefix, items, batch_size=3, share_prefix=False)
+    flat = lambda x: np.array([v for item in x for cont in item for v in cont])  # noqa: E731
+    assert np.abs(flat(shared) - flat(ref)).max() < 5e-3
+    assert np.abs(flat(shared) - flat(fresh)).max() < 3e-3
+    assert flat(shared).std() > 0.05 and not np.array_equal(flat(shared), flat(ref))  # really another precision
+    after = model.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_scoring_model_refuses_unknown_precision(tiny):
+    from plmkit.prompting.scoring import scoring_model
+
+    with pytest.raises(UserError, match="expected one of fp32, bf16"):
+        scoring_model(tiny.model, "fp16")
+
+
+# ---------------------------------------------------------------------------- resuming
+def _icl_argv(tiny, out, shots="0,2,4", *extra):
+    return ["icl", "--model", str(tiny.dir / "model"), "--task", "sst2", "--data", str(tiny.data),
+            "--template", str(SST2 / "review.yaml"), str(SST2 / "great-terrible.yaml"), "--shots", shots,
+            "--seeds", "2", "--calibrate", "--precision", "fp32", "--batch-size", "4", "--out", str(out), *extra]
+
+
+def _without_seconds(m):
+    m = dict(m, seconds=None)
+    m["runs"] = [dict(r, seconds=None) for r in m["runs"]]
+    return m
+
+
+def test_interrupted_run_resumes_to_the_same_results(tiny, tmp_path, monkeypatch, capsys):
+    """Killed after 3 runs, then started again: the 3 stored runs are not scored again, and metrics.json /
+    predictions.jsonl equal those of an uninterrupted run (timings aside). A subset of the shots first, then
+    the full set, reuses the subset's runs too."""
+    import plmkit.prompting.icl as icl
+
+    from plmkit.cli.main import main
+
+    whole = tmp_path / "whole"
+    assert main(_icl_argv(tiny, whole)) == 0
+    calls, real = [], icl.run_one
+
+    def dies_after_3(*a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(icl, "run_one", dies_after_3)
+    capsys.readouterr()
+    assert main(_icl_argv(tiny, out)) == 130  # the CLI's stop by signal
+    err = capsys.readouterr().err
+    assert "at template review, 4 shots, seed 0 (run 4 of 10)" in err and "continues from them" in err, err
+    assert len(list((out / "runs").glob("*.json"))) == 3 and not (out / "metrics.json").exists()
+    calls.clear()
+    monkeypatch.setattr(icl, "run_one", lambda *a, **k: calls.append(1) or real(*a, **k))
+    capsys.readouterr()
+    assert main(_icl_argv(tiny, out)) == 0
+    assert len(calls) == 2 * (1 + 2 + 2) - 3 and "reused 3 finished runs" in capsys.readouterr().out
+    for o in (out, tmp_path / "subset"):
+        if o.name == "subset":
+            assert main(_icl_argv(tiny, o, "0,4")) == 0
+            calls.clear()
+            assert main(_icl_argv(tiny, o)) == 0
+            assert len(calls) == 2 * 2  # only the 2-shot runs (2 templates x 2 seeds) are new
+        assert (o / "predictions.jsonl").read_text() == (whole / "predictions.jsonl").read_text()
+        got, want = (json.loads((d / "metrics.json").read_text()) for d in (o, whole))
+        assert _without_seconds(got) == _without_seconds(want)
+        assert [r["seconds"] for r in got["runs"]] != [None] * len(got["runs"]) and got["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--score", "mean"], "holds runs made with score 'sum', this call has 'mean'"),
+    (["--limit", "5"], "holds runs made with eval_digest"),
+    (["--precision", "bf16"], "holds runs made with precision 'fp32', this call has 'bf16'"),
+    (["--template", "EDITED"], "holds runs made with template 'review'"),
+])
+def test_stored_runs_of_other_settings_are_refused_unless_overwrite(tiny, tmp_path, capsys, extra, message):
+    from plmkit.cli.main import main
+
+    out = tmp_path / "o"
+    assert main(_icl_argv(tiny, out, "0")) == 0
+    edited = tmp_path / "review.yaml"
+    edited.write_text((SST2 / "review.yaml").read_text().replace("Sentiment:", "Feeling:"))
+    argv = _icl_argv(tiny, out, "0")
+    if extra == ["--template", "EDITED"]:
+        i = argv.index("--template")
+        argv[i + 1: i + 3], extra = [str(edited)], []
+    argv += extra
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "--overwrite" in err, err
+    assert main(argv + ["--overwrite"]) == 0
+    assert main(argv) == 0  # the stored runs are now this call's

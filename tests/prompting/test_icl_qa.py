@@ -132,9 +132,10 @@ def test_cli_multiple_choice_and_generation_with_chat(tiny, qa_data, tmp_path, c
     out = tmp_path / "gen"
     assert main(["icl", "--model", str(model), "--task", "generation", "--data", str(qa_data / "generation"),
                  "--template", str(RECIPES / "generation" / "squad.yaml"), "--shots", "1", "--seeds", "2",
-                 "--chat", "--max-new-tokens", "3", "--out", str(out)]) == 0
+                 "--chat", "--max-new-tokens", "3", "--precision", "bf16", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert {"exact_match", "f1", "f1_min"} <= set(m["by_shots"]["1"]) and m["scoring"]["chat"] is True
+    assert m["precision"] == "bf16"  # greedy answers from the bf16 copy (float32 head)
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 10 and m["by_shots"]["1"]["f1"] == pytest.approx(np.mean([p["f1"] for p in preds]))
 

@@ -112,14 +112,9 @@ def generation_dtype(precision: str):
     """torch dtype for ``--precision`` (auto: bf16 where the CPU multiplies bf16 natively), said on stderr."""
     import torch
 
-    from plmkit.models.kernels import cpu_bf16
+    from plmkit.models.kernels import resolve_precision
 
-    if precision == "auto":
-        kind = cpu_bf16()
-        precision = "bf16" if kind else "fp32"
-        why = f"this CPU multiplies bf16 natively ({kind})" if kind else "no native bf16 on this CPU"
-        print(f"plm generate: precision {precision} (auto: {why})", file=sys.stderr)
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    return torch.bfloat16 if resolve_precision(precision, "plm generate") == "bf16" else torch.float32
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,19 +2,22 @@
 
     plm icl --model M --task sst2 --data ../shared/data/glue/SST-2 --template recipes/prompts/sst2
             --shots 0,1,4,8 --seeds 5 [--balanced] [--score sum|mean|pmi] [--calibrate] [--chat]
-            [--limit N] [--cache-benchmark N] --out DIR
+            [--limit N] [--cache-benchmark N] [--precision auto|fp32|bf16] [--overwrite] --out DIR
 
     plm icl --model M --task multiple-choice|generation --data DIR --template recipes/prompts/generation ...
 
 Writes ``DIR/metrics.json`` (``by_shots`` / ``calibrated_by_shots``: mean, std and min over seeds and
-templates per shot count; ``by_template``; ``scoring`` states how labels were scored) and
+templates per shot count; ``by_template``; ``scoring`` states how labels were scored; ``precision``) and
 ``DIR/predictions.jsonl`` (one line per template, shot count, seed and example, with the number of
-demonstrations actually used). Conventions: ``plmkit.prompting.icl``.
+demonstrations actually used). Classification tasks keep each finished (template, shots, seed) run in
+``DIR/runs/``: the same command started again after an interruption reuses them (``--overwrite``
+discards them). Conventions: ``plmkit.prompting.icl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -59,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=arg(int, POSITIVE), default=16,
                    help="--task generation: greedy answer length limit (the answer is cut at the first newline)")
     p.add_argument("--threads", type=arg(int, POSITIVE), default=None, help="torch CPU threads")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16: score with a bfloat16 copy of the model (final norm, head and log-softmax float32); "
+                        "auto: bf16 on CPUs that multiply bf16 natively (AMX or AVX-512 BF16), fp32 elsewhere "
+                        "(said on stderr); recorded in metrics.json; docs/PROMPTING.md")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the finished runs stored in --out (by default they are reused when their settings "
+                        "match, and a run stored under other settings is refused)")
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -66,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import plmkit
+    from plmkit import progress
     from plmkit.errors import UserError
+    from plmkit.models.kernels import resolve_precision
     from plmkit.prompting.chat import require_chat_template
-    from plmkit.prompting.icl import ICLSettings, PromptBuilder, evaluate_icl, prefix_cache_benchmark, \
-        sample_demonstrations
+    from plmkit.prompting.icl import CONTENT_FREE, ICLSettings, PromptBuilder, RunStore, evaluate_icl, \
+        examples_digest, prefix_cache_benchmark, sample_demonstrations
+    from plmkit.prompting.scoring import scoring_model
     from plmkit.prompting.templates import load_templates
     from plmkit.tasks.specs import get_task, read_split, resolve_file
 
@@ -105,17 +118,38 @@ def run(args: argparse.Namespace) -> int:
                     metrics=tuple(spec.metrics), positive_label=positive)
     for k in args.shots:  # refuse impossible shot counts before any scoring
         sample_demonstrations(train, k, 0, labels, args.balanced)
+    if args.single_token:  # and multi-token verbalizers
+        for t in templates:
+            PromptBuilder(tok, t, chat).check_single_token()
     out = Path(args.out)
+    precision = resolve_precision(args.precision, "plm icl", say=False)
+    settings = {  # what a stored run's results depend on besides its template, shots and seed
+        "model": str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
+        "tokenizer": str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
+        "task": args.task, "data": str(data.resolve()), "train_digest": examples_digest(train),
+        "eval_digest": examples_digest(dev), "limit": args.limit, "labels": list(labels), "score": args.score,
+        "balanced": args.balanced, "calibration": list(CONTENT_FREE),
+        "chat_template": hashlib.sha256(chat.encode("utf-8")).hexdigest() if chat is not None else None,
+        "max_length": max_length, "batch_size": args.batch_size, "share_prefix": not args.no_share_prefix,
+        "precision": precision,
+    }
+    store = RunStore(out, settings, overwrite=args.overwrite)  # refuses other settings before any scoring
+    resolve_precision(args.precision, "plm icl")  # says what auto chose
+    progress.set_hint(f"the finished runs are kept in {store.dir}: the same command continues from them")
+    scorer = scoring_model(model, precision)
     out.mkdir(parents=True, exist_ok=True)
     print(f"plm icl: {args.task}, {len(dev)} dev / {len(train)} train examples, templates "
-          f"{', '.join(t.name for t in templates)}, shots {args.shots}, seeds {args.seeds}, score {args.score}")
+          f"{', '.join(t.name for t in templates)}, shots {args.shots}, seeds {args.seeds}, score {args.score}, "
+          f"precision {precision}")
     with torch.inference_mode():
-        result = evaluate_icl(model, tok, templates, train, dev, labels, s, out / "predictions.jsonl")
+        result = evaluate_icl(scorer, tok, templates, train, dev, labels, s, out / "predictions.jsonl", store=store)
+        if store.reused:
+            print(f"reused {store.reused} finished runs stored in {store.dir}")
         if args.cache_benchmark > 0:
             k = max(args.shots)
             b = PromptBuilder(tok, templates[0], chat)
             demos = sample_demonstrations(train, k, 0, labels, args.balanced)
-            result["prefix_cache"] = prefix_cache_benchmark(model, b, demos, dev[: args.cache_benchmark], labels,
+            result["prefix_cache"] = prefix_cache_benchmark(scorer, b, demos, dev[: args.cache_benchmark], labels,
                                                             args.batch_size)
             pc = result["prefix_cache"]
             print(f"prefix cache: {pc['examples']} examples, {k} shots ({pc['prefix_tokens']} prefix tokens): "
@@ -127,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
             v.pop("calibrated")
         for r in result["runs"]:
             r.pop("calibrated_metrics")
-    result.update({"model": str(args.model), "task": args.task, "threads": torch.get_num_threads()})
+    result.update({"model": str(args.model), "task": args.task, "precision": precision,
+                   "threads": torch.get_num_threads()})
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "metrics.json")
@@ -160,8 +195,10 @@ def _run_qa(args: argparse.Namespace) -> int:
 
     import plmkit
     from plmkit.errors import UserError
+    from plmkit.models.kernels import resolve_precision
     from plmkit.prompting.chat import require_chat_template
     from plmkit.prompting.qa import evaluate_qa, load_qa_templates, read_qa_data, sample_qa_demonstrations
+    from plmkit.prompting.scoring import scoring_model
 
     for flag, on in (("--calibrate", args.calibrate), ("--balanced", args.balanced),
                      ("--single-token", args.single_token), ("--cache-benchmark", args.cache_benchmark > 0)):
@@ -178,6 +215,8 @@ def _run_qa(args: argparse.Namespace) -> int:
     for k in args.shots:
         sample_qa_demonstrations(train, k, 0)
     model = _load_causal_lm(args.model)
+    precision = resolve_precision(args.precision, "plm icl")
+    model = scoring_model(model, precision)
     tok = plmkit.load_tokenizer(args.tokenizer or args.model)
     cfg = model.config
     max_length = args.max_length or (cfg.max_position_embeddings - getattr(cfg, "position_offset", 0))
@@ -189,7 +228,8 @@ def _run_qa(args: argparse.Namespace) -> int:
         result = evaluate_qa(model, tok, args.task, templates, train, dev, args.shots, args.seeds, chat, args.score,
                              max_length, args.batch_size, not args.no_share_prefix, args.max_new_tokens,
                              out / "predictions.jsonl")
-    result.update({"model": str(args.model), "task": args.task, "threads": torch.get_num_threads()})
+    result.update({"model": str(args.model), "task": args.task, "precision": precision,
+                   "threads": torch.get_num_threads()})
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "metrics.json")

@@ -80,16 +80,9 @@ def parse_noise(value: str) -> tuple[float, bool]:
 def trace_precision(precision: str) -> str:
     """``--precision`` resolved: auto -> bf16-mixed where the CPU multiplies bf16 natively (said on stderr),
     else fp32."""
-    import sys
+    from plmkit.models.kernels import resolve_precision
 
-    from plmkit.models.kernels import cpu_bf16
-
-    if precision != "auto":
-        return precision
-    kind = cpu_bf16()
-    why = f"this CPU multiplies bf16 natively ({kind})" if kind else "no native bf16 on this CPU"
-    print(f"plm trace: precision {'bf16-mixed' if kind else 'fp32'} (auto: {why})", file=sys.stderr)
-    return "bf16-mixed" if kind else "fp32"
+    return resolve_precision(precision, "plm trace", native="bf16-mixed")
 
 
 def run(args: argparse.Namespace) -> int:

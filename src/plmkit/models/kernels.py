@@ -12,7 +12,8 @@ does not cover):
 - ``TiedGrad`` / ``TiedHead`` / ``TiedLookup``: the tied word table of encoder-decoders
   (encoder lookup, decoder lookup, LM head) with one dense gradient added into in place.
 
-Only ``plmkit.models`` uses these; nothing here knows a model family.
+Only ``plmkit.models`` uses these (and ``cpu_bf16`` / ``resolve_precision``, which the commands with a
+``--precision auto`` share); nothing here knows a model family.
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ def cpu_bf16() -> str | None:
     except OSError:
         flags = []
     return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
+
+
+def resolve_precision(precision: str, command: str, native: str = "bf16", say: bool = True) -> str:
+    """A ``--precision`` value with ``"auto"`` resolved: ``native`` (the command's bf16 mode) where this
+    CPU multiplies bf16 natively (``cpu_bf16``), else ``"fp32"``; with ``say`` the choice and why are said
+    on stderr as ``"<command>: precision X (auto: ...)"``. Any other value is returned unchanged. The one
+    place ``plm generate``, ``plm trace`` and ``plm icl`` decide what "auto" means."""
+    import sys
+
+    if precision != "auto":
+        return precision
+    kind = cpu_bf16()
+    chosen = native if kind else "fp32"
+    why = f"this CPU multiplies bf16 natively ({kind})" if kind else "no native bf16 on this CPU"
+    if say:
+        print(f"{command}: precision {chosen} (auto: {why})", file=sys.stderr)
+    return chosen
 
 
 # ---------------------------------------------------------------------------- fast CPU linear

@@ -14,12 +14,23 @@ empty input), the domain-conditional PMI of Holtzman et al. 2021.
 the content-free inputs "N/A", "" and "[MASK]" are averaged into p_cf, and each example's label
 probabilities are divided by p_cf (W = diag(p_cf)^-1, b = 0) before the argmax.
 Both raw and calibrated predictions are kept, so one run reports both.
+
+Resuming (``RunStore``): each finished (template, shots, seed) run is written at once, atomically, to
+``OUT/runs/<template>.<k>shot.seed<s>.json`` with its per-example records and the settings it was
+computed under (``settings``: model, tokenizer, task, a digest of the train / eval examples, scoring,
+balance, chat template, length limit, batch size, prefix sharing, precision; plus the run's template
+content). A later call with the same settings reuses those runs instead of scoring them again, so the
+final metrics and predictions are the same whether or not the evaluation was interrupted; a stored
+run made under other settings is refused (``--overwrite`` discards the stored runs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from plmkit import progress
 from plmkit.errors import UserError
 from plmkit.prompting.chat import render_chat
 from plmkit.prompting.scoring import aggregate, continuation_logprobs, encode_prefix
@@ -232,6 +244,88 @@ def run_one(model, builder: PromptBuilder, demos: list[Any], examples: Sequence[
     return records
 
 
+def examples_digest(examples: Sequence[Any]) -> str:
+    """sha256 of the examples' texts and labels, in order (identifies the data a run saw)."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.text, getattr(e, "text_pair", None), e.label]).encode("utf-8"))
+    return h.hexdigest()
+
+
+def template_content(t: Template) -> dict:
+    """What of a template changes the scores (its file path does not)."""
+    return {"name": t.name, "instruction": t.instruction, "template": t.template, "verbalizer": t.verbalizer,
+            "separator": t.separator}
+
+
+class RunStore:
+    """The finished runs of one output directory, one JSON file each under ``DIR/runs/`` (see the module
+    docstring). ``settings``: everything besides the template, shots and seed that a run's results depend
+    on; a stored run is reused only when its settings and template content equal the current ones."""
+
+    def __init__(self, out: Path, settings: dict, overwrite: bool = False) -> None:
+        self.dir = Path(out) / "runs"
+        self.settings = json.loads(json.dumps(settings))  # as it reads back from JSON
+        self.reused = 0
+        if overwrite and self.dir.is_dir():
+            for f in self.dir.glob("*.json"):
+                f.unlink()
+        self.check()
+
+    def _path(self, template: str, shots: int, seed: int | None) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", template)
+        return self.dir / f"{safe}.{shots}shot.seed{'-' if seed is None else seed}.json"
+
+    def _read(self, f: Path) -> dict:
+        try:
+            d = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{f}: unreadable stored run ({e}); pass --overwrite to discard the stored runs") from None
+        if not isinstance(d, dict) or not {"settings", "template", "run", "records"} <= set(d):
+            raise UserError(f"{f}: not a stored plm icl run; pass --overwrite to discard the stored runs")
+        return d
+
+    def _refuse(self, f: Path, what: str, stored: Any, now: Any) -> None:
+        raise UserError(f"{f.parent.parent}: holds runs made with {what} {stored!r}, this call has {now!r}; use "
+                        "another --out, or --overwrite to discard the stored runs")
+
+    def _differs(self, f: Path, d: dict) -> None:
+        for key in sorted(set(self.settings) | set(d["settings"])):
+            if d["settings"].get(key) != self.settings.get(key):
+                self._refuse(f, key, d["settings"].get(key), self.settings.get(key))
+
+    def check(self) -> None:
+        """Refuse (UserError) when a stored run was made under other settings."""
+        if self.dir.is_dir():
+            for f in sorted(self.dir.glob("*.json")):
+                self._differs(f, self._read(f))
+
+    def load(self, template: Template, shots: int, seed: int | None) -> tuple[dict, list[dict]] | None:
+        """(run summary, records) of a stored run of these settings, or None."""
+        f = self._path(template.name, shots, seed)
+        if not f.is_file():
+            return None
+        d = self._read(f)
+        self._differs(f, d)
+        want = json.loads(json.dumps(template_content(template)))
+        if d["template"] != want:
+            self._refuse(f, f"template {template.name!r} =", d["template"], want)
+        self.reused += 1
+        return d["run"], d["records"]
+
+    def save(self, template: Template, shots: int, seed: int | None, run: dict, records: list[dict]) -> None:
+        """Write one finished run atomically (a temporary file renamed over the final name)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = self._path(template.name, shots, seed)
+        tmp = f.with_name(f.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"settings": self.settings, "template": template_content(template), "shots": shots,
+                       "seed": seed, "run": run, "records": records}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(f)
+
+
 def _summary(values: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in values[0]:
@@ -245,8 +339,11 @@ def _summary(values: list[dict[str, float]]) -> dict[str, float]:
 
 def evaluate_icl(model, tokenizer, templates: Sequence[Template], train: Sequence[Any], examples: Sequence[Any],
                  labels: Sequence[str], s: ICLSettings, predictions_path: Path | None = None,
-                 log=print) -> dict:
-    """Run every (template, shots, seed); return the metrics dict written to metrics.json."""
+                 log=print, store: RunStore | None = None) -> dict:
+    """Run every (template, shots, seed); return the metrics dict written to metrics.json.
+
+    ``store``: reuse the runs it holds and save each new run as soon as it finishes. ``predictions_path``
+    is written (atomically) once every run is done."""
     if s.score not in SCORES:
         raise UserError(f"--score {s.score!r}: expected one of {', '.join(SCORES)}")
     builders = [PromptBuilder(tokenizer, t, s.chat_template) for t in templates]
@@ -257,33 +354,41 @@ def evaluate_icl(model, tokenizer, templates: Sequence[Template], train: Sequenc
     for k in s.shots:
         for seed in (range(s.seeds) if k > 0 else [0]):
             plans.append((k, seed, sample_demonstrations(train, k, seed, labels, s.balanced)))
-    runs, truncated = [], 0
-    fh = open(predictions_path, "w", encoding="utf-8") if predictions_path else None
-    t0 = time.perf_counter()
-    try:
-        for b in builders:
-            for k, seed, demos in plans:
-                t = time.perf_counter()
+    runs, truncated, lines = [], 0, []
+    for b in builders:
+        for k, seed, demos in plans:
+            progress.stage(f"at template {b.t.name}, {k} shots, seed {seed if k > 0 else '-'} "
+                           f"(run {len(runs) + 1} of {len(builders) * len(plans)})")
+            t = time.perf_counter()
+            key = (b.t, k, seed if k > 0 else None)
+            stored = store.load(*key) if store is not None else None
+            if stored is not None:
+                run, recs = stored
+            else:
                 recs = run_one(model, b, demos, examples, labels, s)
                 gold = [r["label"] for r in recs]
                 raw = compute_metrics([r["prediction"] for r in recs], gold, s.metrics, s.positive_label)
                 cal = compute_metrics([r["calibrated_prediction"] for r in recs], gold, s.metrics, s.positive_label)
-                cut = sum(r["demonstrations_used"] < k for r in recs)
-                truncated += cut
-                runs.append({"template": b.t.name, "shots": k, "seed": seed if k > 0 else None, "metrics": raw,
-                             "calibrated_metrics": cal, "examples_truncated": cut,
-                             "seconds": round(time.perf_counter() - t, 2)})
-                log(f"template {b.t.name} shots {k} seed {seed if k > 0 else '-'}: "
-                    + ", ".join(f"{m} {v:.4f}" for m, v in raw.items()) + " | calibrated "
-                    + ", ".join(f"{m} {v:.4f}" for m, v in cal.items())
-                    + (f" | {cut} examples truncated" if cut else "") + f" ({time.perf_counter() - t:.1f}s)")
-                if fh:
-                    for r in recs:
-                        fh.write(json.dumps({"template": b.t.name, "shots": k, "seed": seed if k > 0 else None,
-                                             **r}) + "\n")
-    finally:
-        if fh:
-            fh.close()
+                run = {"template": b.t.name, "shots": k, "seed": seed if k > 0 else None, "metrics": raw,
+                       "calibrated_metrics": cal, "examples_truncated": sum(r["demonstrations_used"] < k for r in recs),
+                       "seconds": round(time.perf_counter() - t, 2)}
+                if store is not None:
+                    store.save(*key, run, recs)
+            runs.append(run)
+            cut = run["examples_truncated"]
+            truncated += cut
+            log(f"template {b.t.name} shots {k} seed {seed if k > 0 else '-'}: "
+                + ", ".join(f"{m} {v:.4f}" for m, v in run["metrics"].items()) + " | calibrated "
+                + ", ".join(f"{m} {v:.4f}" for m, v in run["calibrated_metrics"].items())
+                + (f" | {cut} examples truncated" if cut else "")
+                + (" (stored run reused)" if stored is not None else f" ({time.perf_counter() - t:.1f}s)"))
+            if predictions_path:
+                lines += [json.dumps({"template": b.t.name, "shots": k, "seed": seed if k > 0 else None, **r})
+                          for r in recs]
+    if predictions_path:
+        tmp = Path(predictions_path).with_name(Path(predictions_path).name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(predictions_path)
 
     def by(key: str, runs_: list[dict]) -> dict:
         out = {}
@@ -312,7 +417,7 @@ def evaluate_icl(model, tokenizer, templates: Sequence[Template], train: Sequenc
                       for b in builders},
         "shots": list(s.shots), "seeds": s.seeds, "n_eval": len(examples), "n_train": len(train),
         "max_length": s.max_length, "examples_truncated": truncated,
-        "runs": runs, "seconds": round(time.perf_counter() - t0, 1),
+        "runs": runs, "seconds": round(sum(r["seconds"] for r in runs), 1),
     }
 
 

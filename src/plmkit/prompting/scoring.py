@@ -9,15 +9,57 @@ the re-encoding, for checking and for measuring the speed-up).
 Rows are right-padded without an attention mask: under causal attention no scored position sees a
 padding token. The LM head runs only at the scored positions (``labels_mask``). When every
 continuation of an item is one token, one row scores them all (one forward per eval example).
+
+Precision (``scoring_model``): ``"bf16"`` scores with a bfloat16 copy of the model (embeddings, blocks
+and KV cache in bf16) whose final norm and LM head are the caller's float32 modules applied to the
+last block's output cast to float32, so the log-softmax over the vocabulary is float32 throughout.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from plmkit.errors import UserError
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class _Float32(nn.Module):
+    """A float32 module (the caller's final norm or LM head) applied to its input cast to float32."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float())
+
+
+def scoring_model(model, precision: str):
+    """The model that scores for ``precision``: ``model`` itself for "fp32"; for "bf16" a bfloat16 copy
+    of it whose ``final_norm`` and ``head`` are the caller's float32 modules run on float32 inputs (the
+    caller's model is not modified; the copy calls its float32 head and final norm)."""
+    if precision == "fp32":
+        return model
+    if precision != "bf16":
+        raise UserError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        raise UserError(f"--precision bf16: the {type(model).__name__} model has no LM head module to keep in "
+                        "float32; use --precision fp32")
+    keep = {"head": head}
+    if isinstance(getattr(model, "final_norm", None), nn.Module):
+        keep["final_norm"] = model.final_norm
+    # a full copy first (the head's weight may be the tied embedding table, which the copy needs in bf16)
+    fast = copy.deepcopy(model).to(torch.bfloat16)
+    for name, m in keep.items():  # the copy's own norm / head give way to the caller's float32 ones
+        setattr(fast, name, _Float32(m))
+    return fast.eval()
 
 
 def _expand_cache(model, prefix_kv: tuple[torch.Tensor, torch.Tensor], cache_type: type, batch: int,
