@@ -289,9 +289,9 @@ def _random_items(V, g):
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_bf16_label_logprobs_near_fp32_and_cache_equals_reencoding(tiny, family):
-    """The bf16 copy's label log-likelihoods stay within 5e-3 (absolute, nats; ~1e-3 measured) of float32 on a
-    random tiny model, the shared-prefix path equals re-encoding the prefix in every row under bf16 too (within
-    3e-3, ~6e-4 measured: the two paths round different bf16 intermediates), and the caller's model is left
+    """The bf16 copy's label log-likelihoods stay within 5e-3 (absolute, nats; <= 8e-4 measured) of float32 on
+    a random tiny model, the shared-prefix path equals re-encoding the prefix in every row under bf16 too (within
+    3e-3, <= 3e-4 measured: the two paths round different bf16 intermediates), and the caller's model is left
     float32 and untouched. (SmolLM2's figures: docs/PROMPTING.md "Precision".)"""
     from plmkit.prompting.scoring import scoring_model
 
@@ -302,7 +302,9 @@ def test_bf16_label_logprobs_near_fp32_and_cache_equals_reencoding(tiny, family)
         model = plmkit.load("gpt2-tiny", vocab_size=tiny.model.config.vocab_size).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = scoring_model(model, "bf16")
-    assert fast is not model and next(fast.layers.parameters()).dtype == torch.bfloat16
+    linears = [m for m in fast.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert fast is not model and linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert fast.embeddings.word.weight is model.embeddings.word.weight  # shared, not copied (nor cast)
     assert scoring_model(model, "fp32") is model
     prefix, items = _random_items(model.config.vocab_size, torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -332,8 +334,8 @@ def _icl_argv(tiny, out, shots="0,2,4", *extra):
 
 
 def _without_seconds(m):
-    m = dict(m, seconds=None)
-    m["runs"] = [dict(r, seconds=None) for r in m["runs"]]
+    m = dict(m, seconds=None, cpu_seconds=None)
+    m["runs"] = [dict(r, seconds=None, cpu_seconds=None) for r in m["runs"]]
     return m
 
 

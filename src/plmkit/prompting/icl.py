@@ -359,7 +359,7 @@ def evaluate_icl(model, tokenizer, templates: Sequence[Template], train: Sequenc
         for k, seed, demos in plans:
             progress.stage(f"at template {b.t.name}, {k} shots, seed {seed if k > 0 else '-'} "
                            f"(run {len(runs) + 1} of {len(builders) * len(plans)})")
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             key = (b.t, k, seed if k > 0 else None)
             stored = store.load(*key) if store is not None else None
             if stored is not None:
@@ -371,7 +371,8 @@ def evaluate_icl(model, tokenizer, templates: Sequence[Template], train: Sequenc
                 cal = compute_metrics([r["calibrated_prediction"] for r in recs], gold, s.metrics, s.positive_label)
                 run = {"template": b.t.name, "shots": k, "seed": seed if k > 0 else None, "metrics": raw,
                        "calibrated_metrics": cal, "examples_truncated": sum(r["demonstrations_used"] < k for r in recs),
-                       "seconds": round(time.perf_counter() - t, 2)}
+                       "seconds": round(time.perf_counter() - t, 2),
+                       "cpu_seconds": round(time.process_time() - cpu, 2)}
                 if store is not None:
                     store.save(*key, run, recs)
             runs.append(run)
@@ -418,6 +419,7 @@ def evaluate_icl(model, tokenizer, templates: Sequence[Template], train: Sequenc
         "shots": list(s.shots), "seeds": s.seeds, "n_eval": len(examples), "n_train": len(train),
         "max_length": s.max_length, "examples_truncated": truncated,
         "runs": runs, "seconds": round(sum(r["seconds"] for r in runs), 1),
+        "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in runs), 1),
     }
 
 

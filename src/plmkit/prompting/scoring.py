@@ -10,9 +10,10 @@ Rows are right-padded without an attention mask: under causal attention no score
 padding token. The LM head runs only at the scored positions (``labels_mask``). When every
 continuation of an item is one token, one row scores them all (one forward per eval example).
 
-Precision (``scoring_model``): ``"bf16"`` scores with a bfloat16 copy of the model (embeddings, blocks
-and KV cache in bf16) whose final norm and LM head are the caller's float32 modules applied to the
-last block's output cast to float32, so the log-softmax over the vocabulary is float32 throughout.
+Precision (``scoring_model``): ``"bf16"`` scores with a copy of the model whose blocks' linear weights are
+bfloat16, run under bf16 autocast (matrix products and KV cache bf16, residual stream and norms float32);
+its final norm and LM head are the caller's float32 modules, so the label log-probabilities (final norm,
+head, log-softmax over the vocabulary) are float32.
 """
 
 from __future__ import annotations
@@ -30,35 +31,52 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class _Float32(nn.Module):
-    """A float32 module (the caller's final norm or LM head) applied to its input cast to float32."""
+    """A float32 module (the caller's final norm or LM head) applied to its input cast to float32, autocast off."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.float())
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x.float())
 
 
 def scoring_model(model, precision: str):
-    """The model that scores for ``precision``: ``model`` itself for "fp32"; for "bf16" a bfloat16 copy
-    of it whose ``final_norm`` and ``head`` are the caller's float32 modules run on float32 inputs (the
-    caller's model is not modified; the copy calls its float32 head and final norm)."""
+    """The model that scores for ``precision``: ``model`` itself for "fp32"; for "bf16" a copy whose
+    blocks' ``nn.Linear`` weights are bfloat16 and whose backbone runs under bf16 autocast (every matrix
+    product in bf16, the KV cache bf16; the residual stream, embeddings and norms float32), with the
+    caller's float32 final norm and LM head run on float32 inputs, autocast off. Only the linear weights
+    are copied (the embeddings, norms and head are the caller's, shared); the caller's model is not modified.
+
+    (A whole-bf16 copy, residual stream included, is as fast on SmolLM2 but moves the label log-likelihoods
+    ~5x more: docs/PROMPTING.md "Precision".)"""
     if precision == "fp32":
         return model
     if precision != "bf16":
         raise UserError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module):
-        raise UserError(f"--precision bf16: the {type(model).__name__} model has no LM head module to keep in "
-                        "float32; use --precision fp32")
-    keep = {"head": head}
+    if not isinstance(head, nn.Module) or not callable(getattr(model, "backbone", None)):
+        raise UserError(f"--precision bf16: the {type(model).__name__} model has no backbone / LM head to run "
+                        "in mixed precision; use --precision fp32")
+    linear = {id(p) for name, m in model.named_modules() if isinstance(m, nn.Linear) and name != "head"
+              and not name.startswith("head.") for p in m.parameters(recurse=False)}
+    memo = {id(p): p for p in model.parameters() if id(p) not in linear}  # shared, never cast
+    fast = copy.deepcopy(model, memo)
+    fast.head = _Float32(head)
     if isinstance(getattr(model, "final_norm", None), nn.Module):
-        keep["final_norm"] = model.final_norm
-    # a full copy first (the head's weight may be the tied embedding table, which the copy needs in bf16)
-    fast = copy.deepcopy(model).to(torch.bfloat16)
-    for name, m in keep.items():  # the copy's own norm / head give way to the caller's float32 ones
-        setattr(fast, name, _Float32(m))
+        fast.final_norm = _Float32(model.final_norm)
+    for name, m in fast.named_modules():
+        if isinstance(m, nn.Linear) and not name.startswith("head."):
+            m.to(torch.bfloat16)  # the copy's own weights (not in memo)
+    backbone = fast.backbone  # the bound method; forward and generation both call model.backbone
+
+    def autocast_backbone(*args: Any, **kwargs: Any):
+        device = next(fast.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return backbone(*args, **kwargs)
+
+    fast.backbone = autocast_backbone
     return fast.eval()
 
 
