@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--task generation: greedy answer length limit (the answer is cut at the first newline)")
     p.add_argument("--threads", type=arg(int, POSITIVE), default=None, help="torch CPU threads")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="bf16: score with a bfloat16 copy of the model (final norm, head and log-softmax float32); "
+                   help="bf16: score with a copy whose linear weights are bfloat16, under bf16 autocast (residual stream, "
+                        "norms, head and log-softmax float32; ~1.7x less CPU on SmolLM2); "
                         "auto: bf16 on CPUs that multiply bf16 natively (AMX or AVX-512 BF16), fp32 elsewhere "
                         "(said on stderr); recorded in metrics.json; docs/PROMPTING.md")
     p.add_argument("--overwrite", action="store_true",

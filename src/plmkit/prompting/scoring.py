@@ -50,7 +50,7 @@ def scoring_model(model, precision: str):
     are copied (the embeddings, norms and head are the caller's, shared); the caller's model is not modified.
 
     (A whole-bf16 copy, residual stream included, is as fast on SmolLM2 but moves the label log-likelihoods
-    ~5x more: docs/PROMPTING.md "Precision".)"""
+    1.7-5x more: docs/PROMPTING.md "Precision".)"""
     if precision == "fp32":
         return model
     if precision != "bf16":
