@@ -405,3 +405,15 @@ def test_stored_runs_of_other_settings_are_refused_unless_overwrite(tiny, tmp_pa
     assert len(err.splitlines()) == 1 and message in err and "--overwrite" in err, err
     assert main(argv + ["--overwrite"]) == 0
     assert main(argv) == 0  # the stored runs are now this call's
+
+
+@pytest.mark.parametrize("kind, expected", [("avx512_bf16", "bf16"), (None, "fp32")])
+def test_precision_auto_follows_the_cpu_and_is_recorded(tiny, tmp_path, monkeypatch, capsys, kind, expected):
+    import plmkit.models.kernels as kernels
+    from plmkit.cli.main import main
+
+    monkeypatch.setattr(kernels, "cpu_bf16", lambda: kind)
+    argv = [a for a in _icl_argv(tiny, tmp_path / "o", "0") if a not in ("--precision", "fp32")]
+    assert main(argv) == 0
+    assert f"plm icl: precision {expected} (auto: " in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["precision"] == expected

@@ -268,7 +268,7 @@ class RunStore:
         self.settings = json.loads(json.dumps(settings))  # as it reads back from JSON
         self.reused = 0
         if overwrite and self.dir.is_dir():
-            for f in self.dir.glob("*.json"):
+            for f in [*self.dir.glob("*.json"), *self.dir.glob("*.json.tmp")]:
                 f.unlink()
         self.check()
 
