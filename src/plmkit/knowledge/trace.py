@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import UserError
-from plmkit.knowledge.blocks import PrefixCache, attention_context, fast_path_ok
+from plmkit.knowledge.blocks import PrefixCache, attention_context, fast_path_ok, run_kept
 from plmkit.knowledge.lama import causal_ids, front_specials
 from plmkit.knowledge.structure import ModelStructure, _site_module, intervene, locate
 from plmkit.models.cache import KVCache
@@ -247,9 +247,7 @@ class Tracer:
     # -------------------------------------------------------------- fast path
     def corrupted(self, f: TraceFact) -> _Corrupted:
         """The ``samples`` corrupted runs (fast path): block inputs, KV cache and P(target)."""
-        m, S, (lo, hi) = self.w.model, self.samples, f.subject_range
-        T = len(f.ids)
-        ids = torch.tensor([f.ids]).expand(S, -1)
+        lo, hi = f.subject_range
         noise = self._noise(f)
 
         def corrupt(i: int, emb: Tensor) -> Tensor:
@@ -258,14 +256,7 @@ class Tracer:
             return emb
 
         with _embedding_hook(self.w, corrupt):
-            x = m.embeddings(ids, m.default_position_ids(ids, T, 0, ids.device), None, None)
-        cache = KVCache.for_model(m, S, T)
-        ctx = attention_context(self.w, T, 0, cache, x.dtype)
-        inputs: list[Tensor] = []
-        for i in range(self.s.num_layers):
-            inputs.append(x)
-            x = self.w.layers[i](x, ctx, i)
-        cache.advance(T)
+            inputs, cache, x = run_kept(self.w, torch.tensor([f.ids]).expand(self.samples, -1))
         return _Corrupted(inputs, cache, self._target_prob(x[:, -1], f.target_id))
 
     def restored_fast(self, f: TraceFact, clean: dict[str, list[Tensor]], corrupted: _Corrupted, site: str,
