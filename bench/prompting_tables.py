@@ -151,6 +151,7 @@ def soft(dirs: list[Path], out_json: Path) -> None:
     rows = []
     for d in dirs:
         e = json.loads((d / "eval.json").read_text())
+        cfg = json.loads((d / "task.json").read_text()).get("config", {}) if (d / "task.json").is_file() else {}
         log = d.parent / f"{d.name}.log"  # its last line: /usr/bin/time -f %U_%S_%e of the whole process
         last = log.read_text().strip().splitlines()[-1] if log.is_file() else ""
         proc = [float(x) for x in last.split("_")] if re.fullmatch(r"[\d.]+_[\d.]+_[\d.]+", last) else None
@@ -161,12 +162,16 @@ def soft(dirs: list[Path], out_json: Path) -> None:
                      "dev_examples": e["dev_examples"], "train_steps": e["train_steps"],
                      "train_cpu_s": e.get("train_cpu_s"), "train_time_s": e.get("train_time_s"),
                      "eval_time_s": e.get("eval_time_s"), "threads": e.get("threads"),
+                     "precision": e.get("precision", cfg.get("precision", "fp32")), "lr": cfg.get("lr"),
+                     "batch_size": cfg.get("batch_size"), "seed": cfg.get("seed"),
                      "process_user_sys_wall_s": proc})
-    print("| mode | trained params (% of model) | SST-2 dev accuracy | train CPU s | train wall s |")
-    print("|---|---|---|---|---|")
+    print("| mode | lr | trained params (% of model) | SST-2 dev accuracy (n) | steps | train CPU s | train wall s |"
+          " precision |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['trainable_params']:,} ({r['trainable_percent']:.3g}%) | {r['accuracy']:.3f} | "
-              f"{r['train_cpu_s']} | {r['train_time_s']} |")
+        print(f"| {r['mode']} | {r['lr']} | {r['trainable_params']:,} ({r['trainable_percent']:.3g}%) | "
+              f"{r['accuracy']:.3f} ({r['dev_examples']}) | {r['train_steps']} | {r['train_cpu_s']} | "
+              f"{r['train_time_s']} | {r['precision']} |")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(rows, indent=1) + "\n")
 

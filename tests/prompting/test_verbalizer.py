@@ -216,3 +216,20 @@ def test_refusals_one_line_exit_2(vb, tmp_path, capsys, what, message):
     rc = _main(*argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_finetune_precision_bf16_trains_under_autocast_and_records_it(vb, tmp_path):
+    """--precision bf16: the Trainer runs the steps under bf16 autocast (recorded in eval.json); the soft prompt is trained in float32 and the loss stays finite."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "bf16"
+    assert _main("finetune", "--task", "classification", "--model", vb.dir / "causal", "--data", vb.data, "--out",
+                 out, "--mode", "prefix-tuning", "--verbalizer", vb.dir / "causal.yaml", "--prompt-tokens", 4,
+                 "--prompt-hidden", 16, "--epochs", 1, "--lr", "3e-2", "--batch-size", 16, "--max-seq-len", 32,
+                 "--no-epoch-eval", "--precision", "bf16") == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["precision"] == "bfloat16" and res["train_steps"] >= 1
+    assert all(v.dtype == torch.float32 for v in load_file(str(out / "weights.safetensors")).values())
+    losses = [json.loads(x)["loss"] for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert losses and np.isfinite(losses).all()
+    assert json.loads((out / "task.json").read_text())["config"]["precision"] == "bf16"

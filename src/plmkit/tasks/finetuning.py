@@ -111,7 +111,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                               "train_steps": summary["step"], "planned_steps": train_cfg.max_steps,
                               "interrupted": bool(summary.get("interrupted")),
                               **({"stop_signal": summary["signal"]} if summary.get("interrupted") else {}),
-                              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu)}
+                              "train_time_s": round(train_time, 1), **_cpu_fields(train_cpu),
+                              "precision": summary["precision"]}
     if cfg.early_exit:
         result.update(_train_off_ramps(cfg, model, obj, feats.train, train_cfg, logs, tok))
 
@@ -323,7 +324,7 @@ def training_config(cfg: FinetuneConfig, model, num_train_features: int) -> Trai
     tc = dict(max_steps=max_steps, batch_size=cfg.batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
               weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup * max_steps), schedule="linear",
               seed=cfg.seed, log_every=10, eval_every=0, save_every=0, tensorboard=False, plots=False,
-              progress=cfg.progress, device="auto")
+              progress=cfg.progress, device="auto", precision=cfg.precision)
     if cfg.mode == "ulmfit":
         groups = model.num_layers + 2
         tc.update(schedule="slanted_triangular", warmup_steps=0, layer_lr_decay=1 / 2.6,
@@ -362,6 +363,7 @@ def train(cfg: FinetuneConfig, spec: TaskSpec, model, obj, tok, data: TaskData, 
     _log(trainer.precision_note)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = trainer.fit()
+    summary["precision"] = "fp32" if trainer.dtype is None else str(trainer.dtype).replace("torch.", "")
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     if summary.get("interrupted"):  # SIGTERM / Ctrl-C: the Trainer stopped after a step; evaluate what we have
         _log(f"training interrupted at step {summary['step']} of {max_steps}; evaluating the model as it is")
