@@ -165,11 +165,11 @@ def soft(dirs: list[Path], out_json: Path) -> None:
                      "precision": {"bfloat16": "bf16"}.get(e.get("precision"), e.get("precision", cfg.get("precision", "fp32"))), "lr": cfg.get("lr"),
                      "batch_size": cfg.get("batch_size"), "seed": cfg.get("seed"),
                      "process_user_sys_wall_s": proc})
-    print("| mode | lr | trained params (% of model) | SST-2 dev accuracy (n) | steps | train CPU s | train wall s |"
-          " precision |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | seed | lr | trained params (% of model) | SST-2 dev accuracy (n) | steps | train CPU s |"
+          " train wall s | precision |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['lr']} | {r['trainable_params']:,} ({r['trainable_percent']:.3g}%) | "
+        print(f"| {r['mode']} | {r['seed']} | {r['lr']} | {r['trainable_params']:,} ({r['trainable_percent']:.3g}%) | "
               f"{r['accuracy']:.3f} ({r['dev_examples']}) | {r['train_steps']} | {r['train_cpu_s']} | "
               f"{r['train_time_s']} | {r['precision']} |")
     out_json.parent.mkdir(parents=True, exist_ok=True)
