@@ -162,7 +162,7 @@ def soft(dirs: list[Path], out_json: Path) -> None:
                      "dev_examples": e["dev_examples"], "train_steps": e["train_steps"],
                      "train_cpu_s": e.get("train_cpu_s"), "train_time_s": e.get("train_time_s"),
                      "eval_time_s": e.get("eval_time_s"), "threads": e.get("threads"),
-                     "precision": {"bfloat16": "bf16"}.get(e.get("precision"), e.get("precision", cfg.get("precision", "fp32"))), "lr": cfg.get("lr"),
+                     "precision": e.get("precision", cfg.get("precision", "fp32")), "lr": cfg.get("lr"),
                      "batch_size": cfg.get("batch_size"), "seed": cfg.get("seed"),
                      "process_user_sys_wall_s": proc})
     print("| mode | seed | lr | trained params (% of model) | SST-2 dev accuracy (n) | steps | train CPU s |"

@@ -363,7 +363,6 @@ def train(cfg: FinetuneConfig, spec: TaskSpec, model, obj, tok, data: TaskData, 
     _log(trainer.precision_note)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = trainer.fit()
-    summary["precision"] = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[trainer.dtype]
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     if summary.get("interrupted"):  # SIGTERM / Ctrl-C: the Trainer stopped after a step; evaluate what we have
         _log(f"training interrupted at step {summary['step']} of {max_steps}; evaluating the model as it is")

@@ -228,10 +228,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name ``train.precision`` gives an autocast dtype (None: fp32)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def precision_note(precision: str, device: torch.device) -> str:
     """One line for the logs: what ``train.precision`` resolves to here, and why."""
     dtype = autocast_dtype(precision, device)
-    what = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '').replace('bfloat16', 'bf16')} autocast"
+    what = "fp32" if dtype is None else f"{precision_name(dtype)} autocast"
     if precision != "auto":
         return f"precision {what} (train.precision={precision})"
     if device.type == "cpu":
@@ -789,7 +794,8 @@ class Trainer:
                                                                or self.last_eval["step"] != self.step):
             self._maybe_eval()
         summary: dict[str, Any] = {"step": self.step, "interrupted": interrupted,
-                                   "stop_reason": self.stop_reason or ("done" if not interrupted else "")}
+                                   "stop_reason": self.stop_reason or ("done" if not interrupted else ""),
+                                   "precision": precision_name(self.dtype)}
         if interrupted:
             summary["signal"] = signal.Signals(self._stop_signum).name if self._stop_signum else "SIGINT"
             if self._last_saved_step == self.step and self.out_dir is not None:
